@@ -1,16 +1,37 @@
 //! The membership state machine: which connections exist, on which node, in which groups, and
 //! which users belong to which groups until when.
 //!
-//! This is the state the Raft store replicates. It is deterministic: it does no I/O and never
-//! reads a clock. Time arrives inside each [`Batch`] (stamped by the Raft leader), so every replica
-//! and every replay computes the same expiries.
+//! This is the state the Raft store replicates and every gateway reads on its hot path (routing a
+//! send to a group, a user or a connection). It is deterministic: it does no I/O and never reads a
+//! clock. Time arrives inside each [`Batch`] (stamped by the Raft leader), so every replica and
+//! every replay computes the same expiries; nothing that replicas must agree on depends on hash
+//! iteration order.
 //!
-//! (API skeleton: the implementation is being filled in.)
+//! Layout:
+//! - this file: the replicated vocabulary ([`Command`], [`Batch`], [`Outcome`]) and the small
+//!   records queries hand out ([`NodeInfo`], [`ConnectionInfo`], [`UserGroupInfo`], [`Stats`]);
+//! - `state`: [`Membership`] itself, its indexes and [`Membership::apply`];
+//! - `query`: the read side, every query answering in time proportional to its answer;
+//! - `snapshot`: the serde form of the state (a compact, sorted list of facts; the indexes are
+//!   rebuilt on load) and [`SnapshotError`];
+//! - `name_set`: a set of names that stays a small vector until it grows, so an idle connection
+//!   or a user with one connection costs a few words, not a hash table.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 pub use switchboard_core::NodeId;
+
+mod name_set;
+mod query;
+mod snapshot;
+mod state;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use snapshot::SnapshotError;
+pub use state::Membership;
 
 /// Hub, group, user and connection names. Cheap to clone; shared between indexes.
 pub type Name = Arc<str>;
@@ -24,20 +45,51 @@ pub const MAX_GROUPS_WITHOUT_TTL: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// A gateway announces itself or renews its lease until `time + lease_ms`.
-    NodeHeartbeat { node: NodeId, incarnation: u64, address: String, lease_ms: u64 },
+    NodeHeartbeat {
+        node: NodeId,
+        incarnation: u64,
+        address: String,
+        lease_ms: u64,
+    },
     /// A gateway leaves cleanly: its connections end now.
     NodeLeft { node: NodeId, incarnation: u64 },
     /// A client connection completed its handshake on `node`.
-    ConnectionOpened { hub: Name, connection: Name, user: Option<Name>, node: NodeId, incarnation: u64 },
+    ConnectionOpened {
+        hub: Name,
+        connection: Name,
+        user: Option<Name>,
+        node: NodeId,
+        incarnation: u64,
+    },
     /// A client connection ended.
     ConnectionClosed { hub: Name, connection: Name },
-    AddConnectionToGroup { hub: Name, group: Name, connection: Name },
-    RemoveConnectionFromGroup { hub: Name, group: Name, connection: Name },
+    /// The connection joins the group (until it leaves it or ends).
+    AddConnectionToGroup {
+        hub: Name,
+        group: Name,
+        connection: Name,
+    },
+    /// The connection leaves the group; `Ok` even if it was not in it.
+    RemoveConnectionFromGroup {
+        hub: Name,
+        group: Name,
+        connection: Name,
+    },
+    /// The connection leaves every group it is in.
     RemoveConnectionFromAllGroups { hub: Name, connection: Name },
     /// `ttl_secs`: `None` = one year and counts toward the 100-group cap; `Some(0)` = only the
-    /// user's current connections join, nothing is stored; `Some(n)` = expires `n` s from now.
-    AddUserToGroup { hub: Name, user: Name, group: Name, ttl_secs: Option<u32> },
+    /// user's current connections join, nothing is stored (an existing entry is removed);
+    /// `Some(n)` = expires `n` s from now. In every case the user's current connections join.
+    AddUserToGroup {
+        hub: Name,
+        user: Name,
+        group: Name,
+        ttl_secs: Option<u32>,
+    },
+    /// Removes the user-group entry and takes the user's current connections out of the group.
     RemoveUserFromGroup { hub: Name, user: Name, group: Name },
+    /// Removes every entry of the user and takes the user's current connections out of every
+    /// group they are in.
     RemoveUserFromAllGroups { hub: Name, user: Name },
     /// Advances time only (expiry without traffic).
     Tick,
@@ -63,4 +115,46 @@ pub enum Outcome {
     Renewed,
     /// The command names an incarnation older than the one registered, or one whose lease ended.
     StaleIncarnation,
+}
+
+/// A registered gateway node, as the last heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: NodeId,
+    /// Generation of the node's process; a restart announces a higher one.
+    pub incarnation: u64,
+    /// Where peers reach the node (as the node advertised it).
+    pub address: String,
+    /// The registration ends when state time reaches this (milliseconds since the Unix epoch).
+    pub lease_until_ms: u64,
+}
+
+/// Where a connection lives and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    pub user: Option<Name>,
+    pub node: NodeId,
+}
+
+/// One stored user-group entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserGroupInfo {
+    pub group: Name,
+    /// New connections of the user join the group while state time is below this.
+    pub expires_at_ms: u64,
+    /// Added without TTL: one of the (at most [`MAX_GROUPS_WITHOUT_TTL`]) capped entries.
+    pub counts_toward_cap: bool,
+}
+
+/// Sizes of the state, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Registered nodes.
+    pub nodes: usize,
+    /// Open connections, all hubs.
+    pub connections: usize,
+    /// Groups with at least one connection, all hubs.
+    pub groups: usize,
+    /// Stored user-group entries, all hubs.
+    pub user_group_entries: usize,
 }

@@ -1,0 +1,246 @@
+//! The read side of [`Membership`]: what gateways ask on every send and what the REST API lists.
+//!
+//! Each query walks only the index entries that make up its answer (a group's members on one
+//! node, a user's connections, ...), never the whole state. Iteration order is unspecified unless
+//! a query says otherwise. Queries that take `now_ms` hide user-group entries whose expiry has
+//! passed but that no batch has purged yet.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::ops::Bound;
+
+use crate::state::{Group, Hub};
+use crate::{ConnectionInfo, Membership, Name, NodeId, NodeInfo, Stats, UserGroupInfo};
+
+impl Membership {
+    /// State time: the largest batch time applied so far (milliseconds since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The earliest time at which something expires (a node lease or a user-group entry), if any:
+    /// when to propose a [`Command::Tick`](crate::Command::Tick).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let node = self.node_deadlines.first().map(|(at, _)| *at);
+        let entry = self.entry_deadlines.first().map(|(at, ..)| *at);
+        match (node, entry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Registered nodes, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> + '_ {
+        self.nodes.values().map(|n| &n.info)
+    }
+
+    pub fn node(&self, node: NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(&node).map(|n| &n.info)
+    }
+
+    pub fn connection(&self, hub: &str, connection: &str) -> Option<ConnectionInfo> {
+        let c = self.hub(hub)?.connections.get(connection)?;
+        Some(ConnectionInfo {
+            user: c.user.clone(),
+            node: c.node,
+        })
+    }
+
+    /// `(hub, connection)` for every connection the node holds.
+    pub fn connections_on_node(&self, node: NodeId) -> impl Iterator<Item = (&Name, &Name)> + '_ {
+        self.nodes
+            .get(&node)
+            .into_iter()
+            .flat_map(|n| n.connections.iter())
+            .flat_map(|(hub, conns)| conns.iter().map(move |c| (hub, c)))
+    }
+
+    /// The groups the connection is in.
+    pub fn connection_groups(
+        &self,
+        hub: &str,
+        connection: &str,
+    ) -> impl Iterator<Item = &Name> + '_ {
+        self.hub(hub)
+            .and_then(|h| h.connections.get(connection))
+            .into_iter()
+            .flat_map(|c| c.groups.iter())
+    }
+
+    pub fn user_has_connections(&self, hub: &str, user: &str) -> bool {
+        self.hub(hub)
+            .and_then(|h| h.users.get(user))
+            .is_some_and(|u| !u.connections.is_empty())
+    }
+
+    /// The user's connections with the node holding each.
+    pub fn user_connections(
+        &self,
+        hub: &str,
+        user: &str,
+    ) -> impl Iterator<Item = (&Name, NodeId)> + '_ {
+        let found = self
+            .hub(hub)
+            .and_then(|h| h.users.get(user).map(|u| (h, u)));
+        found.into_iter().flat_map(|(h, u)| {
+            u.connections
+                .iter()
+                .filter_map(move |c| h.connections.get(&**c).map(|conn| (c, conn.node)))
+        })
+    }
+
+    /// The distinct nodes holding at least one connection of the user, ascending.
+    pub fn user_nodes(&self, hub: &str, user: &str) -> impl Iterator<Item = NodeId> {
+        let mut nodes: Vec<NodeId> = self.user_connections(hub, user).map(|(_, n)| n).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.into_iter()
+    }
+
+    /// The user's connections held by `node`.
+    pub fn user_connections_on_node(
+        &self,
+        hub: &str,
+        user: &str,
+        node: NodeId,
+    ) -> impl Iterator<Item = &Name> + '_ {
+        self.user_connections(hub, user)
+            .filter(move |(_, n)| *n == node)
+            .map(|(c, _)| c)
+    }
+
+    pub fn group_has_connections(&self, hub: &str, group: &str) -> bool {
+        self.group(hub, group).is_some()
+    }
+
+    /// The distinct nodes holding at least one member of the group, ascending.
+    pub fn group_nodes(&self, hub: &str, group: &str) -> impl Iterator<Item = NodeId> + '_ {
+        self.group(hub, group)
+            .into_iter()
+            .flat_map(|g| g.by_node.iter().map(|(n, _)| *n))
+    }
+
+    /// The group's members held by `node`, ascending by id.
+    pub fn group_connections_on_node(
+        &self,
+        hub: &str,
+        group: &str,
+        node: NodeId,
+    ) -> impl Iterator<Item = &Name> + '_ {
+        self.group(hub, group)
+            .and_then(|g| g.members_on(node))
+            .into_iter()
+            .flat_map(|members| members.iter())
+    }
+
+    /// Members ordered by connection id, starting strictly after `after`, at most `limit`
+    /// (for the paged REST listing): `(connection, user)`.
+    pub fn group_connections_page(
+        &self,
+        hub: &str,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Name, Option<Name>)> {
+        let (Some(h), Some(g)) = (self.hub(hub), self.group(hub, group)) else {
+            return Vec::new();
+        };
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        // Merge the per-node sorted sets: a heap of each node's next member.
+        let mut cursors: Vec<std::collections::btree_set::Range<'_, Name>> = g
+            .by_node
+            .iter()
+            .map(|(_, members)| range_after(members, start))
+            .collect();
+        let mut heap = BinaryHeap::with_capacity(cursors.len());
+        for (i, cursor) in cursors.iter_mut().enumerate() {
+            if let Some(c) = cursor.next() {
+                heap.push(Reverse((c, i)));
+            }
+        }
+        let mut page = Vec::with_capacity(limit.min(g.by_node.iter().map(|(_, m)| m.len()).sum()));
+        while page.len() < limit {
+            let Some(Reverse((c, i))) = heap.pop() else {
+                break;
+            };
+            let user = h.connections.get(&**c).and_then(|conn| conn.user.clone());
+            page.push((c.clone(), user));
+            if let Some(next) = cursors.get_mut(i).and_then(|cursor| cursor.next()) {
+                heap.push(Reverse((next, i)));
+            }
+        }
+        page
+    }
+
+    /// A live stored entry (`expires_at > now_ms`) or any current connection of the user in the
+    /// group.
+    pub fn user_in_group(&self, hub: &str, user: &str, group: &str, now_ms: u64) -> bool {
+        let Some(u) = self.hub(hub).and_then(|h| h.users.get(user)) else {
+            return false;
+        };
+        let stored = u
+            .entries
+            .as_ref()
+            .and_then(|e| e.by_group.get(group))
+            .is_some_and(|e| e.expires_at_ms > now_ms);
+        stored
+            || self.hub(hub).is_some_and(|h| {
+                u.connections.iter().any(|c| {
+                    h.connections
+                        .get(&**c)
+                        .is_some_and(|conn| conn.groups.contains(group))
+                })
+            })
+    }
+
+    /// The user's live stored entries (`expires_at > now_ms`), sorted by group.
+    pub fn user_groups(&self, hub: &str, user: &str, now_ms: u64) -> Vec<UserGroupInfo> {
+        self.hub(hub)
+            .and_then(|h| h.users.get(user))
+            .and_then(|u| u.entries.as_ref())
+            .map(|e| {
+                e.by_group
+                    .iter()
+                    .filter(|(_, e)| e.expires_at_ms > now_ms)
+                    .map(|(g, e)| UserGroupInfo {
+                        group: g.clone(),
+                        expires_at_ms: e.expires_at_ms,
+                        counts_toward_cap: e.counts,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sizes of the state. Walks the hubs (not their contents).
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            nodes: self.nodes.len(),
+            ..Stats::default()
+        };
+        for h in self.hubs.values() {
+            stats.connections += h.connections.len();
+            stats.groups += h.groups.len();
+            stats.user_group_entries += h.entry_count;
+        }
+        stats
+    }
+
+    fn hub(&self, hub: &str) -> Option<&Hub> {
+        self.hubs.get(hub)
+    }
+
+    fn group(&self, hub: &str, group: &str) -> Option<&Group> {
+        self.hub(hub)?.groups.get(group)
+    }
+}
+
+fn range_after<'a>(
+    members: &'a BTreeSet<Name>,
+    start: Bound<&str>,
+) -> std::collections::btree_set::Range<'a, Name> {
+    members.range::<str, _>((start, Bound::Unbounded))
+}
