@@ -218,7 +218,10 @@ mod tests {
 
     #[test]
     fn three_words() {
-        assert_eq!(std::mem::size_of::<NameSet>(), 3 * std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<NameSet>(),
+            3 * std::mem::size_of::<usize>()
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+#[cfg(test)]
+mod tests;
+
 use crate::name_set::NameSet;
 use crate::{
     Batch, Command, Name, NodeId, NodeInfo, Outcome, DEFAULT_USER_GROUP_TTL_SECS,
