@@ -127,3 +127,132 @@ pub fn close_frame(protocol: Protocol, error: Option<&str>, allow_reconnect: boo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::tests::arb_json;
+    use crate::{decode, FrameReader, HubMessage, Value};
+    use proptest::prelude::*;
+
+    fn single(protocol: Protocol, frame: &[u8]) -> HubMessage {
+        crate::validate_framed(protocol, frame).expect("well framed");
+        let mut reader = FrameReader::new(protocol, usize::MAX);
+        reader.push(frame);
+        let payload = reader.next_frame().expect("ok").expect("complete");
+        decode(protocol, &payload).expect("decodes")
+    }
+
+    fn invocation(target: &str, arguments: Vec<Value>) -> HubMessage {
+        HubMessage::Invocation {
+            invocation_id: None,
+            target: target.into(),
+            arguments,
+            stream_ids: vec![],
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn json_invocation_frame_splices_arguments_verbatim() {
+        let frame = json_invocation_frame("send\"Message", r#"[1, "two", {"three": 3.5}]"#);
+        assert_eq!(
+            &frame[..],
+            &b"{\"type\":1,\"target\":\"send\\\"Message\",\"arguments\":[1, \"two\", {\"three\": 3.5}]}\x1e"[..]
+        );
+        assert_eq!(
+            single(Protocol::Json, &frame),
+            invocation(
+                "send\"Message",
+                vec![
+                    Value::Int(1),
+                    Value::from("two"),
+                    Value::Map(vec![(Value::from("three"), Value::F64(3.5))]),
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn msgpack_invocation_frame_converts_json_arguments() {
+        let args = serde_json::json!([1, -200, 70000, u64::MAX, 1.5, 2.0, null, true, "s", [1], {"k": "v"}]);
+        let args = args.as_array().expect("array");
+        let frame = msgpack_invocation_frame("target", args).expect("encodes");
+        // Smallest integer forms, float64 for non-integral numbers.
+        let body = &frame[1..];
+        assert_eq!(frame[0] as usize, body.len());
+        assert_eq!(
+            &body[..11],
+            &[0x96, 0x01, 0x80, 0xc0, 0xa6, b't', b'a', b'r', b'g', b'e', b't']
+        );
+        assert_eq!(body[11], 0x9b);
+        assert_eq!(&body[12..15], &[0x01, 0xd1, 0xff]);
+        assert_eq!(
+            single(Protocol::MessagePack, &frame),
+            invocation(
+                "target",
+                vec![
+                    Value::Int(1),
+                    Value::Int(-200),
+                    Value::Int(70000),
+                    Value::UInt(u64::MAX),
+                    Value::F64(1.5),
+                    Value::F64(2.0),
+                    Value::Nil,
+                    Value::Bool(true),
+                    Value::from("s"),
+                    Value::Array(vec![Value::Int(1)]),
+                    Value::Map(vec![(Value::from("k"), Value::from("v"))]),
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn ping_and_close_frames() {
+        assert_eq!(&ping_frame(Protocol::Json)[..], b"{\"type\":6}\x1e");
+        assert_eq!(&ping_frame(Protocol::MessagePack)[..], &[0x02, 0x91, 0x06]);
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            assert_eq!(single(protocol, &ping_frame(protocol)), HubMessage::Ping);
+            for error in [None, Some("server shutting down")] {
+                for allow_reconnect in [false, true] {
+                    let frame = close_frame(protocol, error, allow_reconnect);
+                    let expected = HubMessage::Close {
+                        error: error.map(str::to_owned),
+                        allow_reconnect,
+                    };
+                    assert_eq!(single(protocol, &frame), expected);
+                    // The static shortcuts match the general encoder byte for byte, except
+                    // that an absent error is written as nil rather than dropped in MessagePack.
+                    if protocol == Protocol::Json || error.is_some() {
+                        assert_eq!(frame, crate::encode(protocol, &expected).expect("encodes"));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            &close_frame(Protocol::Json, Some("x"), true)[..],
+            b"{\"type\":7,\"error\":\"x\",\"allowReconnect\":true}\x1e"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn fast_paths_agree_with_the_general_codec(
+            target in ".{0,16}",
+            args in proptest::collection::vec(arb_json(), 0..5),
+        ) {
+            let expected = invocation(&target, args.iter().map(Value::from).collect());
+            let text = serde_json::to_string(&args).expect("serialize");
+            let json = json_invocation_frame(&target, &text);
+            prop_assert_eq!(single(Protocol::Json, &json), expected.clone());
+            prop_assert_eq!(&json, &crate::encode(Protocol::Json, &expected).expect("encodes"));
+            let msgpack = msgpack_invocation_frame(&target, &args).expect("encodes");
+            prop_assert_eq!(single(Protocol::MessagePack, &msgpack), expected.clone());
+            prop_assert_eq!(
+                &msgpack,
+                &crate::encode(Protocol::MessagePack, &expected).expect("encodes")
+            );
+        }
+    }
+}

@@ -237,3 +237,251 @@ impl FrameReader {
         Ok(Some(self.buf.split_to(len).freeze()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode, HubMessage, Value};
+    use proptest::prelude::*;
+
+    fn messages() -> Vec<HubMessage> {
+        vec![
+            HubMessage::Ping,
+            HubMessage::Invocation {
+                invocation_id: Some("1".into()),
+                target: "send".into(),
+                arguments: vec![Value::from("x".repeat(200)), Value::Int(-7)],
+                stream_ids: vec![],
+                headers: vec![],
+            },
+            HubMessage::Ack { sequence_id: 3 },
+            HubMessage::Close {
+                error: Some("bye".into()),
+                allow_reconnect: true,
+            },
+        ]
+    }
+
+    fn stream(protocol: Protocol) -> Vec<u8> {
+        messages()
+            .iter()
+            .flat_map(|m| encode(protocol, m).expect("encodes").to_vec())
+            .collect()
+    }
+
+    fn drain(reader: &mut FrameReader, out: &mut Vec<HubMessage>) {
+        while let Some(frame) = reader.next_frame().expect("frames") {
+            out.push(decode(reader.protocol(), &frame).expect("decodes"));
+        }
+    }
+
+    #[test]
+    fn varint_matches_spec_examples() {
+        assert_eq!(read_varint(&[0x35]).expect("ok"), Some((0x35, 1)));
+        assert_eq!(read_varint(&[0x80, 0x29]).expect("ok"), Some((0x1480, 2)));
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x07]).expect("ok"),
+            Some((0x7fff_ffff, 5))
+        );
+        assert_eq!(read_varint(&[0x80, 0x80]).expect("ok"), None);
+        assert_eq!(read_varint(&[]).expect("ok"), None);
+        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x08]).is_err());
+        assert!(read_varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).is_err());
+        let (bytes, len) = write_varint(0x1480);
+        assert_eq!(&bytes[..len], &[0x80, 0x29]);
+        let (bytes, len) = write_varint(0);
+        assert_eq!(&bytes[..len], &[0x00]);
+    }
+
+    #[test]
+    fn spec_binary_framing_example() {
+        let mut wire = vec![0x0b];
+        wire.extend_from_slice(b"Hello\nWorld");
+        wire.extend_from_slice(&[0x02, 0x01, 0x02]);
+        let mut reader = FrameReader::new(Protocol::MessagePack, 1024);
+        reader.push(&wire);
+        assert_eq!(
+            reader.next_frame().expect("ok").as_deref(),
+            Some(&b"Hello\nWorld"[..])
+        );
+        assert_eq!(
+            reader.next_frame().expect("ok").as_deref(),
+            Some(&[1u8, 2][..])
+        );
+        assert_eq!(reader.next_frame().expect("ok"), None);
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn every_split_point_yields_the_same_frames() {
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            let wire = stream(protocol);
+            for split in 0..=wire.len() {
+                let mut reader = FrameReader::new(protocol, 1024);
+                let mut out = Vec::new();
+                reader.push(&wire[..split]);
+                drain(&mut reader, &mut out);
+                reader.push(&wire[split..]);
+                drain(&mut reader, &mut out);
+                assert_eq!(out, messages(), "{protocol} split at {split}");
+                assert_eq!(reader.buffered(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_and_all_at_once() {
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            let wire = stream(protocol);
+            let mut reader = FrameReader::new(protocol, 1024);
+            let mut out = Vec::new();
+            for byte in &wire {
+                reader.push(std::slice::from_ref(byte));
+                drain(&mut reader, &mut out);
+            }
+            assert_eq!(out, messages());
+
+            let mut reader = FrameReader::new(protocol, 1024);
+            let mut out = Vec::new();
+            reader.push(&wire);
+            reader.push(&wire);
+            drain(&mut reader, &mut out);
+            assert_eq!(out.len(), 2 * messages().len());
+        }
+    }
+
+    #[test]
+    fn msgpack_oversize_is_detected_from_the_prefix_alone() {
+        let mut reader = FrameReader::new(Protocol::MessagePack, 100);
+        // Declares 2 GB - 1 but carries no body: rejected without waiting or allocating.
+        reader.push(&[0xff, 0xff, 0xff, 0xff, 0x07]);
+        match reader.next_frame() {
+            Err(ProtocolError::MessageTooLarge { size, max }) => {
+                assert_eq!((size, max), (0x7fff_ffff, 100));
+            }
+            other => panic!("expected MessageTooLarge, got {other:?}"),
+        }
+        let mut reader = FrameReader::new(Protocol::MessagePack, 100);
+        reader.push(&[101]);
+        assert!(matches!(
+            reader.next_frame(),
+            Err(ProtocolError::MessageTooLarge { size: 101, .. })
+        ));
+        // Exactly at the limit is fine.
+        let mut reader = FrameReader::new(Protocol::MessagePack, 100);
+        reader.push(&[100]);
+        reader.push(&[0u8; 100]);
+        assert_eq!(reader.next_frame().expect("ok").map(|f| f.len()), Some(100));
+    }
+
+    #[test]
+    fn msgpack_malformed_prefix_is_an_error() {
+        let mut reader = FrameReader::new(Protocol::MessagePack, usize::MAX);
+        reader.push(&[0x80, 0x80, 0x80, 0x80, 0x10]);
+        assert!(matches!(
+            reader.next_frame(),
+            Err(ProtocolError::InvalidFraming(_))
+        ));
+    }
+
+    #[test]
+    fn json_oversize_is_detected_before_the_separator() {
+        let mut reader = FrameReader::new(Protocol::Json, 10);
+        reader.push(b"{\"type\":");
+        assert_eq!(reader.next_frame().expect("still under"), None);
+        reader.push(b"6  ");
+        assert!(matches!(
+            reader.next_frame(),
+            Err(ProtocolError::MessageTooLarge { size: 11, max: 10 })
+        ));
+        // A complete frame over the limit in one push is rejected too.
+        let mut reader = FrameReader::new(Protocol::Json, 5);
+        reader.push(b"{\"type\":6}\x1e");
+        assert!(matches!(
+            reader.next_frame(),
+            Err(ProtocolError::MessageTooLarge { .. })
+        ));
+        // Exactly at the limit is fine.
+        let mut reader = FrameReader::new(Protocol::Json, 10);
+        reader.push(b"{\"type\":6}\x1e");
+        assert_eq!(
+            reader.next_frame().expect("ok").as_deref(),
+            Some(&b"{\"type\":6}"[..])
+        );
+    }
+
+    #[test]
+    fn validate_framed_accepts_exactly_one_frame() {
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            for msg in messages() {
+                let frame = encode(protocol, &msg).expect("encodes");
+                validate_framed(protocol, &frame).expect("valid");
+                // Truncated, doubled and extended frames are rejected.
+                assert!(validate_framed(protocol, &frame[..frame.len() - 1]).is_err());
+                let doubled = [&frame[..], &frame[..]].concat();
+                assert!(validate_framed(protocol, &doubled).is_err());
+                let extended = [&frame[..], &[0u8][..]].concat();
+                assert!(validate_framed(protocol, &extended).is_err());
+            }
+            assert!(validate_framed(protocol, &[]).is_err());
+        }
+        assert!(validate_framed(Protocol::Json, b"\x1e").is_err());
+        assert!(validate_framed(Protocol::MessagePack, &[0x00]).is_err());
+    }
+
+    #[test]
+    fn frame_payload_frames_raw_payloads() {
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            let framed = encode(protocol, &HubMessage::Ping).expect("encodes");
+            let mut reader = FrameReader::new(protocol, usize::MAX);
+            reader.push(&framed);
+            let payload = reader.next_frame().expect("ok").expect("frame");
+            assert_eq!(frame_payload(protocol, &payload).expect("frames"), framed);
+        }
+        assert!(frame_payload(Protocol::Json, b"{\x1e}").is_err());
+        let big = vec![0u8; 300];
+        let framed = frame_payload(Protocol::MessagePack, &big).expect("frames");
+        assert_eq!(&framed[..2], &[0xac, 0x02]);
+        assert_eq!(framed.len(), 302);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_chunking_yields_the_same_frames(
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            json in any::<bool>(),
+        ) {
+            let protocol = if json { Protocol::Json } else { Protocol::MessagePack };
+            let wire = stream(protocol);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (wire.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(wire.len());
+            cuts.sort_unstable();
+            let mut reader = FrameReader::new(protocol, 1024);
+            let mut out = Vec::new();
+            for pair in cuts.windows(2) {
+                reader.push(&wire[pair[0]..pair[1]]);
+                drain(&mut reader, &mut out);
+            }
+            prop_assert_eq!(out, messages());
+        }
+
+        #[test]
+        fn garbage_never_panics(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..32), 0..8),
+            max in 0usize..64,
+            json in any::<bool>(),
+        ) {
+            let protocol = if json { Protocol::Json } else { Protocol::MessagePack };
+            let mut reader = FrameReader::new(protocol, max);
+            for chunk in &chunks {
+                reader.push(chunk);
+                while let Ok(Some(frame)) = reader.next_frame() {
+                    prop_assert!(frame.len() <= max);
+                    let _ = decode(protocol, &frame);
+                }
+            }
+            let _ = validate_framed(protocol, &chunks.concat());
+        }
+    }
+}

@@ -124,3 +124,114 @@ pub fn negotiate_protocol(req: &HandshakeRequest) -> Result<Protocol, String> {
     }
     Ok(protocol)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request(protocol: &str, version: u32) -> HandshakeRequest {
+        HandshakeRequest {
+            protocol: protocol.into(),
+            version,
+        }
+    }
+
+    #[test]
+    fn decodes_official_client_handshakes() {
+        let (req, used) = decode_handshake(b"{\"protocol\":\"json\",\"version\":1}\x1e")
+            .expect("ok")
+            .expect("complete");
+        assert_eq!((req, used), (request("json", 1), 32));
+        let (req, _) = decode_handshake(b"{\"protocol\":\"messagepack\",\"version\":2}\x1e")
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(req, request("messagepack", 2));
+        // Pretty-printed, with an unknown field.
+        let (req, _) = decode_handshake(
+            b"{\n  \"protocol\": \"json\",\n  \"version\": 1,\n  \"minorVersion\": 0\n}\x1e",
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(req, request("json", 1));
+    }
+
+    #[test]
+    fn reports_bytes_consumed_so_following_messages_are_kept() {
+        let buf = b"{\"protocol\":\"json\",\"version\":1}\x1e{\"type\":6}\x1e";
+        let (_, used) = decode_handshake(buf).expect("ok").expect("complete");
+        assert_eq!(&buf[used..], b"{\"type\":6}\x1e");
+    }
+
+    #[test]
+    fn needs_more_bytes_until_the_separator() {
+        let full = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+        for end in 0..full.len() {
+            assert_eq!(decode_handshake(&full[..end]).expect("ok"), None, "{end}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_requests_clearly() {
+        let err = |buf: &[u8]| decode_handshake(buf).expect_err("must fail").to_string();
+        assert!(err(b"{\"version\":1}\x1e").contains("missing required field `protocol`"));
+        assert!(err(b"{\"protocol\":\"json\"}\x1e").contains("missing required field `version`"));
+        assert!(err(b"{\"protocol\":1,\"version\":1}\x1e").contains("must be a string"));
+        assert!(err(b"{\"protocol\":\"json\",\"version\":-1}\x1e").contains("`version`"));
+        assert!(err(b"{\"protocol\":\"json\",\"version\":\"1\"}\x1e").contains("`version`"));
+        assert!(err(b"[]\x1e").contains("expected a JSON object"));
+        assert!(err(b"\x1e").contains("malformed JSON"));
+        assert!(err(b"\x91\x06\x1e").contains("malformed JSON"));
+        let long = vec![b' '; MAX_HANDSHAKE_SIZE + 1];
+        assert!(matches!(
+            decode_handshake(&long),
+            Err(ProtocolError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn responses() {
+        assert_eq!(&encode_handshake_response(None)[..], b"{}\x1e");
+        assert_eq!(
+            &encode_handshake_response(Some("The protocol 'x' is not supported."))[..],
+            b"{\"error\":\"The protocol 'x' is not supported.\"}\x1e"
+        );
+        assert_eq!(
+            &encode_handshake_response(Some("a \"b\""))[..],
+            b"{\"error\":\"a \\\"b\\\"\"}\x1e"
+        );
+    }
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(negotiate_protocol(&request("json", 1)), Ok(Protocol::Json));
+        assert_eq!(negotiate_protocol(&request("json", 2)), Ok(Protocol::Json));
+        assert_eq!(
+            negotiate_protocol(&request("messagepack", 1)),
+            Ok(Protocol::MessagePack)
+        );
+        assert_eq!(
+            negotiate_protocol(&request("MessagePack", 2)),
+            Ok(Protocol::MessagePack)
+        );
+        assert_eq!(
+            negotiate_protocol(&request("blazorpack", 1)),
+            Err("The protocol 'blazorpack' is not supported.".to_owned())
+        );
+        assert_eq!(
+            negotiate_protocol(&request("json", 3)),
+            Err("The server does not support version 3 of the 'json' protocol.".to_owned())
+        );
+        assert!(negotiate_protocol(&request("messagepack", 0)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(Some((_, used))) = decode_handshake(&bytes) {
+                prop_assert!(used <= bytes.len());
+                prop_assert_eq!(bytes[used - 1], RECORD_SEPARATOR);
+            }
+        }
+    }
+}

@@ -395,3 +395,325 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<HubMessage, ProtocolError
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode, Protocol};
+    use proptest::prelude::*;
+
+    fn encoded(msg: &HubMessage) -> String {
+        let frame = encode(Protocol::Json, msg).expect("encodes");
+        assert_eq!(frame.last(), Some(&0x1e));
+        String::from_utf8(frame[..frame.len() - 1].to_vec()).expect("utf-8")
+    }
+
+    fn decoded(text: &str) -> HubMessage {
+        decode(Protocol::Json, text.as_bytes()).expect("decodes")
+    }
+
+    fn error(text: &str) -> String {
+        decode(Protocol::Json, text.as_bytes())
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    /// (compact form of a HubProtocol.md example, message).
+    fn spec_vectors() -> Vec<(&'static str, HubMessage)> {
+        let send = |id: Option<&str>, stream_ids: Vec<String>, arguments: Vec<Value>| {
+            HubMessage::Invocation {
+                invocation_id: id.map(str::to_owned),
+                target: "Send".into(),
+                arguments,
+                stream_ids,
+                headers: vec![],
+            }
+        };
+        let args = || vec![Value::Int(42), Value::from("Test Message")];
+        vec![
+            (
+                r#"{"type":1,"invocationId":"123","target":"Send","arguments":[42,"Test Message"]}"#,
+                send(Some("123"), vec![], args()),
+            ),
+            (
+                r#"{"type":1,"target":"Send","arguments":[42,"Test Message"]}"#,
+                send(None, vec![], args()),
+            ),
+            (
+                r#"{"type":1,"invocationId":"123","target":"Send","arguments":[42],"streamIds":["1"]}"#,
+                send(Some("123"), vec!["1".into()], vec![Value::Int(42)]),
+            ),
+            (
+                r#"{"type":4,"invocationId":"123","target":"Send","arguments":[42,"Test Message"]}"#,
+                HubMessage::StreamInvocation {
+                    invocation_id: "123".into(),
+                    target: "Send".into(),
+                    arguments: args(),
+                    stream_ids: vec![],
+                    headers: vec![],
+                },
+            ),
+            (
+                r#"{"type":2,"invocationId":"123","item":42}"#,
+                HubMessage::StreamItem {
+                    invocation_id: "123".into(),
+                    item: Value::Int(42),
+                    headers: vec![],
+                },
+            ),
+            (
+                r#"{"type":3,"invocationId":"123"}"#,
+                HubMessage::Completion {
+                    invocation_id: "123".into(),
+                    result: CompletionResult::Void,
+                    headers: vec![],
+                },
+            ),
+            (
+                r#"{"type":3,"invocationId":"123","result":42}"#,
+                HubMessage::Completion {
+                    invocation_id: "123".into(),
+                    result: CompletionResult::Value(Value::Int(42)),
+                    headers: vec![],
+                },
+            ),
+            (
+                r#"{"type":3,"invocationId":"123","error":"It didn't work!"}"#,
+                HubMessage::Completion {
+                    invocation_id: "123".into(),
+                    result: CompletionResult::Error("It didn't work!".into()),
+                    headers: vec![],
+                },
+            ),
+            (
+                r#"{"type":5,"invocationId":"123"}"#,
+                HubMessage::CancelInvocation {
+                    invocation_id: "123".into(),
+                    headers: vec![],
+                },
+            ),
+            (r#"{"type":6}"#, HubMessage::Ping),
+            (
+                r#"{"type":7}"#,
+                HubMessage::Close {
+                    error: None,
+                    allow_reconnect: false,
+                },
+            ),
+            (
+                r#"{"type":7,"error":"Connection closed because of an error!"}"#,
+                HubMessage::Close {
+                    error: Some("Connection closed because of an error!".into()),
+                    allow_reconnect: false,
+                },
+            ),
+            (
+                r#"{"type":7,"error":"Connection closed because of an error!","allowReconnect":true}"#,
+                HubMessage::Close {
+                    error: Some("Connection closed because of an error!".into()),
+                    allow_reconnect: true,
+                },
+            ),
+            (
+                r#"{"type":8,"sequenceId":1394}"#,
+                HubMessage::Ack { sequence_id: 1394 },
+            ),
+            (
+                r#"{"type":9,"sequenceId":1234}"#,
+                HubMessage::Sequence { sequence_id: 1234 },
+            ),
+            (
+                r#"{"type":1,"headers":{"Foo":"Bar"},"invocationId":"123","target":"Send","arguments":[42,"Test Message"]}"#,
+                HubMessage::Invocation {
+                    invocation_id: Some("123".into()),
+                    target: "Send".into(),
+                    arguments: args(),
+                    stream_ids: vec![],
+                    headers: vec![("Foo".into(), "Bar".into())],
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn spec_examples_decode_and_encode_byte_exact() {
+        for (text, msg) in spec_vectors() {
+            assert_eq!(decoded(text), msg, "{text}");
+            assert_eq!(encoded(&msg), text);
+        }
+    }
+
+    #[test]
+    fn pretty_printed_spec_example_decodes() {
+        let text = "{\n    \"type\": 1,\n    \"headers\": {\n        \"Foo\": \"Bar\"\n    },\n    \
+                    \"invocationId\": \"123\",\n    \"target\": \"Send\",\n    \"arguments\": [\n        \
+                    42,\n        \"Test Message\"\n    ]\n}";
+        assert_eq!(decoded(text), spec_vectors()[15].1);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_nulls_are_absent() {
+        assert_eq!(
+            decoded(r#"{"type":6,"extra":{"deep":[1,2]}}"#),
+            HubMessage::Ping
+        );
+        assert_eq!(
+            decoded(
+                r#"{"target":"m","invocationId":null,"arguments":[],"type":1,"streamIds":null}"#
+            ),
+            HubMessage::Invocation {
+                invocation_id: None,
+                target: "m".into(),
+                arguments: vec![],
+                stream_ids: vec![],
+                headers: vec![],
+            }
+        );
+        assert_eq!(
+            decoded(r#"{"type":7,"error":null,"allowReconnect":null}"#),
+            HubMessage::Close {
+                error: None,
+                allow_reconnect: false
+            }
+        );
+        // An explicit null result is a result, not a void completion.
+        assert_eq!(
+            decoded(r#"{"type":3,"invocationId":"1","result":null,"error":null}"#),
+            HubMessage::Completion {
+                invocation_id: "1".into(),
+                result: CompletionResult::Value(Value::Nil),
+                headers: vec![],
+            }
+        );
+        assert_eq!(
+            decoded(r#"{"type":2,"invocationId":"1","item":null}"#),
+            HubMessage::StreamItem {
+                invocation_id: "1".into(),
+                item: Value::Nil,
+                headers: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(
+            error(r#"{"target":"x"}"#),
+            "hub message has no message type"
+        );
+        assert_eq!(error(r#"{"type":10}"#), "unknown hub message type 10");
+        assert_eq!(error(r#"{"type":-1}"#), "unknown hub message type -1");
+        assert!(error(r#"{"type":"1"}"#).contains("`type` must be an integer, found a string"));
+        assert!(error(r#"[1]"#).contains("must be an object, found an array"));
+        assert!(error("").starts_with("malformed JSON"));
+        assert!(error(r#"{"type":6"#).starts_with("malformed JSON"));
+        assert!(error(r#"{"type":6} x"#).starts_with("malformed JSON"));
+        assert_eq!(
+            error(r#"{"type":1,"target":"m"}"#),
+            "Invocation message is missing required field `arguments`"
+        );
+        assert_eq!(
+            error(r#"{"type":1,"target":5,"arguments":[]}"#),
+            "Invocation message field `target` must be a string, found an integer"
+        );
+        assert_eq!(
+            error(r#"{"type":1,"target":"m","arguments":{}}"#),
+            "Invocation message field `arguments` must be an array, found a map"
+        );
+        assert_eq!(
+            error(r#"{"type":1,"target":"m","arguments":[],"streamIds":[1]}"#),
+            "Invocation message field `streamIds` must be an array of strings, found an integer"
+        );
+        assert_eq!(
+            error(r#"{"type":4,"target":"m","arguments":[]}"#),
+            "StreamInvocation message is missing required field `invocationId`"
+        );
+        assert_eq!(
+            error(r#"{"type":2,"invocationId":"1"}"#),
+            "StreamItem message is missing required field `item`"
+        );
+        assert_eq!(
+            error(r#"{"type":3,"invocationId":"1","result":1,"error":"e"}"#),
+            "Completion message carries both `result` and `error`"
+        );
+        assert_eq!(
+            error(r#"{"type":5,"invocationId":"1","headers":{"a":1}}"#),
+            "CancelInvocation message field `headers` must be an object of strings, found an integer"
+        );
+        assert_eq!(
+            error(r#"{"type":7,"allowReconnect":"yes"}"#),
+            "Close message field `allowReconnect` must be a boolean, found a string"
+        );
+        assert_eq!(
+            error(r#"{"type":8,"sequenceId":-1}"#),
+            "Ack message field `sequenceId` must be a non-negative integer, found an integer"
+        );
+        assert_eq!(
+            error(r#"{"type":9}"#),
+            "Sequence message is missing required field `sequenceId`"
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let msg = HubMessage::Close {
+            error: Some("quote \" backslash \\ nl \n tab \t nul \u{0} rs \u{1e} é 😀".into()),
+            allow_reconnect: false,
+        };
+        let text = encoded(&msg);
+        assert_eq!(
+            text,
+            r#"{"type":7,"error":"quote \" backslash \\ nl \n tab \t nul \u0000 rs \u001e é 😀"}"#
+        );
+        assert_eq!(decoded(&text), msg);
+    }
+
+    #[test]
+    fn binary_and_non_string_keys_use_the_json_mapping() {
+        let msg = HubMessage::StreamItem {
+            invocation_id: "1".into(),
+            item: Value::Map(vec![
+                (Value::Int(1), Value::Binary(vec![0xde, 0xad])),
+                (Value::from("f"), Value::F64(f64::INFINITY)),
+            ]),
+            headers: vec![],
+        };
+        assert_eq!(
+            encoded(&msg),
+            r#"{"type":2,"invocationId":"1","item":{"1":"3q0=","f":null}}"#
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_overflowing() {
+        let text = format!(
+            r#"{{"type":2,"invocationId":"1","item":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(error(&text).contains("recursion limit"));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_message(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_garbage_never_panics(
+            text in r#"\{("(type|target|invocationId|arguments|item|result|error|headers|streamIds|sequenceId|allowReconnect)":(-?[0-9]{1,3}|"[a-z]{0,3}"|null|true|\[\]|\{\}|\[1,"a"\]|\{"a":"b"\}),?){0,6}\}"#
+        ) {
+            let _ = decode_message(text.as_bytes());
+        }
+
+        #[test]
+        fn any_string_survives_escaping(s in any::<String>()) {
+            let mut buf = Vec::new();
+            write_str(&mut buf, &s);
+            prop_assert!(!buf.contains(&crate::RECORD_SEPARATOR));
+            let back: String = serde_json::from_slice(&buf).expect("valid JSON string");
+            prop_assert_eq!(back, s);
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //! - [`value`]: [`Value`], the protocol-neutral payload value.
 //! - [`frames`]: ready-made frames for fan-out (one encoding per protocol, shared by all
 //!   recipients), Ping and Close.
-//! - [`error`]: [`ProtocolError`].
+//! - [`error`]: the crate's error type, [`ProtocolError`].
 
 pub mod error;
 pub mod frames;
