@@ -125,12 +125,13 @@ impl Value {
     }
 }
 
-/// `f32` to `f64` through the shortest decimal representation; `None` when not finite.
+/// `f32` to `f64` through the shortest decimal representation the JSON encoder writes for it;
+/// `None` when not finite.
 fn f32_to_f64_decimal(f: f32) -> Option<f64> {
     if !f.is_finite() {
         return None;
     }
-    f.to_string().parse::<f64>().ok()
+    serde_json::to_string(&f).ok()?.parse::<f64>().ok()
 }
 
 /// Standard base64 with padding, as .NET and the JavaScript client use for `byte[]`.
@@ -211,8 +212,7 @@ pub(crate) fn key_string(key: &Value) -> Cow<'_, str> {
         Value::Bool(false) => Cow::Borrowed("false"),
         Value::Int(i) => Cow::Owned(i.to_string()),
         Value::UInt(u) => Cow::Owned(u.to_string()),
-        Value::F32(f) => Cow::Owned(f.to_string()),
-        Value::F64(f) => Cow::Owned(f.to_string()),
+        Value::F32(_) | Value::F64(_) => Cow::Owned(key.to_json().to_string()),
         Value::Binary(b) => Cow::Owned(base64_encode(b)),
         Value::Ext(ty, data) => Cow::Owned(ext_to_string(*ty, data)),
         Value::Array(_) | Value::Map(_) => Cow::Owned(key.to_json().to_string()),
