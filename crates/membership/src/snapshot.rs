@@ -365,3 +365,267 @@ impl Membership {
         Ok(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Batch, Command, Outcome};
+
+    fn n(s: &str) -> Name {
+        Name::from(s)
+    }
+
+    fn open(conn: &str, user: Option<&str>, node: NodeId) -> Command {
+        Command::ConnectionOpened {
+            hub: n("hub"),
+            connection: n(conn),
+            user: user.map(n),
+            node,
+            incarnation: 1,
+        }
+    }
+
+    fn hb(node: NodeId) -> Command {
+        Command::NodeHeartbeat {
+            node,
+            incarnation: 1,
+            address: format!("n{node}:1"),
+            lease_ms: 10_000,
+        }
+    }
+
+    fn populated(order_flipped: bool) -> Membership {
+        let mut m = Membership::new();
+        let mut cmds = vec![
+            hb(1),
+            hb(2),
+            open("a", Some("u"), 1),
+            open("b", Some("v"), 2),
+            open("c", None, 2),
+            Command::AddConnectionToGroup {
+                hub: n("hub"),
+                group: n("g"),
+                connection: n("a"),
+            },
+            Command::AddConnectionToGroup {
+                hub: n("hub"),
+                group: n("g"),
+                connection: n("c"),
+            },
+        ];
+        if order_flipped {
+            cmds[2..5].reverse();
+            cmds.swap(5, 6);
+        }
+        cmds.push(Command::AddUserToGroup {
+            hub: n("hub"),
+            user: n("u"),
+            group: n("ug"),
+            ttl_secs: None,
+        });
+        cmds.push(Command::AddUserToGroup {
+            hub: n("hub"),
+            user: n("w"),
+            group: n("g"),
+            ttl_secs: Some(5),
+        });
+        cmds.push(Command::AddUserToGroup {
+            hub: n("hub2"),
+            user: n("w"),
+            group: n("x"),
+            ttl_secs: Some(7),
+        });
+        let out = m.apply(&Batch {
+            time_ms: 1_000,
+            commands: cmds,
+        });
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, Outcome::Ok | Outcome::Registered)));
+        m
+    }
+
+    #[test]
+    fn round_trip_gives_an_equal_state_with_shared_names() {
+        let m = populated(false);
+        let json = serde_json::to_string(&m).expect("serialize");
+        let back: Membership = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, m);
+        back.check_invariants();
+        let h = back.hubs.get("hub").expect("hub");
+        let (key, _) = h.connections.get_key_value("a").expect("a");
+        let member = h.groups["g"]
+            .members_on(1)
+            .and_then(|s| s.get("a"))
+            .expect("member");
+        assert!(Arc::ptr_eq(key, member));
+        let (hub_key, _) = back.hubs.get_key_value("hub").expect("hub");
+        assert!(Arc::ptr_eq(
+            hub_key,
+            back.nodes[&1]
+                .connections
+                .get_key_value("hub")
+                .expect("node index")
+                .0
+        ));
+    }
+
+    #[test]
+    fn equal_states_write_identical_bytes() {
+        let a = populated(false);
+        let b = populated(true);
+        assert_eq!(a, b);
+        assert_eq!(
+            serde_json::to_string(&a).expect("a"),
+            serde_json::to_string(&b).expect("b")
+        );
+    }
+
+    #[test]
+    fn the_written_form_lists_facts_only() {
+        let mut m = Membership::new();
+        m.apply(&Batch {
+            time_ms: 5,
+            commands: vec![
+                hb(1),
+                open("a", Some("u"), 1),
+                Command::AddConnectionToGroup {
+                    hub: n("hub"),
+                    group: n("g"),
+                    connection: n("a"),
+                },
+                Command::AddUserToGroup {
+                    hub: n("hub"),
+                    user: n("u"),
+                    group: n("g"),
+                    ttl_secs: Some(1),
+                },
+            ],
+        });
+        let json = serde_json::to_value(&m).expect("serialize");
+        let expected = serde_json::json!({
+            "now_ms": 5,
+            "next_seq": 1,
+            "nodes": [{"node": 1, "incarnation": 1, "address": "n1:1", "lease_until_ms": 10_005}],
+            "hubs": [{
+                "name": "hub",
+                "connections": [{"id": "a", "user": "u", "node": 1, "groups": ["g"]}],
+                "users": [{"user": "u", "groups": [
+                    {"group": "g", "expires_at_ms": 1_005, "counts_toward_cap": false, "seq": 0}
+                ]}]
+            }]
+        });
+        assert_eq!(json, expected);
+        assert_eq!(
+            serde_json::from_value::<Membership>(json).expect("deserialize"),
+            m
+        );
+    }
+
+    fn load(value: serde_json::Value) -> Result<Membership, String> {
+        serde_json::from_value::<Membership>(value).map_err(|e| e.to_string())
+    }
+
+    fn snapshot(nodes: serde_json::Value, hubs: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"now_ms": 0, "next_seq": 3, "nodes": nodes, "hubs": hubs})
+    }
+
+    #[test]
+    fn contradictory_snapshots_are_refused() {
+        let node =
+            serde_json::json!([{"node": 1, "incarnation": 1, "address": "x", "lease_until_ms": 9}]);
+        let conn = |id: &str, node: u64| serde_json::json!({"id": id, "user": null, "node": node, "groups": []});
+        let entry = |group: &str, seq: u64, counts: bool| serde_json::json!({"group": group, "expires_at_ms": 100, "counts_toward_cap": counts, "seq": seq});
+        let cases = [
+            (
+                snapshot(serde_json::json!([node[0], node[0]]), serde_json::json!([])),
+                "node 1 appears twice",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([{"name": "h", "connections": [conn("a", 2)], "users": []}]),
+                ),
+                "not registered",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([{"name": "h", "connections": [conn("a", 1), conn("a", 1)], "users": []}]),
+                ),
+                "appears twice in hub",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([
+                        {"name": "h", "connections": [conn("a", 1)], "users": []},
+                        {"name": "h", "connections": [], "users": []}
+                    ]),
+                ),
+                "hub \"h\" appears twice",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([{"name": "h", "connections": [], "users": [
+                        {"user": "u", "groups": [entry("g", 0, true), entry("g", 1, true)]}
+                    ]}]),
+                ),
+                "group \"g\" twice",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([{"name": "h", "connections": [], "users": [
+                        {"user": "u", "groups": [entry("g", 0, true), entry("k", 0, true)]}
+                    ]}]),
+                ),
+                "sequence number 0",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([{"name": "h", "connections": [], "users": [
+                        {"user": "u", "groups": [entry("g", 3, false)]}
+                    ]}]),
+                ),
+                "not below the next one",
+            ),
+            (
+                snapshot(
+                    node.clone(),
+                    serde_json::json!([{"name": "h", "connections": [], "users": [
+                        {"user": "u", "groups": [entry("g", 0, false)]},
+                        {"user": "u", "groups": [entry("k", 1, false)]}
+                    ]}]),
+                ),
+                "user \"u\" in hub \"h\" appears twice",
+            ),
+            (
+                serde_json::json!({"now_ms": 0, "next_seq": 0, "nodes": [], "hubs": [], "extra": 1}),
+                "unknown field",
+            ),
+            (serde_json::json!({"now_ms": 0}), "missing field"),
+        ];
+        for (value, needle) in cases {
+            let err = load(value.clone()).expect_err(&format!("accepted {value}"));
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn more_capped_entries_than_the_cap_are_refused() {
+        let groups: Vec<serde_json::Value> = (0..=MAX_GROUPS_WITHOUT_TTL)
+            .map(|i| serde_json::json!({"group": format!("g{i}"), "expires_at_ms": 100, "counts_toward_cap": true, "seq": i}))
+            .collect();
+        let value = serde_json::json!({
+            "now_ms": 0, "next_seq": 1_000, "nodes": [],
+            "hubs": [{"name": "h", "connections": [], "users": [{"user": "u", "groups": groups}]}]
+        });
+        let err = load(value).expect_err("accepted");
+        assert!(err.contains("more than 100 groups without TTL"), "{err}");
+    }
+}
