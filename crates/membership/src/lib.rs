@@ -7,6 +7,26 @@
 //! every replay computes the same expiries; nothing that replicas must agree on depends on hash
 //! iteration order.
 //!
+//! # Rules
+//!
+//! - **Time.** A batch moves state time to `max(now, batch.time_ms)` (a new leader whose clock is
+//!   behind cannot move it back), then everything whose deadline is at or before that time
+//!   expires, then the commands apply in order, each with one [`Outcome`].
+//! - **Nodes.** A heartbeat from an unknown node, or with a higher incarnation, registers it
+//!   (a higher incarnation first drops every connection of the older one); the same incarnation
+//!   renews the lease; a lower one is stale. When a lease ends, or the node leaves, the node and
+//!   all its connections go; its next heartbeat registers it afresh, which tells the gateway that
+//!   its connections were dropped.
+//! - **Connections** open only on the live registration of their node and join every live group
+//!   of their user. Connection↔group is many-to-many and ends with the connection.
+//! - **User groups.** An entry without TTL lasts a year and counts toward a per-(hub, user) cap
+//!   of [`MAX_GROUPS_WITHOUT_TTL`]: one more evicts the least recently updated (by a sequence
+//!   number kept in the state, never by time). An entry with a TTL does not count. `ttl = 0`
+//!   stores nothing and removes any stored entry. Every add also joins the user's current
+//!   connections. Expiry and eviction remove only the entry: connections that joined stay.
+//!   Removing a user from a group (or all groups) also takes the user's current connections out.
+//! - **Hubs** scope everything: equal names in two hubs are unrelated.
+//!
 //! Layout:
 //! - this file: the replicated vocabulary ([`Command`], [`Batch`], [`Outcome`]) and the small
 //!   records queries hand out ([`NodeInfo`], [`ConnectionInfo`], [`UserGroupInfo`], [`Stats`]);

@@ -1,10 +1,10 @@
 //! A set of [`Name`]s sized for the common case of a handful of members.
 //!
 //! Most connections are in no group or a few, and most users have one or two connections, yet a
-//! hash set allocates a table of several buckets for its first member. `NameSet` keeps up to
-//! [`SMALL_MAX`] names in an unsorted vector (one word of heap per member) and switches to a
-//! hash set only when it grows past that, so a pathological user with thousands of connections
-//! still gets O(1) inserts and removals.
+//! hash set allocates a table of several buckets for its first member. `NameSet` holds a single
+//! member inline (no allocation at all), up to [`SMALL_MAX`] in an unsorted vector (two words of
+//! heap per member), and switches to a hash set only when it grows past that, so a pathological
+//! user with thousands of connections still gets O(1) inserts and removals.
 //!
 //! Equality is by content, whatever the representation: a set that grew and shrank back compares
 //! equal to one rebuilt from a snapshot, which replica-agreement checks rely on.
@@ -21,6 +21,8 @@ const SHRINK_AT: usize = SMALL_MAX / 2;
 
 #[derive(Debug, Clone)]
 pub(crate) enum NameSet {
+    One(Name),
+    /// Empty, or two to [`SMALL_MAX`] members.
     Small(Vec<Name>),
     /// Boxed so the enum stays three words (a `HashSet` inline is six): one sits in every
     /// connection and every user record.
@@ -38,19 +40,24 @@ impl NameSet {
     /// Adds `name`; false if it was already a member.
     pub(crate) fn insert(&mut self, name: Name) -> bool {
         match self {
+            NameSet::One(first) => {
+                if **first == *name {
+                    return false;
+                }
+                *self = NameSet::Small(vec![first.clone(), name]);
+                true
+            }
             NameSet::Small(v) => {
                 if v.iter().any(|n| **n == *name) {
                     return false;
                 }
-                if v.len() >= SMALL_MAX {
+                if v.is_empty() {
+                    *self = NameSet::One(name);
+                } else if v.len() >= SMALL_MAX {
                     let mut set: HashSet<Name> = v.drain(..).collect();
                     set.insert(name);
                     *self = NameSet::Large(Box::new(set));
                 } else {
-                    if v.capacity() == 0 {
-                        // Most sets never get a second member: do not allocate room for four.
-                        v.reserve_exact(1);
-                    }
                     v.push(name);
                 }
                 true
@@ -62,11 +69,20 @@ impl NameSet {
     /// Removes `name`; false if it was not a member.
     pub(crate) fn remove(&mut self, name: &str) -> bool {
         match self {
+            NameSet::One(first) => {
+                if &**first != name {
+                    return false;
+                }
+                *self = NameSet::default();
+                true
+            }
             NameSet::Small(v) => match v.iter().position(|n| &**n == name) {
                 Some(i) => {
                     v.swap_remove(i);
-                    if v.is_empty() {
-                        *v = Vec::new();
+                    if v.len() == 1 {
+                        if let Some(last) = v.pop() {
+                            *self = NameSet::One(last);
+                        }
                     }
                     true
                 }
@@ -84,6 +100,7 @@ impl NameSet {
 
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {
+            NameSet::One(first) => &**first == name,
             NameSet::Small(v) => v.iter().any(|n| &**n == name),
             NameSet::Large(set) => set.contains(name),
         }
@@ -91,6 +108,7 @@ impl NameSet {
 
     pub(crate) fn len(&self) -> usize {
         match self {
+            NameSet::One(_) => 1,
             NameSet::Small(v) => v.len(),
             NameSet::Large(set) => set.len(),
         }
@@ -103,6 +121,7 @@ impl NameSet {
     /// The members, in no particular order.
     pub(crate) fn iter(&self) -> Iter<'_> {
         match self {
+            NameSet::One(first) => Iter::Small(std::slice::from_ref(first).iter()),
             NameSet::Small(v) => Iter::Small(v.iter()),
             NameSet::Large(set) => Iter::Large(set.iter()),
         }
@@ -111,6 +130,7 @@ impl NameSet {
     /// Empties the set, handing back the members.
     pub(crate) fn take(&mut self) -> Vec<Name> {
         match std::mem::take(self) {
+            NameSet::One(first) => vec![first],
             NameSet::Small(v) => v,
             NameSet::Large(set) => set.into_iter().collect(),
         }
@@ -175,8 +195,14 @@ mod tests {
         assert!(s.remove("a"));
         assert!(!s.remove("a"));
         assert_eq!(sorted(&s), vec!["b"]);
+        assert!(matches!(s, NameSet::One(_)), "one member is held inline");
         assert!(s.remove("b"));
         assert!(s.is_empty());
+        assert!(!s.remove("b"));
+        assert!(s.insert(name("c")));
+        assert!(matches!(s, NameSet::One(_)));
+        assert!(!s.contains("b"));
+        assert_eq!(sorted(&s), vec!["c"]);
     }
 
     #[test]

@@ -30,7 +30,10 @@ use crate::{
 };
 
 /// The replicated membership state. See the [crate docs](crate) for the rules it implements.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Equality compares content (two replicas that applied the same batches are equal, whatever
+/// order their hash tables hold things in); the serde form is described in `snapshot`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Membership {
     /// State time: the largest batch time seen.
     pub(crate) now_ms: u64,
@@ -45,7 +48,7 @@ pub struct Membership {
 }
 
 /// A registered node and the connections it holds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Node {
     pub(crate) info: NodeInfo,
     /// Hub → connection ids on this node. No empty sets.
@@ -53,7 +56,7 @@ pub(crate) struct Node {
 }
 
 /// Everything in one hub. Removed from `Membership::hubs` as soon as it holds nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Hub {
     pub(crate) connections: HashMap<Name, Conn>,
     /// Users with at least one connection or one stored entry.
@@ -64,14 +67,14 @@ pub(crate) struct Hub {
     pub(crate) entry_count: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Conn {
     pub(crate) user: Option<Name>,
     pub(crate) node: NodeId,
     pub(crate) groups: NameSet,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct User {
     /// Ids of the user's current connections.
     pub(crate) connections: NameSet,
@@ -80,7 +83,7 @@ pub(crate) struct User {
 }
 
 /// The stored user-group entries of one user.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct UserEntries {
     pub(crate) by_group: BTreeMap<Name, Entry>,
     /// The entries that count toward the cap, by update sequence (oldest first).
@@ -95,7 +98,7 @@ pub(crate) struct Entry {
 }
 
 /// The members of one group, per node (sorted by node; few nodes), each set sorted by id.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Group {
     pub(crate) by_node: Vec<(NodeId, BTreeSet<Name>)>,
 }
