@@ -18,7 +18,8 @@
 //!   all its connections go; its next heartbeat registers it afresh, which tells the gateway that
 //!   its connections were dropped.
 //! - **Connections** open only on the live registration of their node and join every live group
-//!   of their user. Connection↔group is many-to-many and ends with the connection.
+//!   of their user; opening one that exists changes nothing. Connection↔group is many-to-many
+//!   and ends with the connection.
 //! - **User groups.** An entry without TTL lasts a year and counts toward a per-(hub, user) cap
 //!   of [`MAX_GROUPS_WITHOUT_TTL`]: one more evicts the least recently updated (by a sequence
 //!   number kept in the state, never by time). An entry with a TTL does not count. `ttl = 0`

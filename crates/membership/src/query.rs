@@ -29,7 +29,8 @@ impl Membership {
         }
     }
 
-    /// Registered nodes, by id.
+    /// Registered nodes, by id. A node whose lease has passed stays listed until a batch expires
+    /// it: compare `lease_until_ms` with the clock to tell.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> + '_ {
         self.nodes.values().map(|n| &n.info)
     }

@@ -62,13 +62,14 @@ impl Serialize for Membership {
         s.serialize_field("nodes", &Seq(self.nodes.values().map(|n| &n.info)))?;
         s.serialize_field(
             "hubs",
-            &Seq(hubs.into_iter().map(|(name, hub)| HubView { name, hub })),
+            &Seq(hubs.iter().map(|&(name, hub)| HubView { name, hub })),
         )?;
         s.end()
     }
 }
 
-/// Serializes an iterator as a sequence (once; the iterator is cloned to stay `&self`).
+/// Serializes an iterator as a sequence. `serialize` takes `&self`, so it walks a clone of the
+/// iterator: keep the iterators cheap to clone (slice and map iterators, not `vec::IntoIter`).
 struct Seq<I>(I);
 
 impl<I> Serialize for Seq<I>
@@ -101,7 +102,7 @@ impl Serialize for HubView<'_> {
         s.serialize_field("name", self.name)?;
         s.serialize_field(
             "connections",
-            &Seq(connections.into_iter().map(|(id, c)| {
+            &Seq(connections.iter().map(|&(id, c)| {
                 let mut groups: Vec<&Name> = c.groups.iter().collect();
                 groups.sort_unstable();
                 ConnView {
@@ -115,8 +116,8 @@ impl Serialize for HubView<'_> {
         s.serialize_field(
             "users",
             &Seq(users
-                .into_iter()
-                .map(|(user, entries)| UserView { user, entries })),
+                .iter()
+                .map(|&(user, entries)| UserView { user, entries })),
         )?;
         s.end()
     }

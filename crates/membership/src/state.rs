@@ -275,12 +275,8 @@ impl Hub {
 
     /// Removes the stored (user, group) entry; the caller drops its deadline.
     fn take_entry(&mut self, user: &str, group: &str) -> Option<(Name, Name, Entry)> {
-        let (user_key, record) = self.users.get_key_value(user)?;
+        let (user_key, _) = self.users.get_key_value(user)?;
         let user_key = user_key.clone();
-        let entries = record.entries.as_ref()?;
-        if !entries.by_group.contains_key(group) {
-            return None;
-        }
         let record = self.users.get_mut(user)?;
         let entries = record.entries.as_mut()?;
         let (group_key, entry) = entries.by_group.remove_entry(group)?;
