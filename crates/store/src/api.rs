@@ -1,0 +1,114 @@
+//! The contract between the gateway and the store.
+//!
+//! The REST layer and the connection handlers only see [`MembershipStore`]: writes go in as
+//! [`Command`]s and come back as [`Outcome`]s once applied, reads go to a [`View`] of the applied
+//! state. The trait is object-safe (`Arc<dyn MembershipStore>`), so an in-process
+//! [`crate::RaftStore`] and a remote store reached over gRPC are interchangeable.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::{RwLock, RwLockReadGuard};
+use switchboard_core::NodeId;
+use switchboard_membership::{Command, Membership, Outcome};
+
+use crate::error::StoreError;
+
+/// The membership store as the gateway uses it.
+#[async_trait]
+pub trait MembershipStore: Send + Sync + 'static {
+    /// Proposes one command; resolves when it is committed AND applied to `view()` of this
+    /// process (read-your-writes), with its outcome.
+    async fn write(&self, command: Command) -> Result<Outcome, StoreError>;
+
+    /// Several commands applied atomically in one log entry, outcomes in order.
+    async fn write_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, StoreError>;
+
+    /// The applied state (this process's copy). Cheap to clone; `read()` gives a guard.
+    fn view(&self) -> View;
+
+    /// Who leads and how far the log and the state machine are.
+    fn status(&self) -> StoreStatus;
+}
+
+/// A shared handle on the applied membership state.
+///
+/// Readers take [`View::read`] for as long as one query needs and drop it: applying the next log
+/// entry waits for readers to leave.
+#[derive(Clone)]
+pub struct View {
+    state: Arc<RwLock<Membership>>,
+}
+
+impl View {
+    /// A view of a state that nothing replicates; for tests and fakes of [`MembershipStore`].
+    pub fn new(state: Membership) -> View {
+        View { state: Arc::new(RwLock::new(state)) }
+    }
+
+    /// A view of a shared state (the store's state machine writes into it).
+    pub fn from_shared(state: Arc<RwLock<Membership>>) -> View {
+        View { state }
+    }
+
+    /// Read access to the state; hold it briefly.
+    pub fn read(&self) -> RwLockReadGuard<'_, Membership> {
+        self.state.read()
+    }
+
+    /// The shared state itself.
+    pub fn shared(&self) -> &Arc<RwLock<Membership>> {
+        &self.state
+    }
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View").finish_non_exhaustive()
+    }
+}
+
+/// A point-in-time summary of the store on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreStatus {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The current leader, if this node knows one.
+    pub leader_id: Option<NodeId>,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// The current Raft term.
+    pub term: u64,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry applied to this node's state.
+    pub applied_index: Option<u64>,
+    /// Index of the last committed entry this node knows of.
+    pub committed_index: Option<u64>,
+    /// Index covered by the latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Index up to which the log was purged.
+    pub purged_index: Option<u64>,
+}
+
+impl StoreStatus {
+    /// Whether a leader is known (writes can be served or forwarded).
+    pub fn leader_known(&self) -> bool {
+        self.leader_id.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trait_is_object_safe_and_views_share_state() {
+        fn _takes(_: Arc<dyn MembershipStore>) {}
+        let view = View::new(Membership::new());
+        let other = view.clone();
+        assert!(Arc::ptr_eq(view.shared(), other.shared()));
+        drop(view.read());
+        assert!(!StoreStatus::default().leader_known());
+    }
+}

@@ -1,0 +1,364 @@
+//! Group commit: many concurrent writes, one log entry, one fsync.
+//!
+//! Every write goes through one bounded queue to one batcher task. The batcher takes whatever has
+//! queued up (up to `max_batch_commands` commands, never splitting one caller's commands), stamps
+//! the batch with the leader's wall clock — the only time the state machine ever sees — and
+//! proposes it as a single entry. At most `max_in_flight` entries are in flight; while they
+//! commit, the next batch accumulates in the queue, so under load many commands share one fsync.
+//! Each caller gets its own slice of the entry's outcomes.
+//!
+//! On a follower the batch goes to the [`Forwarder`] instead, and the answer waits until this
+//! node has applied the leader's entry (read-your-writes on every node).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::ClientWriteError;
+use openraft::BasicNode;
+use switchboard_membership::{Batch, Command};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::StoreError;
+use crate::forward::{Applied, Forwarder};
+use crate::{Raft, RaftMetrics};
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One caller's commands and where to send their outcomes.
+pub(crate) struct Request {
+    pub(crate) commands: Vec<Command>,
+    pub(crate) reply: oneshot::Sender<Result<Applied, StoreError>>,
+}
+
+/// The sending side of the batcher queue: submits commands and waits for their outcomes.
+#[derive(Clone)]
+pub(crate) struct Submitter {
+    tx: mpsc::Sender<Request>,
+    timeout: Duration,
+}
+
+impl Submitter {
+    /// Queues `commands` as one unit and waits (at most the write timeout) until they are
+    /// applied locally.
+    pub(crate) async fn submit(&self, commands: Vec<Command>) -> Result<Applied, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let exchange = async {
+            self.tx
+                .send(Request { commands, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("the store is shutting down".to_owned()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the store stopped before answering".to_owned()))?
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the write was not applied within {} ms; it may still be applied",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Settings of the batcher.
+pub(crate) struct BatcherConfig {
+    pub(crate) node_id: u64,
+    pub(crate) max_batch_commands: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) write_timeout: Duration,
+}
+
+/// The task that turns queued requests into log entries.
+pub(crate) struct Batcher {
+    node_id: u64,
+    raft: Raft,
+    metrics: watch::Receiver<RaftMetrics>,
+    rx: mpsc::Receiver<Request>,
+    forwarder: Arc<dyn Forwarder>,
+    max_batch_commands: usize,
+    in_flight: Arc<Semaphore>,
+    wait: Duration,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    last_time_ms: u64,
+}
+
+impl Batcher {
+    /// Creates the batcher and the submitter that feeds it.
+    pub(crate) fn new(
+        config: BatcherConfig,
+        raft: Raft,
+        forwarder: Arc<dyn Forwarder>,
+        cancel: CancellationToken,
+    ) -> (Batcher, Submitter) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let batcher = Batcher {
+            node_id: config.node_id,
+            metrics: raft.metrics(),
+            raft,
+            rx,
+            forwarder,
+            max_batch_commands: config.max_batch_commands.max(1),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            wait: config.write_timeout,
+            cancel,
+            tasks: TaskTracker::new(),
+            last_time_ms: 0,
+        };
+        (batcher, Submitter { tx, timeout: config.write_timeout })
+    }
+
+    /// Runs until cancelled; then answers whatever is still queued and waits for the entries in
+    /// flight.
+    pub(crate) async fn run(mut self) {
+        let mut carry: Option<Request> = None;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                permit = self.in_flight.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let first = match carry.take() {
+                Some(request) => request,
+                None => tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => break,
+                    request = self.rx.recv() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
+                },
+            };
+            let mut requests = vec![first];
+            let mut commands = requests[0].commands.len();
+            while commands < self.max_batch_commands {
+                match self.rx.try_recv() {
+                    Ok(request) if commands + request.commands.len() > self.max_batch_commands => {
+                        carry = Some(request);
+                        break;
+                    }
+                    Ok(request) => {
+                        commands += request.commands.len();
+                        requests.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Callers that gave up (timeout, dropped request) need no work done.
+            requests.retain(|r| !r.reply.is_closed());
+            if requests.is_empty() {
+                continue;
+            }
+            let work = self.dispatch(requests).await;
+            let cancel = self.cancel.clone();
+            self.tasks.spawn(async move {
+                work.finish(cancel).await;
+                drop(permit);
+            });
+        }
+        self.rx.close();
+        let shutting_down = || StoreError::Unavailable("the store is shutting down".to_owned());
+        if let Some(request) = carry.take() {
+            let _ = request.reply.send(Err(shutting_down()));
+        }
+        while let Ok(request) = self.rx.try_recv() {
+            let _ = request.reply.send(Err(shutting_down()));
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Waits (bounded) until some leader is known.
+    async fn leader(&mut self) -> Option<(u64, Option<BasicNode>)> {
+        let deadline = tokio::time::sleep(self.wait);
+        tokio::pin!(deadline);
+        loop {
+            {
+                let m = self.metrics.borrow_and_update();
+                if let Some(leader) = m.current_leader {
+                    let node = m.membership_config.membership().get_node(&leader).cloned();
+                    return Some((leader, node));
+                }
+            }
+            tokio::select! {
+                _ = &mut deadline => return None,
+                _ = self.cancel.cancelled() => return None,
+                changed = self.metrics.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    fn stamp(&mut self) -> u64 {
+        // Never let time go backwards within one leader, even if the wall clock does.
+        self.last_time_ms = self.last_time_ms.max(now_ms());
+        self.last_time_ms
+    }
+
+    /// Starts committing one batch: proposes it (leader) or starts forwarding it (follower).
+    async fn dispatch(&mut self, mut requests: Vec<Request>) -> Work {
+        let Some((leader, leader_node)) = self.leader().await else {
+            return Work::Failed(
+                requests,
+                StoreError::Unavailable("no raft leader is known; the store may be electing one".to_owned()),
+            );
+        };
+        let total: usize = requests.iter().map(|r| r.commands.len()).sum();
+        let mut commands = Vec::with_capacity(total);
+        let mut sizes = Vec::with_capacity(requests.len());
+        for request in &mut requests {
+            sizes.push(request.commands.len());
+            commands.append(&mut request.commands);
+        }
+        crate::metrics::write_batch(total);
+        if leader == self.node_id {
+            let batch = Batch { time_ms: self.stamp(), commands };
+            match self.raft.client_write_ff(batch).await {
+                Ok(pending) => Work::Proposed { requests, sizes, pending },
+                Err(fatal) => Work::Failed(requests, StoreError::Unavailable(format!("raft stopped: {fatal}"))),
+            }
+        } else {
+            let forwarder = self.forwarder.clone();
+            let metrics = self.metrics.clone();
+            let wait = self.wait;
+            let forwarded = Box::pin(async move {
+                let applied = forwarder.forward(leader, leader_node, commands).await?;
+                wait_applied(metrics, applied.log_index, wait).await?;
+                Ok(applied)
+            });
+            Work::Forwarded { requests, sizes, forwarded }
+        }
+    }
+}
+
+type Pending = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<crate::TypeConfig>>;
+type ForwardFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, StoreError>> + Send>>;
+
+/// A batch on its way to being applied.
+enum Work {
+    Failed(Vec<Request>, StoreError),
+    Proposed { requests: Vec<Request>, sizes: Vec<usize>, pending: Pending },
+    Forwarded { requests: Vec<Request>, sizes: Vec<usize>, forwarded: ForwardFuture },
+}
+
+impl Work {
+    async fn finish(self, cancel: CancellationToken) {
+        let stopping = || StoreError::Unavailable("the store is shutting down".to_owned());
+        match self {
+            Work::Failed(requests, error) => fail(requests, error),
+            Work::Proposed { requests, sizes, pending } => {
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => Err(stopping()),
+                    result = pending => match result {
+                        Ok(Ok(response)) => Ok(Applied { log_index: response.log_id.index, outcomes: response.data }),
+                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(StoreError::NotLeader {
+                            leader_id: f.leader_id,
+                            leader_addr: f.leader_node.map(|n| n.addr),
+                        }),
+                        Ok(Err(e)) => Err(StoreError::Internal(e.to_string())),
+                        Err(_) => Err(StoreError::Unavailable("raft dropped the write (leadership lost or shutting down)".to_owned())),
+                    },
+                };
+                distribute(requests, sizes, result);
+            }
+            Work::Forwarded { requests, sizes, forwarded } => {
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => Err(stopping()),
+                    result = forwarded => result,
+                };
+                distribute(requests, sizes, result);
+            }
+        }
+    }
+}
+
+fn fail(requests: Vec<Request>, error: StoreError) {
+    for request in requests {
+        let _ = request.reply.send(Err(error.clone()));
+    }
+}
+
+/// Hands each request its own slice of the entry's outcomes.
+fn distribute(requests: Vec<Request>, sizes: Vec<usize>, result: Result<Applied, StoreError>) {
+    let applied = match result {
+        Ok(applied) => applied,
+        Err(error) => return fail(requests, error),
+    };
+    let expected: usize = sizes.iter().sum();
+    if applied.outcomes.len() != expected {
+        let error = StoreError::Internal(format!(
+            "entry {} produced {} outcomes for {expected} commands",
+            applied.log_index,
+            applied.outcomes.len()
+        ));
+        return fail(requests, error);
+    }
+    let mut outcomes = applied.outcomes.into_iter();
+    for (request, size) in requests.into_iter().zip(sizes) {
+        let mine: Vec<_> = outcomes.by_ref().take(size).collect();
+        let _ = request.reply.send(Ok(Applied { log_index: applied.log_index, outcomes: mine }));
+    }
+}
+
+/// Waits (bounded) until this node has applied `index`.
+async fn wait_applied(mut metrics: watch::Receiver<RaftMetrics>, index: u64, wait: Duration) -> Result<(), StoreError> {
+    let reached = async {
+        loop {
+            if metrics.borrow_and_update().last_applied.is_some_and(|id| id.index >= index) {
+                return true;
+            }
+            if metrics.changed().await.is_err() {
+                return false;
+            }
+        }
+    };
+    match tokio::time::timeout(wait, reached).await {
+        Ok(true) => Ok(()),
+        _ => Err(StoreError::Unavailable(format!(
+            "the leader applied the write at index {index}, but this node has not caught up yet"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_membership::Outcome;
+
+    use super::*;
+
+    fn request(n: usize) -> (Request, oneshot::Receiver<Result<Applied, StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        (Request { commands: vec![Command::Tick; n], reply }, rx)
+    }
+
+    #[test]
+    fn outcomes_are_split_in_request_order() {
+        let (a, mut ra) = request(1);
+        let (b, mut rb) = request(2);
+        let outcomes = vec![Outcome::Ok, Outcome::ConnectionNotFound, Outcome::Registered];
+        distribute(vec![a, b], vec![1, 2], Ok(Applied { log_index: 9, outcomes }));
+        assert_eq!(ra.try_recv().unwrap().unwrap(), Applied { log_index: 9, outcomes: vec![Outcome::Ok] });
+        assert_eq!(
+            rb.try_recv().unwrap().unwrap(),
+            Applied { log_index: 9, outcomes: vec![Outcome::ConnectionNotFound, Outcome::Registered] }
+        );
+    }
+
+    #[test]
+    fn a_short_outcome_list_is_an_error_for_everyone() {
+        let (a, mut ra) = request(1);
+        let (b, mut rb) = request(1);
+        distribute(vec![a, b], vec![1, 1], Ok(Applied { log_index: 3, outcomes: vec![Outcome::Ok] }));
+        assert!(matches!(ra.try_recv().unwrap(), Err(StoreError::Internal(_))));
+        assert!(matches!(rb.try_recv().unwrap(), Err(StoreError::Internal(_))));
+    }
+}

@@ -1,0 +1,95 @@
+//! Errors of the store and their place in the shared error-code taxonomy.
+//!
+//! The gateway never inspects openraft or redb errors: everything it can see is a
+//! [`StoreError`], and `From<StoreError> for switchboard_core::Error` decides the HTTP status and
+//! whether a retry may help.
+
+use switchboard_core::{ErrorCode, NodeId};
+
+/// Why a store operation failed.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store cannot serve the request now: no leader, a timeout, or shutting down. A retry
+    /// may succeed. After a write timed out, the write may still be applied.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// This node is not the Raft leader and no forwarder took the write; `leader_id` and
+    /// `leader_addr` say where the leader is, when known.
+    #[error("this node is not the store leader (leader: {})", leader_hint(*.leader_id, .leader_addr.as_deref()))]
+    NotLeader { leader_id: Option<NodeId>, leader_addr: Option<String> },
+    /// The configuration is invalid or does not match the data directory.
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    /// The disk or the data on it failed (open, read, decode).
+    #[error("store storage error: {0}")]
+    Storage(String),
+    /// A bug or an unexpected failure inside the store.
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+fn leader_hint(id: Option<NodeId>, addr: Option<&str>) -> String {
+    match (id, addr) {
+        (Some(id), Some(addr)) if !addr.is_empty() => format!("node {id} at {addr}"),
+        (Some(id), _) => format!("node {id}"),
+        (None, _) => "unknown".to_owned(),
+    }
+}
+
+impl StoreError {
+    /// The shared error code this error is answered with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Unavailable(_) | StoreError::NotLeader { .. } => ErrorCode::Unavailable,
+            StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the same request may succeed if retried.
+    pub fn retryable(&self) -> bool {
+        self.code().retryable()
+    }
+}
+
+impl From<StoreError> for switchboard_core::Error {
+    fn from(error: StoreError) -> Self {
+        switchboard_core::Error::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailability_maps_to_a_retryable_503() {
+        let not_leader = StoreError::NotLeader { leader_id: Some(3), leader_addr: Some("10.0.0.3:7000".into()) };
+        let core: switchboard_core::Error = not_leader.clone().into();
+        assert_eq!(core.code, ErrorCode::Unavailable);
+        assert_eq!(core.code.http_status(), 503);
+        assert!(core.message.contains("node 3 at 10.0.0.3:7000"), "{}", core.message);
+        assert!(not_leader.retryable());
+
+        let core: switchboard_core::Error = StoreError::Unavailable("no leader".into()).into();
+        assert_eq!(core.code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn faults_map_to_internal() {
+        for error in [
+            StoreError::Config("x".into()),
+            StoreError::Storage("x".into()),
+            StoreError::Internal("x".into()),
+        ] {
+            assert!(!error.retryable());
+            let core: switchboard_core::Error = error.into();
+            assert_eq!(core.code, ErrorCode::Internal);
+        }
+    }
+
+    #[test]
+    fn unknown_leader_is_said_plainly() {
+        let e = StoreError::NotLeader { leader_id: None, leader_addr: None };
+        assert!(e.to_string().contains("unknown"));
+    }
+}

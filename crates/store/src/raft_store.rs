@@ -1,0 +1,359 @@
+//! [`RaftStore`]: the membership store running in this process as a Raft node.
+//!
+//! It owns the openraft [`Raft`] handle, the redb log, the state machine and three tasks: the
+//! batcher (group commit), the ticker (expiry without traffic) and the metrics watcher. Data
+//! lives under `{data_dir}/raft/` (log, vote, committed index) and `{data_dir}/snapshots/`.
+//!
+//! Shutdown is ordered: cancel the tasks (the batcher answers what is still queued), wait for
+//! them, then stop Raft. Dropping the store without [`RaftStore::shutdown`] is safe too: nothing
+//! acknowledged is lost, because nothing is acknowledged before it is on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, RaftNetworkFactory, SnapshotPolicy};
+use switchboard_membership::{Command, Outcome};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{MembershipStore, StoreStatus, View};
+use crate::batcher::{Batcher, BatcherConfig, Submitter};
+use crate::error::StoreError;
+use crate::forward::{Applied, Forwarder, NoForwarding};
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachineStore;
+use crate::{Raft, RaftMetrics, TypeConfig};
+
+/// How long [`RaftStore::trigger_snapshot`] waits for the snapshot to be written.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
+
+/// Settings of a [`RaftStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// This node's Raft id; bound to the data directory on first open.
+    pub node_id: u64,
+    /// Where the log (`raft/`) and snapshots (`snapshots/`) live.
+    pub data_dir: PathBuf,
+    /// The address other voters reach this node at (recorded in the Raft membership).
+    pub advertise_addr: String,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot when the log is purged (for followers that lag a
+    /// little, so they need entries rather than the whole snapshot). 0 purges everything.
+    pub keep_logs_after_snapshot: u64,
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ms: u64,
+    /// How long a write may take (queueing, leader election, commit and apply) before it
+    /// fails as unavailable.
+    pub write_timeout: Duration,
+    /// Most commands carried by one log entry.
+    pub max_batch_commands: usize,
+    /// Most log entries proposed and not yet applied at once.
+    pub max_in_flight: usize,
+    /// Capacity of the write queue, in write calls; senders wait when it is full.
+    pub queue_capacity: usize,
+    /// How often the leader checks whether an expiry is due.
+    pub tick_interval: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults for `node_id` storing under `data_dir`.
+    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            node_id,
+            data_dir: data_dir.into(),
+            advertise_addr: String::new(),
+            snapshot_every: 10_000,
+            keep_logs_after_snapshot: 1_000,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            write_timeout: Duration::from_secs(5),
+            max_batch_commands: 1024,
+            max_in_flight: 2,
+            queue_capacity: 4096,
+            tick_interval: Duration::from_millis(250),
+        }
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        let fail = |m: &str| Err(StoreError::Config(m.to_owned()));
+        if self.snapshot_every == 0 {
+            return fail("snapshot_every must be at least 1");
+        }
+        if self.max_batch_commands == 0 || self.max_in_flight == 0 || self.queue_capacity == 0 {
+            return fail("max_batch_commands, max_in_flight and queue_capacity must be at least 1");
+        }
+        if self.write_timeout.is_zero() || self.tick_interval.is_zero() {
+            return fail("write_timeout and tick_interval must be positive");
+        }
+        Ok(())
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, StoreError> {
+        let config = openraft::Config {
+            cluster_name: "switchboard".to_owned(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
+            ..Default::default()
+        };
+        config.validate().map_err(|e| StoreError::Config(e.to_string()))
+    }
+}
+
+/// The membership store as a Raft node in this process.
+pub struct RaftStore {
+    node_id: u64,
+    advertise_addr: String,
+    raft: Raft,
+    view: View,
+    submitter: Submitter,
+    metrics: watch::Receiver<RaftMetrics>,
+    log: LogStore,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    stopped: AtomicBool,
+}
+
+impl RaftStore {
+    /// Opens the store in `config.data_dir` (loading the latest snapshot; Raft replays the
+    /// committed log behind it) and starts its tasks. Writes on a follower fail with
+    /// [`StoreError::NotLeader`].
+    pub async fn open<N: RaftNetworkFactory<TypeConfig>>(
+        config: StoreConfig,
+        network: N,
+    ) -> Result<Arc<RaftStore>, StoreError> {
+        RaftStore::open_with_forwarder(config, network, Arc::new(NoForwarding)).await
+    }
+
+    /// Like [`RaftStore::open`], with writes on a follower handed to `forwarder`.
+    pub async fn open_with_forwarder<N: RaftNetworkFactory<TypeConfig>>(
+        config: StoreConfig,
+        network: N,
+        forwarder: Arc<dyn Forwarder>,
+    ) -> Result<Arc<RaftStore>, StoreError> {
+        config.validate()?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let node_id = config.node_id;
+        let raft_dir = config.data_dir.join("raft");
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let (log, sm) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let log = LogStore::open(&raft_dir)?;
+            log.check_node_id(node_id)?;
+            let sm = StateMachineStore::open(&snapshot_dir)?;
+            Ok((log, sm))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("open task failed: {e}")))??;
+        let view = View::from_shared(sm.state());
+        let raft = Raft::new(node_id, raft_config, network, log.clone(), sm)
+            .await
+            .map_err(|e| StoreError::Storage(format!("start raft: {e}")))?;
+
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (batcher, submitter) = Batcher::new(
+            BatcherConfig {
+                node_id,
+                max_batch_commands: config.max_batch_commands,
+                max_in_flight: config.max_in_flight,
+                queue_capacity: config.queue_capacity,
+                write_timeout: config.write_timeout,
+            },
+            raft.clone(),
+            forwarder,
+            cancel.child_token(),
+        );
+        tasks.spawn(batcher.run());
+        tasks.spawn(crate::ticker::run(
+            node_id,
+            view.clone(),
+            submitter.clone(),
+            raft.metrics(),
+            config.tick_interval,
+            cancel.child_token(),
+        ));
+        tasks.spawn(crate::metrics::watch_raft(raft.metrics(), cancel.child_token()));
+        tracing::info!(node_id, data_dir = %config.data_dir.display(), "store opened");
+        Ok(Arc::new(RaftStore {
+            node_id,
+            advertise_addr: config.advertise_addr,
+            metrics: raft.metrics(),
+            raft,
+            view,
+            submitter,
+            log,
+            cancel,
+            tasks,
+            stopped: AtomicBool::new(false),
+        }))
+    }
+
+    /// Makes this node the single voter if the cluster was never initialized; harmless on an
+    /// initialized one.
+    pub async fn initialize_single(&self) -> Result<(), StoreError> {
+        let initialized = self.raft.is_initialized().await.map_err(|f| StoreError::Unavailable(f.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let nodes = BTreeMap::from([(self.node_id, BasicNode::new(&self.advertise_addr))]);
+        match self.raft.initialize(nodes).await {
+            Ok(()) => {
+                tracing::info!(node_id = self.node_id, "initialized raft cluster with this node as the single voter");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(StoreError::Internal(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(StoreError::Unavailable(f.to_string())),
+        }
+    }
+
+    /// The openraft handle, for the cluster's gRPC layer.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Proposes `commands` as one unit and returns the log index they were applied at with
+    /// their outcomes (the leader side of forwarding uses this).
+    pub async fn propose(&self, commands: Vec<Command>) -> Result<Applied, StoreError> {
+        self.submitter.submit(commands).await
+    }
+
+    /// Builds a snapshot of everything applied so far and waits until it is on disk (the log
+    /// behind it is then purged as configured).
+    pub async fn trigger_snapshot(&self) -> Result<(), StoreError> {
+        let target = self.metrics.borrow().last_applied.map(|id| id.index);
+        self.raft.trigger().snapshot().await.map_err(|f| StoreError::Unavailable(format!("raft stopped: {f}")))?;
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let mut metrics = self.metrics.clone();
+        let done = async {
+            loop {
+                if metrics.borrow_and_update().snapshot.is_some_and(|id| id.index >= target) {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        match tokio::time::timeout(SNAPSHOT_WAIT, done).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Unavailable("raft stopped while building the snapshot".to_owned())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the snapshot up to index {target} was not written within {} s",
+                SNAPSHOT_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    /// Stops the tasks (queued writes fail as unavailable), then Raft. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(node_id = self.node_id, "store shutting down");
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(node_id = self.node_id, error = %error, "raft did not stop cleanly");
+        }
+        tracing::info!(node_id = self.node_id, "store stopped");
+    }
+
+    async fn timed<T>(&self, commands: Vec<Command>, pick: impl FnOnce(Applied) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = self.submitter.submit(commands).await.and_then(pick);
+        let label = crate::metrics::result_label(&result.as_ref().map(|_| ()));
+        crate::metrics::write_done(label, started.elapsed());
+        result
+    }
+}
+
+impl Drop for RaftStore {
+    fn drop(&mut self) {
+        // Stops the tasks; with them go the last Raft handles, which stops Raft too.
+        self.cancel.cancel();
+    }
+}
+
+#[async_trait]
+impl MembershipStore for RaftStore {
+    async fn write(&self, command: Command) -> Result<Outcome, StoreError> {
+        self.timed(vec![command], |applied| {
+            applied
+                .outcomes
+                .first()
+                .copied()
+                .ok_or_else(|| StoreError::Internal(format!("entry {} returned no outcome", applied.log_index)))
+        })
+        .await
+    }
+
+    async fn write_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, StoreError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.timed(commands, |applied| Ok(applied.outcomes)).await
+    }
+
+    fn view(&self) -> View {
+        self.view.clone()
+    }
+
+    fn status(&self) -> StoreStatus {
+        let m = self.metrics.borrow();
+        StoreStatus {
+            node_id: self.node_id,
+            leader_id: m.current_leader,
+            is_leader: m.current_leader == Some(self.node_id),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|id| id.index),
+            committed_index: self.log.committed_index(),
+            snapshot_index: m.snapshot.map(|id| id.index),
+            purged_index: m.purged.map(|id| id.index),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_settings_are_refused() {
+        let config = StoreConfig::new(1, "/tmp/x");
+        config.validate().unwrap();
+        config.raft_config().unwrap();
+        let mut bad = config.clone();
+        bad.snapshot_every = 0;
+        assert!(matches!(bad.validate(), Err(StoreError::Config(_))));
+        let mut bad = config.clone();
+        bad.election_timeout_min_ms = bad.election_timeout_max_ms;
+        assert!(matches!(bad.raft_config(), Err(StoreError::Config(_))));
+        let mut bad = config;
+        bad.max_batch_commands = 0;
+        assert!(bad.validate().is_err());
+    }
+}
