@@ -1,1 +1,279 @@
-//! placeholder
+//! The Switchboard gateway: everything a client or an app server talks to over HTTP.
+//!
+//! A gateway terminates client WebSockets (negotiate, handshake, the hub protocol in JSON and
+//! MessagePack), serves the data-plane REST API (the legacy `/api/v1/...` paths and the
+//! `/api/hubs/...?api-version=` paths), `/api/health`, `/readyz` and `/metrics`. It holds no
+//! durable state: membership lives in the store behind [`MembershipStore`], which this gateway
+//! reads through a replicated view and writes through the store API, so any gateway can take any
+//! request.
+//!
+//! Layout:
+//! - [`client`]: negotiate and the per-connection task.
+//! - [`rest`]: the REST routes, request extraction (auth, names, api-version) and handlers.
+//! - [`dispatch`]: payloads serialized once per protocol, and delivery to local connections.
+//! - [`registry`] and [`outbound`]: local connection handles and their bounded queues.
+//! - [`presence`]: the node's lease in the store, and reconciling local connections with it.
+//! - [`error`]: the single mapping from error codes to HTTP responses.
+
+pub mod client;
+pub mod dispatch;
+pub mod error;
+pub mod metrics;
+pub mod outbound;
+pub mod presence;
+pub mod registry;
+pub mod rest;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_auth::KeySet;
+use switchboard_core::NodeId;
+use switchboard_membership::Command;
+use switchboard_store::MembershipStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::{Envelope, LocalDelivery};
+use crate::metrics::{CloseReason, GatewayMetrics};
+use crate::outbound::{CloseRequest, QueueLimits};
+use crate::registry::Registry;
+
+/// Seconds since the Unix epoch from the wall clock (token expiry checks).
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch from the wall clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Everything tunable about a gateway. [`GatewayConfig::new`] gives the service's defaults.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub node_id: NodeId,
+    /// Distinguishes this process from earlier ones with the same node id (ms since epoch at start).
+    pub incarnation: u64,
+    /// The address other nodes use to reach this gateway (published in the store).
+    pub advertise: String,
+    pub handshake_timeout: Duration,
+    pub keep_alive_interval: Duration,
+    pub client_timeout: Duration,
+    /// Largest hub message a client may send.
+    pub max_message_size: usize,
+    pub ws_read_buffer: usize,
+    pub ws_write_buffer: usize,
+    pub queue_limits: QueueLimits,
+    /// How long a negotiated connection token stays valid for connecting.
+    pub connection_token_lifetime: Duration,
+    /// Largest accepted REST body.
+    pub max_body_bytes: usize,
+    /// Lease of this node in the store; renewed every third of it.
+    pub lease: Duration,
+    pub store_timeout: Duration,
+    /// How long shutdown waits for connections to drain.
+    pub shutdown_grace: Duration,
+}
+
+impl GatewayConfig {
+    pub fn new(node_id: NodeId, advertise: String) -> Self {
+        GatewayConfig {
+            node_id,
+            incarnation: now_ms(),
+            advertise,
+            handshake_timeout: Duration::from_secs(15),
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            max_message_size: 1024 * 1024,
+            ws_read_buffer: 4096,
+            ws_write_buffer: 0,
+            queue_limits: QueueLimits::default(),
+            connection_token_lifetime: Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+            lease: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State shared by every request and connection of one gateway.
+pub struct Shared {
+    pub config: GatewayConfig,
+    pub keys: KeySet,
+    pub store: Arc<dyn MembershipStore>,
+    pub registry: Arc<Registry>,
+    pub delivery: LocalDelivery,
+    pub metrics: Arc<GatewayMetrics>,
+    pub prometheus: Option<PrometheusHandle>,
+    pub(crate) tracker: TaskTracker,
+    /// The node holds a live lease in the store.
+    registered: AtomicBool,
+    /// Shutdown has begun: not ready, no new connections.
+    draining: AtomicBool,
+}
+
+impl Shared {
+    /// Whether new client connections are accepted now.
+    pub fn is_accepting(&self) -> bool {
+        !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready for traffic: registered with the store, the store has a leader, not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.registered.load(Ordering::Acquire) && self.store.status().leader_known()
+    }
+
+    pub(crate) fn set_registered(&self, registered: bool) {
+        self.registered.store(registered, Ordering::Release);
+    }
+
+    /// Routes an envelope to its recipients. The message has been accepted when this returns.
+    pub fn dispatch(&self, envelope: Envelope) {
+        self.delivery.deliver(&envelope, Instant::now());
+    }
+
+    /// Closes every local connection with `reason`.
+    pub fn close_all(&self, reason: CloseReason, error: &str) {
+        self.registry.for_each(|h| {
+            h.close(CloseRequest { reason, error: Some(error.to_string()), allow_reconnect: true });
+        });
+    }
+}
+
+/// A gateway ready to serve; see the crate docs.
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        keys: KeySet,
+        store: Arc<dyn MembershipStore>,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Self {
+        let metrics = Arc::new(GatewayMetrics::new());
+        let registry = Arc::new(Registry::new());
+        let delivery = LocalDelivery {
+            node: config.node_id,
+            registry: registry.clone(),
+            view: store.view(),
+            metrics: metrics.clone(),
+            limits: config.queue_limits,
+        };
+        let shared = Shared {
+            config,
+            keys,
+            store,
+            registry,
+            delivery,
+            metrics,
+            prometheus,
+            tracker: TaskTracker::new(),
+            registered: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        };
+        Gateway { shared: Arc::new(shared) }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Every HTTP route of the gateway.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .without_v07_checks()
+            .route("/api/health", get(health).head(health))
+            .route("/api/v1/health", get(health).head(health))
+            .route("/readyz", get(ready).head(ready))
+            .route("/metrics", get(render_metrics))
+            .merge(rest::routes())
+            .merge(client::routes())
+            .fallback(rest::not_found)
+            .method_not_allowed_fallback(rest::method_not_allowed)
+            .layer(axum::middleware::from_fn(rest::track_http))
+            .layer(
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
+                    .allow_credentials(true)
+                    .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+                    .allow_headers(tower_http::cors::AllowHeaders::mirror_request()),
+            )
+            .with_state(self.shared.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains in order: not ready, stop
+    /// accepting, Close every client (`allowReconnect: true`), wait for them (bounded by
+    /// `shutdown_grace`), leave the store.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        let background = CancellationToken::new();
+        let presence = tokio::spawn(presence::run(shared.clone(), background.clone()));
+
+        let stop_accepting = CancellationToken::new();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+
+        shutdown.cancelled().await;
+        tracing::info!(connections = shared.registry.len(), "shutting down: draining connections");
+        shared.draining.store(true, Ordering::Release);
+        stop_accepting.cancel();
+        shared.close_all(CloseReason::Shutdown, client::SHUTDOWN_MESSAGE);
+        shared.tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait()).await.is_err() {
+            tracing::warn!(remaining = shared.registry.len(), "shutdown grace elapsed with connections still open");
+        }
+        background.cancel();
+        let _ = presence.await;
+        let leave = Command::NodeLeft { node: shared.config.node_id, incarnation: shared.config.incarnation };
+        if let Err(error) = tokio::time::timeout(shared.config.store_timeout, shared.store.write(leave)).await {
+            tracing::debug!(%error, "could not leave the store cleanly; the lease will expire");
+        }
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(result)) => result,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    StatusCode::OK
+}
+
+async fn ready(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.is_ready() {
+        (StatusCode::OK, "ready")
+    } else if shared.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no store leader or no lease yet")
+    }
+}
+
+async fn render_metrics(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> impl IntoResponse {
+    match &shared.prometheus {
+        Some(handle) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}

@@ -1,1 +1,26 @@
-fn main() {}
+//! `switchboard`: a self-hostable, wire-compatible Azure SignalR Service.
+//!
+//! This binary only parses the command line, sets up logging and metrics, binds listeners and
+//! hands them to the library crates. Subcommands:
+//! - `serve`: gateway + Raft store voter in one process (with no flags: the embedded default).
+//! - `gateway`: a stateless gateway in front of a store cluster.
+//! - `store`: a Raft store voter only.
+//! - `token`: mint client or REST tokens from a connection string.
+
+mod cli;
+mod keys;
+mod serve;
+mod telemetry;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Token(args) => token::run(args),
+        cli::Command::Serve(args) => serve::main(serve::Role::Serve, args),
+    }
+}

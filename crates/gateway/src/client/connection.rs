@@ -1,0 +1,350 @@
+//! One client connection: handshake, registration with the store, then a single task that reads
+//! client frames, drains the outbound queue into the socket, sends keep-alive pings and enforces
+//! the client timeout.
+//!
+//! The loop is generic over any `Stream + Sink` of WebSocket messages so tests can drive it with
+//! in-memory channels. There is exactly one task per connection and no per-message spawn.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use switchboard_auth::ConnectionTicket;
+use switchboard_membership::{Command, Outcome};
+use switchboard_protocol::{self as protocol, FrameReader, HubMessage, Protocol};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::Instrument;
+
+use crate::dispatch::to_message;
+use crate::metrics::CloseReason;
+use crate::outbound::CloseRequest;
+use crate::registry::ConnectionHandle;
+use crate::Shared;
+
+/// How long the final Close frames may take to write before the socket is dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a client connection to completion.
+pub(crate) async fn run<S, E>(socket: S, shared: Arc<Shared>, ticket: ConnectionTicket, peer: SocketAddr)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    E: std::fmt::Display,
+{
+    let span = tracing::debug_span!(
+        "connection",
+        connection_id = %ticket.connection_id,
+        hub = %ticket.hub,
+        peer = %peer,
+    );
+    Connection { socket, shared }.run(ticket).instrument(span).await
+}
+
+struct Connection<S> {
+    socket: S,
+    shared: Arc<Shared>,
+}
+
+/// Why the main loop ended and what the client should be told.
+struct Ending {
+    reason: CloseReason,
+    /// Send a hub protocol Close message with this error (None: no message, the peer is gone).
+    close: Option<CloseRequest>,
+}
+
+impl<S, E> Connection<S>
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    E: std::fmt::Display,
+{
+    async fn run(mut self, ticket: ConnectionTicket) {
+        let metrics = self.shared.metrics.clone();
+        let (protocol, leftover) = match timeout(self.shared.config.handshake_timeout, self.handshake()).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(error)) => {
+                metrics.handshake_failures.increment(1);
+                tracing::debug!(%error, "handshake failed");
+                self.reply_handshake(Protocol::Json, Some(&error)).await;
+                self.close_socket().await;
+                return;
+            }
+            Err(_) => {
+                metrics.handshake_failures.increment(1);
+                tracing::debug!("handshake timed out");
+                self.reply_handshake(Protocol::Json, Some("Handshake was canceled: no handshake request in time.")).await;
+                self.close_socket().await;
+                return;
+            }
+        };
+
+        let handle = Arc::new(ConnectionHandle::new(
+            ticket.connection_id.as_str().into(),
+            ticket.hub.as_str().into(),
+            ticket.user_id.as_deref().map(Into::into),
+            protocol,
+        ));
+        if let Err(error) = self.register(&handle).await {
+            metrics.handshake_failures.increment(1);
+            tracing::warn!(%error, "connection could not be registered");
+            self.shared.registry.remove(&handle);
+            self.reply_handshake(protocol, Some(&error)).await;
+            self.close_socket().await;
+            return;
+        }
+        if !self.reply_handshake(protocol, None).await {
+            self.unregister(&handle, CloseReason::TransportError).await;
+            return;
+        }
+        metrics.connections_opened.increment(1);
+        metrics.connections.increment(1.0);
+        tracing::debug!(user = ?ticket.user_id, protocol = protocol.name(), "connected");
+        if self.shared.is_draining() {
+            handle.close(CloseRequest {
+                reason: CloseReason::Shutdown,
+                error: Some(SHUTDOWN_MESSAGE.into()),
+                allow_reconnect: true,
+            });
+        }
+
+        let ending = self.serve(&handle, protocol, leftover).await;
+        if let Some(close) = &ending.close {
+            let frame = protocol::close_frame(protocol, close.error.as_deref(), close.allow_reconnect);
+            if let Some(message) = to_message(protocol, frame) {
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.send(message)).await;
+            }
+            self.close_socket().await;
+        }
+        metrics.connections.decrement(1.0);
+        tracing::debug!(reason = ending.reason.as_str(), "disconnected");
+        self.unregister(&handle, ending.reason).await;
+    }
+
+    /// Reads until a complete handshake request; returns the protocol and any bytes after it.
+    async fn handshake(&mut self) -> Result<(Protocol, Vec<u8>), String> {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(t))) => buf.extend_from_slice(t.as_bytes()),
+                Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
+                Some(Ok(Message::Close(_))) | None => return Err("connection closed during handshake".into()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("transport error during handshake: {e}")),
+            }
+            if buf.len() > MAX_HANDSHAKE_BYTES {
+                return Err("Handshake request is too large.".into());
+            }
+            match protocol::decode_handshake(&buf) {
+                Ok(Some((request, used))) => {
+                    let protocol = protocol::negotiate_protocol(&request)?;
+                    return Ok((protocol, buf.split_off(used)));
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(format!("Invalid handshake request: {e}")),
+            }
+        }
+    }
+
+    /// Sends the handshake response; returns whether it was written.
+    async fn reply_handshake(&mut self, protocol: Protocol, error: Option<&str>) -> bool {
+        let bytes = protocol::encode_handshake_response(error);
+        let Some(message) = to_message(protocol, bytes) else { return false };
+        matches!(timeout(CLOSE_WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
+    }
+
+    async fn close_socket(&mut self) {
+        let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.close()).await;
+    }
+
+    /// Makes the connection routable: in the local registry, then in the store.
+    async fn register(&mut self, handle: &Arc<ConnectionHandle>) -> Result<(), String> {
+        self.shared.registry.insert(handle.clone());
+        let command = Command::ConnectionOpened {
+            hub: handle.hub.clone(),
+            connection: handle.id.clone(),
+            user: handle.user.clone(),
+            node: self.shared.config.node_id,
+            incarnation: self.shared.config.incarnation,
+        };
+        match timeout(self.shared.config.store_timeout, self.shared.store.write(command)).await {
+            Ok(Ok(Outcome::Ok)) => {
+                handle.mark_registered();
+                Ok(())
+            }
+            Ok(Ok(other)) => Err(format!("This gateway is not registered with the store ({other:?}); try again.")),
+            Ok(Err(e)) => Err(format!("The membership store is unavailable ({e}); try again.")),
+            Err(_) => Err("The membership store did not answer in time; try again.".into()),
+        }
+    }
+
+    async fn unregister(&mut self, handle: &Arc<ConnectionHandle>, reason: CloseReason) {
+        self.shared.registry.remove(handle);
+        self.shared.metrics.closed(reason);
+        if !handle.is_registered() {
+            return;
+        }
+        let command = Command::ConnectionClosed { hub: handle.hub.clone(), connection: handle.id.clone() };
+        match timeout(self.shared.config.store_timeout, self.shared.store.write(command)).await {
+            Ok(Ok(_)) => {}
+            // The reconciler retries: the store still lists a connection the registry lost.
+            Ok(Err(error)) => tracing::debug!(%error, "could not record the disconnect; will retry"),
+            Err(_) => tracing::debug!("recording the disconnect timed out; will retry"),
+        }
+    }
+
+    /// The main loop. Returns why it ended.
+    async fn serve(&mut self, handle: &Arc<ConnectionHandle>, protocol: Protocol, leftover: Vec<u8>) -> Ending {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let metrics = shared.metrics.clone();
+        let mut reader = FrameReader::new(protocol, config.max_message_size);
+        let mut pending: VecDeque<Message> = VecDeque::new();
+        let mut last_received = Instant::now();
+        let mut last_sent = Instant::now();
+        if !leftover.is_empty() {
+            reader.push(&leftover);
+            if let Some(ending) = self.process_frames(&mut reader, handle, protocol) {
+                return ending;
+            }
+        }
+        loop {
+            let deadline = (last_sent + config.keep_alive_interval).min(last_received + config.client_timeout);
+            tokio::select! {
+                _ = handle.outbound.ready() => {
+                    let close = handle.outbound.take(&mut pending);
+                    if close.as_ref().is_some_and(|c| c.reason == CloseReason::SlowConsumer) {
+                        pending.clear();
+                    }
+                    if !pending.is_empty() {
+                        match self.write_all(&mut pending).await {
+                            Ok((frames, bytes)) => {
+                                metrics.messages_sent.increment(frames);
+                                metrics.bytes_sent.increment(bytes);
+                                last_sent = Instant::now();
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, "write failed");
+                                return Ending { reason: CloseReason::TransportError, close: None };
+                            }
+                        }
+                    }
+                    if let Some(close) = close {
+                        return Ending { reason: close.reason, close: Some(close) };
+                    }
+                }
+                incoming = self.socket.next() => {
+                    let data = match incoming {
+                        Some(Ok(Message::Text(t))) => t.into(),
+                        Some(Ok(Message::Binary(b))) => b,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            last_received = Instant::now();
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) | None => {
+                            return Ending { reason: CloseReason::Client, close: None };
+                        }
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, "read failed");
+                            return Ending { reason: CloseReason::TransportError, close: None };
+                        }
+                    };
+                    last_received = Instant::now();
+                    metrics.bytes_received.increment(data.len() as u64);
+                    reader.push(&data);
+                    if let Some(ending) = self.process_frames(&mut reader, handle, protocol) {
+                        return ending;
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if now >= last_received + config.client_timeout {
+                        return Ending {
+                            reason: CloseReason::Timeout,
+                            close: Some(CloseRequest {
+                                reason: CloseReason::Timeout,
+                                error: Some(format!(
+                                    "Server timeout ({} s) elapsed without receiving a message from the client.",
+                                    config.client_timeout.as_secs()
+                                )),
+                                allow_reconnect: true,
+                            }),
+                        };
+                    }
+                    if now >= last_sent + config.keep_alive_interval {
+                        if let Some(ping) = to_message(protocol, protocol::ping_frame(protocol)) {
+                            if self.socket.send(ping).await.is_err() {
+                                return Ending { reason: CloseReason::TransportError, close: None };
+                            }
+                        }
+                        last_sent = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every pending frame and flushes once.
+    async fn write_all(&mut self, pending: &mut VecDeque<Message>) -> Result<(u64, u64), E> {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        while let Some(message) = pending.pop_front() {
+            bytes += crate::outbound::frame_len(&message) as u64;
+            frames += 1;
+            self.socket.feed(message).await?;
+        }
+        self.socket.flush().await?;
+        Ok((frames, bytes))
+    }
+
+    /// Handles every complete frame buffered in `reader`.
+    fn process_frames(&mut self, reader: &mut FrameReader, handle: &ConnectionHandle, protocol: Protocol) -> Option<Ending> {
+        loop {
+            let payload = match reader.next_frame() {
+                Ok(Some(payload)) => payload,
+                Ok(None) => return None,
+                Err(error) => return Some(protocol_error(&error.to_string())),
+            };
+            self.shared.metrics.messages_received.increment(1);
+            let message = match protocol::decode(protocol, &payload) {
+                Ok(message) => message,
+                Err(error) => return Some(protocol_error(&error.to_string())),
+            };
+            match message {
+                HubMessage::Close { .. } => return Some(Ending { reason: CloseReason::Client, close: None }),
+                HubMessage::Invocation { invocation_id: Some(id), target, .. }
+                | HubMessage::StreamInvocation { invocation_id: id, target, .. } => {
+                    // No upstream is configured: fail the invocation instead of leaving the caller waiting.
+                    let completion = HubMessage::Completion {
+                        invocation_id: id,
+                        result: protocol::CompletionResult::Error(format!(
+                            "Invocation of '{target}' failed: no upstream is configured for hub '{}'.",
+                            handle.hub
+                        )),
+                        headers: Vec::new(),
+                    };
+                    if let Some(frame) = protocol::encode(protocol, &completion).ok().and_then(|b| to_message(protocol, b)) {
+                        handle.outbound.push(frame, self.shared.config.queue_limits);
+                    }
+                }
+                // Accepted and ignored: pings, fire-and-forget invocations, stream items,
+                // completions, cancellations, acks.
+                _ => {}
+            }
+        }
+    }
+}
+
+const MAX_HANDSHAKE_BYTES: usize = 4096;
+pub(crate) const SHUTDOWN_MESSAGE: &str = "Server is shutting down; reconnect.";
+
+fn protocol_error(detail: &str) -> Ending {
+    tracing::debug!(error = %detail, "closing connection: invalid frame");
+    Ending {
+        reason: CloseReason::ProtocolError,
+        close: Some(CloseRequest {
+            reason: CloseReason::ProtocolError,
+            error: Some(format!("Connection closed with an error: {detail}")),
+            allow_reconnect: false,
+        }),
+    }
+}

@@ -1,0 +1,26 @@
+//! Client endpoints: `POST /client/negotiate` and the WebSocket at `/client/`.
+//!
+//! Negotiate checks the client's access token and answers with a connection id and a signed,
+//! short-lived connection token (a ticket naming hub, user and connection id). The WebSocket
+//! request presents that ticket as `id=`; any gateway with the same access keys accepts it, so a
+//! load balancer may send negotiate and connect to different nodes.
+
+mod connection;
+mod negotiate;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::Shared;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/client/negotiate", post(negotiate::negotiate))
+        .route("/client/negotiate/", post(negotiate::negotiate))
+        .route("/client", get(negotiate::connect))
+        .route("/client/", get(negotiate::connect))
+}
+
+pub(crate) use connection::{run as run_connection, SHUTDOWN_MESSAGE};

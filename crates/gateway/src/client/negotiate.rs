@@ -1,0 +1,158 @@
+//! Negotiate (negotiateVersion 1) and the WebSocket upgrade.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use switchboard_auth::{check_audience, user_id, Audience, ConnectionTicket};
+use switchboard_core::{names, new_connection_id, Error, ErrorCode};
+
+use crate::error::{ApiError, ApiResult};
+use crate::{now_secs, Shared};
+
+/// The parameters of a client request we care about.
+struct ClientQuery {
+    hub: String,
+    id: Option<String>,
+    access_token: Option<String>,
+}
+
+fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
+    let mut hubs = Vec::new();
+    let mut id = None;
+    let mut access_token = None;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "hub" => hubs.push(v.into_owned()),
+            "id" => id = Some(v.into_owned()),
+            // Like ASP.NET Core, the last access_token wins.
+            "access_token" => access_token = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let hub = match hubs.as_slice() {
+        [hub] => names::hub(hub)?,
+        [] => return Err(ApiError::invalid("The 'hub' query parameter is required.")),
+        _ => return Err(ApiError::invalid("Only one 'hub' query parameter is allowed.")),
+    };
+    Ok(ClientQuery { hub, id, access_token })
+}
+
+/// The bearer token of a client request: the `Authorization` header, else `access_token`.
+fn bearer<'a>(headers: &'a HeaderMap, query: &'a ClientQuery) -> Option<&'a str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .or(query.access_token.as_deref())
+}
+
+fn verify_client_token(shared: &Shared, token: Option<&str>, hub: &str) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+    let token = token.ok_or_else(|| ApiError::unauthorized("An access token is required (Authorization: Bearer or access_token)."))?;
+    let claims = shared.keys.verify(token, now_secs())?;
+    check_audience(&claims, &Audience::Client { hub })?;
+    Ok(claims)
+}
+
+/// Claims that describe the token rather than the user; not carried into the ticket.
+const TOKEN_CLAIMS: [&str; 5] = ["aud", "exp", "iat", "nbf", "iss"];
+
+pub(super) async fn negotiate(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = parse_client_query(raw.as_deref())?;
+    let mut claims = verify_client_token(&shared, bearer(&headers, &query), &query.hub)?;
+    if !shared.is_accepting() {
+        return Err(ApiError(Error::unavailable("This gateway is not accepting connections right now; try again.")));
+    }
+    let user = user_id(&claims);
+    claims.retain(|k, _| !TOKEN_CLAIMS.contains(&k.as_str()));
+    let connection_id = new_connection_id(shared.config.node_id);
+    let ticket = ConnectionTicket {
+        hub: query.hub,
+        connection_id: connection_id.clone(),
+        user_id: user,
+        claims,
+        expires_at: now_secs() + shared.config.connection_token_lifetime.as_secs(),
+    };
+    let token = shared.keys.mint_ticket(&ticket);
+    Ok(Json(json!({
+        "negotiateVersion": 1,
+        "connectionId": connection_id,
+        "connectionToken": token,
+        "availableTransports": [
+            { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }
+        ],
+    }))
+    .into_response())
+}
+
+pub(super) async fn connect(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let query = parse_client_query(raw.as_deref())?;
+    let Some(id) = query.id.as_deref() else {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No connection token ('id'): call /client/negotiate first.",
+        ));
+    };
+    let ticket = shared.keys.verify_ticket(id, now_secs()).map_err(|e| {
+        ApiError::new(ErrorCode::RouteNotFound, format!("Connection token not accepted ({e}); negotiate again."))
+    })?;
+    if ticket.hub != query.hub {
+        return Err(ApiError::new(ErrorCode::RouteNotFound, "The connection token was issued for another hub."));
+    }
+    // An access token presented again on connect must still be valid and for the same user.
+    if let Some(token) = bearer(&headers, &query) {
+        let claims = verify_client_token(&shared, Some(token), &query.hub)?;
+        if user_id(&claims) != ticket.user_id {
+            return Err(ApiError::unauthorized("The access token names another user than the connection token."));
+        }
+    }
+    let Ok(upgrade) = upgrade else {
+        return Err(ApiError::invalid("Only the WebSockets transport is available: send a WebSocket upgrade request."));
+    };
+    if !shared.is_accepting() {
+        return Err(ApiError(Error::unavailable("This gateway is not accepting connections right now; try again.")));
+    }
+    let config = &shared.config;
+    let upgrade = upgrade
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size);
+    let shared2 = shared.clone();
+    let token = shared.tracker.token();
+    Ok(upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            super::run_connection(socket, shared2, ticket, peer).await;
+            drop(token);
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_hub_is_rejected() {
+        assert!(parse_client_query(Some("hub=a&hub=b")).is_err());
+        assert!(parse_client_query(Some("id=x")).is_err());
+        let q = parse_client_query(Some("hub=Chat&id=t&access_token=1&access_token=2")).expect("valid");
+        assert_eq!(q.hub, "chat");
+        assert_eq!(q.access_token.as_deref(), Some("2"));
+    }
+}

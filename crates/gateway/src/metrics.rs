@@ -1,0 +1,123 @@
+//! The gateway's Prometheus metrics.
+//!
+//! Handles are registered once at start-up and kept in [`GatewayMetrics`], so the hot path
+//! increments a counter without a registry lookup. Labels are bounded: close reasons are a fixed
+//! enum, HTTP routes are axum's matched path templates, never raw paths or ids.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram, Unit};
+
+/// Why a client connection ended: the `reason` label of `switchboard_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection or sent a Close message.
+    Client,
+    /// A REST call closed it (`DELETE .../connections/{id}`, `:closeConnections`).
+    Api,
+    /// Its outbound queue overflowed.
+    SlowConsumer,
+    /// Nothing received within the client timeout, or no handshake in time.
+    Timeout,
+    /// It sent something that is not the hub protocol.
+    ProtocolError,
+    /// The server is shutting down.
+    Shutdown,
+    /// The store dropped this node's connections (lease lost) or refused to register it.
+    Store,
+    /// A transport error on the socket.
+    TransportError,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Client,
+        CloseReason::Api,
+        CloseReason::SlowConsumer,
+        CloseReason::Timeout,
+        CloseReason::ProtocolError,
+        CloseReason::Shutdown,
+        CloseReason::Store,
+        CloseReason::TransportError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Api => "api",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Timeout => "timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Store => "store",
+            CloseReason::TransportError => "transport_error",
+        }
+    }
+}
+
+/// Pre-registered metric handles shared by every connection and request.
+pub struct GatewayMetrics {
+    pub connections: Gauge,
+    pub connections_opened: Counter,
+    closed: [Counter; 8],
+    pub handshake_failures: Counter,
+    pub messages_received: Counter,
+    pub bytes_received: Counter,
+    pub messages_sent: Counter,
+    pub bytes_sent: Counter,
+    pub slow_consumer_closes: Counter,
+    pub queue_dropped: Counter,
+    /// Time from a message entering the gateway (REST or peer) until it is queued for every
+    /// local recipient.
+    pub fanout_seconds: Histogram,
+    pub recipients: Histogram,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        describe_gauge!("switchboard_connections", "Client connections currently open on this gateway.");
+        describe_counter!("switchboard_connections_opened_total", "Client connections that completed the handshake.");
+        describe_counter!("switchboard_connections_closed_total", "Client connections closed, by reason.");
+        describe_counter!("switchboard_handshake_failures_total", "Connection attempts that failed before or during the handshake.");
+        describe_counter!("switchboard_messages_received_total", "Hub protocol messages received from clients.");
+        describe_counter!("switchboard_received_bytes_total", Unit::Bytes, "Bytes of hub protocol messages received from clients.");
+        describe_counter!("switchboard_messages_sent_total", "Hub protocol messages written to client sockets.");
+        describe_counter!("switchboard_sent_bytes_total", Unit::Bytes, "Bytes of hub protocol messages written to client sockets.");
+        describe_counter!("switchboard_slow_consumer_closes_total", "Connections closed because their outbound queue overflowed.");
+        describe_counter!("switchboard_queue_dropped_messages_total", "Messages dropped because a connection's outbound queue was full or closing.");
+        describe_histogram!("switchboard_fanout_duration_seconds", Unit::Seconds, "Time from a message entering the gateway until it is queued for every local recipient.");
+        describe_histogram!("switchboard_fanout_recipients", "Local recipients per routed message.");
+        let closed = CloseReason::ALL.map(|r| counter!("switchboard_connections_closed_total", "reason" => r.as_str()));
+        GatewayMetrics {
+            connections: gauge!("switchboard_connections"),
+            connections_opened: counter!("switchboard_connections_opened_total"),
+            closed,
+            handshake_failures: counter!("switchboard_handshake_failures_total"),
+            messages_received: counter!("switchboard_messages_received_total"),
+            bytes_received: counter!("switchboard_received_bytes_total"),
+            messages_sent: counter!("switchboard_messages_sent_total"),
+            bytes_sent: counter!("switchboard_sent_bytes_total"),
+            slow_consumer_closes: counter!("switchboard_slow_consumer_closes_total"),
+            queue_dropped: counter!("switchboard_queue_dropped_messages_total"),
+            fanout_seconds: histogram!("switchboard_fanout_duration_seconds"),
+            recipients: histogram!("switchboard_fanout_recipients"),
+        }
+    }
+
+    pub fn closed(&self, reason: CloseReason) {
+        let index = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.closed[index].increment(1);
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Histogram buckets (seconds) for latencies measured by Switchboard: 50 µs .. 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets for counts (recipients per message, commands per batch).
+pub const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0];

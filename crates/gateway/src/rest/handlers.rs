@@ -1,0 +1,291 @@
+//! REST handlers. Each one is a few lines: validate what the route adds to [`RestCall`], then
+//! either route an envelope (sends, closes), write a command to the store (membership), or read
+//! the membership view (existence checks, listings).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::json;
+use switchboard_core::{Error, ErrorCode};
+use switchboard_membership::{Command, Outcome};
+
+use super::{payload, RestCall, Surface};
+use crate::dispatch::{Envelope, Payload, Recipients};
+use crate::error::{ApiError, ApiResult};
+use crate::{now_ms, now_secs, Shared};
+
+type Ctx = State<Arc<Shared>>;
+
+async fn read_payload(shared: &Shared, headers: &HeaderMap, body: Body) -> ApiResult<Arc<Payload>> {
+    let bytes = payload::read_body(headers, body, shared.config.max_body_bytes).await?;
+    Ok(Arc::new(Payload::new(payload::parse(headers, &bytes)?)))
+}
+
+async fn send(shared: &Shared, call: RestCall, recipients: Recipients, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+    let payload = read_payload(shared, &headers, body).await?;
+    shared.dispatch(Envelope::Message { hub: call.hub, recipients, payload });
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Writes one command through the store, bounded by the store timeout.
+async fn write(shared: &Shared, command: Command) -> ApiResult<Outcome> {
+    match tokio::time::timeout(shared.config.store_timeout, shared.store.write(command)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ApiError::new(ErrorCode::Timeout, "The membership store did not answer in time; the change may or may not have been applied.")),
+    }
+}
+
+fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
+    let reason = call.query.reason.clone();
+    shared.dispatch(Envelope::Close { hub: call.hub, recipients, reason });
+}
+
+fn exists(found: bool, missing: ErrorCode, what: &str) -> ApiResult<StatusCode> {
+    if found {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(missing, format!("{what} does not exist.")))
+    }
+}
+
+// ----- hub -----
+
+pub(super) async fn broadcast(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+    let excluded = call.query.excluded.clone();
+    send(&shared, call, Recipients::Hub { excluded }, headers, body).await
+}
+
+pub(super) async fn close_hub(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let excluded = call.query.excluded.clone();
+    close(&shared, call, Recipients::Hub { excluded });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn generate_token(State(shared): Ctx, call: RestCall) -> ApiResult<Response> {
+    let minutes = match call.query.minutes_to_expire.as_deref() {
+        None => 60,
+        Some(m) => match m.parse::<u64>() {
+            Ok(m) if (1..=60 * 24 * 365).contains(&m) => m,
+            _ => {
+                return Err(ApiError(
+                    Error::invalid("minutesToExpire must be a whole number of minutes, at least 1.").with_target("minutesToExpire"),
+                ))
+            }
+        },
+    };
+    if let Some(user) = call.query.user_id.as_deref() {
+        switchboard_core::names::user(user)?;
+    }
+    let token = switchboard_auth::mint_client_token(
+        shared.keys.primary(),
+        &call.base_url,
+        &call.hub,
+        call.query.user_id.as_deref(),
+        &switchboard_auth::Claims::new(),
+        now_secs(),
+        minutes * 60,
+    );
+    Ok(Json(json!({ "token": token })).into_response())
+}
+
+// ----- connections -----
+
+pub(super) async fn send_to_connection(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+    let connection = call.connection()?.to_string();
+    send(&shared, call, Recipients::Connection { connection }, headers, body).await
+}
+
+pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let connection = call.connection()?;
+    let found = shared.store.view().read().connection(&call.hub, &connection).is_some();
+    exists(found, ErrorCode::ConnectionNotExisted, "The connection")
+}
+
+pub(super) async fn close_connection(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let connection = call.connection()?;
+    let found = shared.store.view().read().connection(&call.hub, &connection).is_some();
+    let surface = call.surface;
+    if !found && surface == Surface::Versioned {
+        return Err(ApiError::new(ErrorCode::ConnectionNotExisted, "The connection does not exist."));
+    }
+    close(&shared, call, Recipients::Connection { connection: connection.to_string() });
+    Ok(match surface {
+        Surface::V1 => StatusCode::ACCEPTED,
+        Surface::Versioned => StatusCode::OK,
+    })
+}
+
+pub(super) async fn add_connection_to_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let (connection, group) = (call.connection()?, call.group()?);
+    match write(&shared, Command::AddConnectionToGroup { hub: call.hub, group, connection }).await? {
+        Outcome::ConnectionNotFound => Err(ApiError::new(ErrorCode::ConnectionNotExistedError, "The connection does not exist.")),
+        _ => Ok(StatusCode::OK),
+    }
+}
+
+pub(super) async fn remove_connection_from_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let (connection, group) = (call.connection()?, call.group()?);
+    match write(&shared, Command::RemoveConnectionFromGroup { hub: call.hub, group, connection }).await? {
+        Outcome::ConnectionNotFound => Err(ApiError::new(ErrorCode::ConnectionNotExisted, "The connection does not exist.")),
+        _ => Ok(StatusCode::OK),
+    }
+}
+
+pub(super) async fn remove_connection_from_all_groups(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let connection = call.connection()?;
+    write(&shared, Command::RemoveConnectionFromAllGroups { hub: call.hub, connection }).await?;
+    Ok(StatusCode::OK)
+}
+
+// ----- users -----
+
+pub(super) async fn send_to_user(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+    let user = call.user()?.to_string();
+    let excluded = call.query.excluded.clone();
+    send(&shared, call, Recipients::User { user, excluded }, headers, body).await
+}
+
+pub(super) async fn user_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let user = call.user()?;
+    let found = shared.store.view().read().user_has_connections(&call.hub, &user);
+    exists(found, ErrorCode::UserNotExisted, "The user")
+}
+
+pub(super) async fn close_user(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let user = call.user()?.to_string();
+    let excluded = call.query.excluded.clone();
+    close(&shared, call, Recipients::User { user, excluded });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn add_user_to_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let (user, group) = (call.user()?, call.group()?);
+    let ttl_secs = match call.query.ttl.as_deref() {
+        None => None,
+        Some(t) => match t.parse::<i64>() {
+            Ok(t) if (0..=i64::from(i32::MAX)).contains(&t) => Some(t as u32),
+            _ => return Err(ApiError(Error::invalid("ttl must be a whole number of seconds, 0 or more.").with_target("ttl"))),
+        },
+    };
+    write(&shared, Command::AddUserToGroup { hub: call.hub.clone(), user, group, ttl_secs }).await?;
+    Ok(match call.surface {
+        Surface::V1 => StatusCode::ACCEPTED,
+        Surface::Versioned => StatusCode::OK,
+    })
+}
+
+pub(super) async fn remove_user_from_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let (user, group) = (call.user()?, call.group()?);
+    write(&shared, Command::RemoveUserFromGroup { hub: call.hub.clone(), user, group }).await?;
+    Ok(match call.surface {
+        Surface::V1 => StatusCode::ACCEPTED,
+        Surface::Versioned => StatusCode::NO_CONTENT,
+    })
+}
+
+pub(super) async fn remove_user_from_all_groups(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let user = call.user()?;
+    write(&shared, Command::RemoveUserFromAllGroups { hub: call.hub.clone(), user }).await?;
+    Ok(match call.surface {
+        Surface::V1 => StatusCode::OK,
+        Surface::Versioned => StatusCode::NO_CONTENT,
+    })
+}
+
+pub(super) async fn user_in_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let (user, group) = (call.user()?, call.group()?);
+    let found = shared.store.view().read().user_in_group(&call.hub, &user, &group, now_ms());
+    exists(found, ErrorCode::UserNotInGroup, "The user in the group")
+}
+
+// ----- groups -----
+
+pub(super) async fn send_to_group(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+    let group = call.group()?.to_string();
+    let excluded = call.query.excluded.clone();
+    send(&shared, call, Recipients::Group { group, excluded }, headers, body).await
+}
+
+pub(super) async fn group_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let group = call.group()?;
+    let found = shared.store.view().read().group_has_connections(&call.hub, &group);
+    exists(found, ErrorCode::GroupNotExisted, "The group")
+}
+
+pub(super) async fn close_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    let group = call.group()?.to_string();
+    let excluded = call.query.excluded.clone();
+    close(&shared, call, Recipients::Group { group, excluded });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Largest and default page of `GET .../groups/{group}/connections`.
+const MAX_PAGE_SIZE: usize = 200;
+
+fn parse_count(value: Option<&str>, name: &str, range: std::ops::RangeInclusive<usize>) -> ApiResult<Option<usize>> {
+    match value {
+        None => Ok(None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError(
+                Error::invalid(format!("{name} must be a whole number between {} and {}.", range.start(), range.end())).with_target(name),
+            )),
+        },
+    }
+}
+
+pub(super) async fn list_group_connections(State(shared): Ctx, call: RestCall) -> ApiResult<Response> {
+    let group = call.group()?;
+    let page_size = parse_count(call.query.max_page_size.as_deref(), "maxpagesize", 1..=MAX_PAGE_SIZE)?.unwrap_or(MAX_PAGE_SIZE);
+    let top = parse_count(call.query.top.as_deref(), "top", 1..=usize::MAX)?;
+    let after = match call.query.continuation_token.as_deref() {
+        None | Some("") => None,
+        Some(token) => {
+            let raw = URL_SAFE_NO_PAD.decode(token).ok().and_then(|b| String::from_utf8(b).ok());
+            Some(raw.ok_or_else(|| {
+                ApiError(Error::invalid("The continuationToken is not one this service issued.").with_target("continuationToken"))
+            })?)
+        }
+    };
+    let limit = top.map_or(page_size, |t| t.min(page_size));
+    let mut page = shared.store.view().read().group_connections_page(&call.hub, &group, after.as_deref(), limit + 1);
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let remaining = top.map(|t| t - page.len());
+    let next_link = match (more, remaining, page.last()) {
+        (true, None, Some((last, _))) | (true, Some(1..), Some((last, _))) => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(app) = &call.query.application {
+                query.append_pair("application", app);
+            }
+            if let Some(r) = remaining {
+                query.append_pair("top", &r.to_string());
+            }
+            query.append_pair("maxpagesize", &page_size.to_string());
+            query.append_pair("continuationToken", &URL_SAFE_NO_PAD.encode(last.as_bytes()));
+            if let Some(v) = &call.query.api_version {
+                query.append_pair("api-version", v);
+            }
+            Some(format!("{}{}?{}", call.base_url, call.path, query.finish()))
+        }
+        _ => None,
+    };
+    let value: Vec<_> = page
+        .iter()
+        .map(|(connection, user)| match user {
+            Some(user) => json!({ "connectionId": connection.as_ref(), "userId": user.as_ref() }),
+            None => json!({ "connectionId": connection.as_ref() }),
+        })
+        .collect();
+    let mut body = json!({ "value": value });
+    if let Some(link) = next_link {
+        body["nextLink"] = json!(link);
+    }
+    Ok(Json(body).into_response())
+}

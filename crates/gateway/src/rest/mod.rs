@@ -1,0 +1,266 @@
+//! The data-plane REST API, both surfaces side by side.
+//!
+//! Every route is registered under `/api/v1` (the legacy surface, no `api-version`) and under
+//! `/api` (the 2022-06-01+ surface, `api-version` required). The handlers are shared; where the
+//! two surfaces answer with different status codes the handler asks [`Surface`]. Each request
+//! passes through [`RestCall`], which authenticates it (JWT signed with an access key, audience =
+//! the request path), validates the hub/application names and parses the query string, so
+//! handlers only see valid input.
+
+mod handlers;
+mod payload;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::Router;
+use switchboard_auth::{check_audience, Audience, Claims};
+use switchboard_core::{names, ErrorCode};
+use switchboard_membership::Name;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{now_secs, Shared};
+
+/// Which REST surface a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `/api/v1/...`
+    V1,
+    /// `/api/...?api-version=2022-06-01` and later.
+    Versioned,
+}
+
+/// API versions accepted on the versioned surface.
+pub const API_VERSIONS: [&str; 4] = ["2022-06-01", "2022-11-01", "2023-07-01", "2024-12-01"];
+
+/// The parsed query string of a REST call (only the parameters the API defines).
+#[derive(Debug, Default)]
+pub struct RestQuery {
+    pub excluded: Vec<String>,
+    pub reason: Option<String>,
+    pub ttl: Option<String>,
+    pub application: Option<String>,
+    pub api_version: Option<String>,
+    pub max_page_size: Option<String>,
+    pub top: Option<String>,
+    pub continuation_token: Option<String>,
+    pub user_id: Option<String>,
+    pub minutes_to_expire: Option<String>,
+}
+
+impl RestQuery {
+    fn parse(raw: Option<&str>) -> RestQuery {
+        let mut q = RestQuery::default();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let v = v.into_owned();
+            match k.as_ref() {
+                "excluded" => q.excluded.push(v),
+                "reason" => q.reason = Some(v),
+                "ttl" => q.ttl = Some(v),
+                "application" => q.application = Some(v),
+                "api-version" => q.api_version = Some(v),
+                "maxpagesize" | "maxPageSize" => q.max_page_size = Some(v),
+                "top" => q.top = Some(v),
+                "continuationToken" => q.continuation_token = Some(v),
+                "userId" => q.user_id = Some(v),
+                "minutesToExpire" => q.minutes_to_expire = Some(v),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// An authenticated, validated REST call: see the module docs.
+pub struct RestCall {
+    pub surface: Surface,
+    /// The internal hub name: lower-cased, prefixed with the application if one was given.
+    pub hub: Name,
+    /// The request path as received (for links).
+    pub path: String,
+    params: HashMap<String, String>,
+    pub query: RestQuery,
+    /// `scheme://host[:port]` as the caller addressed us (for links and minted tokens).
+    pub base_url: String,
+    pub claims: Claims,
+}
+
+impl RestCall {
+    /// A path parameter, already percent-decoded.
+    fn param(&self, name: &str) -> ApiResult<&str> {
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("route has no '{name}' parameter")))
+    }
+
+    pub fn group(&self) -> ApiResult<Name> {
+        let group = self.param("group")?;
+        names::group(group)?;
+        Ok(group.into())
+    }
+
+    pub fn user(&self) -> ApiResult<Name> {
+        let user = self.param("user")?;
+        names::user(user)?;
+        Ok(user.into())
+    }
+
+    pub fn connection(&self) -> ApiResult<Name> {
+        let id = self.param("connection")?;
+        names::connection_id(id)?;
+        Ok(id.into())
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
+fn base_url(parts: &Parts) -> String {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let scheme = parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+impl FromRequestParts<Arc<Shared>> for RestCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+        let path = parts.uri.path().to_owned();
+        let surface = if path.starts_with("/api/v1/") { Surface::V1 } else { Surface::Versioned };
+        let query = RestQuery::parse(parts.uri.query());
+
+        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> is required."))?;
+        let claims = shared.keys.verify(token, now_secs())?;
+        check_audience(&claims, &Audience::Rest { path: &path })?;
+
+        if surface == Surface::Versioned {
+            match query.api_version.as_deref() {
+                Some(v) if API_VERSIONS.contains(&v) => {}
+                Some(v) => {
+                    return Err(ApiError(
+                        switchboard_core::Error::invalid(format!(
+                            "Unsupported api-version '{v}'. Supported: {}.",
+                            API_VERSIONS.join(", ")
+                        ))
+                        .with_target("api-version"),
+                    ))
+                }
+                None => {
+                    return Err(ApiError(
+                        switchboard_core::Error::invalid("The api-version query parameter is required.")
+                            .with_target("api-version"),
+                    ))
+                }
+            }
+        }
+
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, shared)
+            .await
+            .map_err(|e| ApiError::invalid(format!("Invalid path: {e}")))?;
+        let hub_param = params.get("hub").map(String::as_str).unwrap_or("");
+        let hub = names::prefixed_hub(query.application.as_deref(), hub_param)?;
+        Ok(RestCall { surface, hub: hub.into(), path, params, query, base_url: base_url(parts), claims })
+    }
+}
+
+/// Registers `method_router` at `path` under both surfaces.
+fn both(router: Router<Arc<Shared>>, path: &str, method_router: MethodRouter<Arc<Shared>>) -> Router<Arc<Shared>> {
+    router
+        .route(&format!("/api/v1{path}"), method_router.clone())
+        .route(&format!("/api{path}"), method_router)
+}
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    use handlers::*;
+    let mut r = Router::new().without_v07_checks();
+    // Hub-wide.
+    r = both(r, "/hubs/{hub}", post(broadcast));
+    r = both(r, "/hubs/{hub}/:send", post(broadcast));
+    r = both(r, "/hubs/{hub}/:closeConnections", post(close_hub));
+    r = both(r, "/hubs/{hub}/:generateToken", post(generate_token));
+    // Connections.
+    r = both(
+        r,
+        "/hubs/{hub}/connections/{connection}",
+        post(send_to_connection).get(connection_exists).head(connection_exists).delete(close_connection),
+    );
+    r = both(r, "/hubs/{hub}/connections/{connection}/:send", post(send_to_connection));
+    r = both(r, "/hubs/{hub}/connections/{connection}/groups", delete(remove_connection_from_all_groups));
+    r = both(
+        r,
+        "/hubs/{hub}/connections/{connection}/groups/{group}",
+        put(add_connection_to_group).delete(remove_connection_from_group),
+    );
+    // Users.
+    r = both(r, "/hubs/{hub}/users/{user}", post(send_to_user).get(user_exists).head(user_exists));
+    r = both(r, "/hubs/{hub}/users/{user}/:send", post(send_to_user));
+    r = both(r, "/hubs/{hub}/users/{user}/:closeConnections", post(close_user));
+    r = both(r, "/hubs/{hub}/users/{user}/groups", delete(remove_user_from_all_groups));
+    r = both(
+        r,
+        "/hubs/{hub}/users/{user}/groups/{group}",
+        put(add_user_to_group).delete(remove_user_from_group).get(user_in_group).head(user_in_group),
+    );
+    // Groups.
+    r = both(r, "/hubs/{hub}/groups/{group}", post(send_to_group).get(group_exists).head(group_exists));
+    r = both(r, "/hubs/{hub}/groups/{group}/:send", post(send_to_group));
+    r = both(r, "/hubs/{hub}/groups/{group}/:closeConnections", post(close_group));
+    r = both(r, "/hubs/{hub}/groups/{group}/connections", get(list_group_connections));
+    r = both(
+        r,
+        "/hubs/{hub}/groups/{group}/connections/{connection}",
+        put(add_connection_to_group).delete(remove_connection_from_group),
+    );
+    r = both(
+        r,
+        "/hubs/{hub}/groups/{group}/users/{user}",
+        put(add_user_to_group).delete(remove_user_from_group).get(user_in_group).head(user_in_group),
+    );
+    r
+}
+
+pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::RouteNotFound, format!("No route for {method} {}.", uri.path()))
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}.", uri.path()))
+}
+
+/// Counts and times every HTTP request by matched route (never the raw path) and status.
+pub(crate) async fn track_http(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("switchboard_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("switchboard_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}

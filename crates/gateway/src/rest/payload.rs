@@ -1,0 +1,199 @@
+//! Reading the message a REST send carries.
+//!
+//! Three body forms are accepted, chosen by `Content-Type`:
+//! - JSON (default): `{"target": "...", "arguments": [...]}` with the keys in any letter case
+//!   (the .NET SDK sends `Target`/`Arguments`). The arguments' JSON text is kept verbatim, so JSON
+//!   clients get it without a re-serialization.
+//! - `application/x-msgpack`: the same object as a MessagePack map.
+//! - `application/octet-stream`: a MessagePack map `{json: bin, messagepack: bin}` of frames the
+//!   caller serialized for each protocol; they are checked and forwarded as they are.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use switchboard_core::{Error, ErrorCode};
+use switchboard_protocol::Protocol;
+
+use crate::dispatch::PayloadSource;
+use crate::error::{ApiError, ApiResult};
+
+/// Reads the body, at most `limit` bytes (413 above).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
+    let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("The request body exceeds the limit of {limit} bytes."));
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if length > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
+        }
+        ApiError::invalid(format!("Could not read the request body: {e}"))
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json")
+}
+
+fn missing_body() -> ApiError {
+    ApiError(Error::invalid("Message in request body is required.").with_target("message"))
+}
+
+fn missing_target() -> ApiError {
+    ApiError(Error::invalid("The 'target' of the message is required and must be a non-empty string.").with_target("target"))
+}
+
+/// Parses a send body into a payload.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<PayloadSource> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(missing_body());
+    }
+    let ct = content_type(headers).to_ascii_lowercase();
+    if ct.starts_with("application/octet-stream") {
+        parse_framed(body)
+    } else if ct.starts_with("application/x-msgpack") || ct.starts_with("application/msgpack") {
+        parse_msgpack(body)
+    } else {
+        parse_json(body)
+    }
+}
+
+fn parse_json(body: &[u8]) -> ApiResult<PayloadSource> {
+    let object: Vec<(String, &RawValue)> = serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(body)
+        .map_err(|e| ApiError(Error::invalid(format!("The body is not a valid JSON message object: {e}")).with_target("message")))?
+        .into_iter()
+        .collect();
+    let field = |name: &str| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+    let target = match field("target") {
+        Some(raw) => match serde_json::from_str::<Option<String>>(raw.get()) {
+            Ok(Some(t)) if !t.is_empty() => t,
+            _ => return Err(missing_target()),
+        },
+        None => return Err(missing_target()),
+    };
+    let arguments = match field("arguments") {
+        None => "[]".to_owned(),
+        Some(raw) => {
+            let text = raw.get();
+            match text.trim_start().as_bytes().first() {
+                Some(b'[') => text.to_owned(),
+                _ if text.trim() == "null" => "[]".to_owned(),
+                _ => return Err(ApiError(Error::invalid("'arguments' must be an array.").with_target("arguments"))),
+            }
+        }
+    };
+    Ok(PayloadSource::Json { target, arguments })
+}
+
+fn msgpack_error(detail: impl std::fmt::Display) -> ApiError {
+    ApiError(Error::invalid(format!("The body is not a valid MessagePack message: {detail}")).with_target("message"))
+}
+
+fn read_msgpack_map(body: &[u8]) -> ApiResult<Vec<(rmpv::Value, rmpv::Value)>> {
+    let mut reader = body;
+    let value = rmpv::decode::read_value(&mut reader).map_err(msgpack_error)?;
+    match value {
+        rmpv::Value::Map(entries) => Ok(entries),
+        _ => Err(msgpack_error("expected a map")),
+    }
+}
+
+fn key_is(key: &rmpv::Value, name: &str) -> bool {
+    key.as_str().is_some_and(|k| k.eq_ignore_ascii_case(name))
+}
+
+fn parse_msgpack(body: &[u8]) -> ApiResult<PayloadSource> {
+    let entries = read_msgpack_map(body)?;
+    let target = entries
+        .iter()
+        .find(|(k, _)| key_is(k, "target"))
+        .and_then(|(_, v)| v.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(missing_target)?
+        .to_owned();
+    let arguments = match entries.iter().find(|(k, _)| key_is(k, "arguments")).map(|(_, v)| v) {
+        None | Some(rmpv::Value::Nil) => rmpv::Value::Array(Vec::new()),
+        Some(v @ rmpv::Value::Array(_)) => v.clone(),
+        Some(_) => return Err(ApiError(Error::invalid("'arguments' must be an array.").with_target("arguments"))),
+    };
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &arguments).map_err(msgpack_error)?;
+    Ok(PayloadSource::MessagePack { target, arguments: Bytes::from(bytes) })
+}
+
+fn parse_framed(body: &[u8]) -> ApiResult<PayloadSource> {
+    let entries = read_msgpack_map(body)?;
+    let frame = |name: &str, protocol: Protocol| -> ApiResult<Option<Bytes>> {
+        let Some((_, value)) = entries.iter().find(|(k, _)| key_is(k, name)) else { return Ok(None) };
+        let bytes = match value {
+            rmpv::Value::Binary(b) => b.clone(),
+            rmpv::Value::String(s) => s.as_bytes().to_vec(),
+            _ => return Err(msgpack_error(format!("'{name}' must be binary"))),
+        };
+        switchboard_protocol::validate_framed(protocol, &bytes)
+            .map_err(|e| ApiError(Error::invalid(format!("The '{name}' frame is invalid: {e}")).with_target(name)))?;
+        Ok(Some(Bytes::from(bytes)))
+    };
+    let json = frame("json", Protocol::Json)?;
+    let messagepack = frame("messagepack", Protocol::MessagePack)?;
+    if json.is_none() && messagepack.is_none() {
+        return Err(msgpack_error("expected a 'json' or 'messagepack' frame"));
+    }
+    Ok(PayloadSource::Framed { json, messagepack })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: &str) -> ApiResult<PayloadSource> {
+        parse(&HeaderMap::new(), body.as_bytes())
+    }
+
+    #[test]
+    fn keys_in_any_case_and_raw_arguments_kept() {
+        match json(r#"{"Target":"hi","Arguments":[1, {"a": "b"}]}"#).expect("valid") {
+            PayloadSource::Json { target, arguments } => {
+                assert_eq!(target, "hi");
+                assert_eq!(arguments, r#"[1, {"a": "b"}]"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        match json(r#"{"target":"x"}"#).expect("valid") {
+            PayloadSource::Json { arguments, .. } => assert_eq!(arguments, "[]"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_400() {
+        for body in ["", "  ", "[]", "{", r#"{"arguments":[]}"#, r#"{"target":""}"#, r#"{"target":null}"#, r#"{"target":1}"#, r#"{"target":"x","arguments":{}}"#] {
+            let err = json(body).expect_err(body);
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{body}");
+        }
+    }
+
+    #[test]
+    fn framed_bodies_are_validated() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("header"));
+        let map = rmpv::Value::Map(vec![(
+            rmpv::Value::from("json"),
+            rmpv::Value::Binary(b"{\"type\":1,\"target\":\"t\",\"arguments\":[]}\x1e".to_vec()),
+        )]);
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &map).expect("encode");
+        assert!(matches!(parse(&headers, &body), Ok(PayloadSource::Framed { json: Some(_), messagepack: None })));
+        let bad = rmpv::Value::Map(vec![(rmpv::Value::from("json"), rmpv::Value::Binary(b"{no separator".to_vec()))]);
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &bad).expect("encode");
+        assert!(parse(&headers, &body).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! The official `@microsoft/signalr` client, driven through `tests/js/driver.mjs`.
+
+use std::collections::{HashMap, VecDeque};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Mutex, Notify};
+
+use crate::{repo_root, Server};
+
+/// A message a client received: the hub method and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub target: String,
+    pub args: Vec<Value>,
+}
+
+/// How to connect one client.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions<'a> {
+    pub hub: &'a str,
+    pub user: Option<&'a str>,
+    /// "json" or "messagepack".
+    pub protocol: &'a str,
+    /// Hub methods to listen for.
+    pub targets: &'a [&'a str],
+    pub reconnect: bool,
+    /// Use this access token instead of a valid one.
+    pub token: Option<String>,
+}
+
+impl Default for ConnectOptions<'_> {
+    fn default() -> Self {
+        ConnectOptions { hub: "chat", user: None, protocol: "json", targets: &["message"], reconnect: false, token: None }
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    replies: HashMap<u64, Value>,
+    events: HashMap<String, VecDeque<Value>>,
+    exited: bool,
+}
+
+/// One Node process holding any number of named client connections.
+pub struct JsClients {
+    child: Child,
+    stdin: ChildStdin,
+    next_id: u64,
+    inbox: Arc<Mutex<Inbox>>,
+    notify: Arc<Notify>,
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl JsClients {
+    pub async fn start() -> anyhow::Result<JsClients> {
+        let dir = repo_root().join("tests/js");
+        if !dir.join("node_modules/@microsoft/signalr").exists() {
+            bail!("the JS clients are not installed: run `npm ci --prefix tests/js` (./test.sh does it)");
+        }
+        let mut child = Command::new("node")
+            .arg("driver.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node (is Node.js installed?)")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let inbox = Arc::new(Mutex::new(Inbox::default()));
+        let notify = Arc::new(Notify::new());
+        let (inbox2, notify2) = (inbox.clone(), notify.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
+                let mut inbox = inbox2.lock().await;
+                if let Some(id) = value.get("id").and_then(Value::as_u64) {
+                    inbox.replies.insert(id, value);
+                } else if let Some(name) = value.get("name").and_then(Value::as_str) {
+                    inbox.events.entry(name.to_owned()).or_default().push_back(value);
+                }
+                drop(inbox);
+                notify2.notify_waiters();
+            }
+            inbox2.lock().await.exited = true;
+            notify2.notify_waiters();
+        });
+        Ok(JsClients { child, stdin, next_id: 1, inbox, notify })
+    }
+
+    async fn call(&mut self, mut command: Value) -> anyhow::Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        command["id"] = json!(id);
+        let line = format!("{command}\n");
+        self.stdin.write_all(line.as_bytes()).await.context("writing to the JS driver")?;
+        self.stdin.flush().await?;
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut inbox = self.inbox.lock().await;
+                if let Some(reply) = inbox.replies.remove(&id) {
+                    if reply.get("ok").and_then(Value::as_bool) == Some(true) {
+                        return Ok(reply);
+                    }
+                    bail!("{}", reply.get("error").and_then(Value::as_str).unwrap_or("JS client call failed"));
+                }
+                if inbox.exited {
+                    bail!("the JS driver exited");
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("no reply from the JS driver to {command}");
+            }
+        }
+    }
+
+    /// Connects a client named `name` to `server`; returns its connection id.
+    pub async fn connect(&mut self, name: &str, server: &Server, options: ConnectOptions<'_>) -> anyhow::Result<String> {
+        let token = options.token.clone().unwrap_or_else(|| server.client_token(options.hub, options.user));
+        let reply = self
+            .call(json!({
+                "cmd": "connect",
+                "name": name,
+                "url": server.client_url(options.hub),
+                "token": token,
+                "protocol": options.protocol,
+                "targets": options.targets,
+                "reconnect": options.reconnect,
+            }))
+            .await?;
+        Ok(reply.get("connectionId").and_then(Value::as_str).unwrap_or_default().to_owned())
+    }
+
+    /// Connects with the defaults (JSON, hub "chat", listening for "message").
+    pub async fn connect_simple(&mut self, name: &str, server: &Server, hub: &str, user: Option<&str>) -> anyhow::Result<String> {
+        self.connect(name, server, ConnectOptions { hub, user, ..Default::default() }).await
+    }
+
+    pub async fn invoke(&mut self, name: &str, target: &str, args: Value) -> anyhow::Result<Value> {
+        let reply = self.call(json!({ "cmd": "invoke", "name": name, "target": target, "args": args })).await?;
+        Ok(reply.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&mut self, name: &str, target: &str, args: Value) -> anyhow::Result<()> {
+        self.call(json!({ "cmd": "send", "name": name, "target": target, "args": args })).await?;
+        Ok(())
+    }
+
+    pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        self.call(json!({ "cmd": "stop", "name": name })).await?;
+        Ok(())
+    }
+
+    /// The connection's state as the client sees it ("Connected", "Disconnected", ...).
+    pub async fn state(&mut self, name: &str) -> anyhow::Result<(String, Option<String>)> {
+        let reply = self.call(json!({ "cmd": "state", "name": name })).await?;
+        Ok((
+            reply.get("state").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            reply.get("connectionId").and_then(Value::as_str).map(str::to_owned),
+        ))
+    }
+
+    /// The next event of client `name` (message, closed, reconnecting, reconnected).
+    pub async fn next_event(&mut self, name: &str, within: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut inbox = self.inbox.lock().await;
+                if let Some(event) = inbox.events.get_mut(name).and_then(VecDeque::pop_front) {
+                    return Ok(event);
+                }
+                if inbox.exited {
+                    bail!("the JS driver exited");
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("client {name}: no event within {within:?}");
+            }
+        }
+    }
+
+    /// The next message received by `name` (fails on any other event).
+    pub async fn next_message(&mut self, name: &str) -> anyhow::Result<Message> {
+        let event = self.next_event(name, Duration::from_secs(10)).await?;
+        if event.get("event").and_then(Value::as_str) != Some("message") {
+            bail!("client {name}: expected a message, got {event}");
+        }
+        Ok(Message {
+            target: event.get("target").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            args: event.get("args").and_then(Value::as_array).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Checks that `name` receives nothing within `within` (use after a positive control).
+    pub async fn expect_silence(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
+        match self.next_event(name, within).await {
+            Ok(event) => bail!("client {name}: expected nothing, got {event}"),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits for `name` to be closed; returns the error it was closed with, if any.
+    pub async fn wait_closed(&mut self, name: &str) -> anyhow::Result<Option<String>> {
+        loop {
+            let event = self.next_event(name, Duration::from_secs(20)).await?;
+            if event.get("event").and_then(Value::as_str) == Some("closed") {
+                return Ok(event.get("error").and_then(Value::as_str).map(str::to_owned));
+            }
+        }
+    }
+
+    /// Waits for an event of kind `kind` for `name`, skipping others; returns it.
+    pub async fn wait_event(&mut self, name: &str, kind: &str, within: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next_event(name, left).await?;
+            if event.get("event").and_then(Value::as_str) == Some(kind) {
+                return Ok(event);
+            }
+        }
+    }
+}
+
+impl Drop for JsClients {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

@@ -1,0 +1,92 @@
+// Drives official @microsoft/signalr clients on behalf of the Rust end-to-end tests.
+//
+// Reads one JSON command per line on stdin and writes one JSON event per line on stdout.
+// Commands carry an `id`; the reply to a command is {"id", "ok": true, ...} or
+// {"id", "ok": false, "error"}. Unsolicited events name the client: {"event": "message" |
+// "closed" | "reconnecting" | "reconnected", "name", ...}.
+//
+//   {"id":1,"cmd":"connect","name":"a","url":"http://127.0.0.1:8080/client/?hub=chat",
+//    "token":"<jwt>","protocol":"json"|"messagepack","targets":["hello"],"reconnect":false}
+//   {"id":2,"cmd":"invoke","name":"a","target":"echo","args":[1]}
+//   {"id":3,"cmd":"send","name":"a","target":"echo","args":[1]}
+//   {"id":4,"cmd":"stop","name":"a"}
+import * as signalR from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+import readline from "node:readline";
+
+const clients = new Map();
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj, (_k, v) => {
+    if (v instanceof Uint8Array) return { $bytes: Buffer.from(v).toString("base64") };
+    if (typeof v === "bigint") return Number(v);
+    return v;
+  }) + "\n");
+}
+
+function errorText(e) {
+  if (e === undefined || e === null) return null;
+  return e.message ?? String(e);
+}
+
+async function connect(cmd) {
+  const builder = new signalR.HubConnectionBuilder()
+    .withUrl(cmd.url, {
+      accessTokenFactory: () => cmd.token,
+      transport: signalR.HttpTransportType.WebSockets,
+    })
+    .configureLogging(signalR.LogLevel.None);
+  if (cmd.protocol === "messagepack") builder.withHubProtocol(new MessagePackHubProtocol());
+  if (cmd.reconnect) builder.withAutomaticReconnect([0, 200, 500, 1000, 1000, 1000, 2000, 2000, 2000]);
+  const connection = builder.build();
+  if (cmd.serverTimeoutMs) connection.serverTimeoutInMilliseconds = cmd.serverTimeoutMs;
+  for (const target of cmd.targets ?? []) {
+    connection.on(target, (...args) => emit({ event: "message", name: cmd.name, target, args }));
+  }
+  connection.onclose((e) => emit({ event: "closed", name: cmd.name, error: errorText(e) }));
+  connection.onreconnecting((e) => emit({ event: "reconnecting", name: cmd.name, error: errorText(e) }));
+  connection.onreconnected((id) => emit({ event: "reconnected", name: cmd.name, connectionId: id }));
+  clients.set(cmd.name, connection);
+  await connection.start();
+  return { connectionId: connection.connectionId };
+}
+
+async function handle(cmd) {
+  const client = clients.get(cmd.name);
+  switch (cmd.cmd) {
+    case "connect":
+      return connect(cmd);
+    case "invoke":
+      return { result: await client.invoke(cmd.target, ...(cmd.args ?? [])) };
+    case "send":
+      await client.send(cmd.target, ...(cmd.args ?? []));
+      return {};
+    case "stop":
+      await client.stop();
+      return {};
+    case "state":
+      return { state: client.state, connectionId: client.connectionId };
+    default:
+      throw new Error(`unknown command ${cmd.cmd}`);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  if (!line.trim()) return;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    emit({ ok: false, error: `bad command: ${e.message}` });
+    return;
+  }
+  handle(cmd).then(
+    (reply) => emit({ id: cmd.id, ok: true, ...reply }),
+    (e) => emit({ id: cmd.id, ok: false, error: errorText(e) }),
+  );
+});
+rl.on("close", async () => {
+  await Promise.allSettled([...clients.values()].map((c) => c.stop()));
+  process.exit(0);
+});
