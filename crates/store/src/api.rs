@@ -43,7 +43,9 @@ pub struct View {
 impl View {
     /// A view of a state that nothing replicates; for tests and fakes of [`MembershipStore`].
     pub fn new(state: Membership) -> View {
-        View { state: Arc::new(RwLock::new(state)) }
+        View {
+            state: Arc::new(RwLock::new(state)),
+        }
     }
 
     /// A view of a shared state (the store's state machine writes into it).

@@ -24,9 +24,14 @@ use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder};
 use crate::{Raft, RaftMetrics};
 
+/// How long an entry in flight may still take once shutdown has begun.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Milliseconds since the Unix epoch by this machine's clock.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One caller's commands and where to send their outcomes.
@@ -52,9 +57,9 @@ impl Submitter {
                 .send(Request { commands, reply })
                 .await
                 .map_err(|_| StoreError::Unavailable("the store is shutting down".to_owned()))?;
-            answer
-                .await
-                .map_err(|_| StoreError::Unavailable("the store stopped before answering".to_owned()))?
+            answer.await.map_err(|_| {
+                StoreError::Unavailable("the store stopped before answering".to_owned())
+            })?
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
@@ -112,7 +117,13 @@ impl Batcher {
             tasks: TaskTracker::new(),
             last_time_ms: 0,
         };
-        (batcher, Submitter { tx, timeout: config.write_timeout })
+        (
+            batcher,
+            Submitter {
+                tx,
+                timeout: config.write_timeout,
+            },
+        )
     }
 
     /// Runs until cancelled; then answers whatever is still queued and waits for the entries in
@@ -209,7 +220,9 @@ impl Batcher {
         let Some((leader, leader_node)) = self.leader().await else {
             return Work::Failed(
                 requests,
-                StoreError::Unavailable("no raft leader is known; the store may be electing one".to_owned()),
+                StoreError::Unavailable(
+                    "no raft leader is known; the store may be electing one".to_owned(),
+                ),
             );
         };
         let total: usize = requests.iter().map(|r| r.commands.len()).sum();
@@ -221,10 +234,20 @@ impl Batcher {
         }
         crate::metrics::write_batch(total);
         if leader == self.node_id {
-            let batch = Batch { time_ms: self.stamp(), commands };
+            let batch = Batch {
+                time_ms: self.stamp(),
+                commands,
+            };
             match self.raft.client_write_ff(batch).await {
-                Ok(pending) => Work::Proposed { requests, sizes, pending },
-                Err(fatal) => Work::Failed(requests, StoreError::Unavailable(format!("raft stopped: {fatal}"))),
+                Ok(pending) => Work::Proposed {
+                    requests,
+                    sizes,
+                    pending,
+                },
+                Err(fatal) => Work::Failed(
+                    requests,
+                    StoreError::Unavailable(format!("raft stopped: {fatal}")),
+                ),
             }
         } else {
             let forwarder = self.forwarder.clone();
@@ -235,29 +258,52 @@ impl Batcher {
                 wait_applied(metrics, applied.log_index, wait).await?;
                 Ok(applied)
             });
-            Work::Forwarded { requests, sizes, forwarded }
+            Work::Forwarded {
+                requests,
+                sizes,
+                forwarded,
+            }
         }
     }
 }
 
 type Pending = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<crate::TypeConfig>>;
-type ForwardFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, StoreError>> + Send>>;
+type ForwardFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, StoreError>> + Send>>;
 
 /// A batch on its way to being applied.
 enum Work {
     Failed(Vec<Request>, StoreError),
-    Proposed { requests: Vec<Request>, sizes: Vec<usize>, pending: Pending },
-    Forwarded { requests: Vec<Request>, sizes: Vec<usize>, forwarded: ForwardFuture },
+    Proposed {
+        requests: Vec<Request>,
+        sizes: Vec<usize>,
+        pending: Pending,
+    },
+    Forwarded {
+        requests: Vec<Request>,
+        sizes: Vec<usize>,
+        forwarded: ForwardFuture,
+    },
 }
 
 impl Work {
     async fn finish(self, cancel: CancellationToken) {
         let stopping = || StoreError::Unavailable("the store is shutting down".to_owned());
+        // On shutdown an entry in flight still gets a moment to be applied and answered.
+        let give_up = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::pin!(give_up);
         match self {
             Work::Failed(requests, error) => fail(requests, error),
-            Work::Proposed { requests, sizes, pending } => {
+            Work::Proposed {
+                requests,
+                sizes,
+                pending,
+            } => {
                 let result = tokio::select! {
-                    _ = cancel.cancelled() => Err(stopping()),
+                    _ = &mut give_up => Err(stopping()),
                     result = pending => match result {
                         Ok(Ok(response)) => Ok(Applied { log_index: response.log_id.index, outcomes: response.data }),
                         Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(StoreError::NotLeader {
@@ -270,9 +316,13 @@ impl Work {
                 };
                 distribute(requests, sizes, result);
             }
-            Work::Forwarded { requests, sizes, forwarded } => {
+            Work::Forwarded {
+                requests,
+                sizes,
+                forwarded,
+            } => {
                 let result = tokio::select! {
-                    _ = cancel.cancelled() => Err(stopping()),
+                    _ = &mut give_up => Err(stopping()),
                     result = forwarded => result,
                 };
                 distribute(requests, sizes, result);
@@ -305,15 +355,26 @@ fn distribute(requests: Vec<Request>, sizes: Vec<usize>, result: Result<Applied,
     let mut outcomes = applied.outcomes.into_iter();
     for (request, size) in requests.into_iter().zip(sizes) {
         let mine: Vec<_> = outcomes.by_ref().take(size).collect();
-        let _ = request.reply.send(Ok(Applied { log_index: applied.log_index, outcomes: mine }));
+        let _ = request.reply.send(Ok(Applied {
+            log_index: applied.log_index,
+            outcomes: mine,
+        }));
     }
 }
 
 /// Waits (bounded) until this node has applied `index`.
-async fn wait_applied(mut metrics: watch::Receiver<RaftMetrics>, index: u64, wait: Duration) -> Result<(), StoreError> {
+async fn wait_applied(
+    mut metrics: watch::Receiver<RaftMetrics>,
+    index: u64,
+    wait: Duration,
+) -> Result<(), StoreError> {
     let reached = async {
         loop {
-            if metrics.borrow_and_update().last_applied.is_some_and(|id| id.index >= index) {
+            if metrics
+                .borrow_and_update()
+                .last_applied
+                .is_some_and(|id| id.index >= index)
+            {
                 return true;
             }
             if metrics.changed().await.is_err() {
@@ -337,19 +398,45 @@ mod tests {
 
     fn request(n: usize) -> (Request, oneshot::Receiver<Result<Applied, StoreError>>) {
         let (reply, rx) = oneshot::channel();
-        (Request { commands: vec![Command::Tick; n], reply }, rx)
+        (
+            Request {
+                commands: vec![Command::Tick; n],
+                reply,
+            },
+            rx,
+        )
     }
 
     #[test]
     fn outcomes_are_split_in_request_order() {
         let (a, mut ra) = request(1);
         let (b, mut rb) = request(2);
-        let outcomes = vec![Outcome::Ok, Outcome::ConnectionNotFound, Outcome::Registered];
-        distribute(vec![a, b], vec![1, 2], Ok(Applied { log_index: 9, outcomes }));
-        assert_eq!(ra.try_recv().unwrap().unwrap(), Applied { log_index: 9, outcomes: vec![Outcome::Ok] });
+        let outcomes = vec![
+            Outcome::Ok,
+            Outcome::ConnectionNotFound,
+            Outcome::Registered,
+        ];
+        distribute(
+            vec![a, b],
+            vec![1, 2],
+            Ok(Applied {
+                log_index: 9,
+                outcomes,
+            }),
+        );
+        assert_eq!(
+            ra.try_recv().unwrap().unwrap(),
+            Applied {
+                log_index: 9,
+                outcomes: vec![Outcome::Ok]
+            }
+        );
         assert_eq!(
             rb.try_recv().unwrap().unwrap(),
-            Applied { log_index: 9, outcomes: vec![Outcome::ConnectionNotFound, Outcome::Registered] }
+            Applied {
+                log_index: 9,
+                outcomes: vec![Outcome::ConnectionNotFound, Outcome::Registered]
+            }
         );
     }
 
@@ -357,8 +444,21 @@ mod tests {
     fn a_short_outcome_list_is_an_error_for_everyone() {
         let (a, mut ra) = request(1);
         let (b, mut rb) = request(1);
-        distribute(vec![a, b], vec![1, 1], Ok(Applied { log_index: 3, outcomes: vec![Outcome::Ok] }));
-        assert!(matches!(ra.try_recv().unwrap(), Err(StoreError::Internal(_))));
-        assert!(matches!(rb.try_recv().unwrap(), Err(StoreError::Internal(_))));
+        distribute(
+            vec![a, b],
+            vec![1, 1],
+            Ok(Applied {
+                log_index: 3,
+                outcomes: vec![Outcome::Ok],
+            }),
+        );
+        assert!(matches!(
+            ra.try_recv().unwrap(),
+            Err(StoreError::Internal(_))
+        ));
+        assert!(matches!(
+            rb.try_recv().unwrap(),
+            Err(StoreError::Internal(_))
+        ));
     }
 }

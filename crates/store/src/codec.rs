@@ -76,7 +76,9 @@ fn take<'a>(bytes: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u
 }
 
 fn array<const N: usize>(bytes: &[u8]) -> Result<[u8; N], CodecError> {
-    bytes.try_into().map_err(|_| CodecError::Frame("bad field width"))
+    bytes
+        .try_into()
+        .map_err(|_| CodecError::Frame("bad field width"))
 }
 
 /// Splits a framed snapshot file into (meta, data), checking magic, lengths and checksum.
@@ -92,10 +94,12 @@ pub(crate) fn unframe_snapshot(file: &[u8]) -> Result<(&[u8], &[u8]), CodecError
     if take(&mut rest, 8, "truncated (no magic)")? != MAGIC {
         return Err(CodecError::Frame("not a snapshot file (bad magic)"));
     }
-    let meta_len = u32::from_le_bytes(array(take(&mut rest, 4, "truncated meta length")?)?) as usize;
+    let meta_len =
+        u32::from_le_bytes(array(take(&mut rest, 4, "truncated meta length")?)?) as usize;
     let meta = take(&mut rest, meta_len, "truncated meta")?;
     let data_len = u64::from_le_bytes(array(take(&mut rest, 8, "truncated data length")?)?);
-    let data_len = usize::try_from(data_len).map_err(|_| CodecError::Frame("data length overflows"))?;
+    let data_len =
+        usize::try_from(data_len).map_err(|_| CodecError::Frame("data length overflows"))?;
     let data = take(&mut rest, data_len, "truncated data")?;
     if !rest.is_empty() {
         return Err(CodecError::Frame("trailing bytes"));

@@ -16,7 +16,10 @@ pub enum StoreError {
     /// This node is not the Raft leader and no forwarder took the write; `leader_id` and
     /// `leader_addr` say where the leader is, when known.
     #[error("this node is not the store leader (leader: {})", leader_hint(*.leader_id, .leader_addr.as_deref()))]
-    NotLeader { leader_id: Option<NodeId>, leader_addr: Option<String> },
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
     /// The configuration is invalid or does not match the data directory.
     #[error("invalid store configuration: {0}")]
     Config(String),
@@ -41,7 +44,9 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Unavailable(_) | StoreError::NotLeader { .. } => ErrorCode::Unavailable,
-            StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => ErrorCode::Internal,
+            StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 
@@ -63,11 +68,18 @@ mod tests {
 
     #[test]
     fn unavailability_maps_to_a_retryable_503() {
-        let not_leader = StoreError::NotLeader { leader_id: Some(3), leader_addr: Some("10.0.0.3:7000".into()) };
+        let not_leader = StoreError::NotLeader {
+            leader_id: Some(3),
+            leader_addr: Some("10.0.0.3:7000".into()),
+        };
         let core: switchboard_core::Error = not_leader.clone().into();
         assert_eq!(core.code, ErrorCode::Unavailable);
         assert_eq!(core.code.http_status(), 503);
-        assert!(core.message.contains("node 3 at 10.0.0.3:7000"), "{}", core.message);
+        assert!(
+            core.message.contains("node 3 at 10.0.0.3:7000"),
+            "{}",
+            core.message
+        );
         assert!(not_leader.retryable());
 
         let core: switchboard_core::Error = StoreError::Unavailable("no leader".into()).into();
@@ -89,7 +101,10 @@ mod tests {
 
     #[test]
     fn unknown_leader_is_said_plainly() {
-        let e = StoreError::NotLeader { leader_id: None, leader_addr: None };
+        let e = StoreError::NotLeader {
+            leader_id: None,
+            leader_addr: None,
+        };
         assert!(e.to_string().contains("unknown"));
     }
 }

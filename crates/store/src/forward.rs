@@ -48,6 +48,9 @@ impl Forwarder for NoForwarding {
         leader_node: Option<BasicNode>,
         _commands: Vec<Command>,
     ) -> Result<Applied, StoreError> {
-        Err(StoreError::NotLeader { leader_id: Some(leader), leader_addr: leader_node.map(|n| n.addr) })
+        Err(StoreError::NotLeader {
+            leader_id: Some(leader),
+            leader_addr: leader_node.map(|n| n.addr),
+        })
     }
 }

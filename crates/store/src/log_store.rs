@@ -13,6 +13,10 @@
 //! Layout: table `raft_log` maps the log index to one encoded [`Entry`]; table `raft_meta` holds
 //! `vote`, `committed`, `last_purged` and `node_id`.
 
+// openraft's trait fixes the error type (`StorageError`, ~224 bytes); the disk helpers return it
+// as is rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -21,7 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError, Vote,
+};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,13 +62,20 @@ struct Inner {
     committed: AtomicU64,
 }
 
-fn io_error(subject: ErrorSubject<u64>, verb: ErrorVerb, error: impl std::fmt::Display) -> StorageError<u64> {
+fn io_error(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    error: impl std::fmt::Display,
+) -> StorageError<u64> {
     StorageIOError::new(subject, verb, AnyError::error(error)).into()
 }
 
 fn corrupt(index: u64, error: impl std::fmt::Display) -> StorageError<u64> {
-    StorageIOError::read_log_at_index(index, AnyError::error(format!("corrupt log entry at index {index}: {error}")))
-        .into()
+    StorageIOError::read_log_at_index(
+        index,
+        AnyError::error(format!("corrupt log entry at index {index}: {error}")),
+    )
+    .into()
 }
 
 /// Runs disk work on the blocking pool.
@@ -73,7 +86,11 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
-        Err(join) => Err(io_error(subject, ErrorVerb::Write, format!("storage task failed: {join}"))),
+        Err(join) => Err(io_error(
+            subject,
+            ErrorVerb::Write,
+            format!("storage task failed: {join}"),
+        )),
     }
 }
 
@@ -83,10 +100,21 @@ impl LogStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("create {}: {e}", dir.display())))?;
         let path = dir.join(LOG_FILE);
-        let db = Database::create(&path).map_err(|e| StoreError::Storage(format!("open {}: {e}", path.display())))?;
-        let store = LogStore { inner: Arc::new(Inner { db, path, committed: AtomicU64::new(0) }) };
-        store.create_tables().map_err(|e| StoreError::Storage(format!("initialize {}: {e}", store.inner.path.display())))?;
-        let committed = store.read_meta::<Option<LogId>>(KEY_COMMITTED).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Storage(format!("open {}: {e}", path.display())))?;
+        let store = LogStore {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                committed: AtomicU64::new(0),
+            }),
+        };
+        store.create_tables().map_err(|e| {
+            StoreError::Storage(format!("initialize {}: {e}", store.inner.path.display()))
+        })?;
+        let committed = store
+            .read_meta::<Option<LogId>>(KEY_COMMITTED)
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
         store.set_committed_index(committed.flatten().map(|id| id.index));
         Ok(store)
     }
@@ -102,8 +130,9 @@ impl LogStore {
     /// Binds the database to `node_id` on first use and refuses a different id afterwards: a
     /// Raft node's identity must never change under its log. Blocking.
     pub fn check_node_id(&self, node_id: u64) -> Result<(), StoreError> {
-        let stored: Option<u64> =
-            self.read_meta(KEY_NODE_ID).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let stored: Option<u64> = self
+            .read_meta(KEY_NODE_ID)
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
         match stored {
             Some(id) if id == node_id => Ok(()),
             Some(id) => Err(StoreError::Config(format!(
@@ -111,7 +140,12 @@ impl LogStore {
                 self.inner.path.display()
             ))),
             None => self
-                .write_meta(KEY_NODE_ID, &node_id, Durability::Immediate, ErrorSubject::Store)
+                .write_meta(
+                    KEY_NODE_ID,
+                    &node_id,
+                    Durability::Immediate,
+                    ErrorSubject::Store,
+                )
                 .map_err(|e| StoreError::Storage(e.to_string())),
         }
     }
@@ -130,14 +164,34 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &'static str) -> StorageResult<Option<T>> {
-        let subject = || if key == KEY_VOTE { ErrorSubject::Vote } else { ErrorSubject::Store };
-        let txn = self.inner.db.begin_read().map_err(|e| io_error(subject(), ErrorVerb::Read, e))?;
-        let table = txn.open_table(META).map_err(|e| io_error(subject(), ErrorVerb::Read, e))?;
-        let Some(value) = table.get(key).map_err(|e| io_error(subject(), ErrorVerb::Read, e))? else {
+        let subject = || {
+            if key == KEY_VOTE {
+                ErrorSubject::Vote
+            } else {
+                ErrorSubject::Store
+            }
+        };
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| io_error(subject(), ErrorVerb::Read, e))?;
+        let table = txn
+            .open_table(META)
+            .map_err(|e| io_error(subject(), ErrorVerb::Read, e))?;
+        let Some(value) = table
+            .get(key)
+            .map_err(|e| io_error(subject(), ErrorVerb::Read, e))?
+        else {
             return Ok(None);
         };
-        let decoded = codec::decode(value.value())
-            .map_err(|e| io_error(subject(), ErrorVerb::Read, format!("corrupt `{key}` record: {e}")))?;
+        let decoded = codec::decode(value.value()).map_err(|e| {
+            io_error(
+                subject(),
+                ErrorVerb::Read,
+                format!("corrupt `{key}` record: {e}"),
+            )
+        })?;
         Ok(Some(decoded))
     }
 
@@ -148,8 +202,10 @@ impl LogStore {
         durability: Durability,
         subject: ErrorSubject<u64>,
     ) -> StorageResult<()> {
-        let bytes = codec::encode(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-        let err = |e: &dyn std::fmt::Display| io_error(subject.clone(), ErrorVerb::Write, e.to_string());
+        let bytes =
+            codec::encode(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        let err =
+            |e: &dyn std::fmt::Display| io_error(subject.clone(), ErrorVerb::Write, e.to_string());
         let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
         txn.set_durability(durability).map_err(|e| err(&e))?;
         {
@@ -177,7 +233,9 @@ impl LogStore {
         if lo > hi {
             return Ok(Vec::new());
         }
-        let err = |e: &dyn std::fmt::Display| io_error(ErrorSubject::Logs, ErrorVerb::Read, e.to_string());
+        let err = |e: &dyn std::fmt::Display| {
+            io_error(ErrorSubject::Logs, ErrorVerb::Read, e.to_string())
+        };
         let txn = self.inner.db.begin_read().map_err(|e| err(&e))?;
         let table = txn.open_table(LOG).map_err(|e| err(&e))?;
         let mut entries = Vec::new();
@@ -186,7 +244,10 @@ impl LogStore {
             let index = key.value();
             let entry: Entry = codec::decode(value.value()).map_err(|e| corrupt(index, e))?;
             if entry.log_id.index != index {
-                return Err(corrupt(index, format!("entry claims index {}", entry.log_id.index)));
+                return Err(corrupt(
+                    index,
+                    format!("entry claims index {}", entry.log_id.index),
+                ));
             }
             entries.push(entry);
         }
@@ -195,7 +256,9 @@ impl LogStore {
 
     fn log_state(&self) -> StorageResult<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
-        let err = |e: &dyn std::fmt::Display| io_error(ErrorSubject::Logs, ErrorVerb::Read, e.to_string());
+        let err = |e: &dyn std::fmt::Display| {
+            io_error(ErrorSubject::Logs, ErrorVerb::Read, e.to_string())
+        };
         let txn = self.inner.db.begin_read().map_err(|e| err(&e))?;
         let table = txn.open_table(LOG).map_err(|e| err(&e))?;
         let last = match table.last().map_err(|e| err(&e))? {
@@ -206,7 +269,10 @@ impl LogStore {
             }
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     fn write_entries(&self, entries: Vec<Entry>) -> StorageResult<()> {
@@ -214,14 +280,18 @@ impl LogStore {
             return Ok(());
         };
         let subject = ErrorSubject::Log(first.log_id);
-        let err = |e: &dyn std::fmt::Display| io_error(subject.clone(), ErrorVerb::Write, e.to_string());
+        let err =
+            |e: &dyn std::fmt::Display| io_error(subject.clone(), ErrorVerb::Write, e.to_string());
         let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(Durability::Immediate).map_err(|e| err(&e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| err(&e))?;
         {
             let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
             for entry in &entries {
                 let bytes = codec::encode(entry).map_err(|e| err(&e))?;
-                table.insert(entry.log_id.index, bytes.as_slice()).map_err(|e| err(&e))?;
+                table
+                    .insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(|e| err(&e))?;
             }
         }
         txn.commit().map_err(|e| err(&e))
@@ -229,12 +299,17 @@ impl LogStore {
 
     /// Deletes entries with index >= `since`.
     fn delete_since(&self, since: u64) -> StorageResult<()> {
-        let err = |e: &dyn std::fmt::Display| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e.to_string());
+        let err = |e: &dyn std::fmt::Display| {
+            io_error(ErrorSubject::Logs, ErrorVerb::Delete, e.to_string())
+        };
         let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(Durability::Immediate).map_err(|e| err(&e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| err(&e))?;
         {
             let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            table.retain_in(since.., |_, _| false).map_err(|e| err(&e))?;
+            table
+                .retain_in(since.., |_, _| false)
+                .map_err(|e| err(&e))?;
         }
         txn.commit().map_err(|e| err(&e))
     }
@@ -242,15 +317,21 @@ impl LogStore {
     /// Deletes entries with index <= `upto.index` and records `upto` as the last purged id, in
     /// one transaction so no reader sees a hole.
     fn purge_upto(&self, upto: LogId) -> StorageResult<()> {
-        let err = |e: &dyn std::fmt::Display| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e.to_string());
+        let err = |e: &dyn std::fmt::Display| {
+            io_error(ErrorSubject::Logs, ErrorVerb::Delete, e.to_string())
+        };
         let bytes = codec::encode(&upto).map_err(|e| err(&e))?;
         let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(Durability::Immediate).map_err(|e| err(&e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| err(&e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
-            meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(|e| err(&e))?;
+            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                .map_err(|e| err(&e))?;
             let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            table.retain_in(..=upto.index, |_, _| false).map_err(|e| err(&e))?;
+            table
+                .retain_in(..=upto.index, |_, _| false)
+                .map_err(|e| err(&e))?;
         }
         txn.commit().map_err(|e| err(&e))
     }
@@ -297,7 +378,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
         let this = self.clone();
         blocking(ErrorSubject::Store, move || {
-            this.write_meta(KEY_COMMITTED, &committed, Durability::None, ErrorSubject::Store)?;
+            this.write_meta(
+                KEY_COMMITTED,
+                &committed,
+                Durability::None,
+                ErrorSubject::Store,
+            )?;
             this.set_committed_index(committed.map(|id| id.index));
             Ok(())
         })
@@ -306,7 +392,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
         let this = self.clone();
-        blocking(ErrorSubject::Store, move || Ok(this.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())).await
+        blocking(ErrorSubject::Store, move || {
+            Ok(this.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        })
+        .await
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -354,7 +443,8 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
         async fn build(&self) -> StorageResult<(TempDir, LogStore, StateMachineStore)> {
-            let dir = TempDir::new().map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let dir =
+                TempDir::new().map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let log = LogStore::open(&dir.path().join("raft"))
                 .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let sm = StateMachineStore::open(&dir.path().join("snapshots"))
@@ -371,13 +461,18 @@ mod tests {
     fn normal(term: u64, index: u64) -> Entry {
         Entry {
             log_id: log_id(term, 1, index),
-            payload: EntryPayload::Normal(Batch { time_ms: index, commands: vec![Command::Tick] }),
+            payload: EntryPayload::Normal(Batch {
+                time_ms: index,
+                commands: vec![Command::Tick],
+            }),
         }
     }
 
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
         let this = store.clone();
-        blocking(ErrorSubject::Logs, move || this.write_entries(entries)).await.unwrap();
+        blocking(ErrorSubject::Logs, move || this.write_entries(entries))
+            .await
+            .unwrap();
     }
 
     fn indexes(entries: &[Entry]) -> Vec<u64> {
@@ -404,12 +499,22 @@ mod tests {
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 3)));
         assert_eq!(state.last_log_id, Some(log_id(2, 1, 8)));
-        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
+        assert_eq!(
+            store.read_vote().await.unwrap(),
+            Some(Vote::new_committed(2, 1))
+        );
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
         assert_eq!(store.committed_index(), Some(6));
-        assert_eq!(indexes(&store.try_get_log_entries(5..=6).await.unwrap()), vec![5, 6]);
+        assert_eq!(
+            indexes(&store.try_get_log_entries(5..=6).await.unwrap()),
+            vec![5, 6]
+        );
         assert!(store.try_get_log_entries(7..7).await.unwrap().is_empty());
-        assert!(store.try_get_log_entries((Bound::Excluded(u64::MAX), Bound::Unbounded)).await.unwrap().is_empty());
+        assert!(store
+            .try_get_log_entries((Bound::Excluded(u64::MAX), Bound::Unbounded))
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

@@ -63,7 +63,11 @@ pub(crate) fn write_done(result: &'static str, elapsed: Duration) {
 fn set_gauges(m: &RaftMetrics) {
     metrics::gauge!(RAFT_TERM).set(m.current_term as f64);
     metrics::gauge!(RAFT_LEADER_ID).set(m.current_leader.map_or(-1.0, |id| id as f64));
-    metrics::gauge!(RAFT_IS_LEADER).set(if m.current_leader == Some(m.id) { 1.0 } else { 0.0 });
+    metrics::gauge!(RAFT_IS_LEADER).set(if m.current_leader == Some(m.id) {
+        1.0
+    } else {
+        0.0
+    });
     if let Some(index) = m.last_log_index {
         metrics::gauge!(RAFT_LAST_LOG_INDEX).set(index as f64);
     }
@@ -89,7 +93,12 @@ pub(crate) async fn watch_raft(mut rx: watch::Receiver<RaftMetrics>, cancel: Can
 
 fn log_changes(previous: Option<&RaftMetrics>, m: &RaftMetrics) {
     let (leader, term, snapshot, state_ok) = match previous {
-        Some(p) => (p.current_leader, p.current_term, p.snapshot, p.running_state.is_ok()),
+        Some(p) => (
+            p.current_leader,
+            p.current_term,
+            p.snapshot,
+            p.running_state.is_ok(),
+        ),
         None => (None, 0, None, true),
     };
     if m.current_leader != leader || m.current_term != term {
@@ -106,7 +115,12 @@ fn log_changes(previous: Option<&RaftMetrics>, m: &RaftMetrics) {
     }
     if m.snapshot != snapshot {
         if let Some(s) = m.snapshot {
-            tracing::info!(node_id = m.id, snapshot_index = s.index, purged_index = m.purged.map(|p| p.index), "raft snapshot updated");
+            tracing::info!(
+                node_id = m.id,
+                snapshot_index = s.index,
+                purged_index = m.purged.map(|p| p.index),
+                "raft snapshot updated"
+            );
         }
     }
     if let Err(fatal) = &m.running_state {

@@ -8,8 +8,8 @@
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 
@@ -17,7 +17,9 @@ use crate::TypeConfig;
 
 /// Why an RPC could not be sent.
 #[derive(thiserror::Error, Debug)]
-#[error("node {target} is unreachable: this store runs as a single voter without a cluster network")]
+#[error(
+    "node {target} is unreachable: this store runs as a single voter without a cluster network"
+)]
 pub struct NoNetwork {
     /// The node the RPC was for.
     pub target: u64,
@@ -35,7 +37,9 @@ pub struct UnreachablePeer {
 
 impl UnreachablePeer {
     fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        RPCError::Unreachable(Unreachable::new(&NoNetwork { target: self.target }))
+        RPCError::Unreachable(Unreachable::new(&NoNetwork {
+            target: self.target,
+        }))
     }
 }
 
@@ -60,7 +64,10 @@ impl RaftNetwork<TypeConfig> for UnreachablePeer {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         Err(self.unreachable())
     }
 
@@ -85,7 +92,10 @@ mod tests {
     async fn every_rpc_is_unreachable() {
         let mut client = SingleNodeNetwork.new_client(2, &BasicNode::new("x")).await;
         let option = RPCOption::new(Duration::from_millis(100));
-        let err = client.vote(VoteRequest::new(Vote::new(1, 1), None), option).await.unwrap_err();
+        let err = client
+            .vote(VoteRequest::new(Vote::new(1, 1), None), option)
+            .await
+            .unwrap_err();
         assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
         assert!(err.to_string().contains("node 2"), "{err}");
     }

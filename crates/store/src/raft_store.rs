@@ -58,7 +58,9 @@ pub struct StoreConfig {
     pub write_timeout: Duration,
     /// Most commands carried by one log entry.
     pub max_batch_commands: usize,
-    /// Most log entries proposed and not yet applied at once.
+    /// Most log entries proposed and not yet applied at once. 1 (the default) makes every
+    /// write that arrives during a commit wait for the next, larger entry; on two cores that
+    /// measured faster than overlapping commits with smaller entries.
     pub max_in_flight: usize,
     /// Capacity of the write queue, in write calls; senders wait when it is full.
     pub queue_capacity: usize,
@@ -80,7 +82,7 @@ impl StoreConfig {
             election_timeout_max_ms: 800,
             write_timeout: Duration::from_secs(5),
             max_batch_commands: 1024,
-            max_in_flight: 2,
+            max_in_flight: 1,
             queue_capacity: 4096,
             tick_interval: Duration::from_millis(250),
         }
@@ -110,7 +112,9 @@ impl StoreConfig {
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
             ..Default::default()
         };
-        config.validate().map_err(|e| StoreError::Config(e.to_string()))
+        config
+            .validate()
+            .map_err(|e| StoreError::Config(e.to_string()))
     }
 }
 
@@ -186,7 +190,10 @@ impl RaftStore {
             config.tick_interval,
             cancel.child_token(),
         ));
-        tasks.spawn(crate::metrics::watch_raft(raft.metrics(), cancel.child_token()));
+        tasks.spawn(crate::metrics::watch_raft(
+            raft.metrics(),
+            cancel.child_token(),
+        ));
         tracing::info!(node_id, data_dir = %config.data_dir.display(), "store opened");
         Ok(Arc::new(RaftStore {
             node_id,
@@ -205,14 +212,21 @@ impl RaftStore {
     /// Makes this node the single voter if the cluster was never initialized; harmless on an
     /// initialized one.
     pub async fn initialize_single(&self) -> Result<(), StoreError> {
-        let initialized = self.raft.is_initialized().await.map_err(|f| StoreError::Unavailable(f.to_string()))?;
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|f| StoreError::Unavailable(f.to_string()))?;
         if initialized {
             return Ok(());
         }
         let nodes = BTreeMap::from([(self.node_id, BasicNode::new(&self.advertise_addr))]);
         match self.raft.initialize(nodes).await {
             Ok(()) => {
-                tracing::info!(node_id = self.node_id, "initialized raft cluster with this node as the single voter");
+                tracing::info!(
+                    node_id = self.node_id,
+                    "initialized raft cluster with this node as the single voter"
+                );
                 Ok(())
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
@@ -241,14 +255,22 @@ impl RaftStore {
     /// behind it is then purged as configured).
     pub async fn trigger_snapshot(&self) -> Result<(), StoreError> {
         let target = self.metrics.borrow().last_applied.map(|id| id.index);
-        self.raft.trigger().snapshot().await.map_err(|f| StoreError::Unavailable(format!("raft stopped: {f}")))?;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|f| StoreError::Unavailable(format!("raft stopped: {f}")))?;
         let Some(target) = target else {
             return Ok(());
         };
         let mut metrics = self.metrics.clone();
         let done = async {
             loop {
-                if metrics.borrow_and_update().snapshot.is_some_and(|id| id.index >= target) {
+                if metrics
+                    .borrow_and_update()
+                    .snapshot
+                    .is_some_and(|id| id.index >= target)
+                {
                     return true;
                 }
                 if metrics.changed().await.is_err() {
@@ -258,7 +280,9 @@ impl RaftStore {
         };
         match tokio::time::timeout(SNAPSHOT_WAIT, done).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Unavailable("raft stopped while building the snapshot".to_owned())),
+            Ok(false) => Err(StoreError::Unavailable(
+                "raft stopped while building the snapshot".to_owned(),
+            )),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "the snapshot up to index {target} was not written within {} s",
                 SNAPSHOT_WAIT.as_secs()
@@ -281,7 +305,11 @@ impl RaftStore {
         tracing::info!(node_id = self.node_id, "store stopped");
     }
 
-    async fn timed<T>(&self, commands: Vec<Command>, pick: impl FnOnce(Applied) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    async fn timed<T>(
+        &self,
+        commands: Vec<Command>,
+        pick: impl FnOnce(Applied) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = self.submitter.submit(commands).await.and_then(pick);
         let label = crate::metrics::result_label(&result.as_ref().map(|_| ()));
@@ -301,11 +329,9 @@ impl Drop for RaftStore {
 impl MembershipStore for RaftStore {
     async fn write(&self, command: Command) -> Result<Outcome, StoreError> {
         self.timed(vec![command], |applied| {
-            applied
-                .outcomes
-                .first()
-                .copied()
-                .ok_or_else(|| StoreError::Internal(format!("entry {} returned no outcome", applied.log_index)))
+            applied.outcomes.first().copied().ok_or_else(|| {
+                StoreError::Internal(format!("entry {} returned no outcome", applied.log_index))
+            })
         })
         .await
     }

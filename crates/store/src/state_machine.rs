@@ -20,8 +20,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageError, StorageIOError,
-    StoredMembership,
+    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageError,
+    StorageIOError, StoredMembership,
 };
 use parking_lot::{Mutex, RwLock};
 use switchboard_membership::{Membership, Outcome};
@@ -37,8 +37,17 @@ type Meta = SnapshotMeta<u64, BasicNode>;
 pub const SNAPSHOT_FILE: &str = "current.snap";
 const SNAPSHOT_TMP: &str = "current.snap.tmp";
 
-fn snapshot_error(meta: Option<&Meta>, verb: ErrorVerb, error: impl std::fmt::Display) -> StorageError<u64> {
-    StorageIOError::new(ErrorSubject::Snapshot(meta.map(Meta::signature)), verb, AnyError::error(error)).into()
+fn snapshot_error(
+    meta: Option<&Meta>,
+    verb: ErrorVerb,
+    error: impl std::fmt::Display,
+) -> StorageError<u64> {
+    StorageIOError::new(
+        ErrorSubject::Snapshot(meta.map(Meta::signature)),
+        verb,
+        AnyError::error(error),
+    )
+    .into()
 }
 
 fn sm_error(verb: ErrorVerb, error: impl std::fmt::Display) -> StorageError<u64> {
@@ -62,12 +71,17 @@ impl SnapshotDir {
     /// Opens the directory (created if missing), drops a leftover temporary file and loads the
     /// latest snapshot, if any. Blocking.
     fn open(dir: &Path) -> Result<(SnapshotDir, Option<StoredSnapshot>), StoreError> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::Storage(format!("create {}: {e}", dir.display())))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Storage(format!("create {}: {e}", dir.display())))?;
         let tmp = dir.join(SNAPSHOT_TMP);
         if tmp.exists() {
-            fs::remove_file(&tmp).map_err(|e| StoreError::Storage(format!("remove {}: {e}", tmp.display())))?;
+            fs::remove_file(&tmp)
+                .map_err(|e| StoreError::Storage(format!("remove {}: {e}", tmp.display())))?;
         }
-        let snapshots = SnapshotDir { dir: dir.to_path_buf(), current: Mutex::new(None) };
+        let snapshots = SnapshotDir {
+            dir: dir.to_path_buf(),
+            current: Mutex::new(None),
+        };
         let loaded = snapshots.read().map_err(StoreError::Storage)?;
         *snapshots.current.lock() = loaded.as_ref().map(|s| s.meta.clone());
         Ok((snapshots, loaded))
@@ -80,10 +94,14 @@ impl SnapshotDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("read {}: {e}", path.display())),
         };
-        let (meta, data) =
-            codec::unframe_snapshot(&file).map_err(|e| format!("corrupt snapshot {}: {e}", path.display()))?;
-        let meta: Meta = codec::decode(meta).map_err(|e| format!("corrupt snapshot meta {}: {e}", path.display()))?;
-        Ok(Some(StoredSnapshot { meta, data: data.to_vec() }))
+        let (meta, data) = codec::unframe_snapshot(&file)
+            .map_err(|e| format!("corrupt snapshot {}: {e}", path.display()))?;
+        let meta: Meta = codec::decode(meta)
+            .map_err(|e| format!("corrupt snapshot meta {}: {e}", path.display()))?;
+        Ok(Some(StoredSnapshot {
+            meta,
+            data: data.to_vec(),
+        }))
     }
 
     /// Replaces the snapshot on disk unless the one there is newer. Returns whether it wrote.
@@ -99,8 +117,10 @@ impl SnapshotDir {
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let path = self.dir.join(SNAPSHOT_FILE);
         let mut file = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
-        file.write_all(&framed).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        file.sync_all().map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+        file.write_all(&framed)
+            .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        file.sync_all()
+            .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
         drop(file);
         fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
         File::open(&self.dir)
@@ -131,8 +151,9 @@ impl StateMachineStore {
             snapshots: Arc::new(snapshots),
         };
         if let Some(snapshot) = loaded {
-            let state: Membership = codec::decode(&snapshot.data)
-                .map_err(|e| StoreError::Storage(format!("corrupt snapshot state in {}: {e}", dir.display())))?;
+            let state: Membership = codec::decode(&snapshot.data).map_err(|e| {
+                StoreError::Storage(format!("corrupt snapshot state in {}: {e}", dir.display()))
+            })?;
             tracing::info!(
                 last_log_index = snapshot.meta.last_log_id.map(|id| id.index),
                 snapshot_id = %snapshot.meta.snapshot_id,
@@ -163,7 +184,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let started = Instant::now();
         let data = std::mem::replace(&mut self.data, Err("snapshot already built".to_owned()))
-            .map_err(|e| snapshot_error(Some(&self.meta), ErrorVerb::Read, format!("serialize state: {e}")))?;
+            .map_err(|e| {
+                snapshot_error(
+                    Some(&self.meta),
+                    ErrorVerb::Read,
+                    format!("serialize state: {e}"),
+                )
+            })?;
         let meta = self.meta.clone();
         let snapshots = self.snapshots.clone();
         let (data, wrote) = tokio::task::spawn_blocking(move || {
@@ -184,12 +211,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             written = wrote,
             "built snapshot"
         );
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
 fn snapshot_id(last: Option<LogId>) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     match last {
         Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, now),
         None => format!("none-{now}"),
@@ -199,7 +231,9 @@ fn snapshot_id(last: Option<LogId>) -> String {
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembership<u64, BasicNode>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId>, StoredMembership<u64, BasicNode>)> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
@@ -264,12 +298,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> StorageResult<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
         let data = snapshot.into_inner();
         let snapshots = self.snapshots.clone();
         let owned_meta = meta.clone();
         let state = tokio::task::spawn_blocking(move || -> Result<Membership, String> {
-            let state: Membership = codec::decode(&data).map_err(|e| format!("corrupt snapshot state: {e}"))?;
+            let state: Membership =
+                codec::decode(&data).map_err(|e| format!("corrupt snapshot state: {e}"))?;
             snapshots.write(&owned_meta, &data)?;
             Ok(state)
         })
@@ -296,7 +335,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?
             .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }
 
@@ -311,11 +353,20 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
-        Entry { log_id: log_id(1, 1, index), payload }
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload,
+        }
     }
 
     fn tick(index: u64) -> Entry {
-        entry(index, EntryPayload::Normal(Batch { time_ms: 1_000 + index, commands: vec![Command::Tick, Command::Tick] }))
+        entry(
+            index,
+            EntryPayload::Normal(Batch {
+                time_ms: 1_000 + index,
+                commands: vec![Command::Tick, Command::Tick],
+            }),
+        )
     }
 
     #[tokio::test]
@@ -324,7 +375,11 @@ mod tests {
         let mut sm = StateMachineStore::open(dir.path()).unwrap();
         let membership = openraft::Membership::new(vec![BTreeSet::from([1u64])], None);
         let responses = sm
-            .apply(vec![entry(1, EntryPayload::Blank), entry(2, EntryPayload::Membership(membership)), tick(3)])
+            .apply(vec![
+                entry(1, EntryPayload::Blank),
+                entry(2, EntryPayload::Membership(membership)),
+                tick(3),
+            ])
             .await
             .unwrap();
         assert_eq!(responses.len(), 3);
@@ -342,7 +397,12 @@ mod tests {
         {
             let mut sm = StateMachineStore::open(dir.path()).unwrap();
             sm.apply(vec![tick(1), tick(2)]).await.unwrap();
-            let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            let snapshot = sm
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
             assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 1, 2)));
             std::fs::write(dir.path().join(SNAPSHOT_TMP), b"torn").unwrap();
         }
@@ -361,7 +421,11 @@ mod tests {
         sm.apply(vec![tick(1)]).await.unwrap();
         let mut old = sm.get_snapshot_builder().await;
         sm.apply(vec![tick(2)]).await.unwrap();
-        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         old.build_snapshot().await.unwrap();
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.last_log_id, Some(log_id(1, 1, 2)));
@@ -373,13 +437,20 @@ mod tests {
         {
             let mut sm = StateMachineStore::open(dir.path()).unwrap();
             sm.apply(vec![tick(1)]).await.unwrap();
-            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
         }
         let path = dir.path().join(SNAPSHOT_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(StateMachineStore::open(dir.path()), Err(StoreError::Storage(_))));
+        assert!(matches!(
+            StateMachineStore::open(dir.path()),
+            Err(StoreError::Storage(_))
+        ));
     }
 }

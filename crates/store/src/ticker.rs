@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::View;
 use crate::batcher::{now_ms, Submitter};
+use crate::error::StoreError;
 use crate::RaftMetrics;
 
 /// Runs until cancelled.
@@ -46,6 +47,9 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             result = submitter.submit(vec![Command::Tick]) => match result {
                 Ok(applied) => tracing::debug!(deadline_ms = deadline, log_index = applied.log_index, "proposed tick"),
+                Err(error @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => {
+                    tracing::debug!(deadline_ms = deadline, error = %error, "tick not applied");
+                }
                 Err(error) => tracing::warn!(deadline_ms = deadline, error = %error, "tick failed"),
             },
         }

@@ -2,13 +2,15 @@
 //! restarts (graceful and not), snapshots and log purging, group commit under concurrency, and
 //! expiry driven by the leader's ticks.
 
+#![allow(clippy::unwrap_used)]
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::RaftLogReader;
 use openraft::storage::RaftLogStorage;
+use openraft::RaftLogReader;
 use switchboard_membership::{Command, Membership, Name, Outcome};
 use switchboard_store::log_store::LogStore;
 use switchboard_store::network::SingleNodeNetwork;
@@ -31,7 +33,9 @@ fn config(dir: &Path) -> StoreConfig {
 }
 
 async fn open(config: StoreConfig) -> Arc<RaftStore> {
-    let store = RaftStore::open(config, SingleNodeNetwork).await.expect("open store");
+    let store = RaftStore::open(config, SingleNodeNetwork)
+        .await
+        .expect("open store");
     store.initialize_single().await.expect("initialize");
     store
 }
@@ -40,13 +44,21 @@ async fn open(config: StoreConfig) -> Arc<RaftStore> {
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn heartbeat() -> Command {
-    Command::NodeHeartbeat { node: 7, incarnation: 1, address: "10.0.0.7:7000".into(), lease_ms: 3_600_000 }
+    Command::NodeHeartbeat {
+        node: 7,
+        incarnation: 1,
+        address: "10.0.0.7:7000".into(),
+        lease_ms: 3_600_000,
+    }
 }
 
 fn opened(connection: &str, user: Option<&str>) -> Command {
@@ -60,26 +72,52 @@ fn opened(connection: &str, user: Option<&str>) -> Command {
 }
 
 fn join(connection: &str, group: &str) -> Command {
-    Command::AddConnectionToGroup { hub: name(HUB), group: name(group), connection: name(connection) }
+    Command::AddConnectionToGroup {
+        hub: name(HUB),
+        group: name(group),
+        connection: name(connection),
+    }
 }
 
 /// Writes a small scenario and checks its outcomes; returns the applied index.
 async fn write_scenario(store: &RaftStore) -> u64 {
     assert_eq!(store.write(heartbeat()).await.unwrap(), Outcome::Registered);
-    assert_eq!(store.write(opened("c1", Some("alice"))).await.unwrap(), Outcome::Ok);
+    assert_eq!(
+        store.write(opened("c1", Some("alice"))).await.unwrap(),
+        Outcome::Ok
+    );
     assert_eq!(store.write(join("c1", "g1")).await.unwrap(), Outcome::Ok);
-    assert_eq!(store.write(join("nobody", "g1")).await.unwrap(), Outcome::ConnectionNotFound);
+    assert_eq!(
+        store.write(join("nobody", "g1")).await.unwrap(),
+        Outcome::ConnectionNotFound
+    );
     let outcomes = store
         .write_all(vec![
             opened("c2", Some("bob")),
             join("c2", "g2"),
-            Command::AddUserToGroup { hub: name(HUB), user: name("bob"), group: name("g3"), ttl_secs: None },
+            Command::AddUserToGroup {
+                hub: name(HUB),
+                user: name("bob"),
+                group: name("g3"),
+                ttl_secs: None,
+            },
             join("ghost", "g2"),
         ])
         .await
         .unwrap();
-    assert_eq!(outcomes, vec![Outcome::Ok, Outcome::Ok, Outcome::Ok, Outcome::ConnectionNotFound]);
-    assert_eq!(store.write_all(Vec::new()).await.unwrap(), Vec::<Outcome>::new());
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Ok,
+            Outcome::Ok,
+            Outcome::Ok,
+            Outcome::ConnectionNotFound
+        ]
+    );
+    assert_eq!(
+        store.write_all(Vec::new()).await.unwrap(),
+        Vec::<Outcome>::new()
+    );
     // Read-your-writes: the view already shows every acknowledged write.
     let view = store.view();
     {
@@ -107,11 +145,17 @@ async fn writes_survive_a_graceful_restart_and_initialize_is_idempotent() {
     store.initialize_single().await.unwrap();
     let applied = write_scenario(&store).await;
     let status = store.status();
-    assert!(status.is_leader && status.leader_id == Some(1) && status.term >= 1, "{status:?}");
+    assert!(
+        status.is_leader && status.leader_id == Some(1) && status.term >= 1,
+        "{status:?}"
+    );
     let before = store.view().read().clone();
     store.shutdown().await;
     store.shutdown().await;
-    assert!(matches!(store.write(Command::Tick).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.write(Command::Tick).await,
+        Err(StoreError::Unavailable(_))
+    ));
     drop(store);
 
     let store = open(config(dir.path())).await;
@@ -158,9 +202,15 @@ async fn snapshot_then_writes_then_restart_keeps_state_and_purges_the_log() {
     write_scenario(&store).await;
     store.trigger_snapshot().await.unwrap();
     let snapshot_index = store.status().snapshot_index.expect("snapshot index");
-    wait_until("purge", || store.status().purged_index == Some(snapshot_index)).await;
+    wait_until("purge", || {
+        store.status().purged_index == Some(snapshot_index)
+    })
+    .await;
     for i in 0..20 {
-        let outcome = store.write(join("c1", &format!("after-{i}"))).await.unwrap();
+        let outcome = store
+            .write(join("c1", &format!("after-{i}")))
+            .await
+            .unwrap();
         assert_eq!(outcome, Outcome::Ok);
     }
     let applied = store.status().applied_index.unwrap();
@@ -172,10 +222,16 @@ async fn snapshot_then_writes_then_restart_keeps_state_and_purges_the_log() {
     {
         let mut log = LogStore::open(&dir.path().join("raft")).unwrap();
         let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(snapshot_index));
+        assert_eq!(
+            state.last_purged_log_id.map(|id| id.index),
+            Some(snapshot_index)
+        );
         let kept = log.try_get_log_entries(0..).await.unwrap();
         assert!(!kept.is_empty());
-        assert!(kept.iter().all(|e| e.log_id.index > snapshot_index), "log not purged behind the snapshot");
+        assert!(
+            kept.iter().all(|e| e.log_id.index > snapshot_index),
+            "log not purged behind the snapshot"
+        );
     }
     assert!(dir.path().join("snapshots").join("current.snap").exists());
 
@@ -193,7 +249,9 @@ async fn concurrent_writes_share_log_entries() {
     let dir = TempDir::new().unwrap();
     let store = open(config(dir.path())).await;
     store.write(heartbeat()).await.unwrap();
-    let opens = (0..CONNECTIONS).map(|c| opened(&format!("c{c}"), None)).collect();
+    let opens = (0..CONNECTIONS)
+        .map(|c| opened(&format!("c{c}"), None))
+        .collect();
     store.write_all(opens).await.unwrap();
     let start_index = store.status().last_log_index.unwrap();
 
@@ -202,21 +260,35 @@ async fn concurrent_writes_share_log_entries() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             // Every tenth write names a connection that does not exist.
-            let connection = if i % 10 == 0 { format!("missing{i}") } else { format!("c{}", i % CONNECTIONS) };
+            let connection = if i % 10 == 0 {
+                format!("missing{i}")
+            } else {
+                format!("c{}", i % CONNECTIONS)
+            };
             let outcome = store.write(join(&connection, &format!("g{i}"))).await;
             (i, outcome)
         }));
     }
     for task in tasks {
         let (i, outcome) = task.await.unwrap();
-        let expected = if i % 10 == 0 { Outcome::ConnectionNotFound } else { Outcome::Ok };
+        let expected = if i % 10 == 0 {
+            Outcome::ConnectionNotFound
+        } else {
+            Outcome::Ok
+        };
         assert_eq!(outcome.unwrap(), expected, "write {i}");
     }
     let entries = store.status().last_log_index.unwrap() - start_index;
-    assert!(entries < (WRITES / 4) as u64, "{entries} log entries for {WRITES} writes");
+    assert!(
+        entries < (WRITES / 4) as u64,
+        "{entries} log entries for {WRITES} writes"
+    );
     let state = store.view().read().clone();
     for i in (1..WRITES).filter(|i| i % 10 != 0) {
-        assert!(state.group_has_connections(HUB, &format!("g{i}")), "group g{i}");
+        assert!(
+            state.group_has_connections(HUB, &format!("g{i}")),
+            "group g{i}"
+        );
     }
     store.shutdown().await;
 }
@@ -225,7 +297,12 @@ async fn concurrent_writes_share_log_entries() {
 async fn ttls_expire_without_traffic() {
     let dir = TempDir::new().unwrap();
     let store = open(config(dir.path())).await;
-    let add = Command::AddUserToGroup { hub: name(HUB), user: name("carol"), group: name("short"), ttl_secs: Some(1) };
+    let add = Command::AddUserToGroup {
+        hub: name(HUB),
+        user: name("carol"),
+        group: name("short"),
+        ttl_secs: Some(1),
+    };
     assert_eq!(store.write(add).await.unwrap(), Outcome::Ok);
     let view = store.view();
     {
@@ -240,7 +317,10 @@ async fn ttls_expire_without_traffic() {
         state.next_deadline().is_none() && state.user_groups(HUB, "carol", 0).is_empty()
     })
     .await;
-    assert!(store.status().last_log_index.unwrap() > index, "a tick entry was proposed");
+    assert!(
+        store.status().last_log_index.unwrap() > index,
+        "a tick entry was proposed"
+    );
     store.shutdown().await;
 }
 

@@ -1,0 +1,156 @@
+//! Membership write throughput of a fresh single-voter store (fsync on every log append).
+//!
+//! N writers each open a connection, then for D seconds alternate `AddUserToGroup` and
+//! `AddConnectionToGroup` through `MembershipStore::write`, each waiting for its own outcome.
+//! Prints ops/s, log entries used, the mean batch size and latency percentiles.
+//!
+//! ```text
+//! cargo run --release -p switchboard-store --example write_bench -- --writers 256 --seconds 10
+//! ```
+//! `--dir PATH` puts the data on a given file system (default: a temporary directory);
+//! `--in-flight N` overrides `StoreConfig::max_in_flight`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use switchboard_membership::{Command, Name};
+use switchboard_store::network::SingleNodeNetwork;
+use switchboard_store::{MembershipStore, RaftStore, StoreConfig};
+
+struct Args {
+    writers: usize,
+    seconds: u64,
+    dir: Option<std::path::PathBuf>,
+    in_flight: Option<usize>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        writers: 256,
+        seconds: 10,
+        dir: None,
+        in_flight: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--writers" => args.writers = value.parse().expect("--writers N"),
+            "--seconds" => args.seconds = value.parse().expect("--seconds D"),
+            "--dir" => args.dir = Some(value.into()),
+            "--in-flight" => args.in_flight = Some(value.parse().expect("--in-flight N")),
+            other => panic!(
+                "unknown flag {other}; use --writers N --seconds D [--dir PATH] [--in-flight N]"
+            ),
+        }
+    }
+    args
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let temp = tempfile::TempDir::new().expect("temporary directory");
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let mut config = StoreConfig::new(1, &dir);
+    if let Some(in_flight) = args.in_flight {
+        config.max_in_flight = in_flight;
+    }
+    let store = RaftStore::open(config, SingleNodeNetwork)
+        .await
+        .expect("open store");
+    store.initialize_single().await.expect("initialize");
+    let hub: Name = Name::from("bench");
+    store
+        .write(Command::NodeHeartbeat {
+            node: 1,
+            incarnation: 1,
+            address: "127.0.0.1:0".into(),
+            lease_ms: 3_600_000,
+        })
+        .await
+        .expect("register node");
+
+    let start_index = store.status().last_log_index.unwrap_or(0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut writers = Vec::with_capacity(args.writers);
+    for w in 0..args.writers {
+        let store: Arc<RaftStore> = store.clone();
+        let hub = hub.clone();
+        writers.push(tokio::spawn(async move {
+            let connection = Name::from(format!("c{w}"));
+            let user = Name::from(format!("u{w}"));
+            store
+                .write(Command::ConnectionOpened {
+                    hub: hub.clone(),
+                    connection: connection.clone(),
+                    user: Some(user.clone()),
+                    node: 1,
+                    incarnation: 1,
+                })
+                .await
+                .expect("open connection");
+            let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut k = 0u64;
+            while Instant::now() < deadline {
+                let group = Name::from(format!("g{}", k % 200));
+                let command = if k % 2 == 0 {
+                    Command::AddUserToGroup {
+                        hub: hub.clone(),
+                        user: user.clone(),
+                        group,
+                        ttl_secs: None,
+                    }
+                } else {
+                    Command::AddConnectionToGroup {
+                        hub: hub.clone(),
+                        group,
+                        connection: connection.clone(),
+                    }
+                };
+                let sent = Instant::now();
+                store.write(command).await.expect("write");
+                latencies.saturating_record(sent.elapsed().as_micros() as u64);
+                k += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for writer in writers {
+        latencies.add(writer.await.expect("writer")).unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Each writer's ConnectionOpened is in the log too.
+    let ops = latencies.len() + args.writers as u64;
+    let entries = store.status().last_log_index.unwrap_or(0) - start_index;
+    println!("writers            {}", args.writers);
+    println!("duration           {elapsed:.2} s");
+    println!("writes             {ops}");
+    println!("throughput         {:.0} ops/s", ops as f64 / elapsed);
+    println!("log entries        {entries}");
+    println!(
+        "mean batch         {:.1} commands/entry",
+        ops as f64 / entries.max(1) as f64
+    );
+    println!(
+        "latency p50        {:.2} ms",
+        latencies.value_at_quantile(0.50) as f64 / 1000.0
+    );
+    println!(
+        "latency p99        {:.2} ms",
+        latencies.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    println!(
+        "latency max        {:.2} ms",
+        latencies.max() as f64 / 1000.0
+    );
+    store.shutdown().await;
+}
