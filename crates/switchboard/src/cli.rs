@@ -58,6 +58,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
 
+    /// Seconds between keep-alive pings to an otherwise idle client.
+    #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE_INTERVAL", default_value_t = 15)]
+    pub keep_alive_interval: u64,
+
+    /// Seconds without any message from a client before it is closed.
+    #[arg(long, env = "SWITCHBOARD_CLIENT_TIMEOUT", default_value_t = 30)]
+    pub client_timeout: u64,
+
+    /// Seconds a new connection has to send its handshake.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value_t = 15)]
+    pub handshake_timeout: u64,
+
     /// Frames a connection may have queued before it is closed as a slow consumer.
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_MESSAGES", default_value_t = 2048)]
     pub max_queued_messages: usize,

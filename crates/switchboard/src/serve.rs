@@ -51,6 +51,9 @@ fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     if args.node_id == 0 {
         anyhow::bail!("--node-id must be 1 or more");
     }
+    if args.keep_alive_interval == 0 || args.client_timeout == 0 || args.handshake_timeout == 0 {
+        anyhow::bail!("--keep-alive-interval, --client-timeout and --handshake-timeout must be at least 1 second");
+    }
     if args.max_queued_messages == 0 || args.max_queued_bytes == 0 {
         anyhow::bail!("--max-queued-messages and --max-queued-bytes must be positive");
     }
@@ -94,6 +97,9 @@ async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
 
     let mut config = GatewayConfig::new(args.node_id, bound.to_string());
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.keep_alive_interval = Duration::from_secs(args.keep_alive_interval);
+    config.client_timeout = Duration::from_secs(args.client_timeout);
+    config.handshake_timeout = Duration::from_secs(args.handshake_timeout);
     config.queue_limits.max_frames = args.max_queued_messages;
     config.queue_limits.max_bytes = args.max_queued_bytes;
     let gateway = Gateway::new(config, keyset, store.clone() as Arc<dyn MembershipStore>, Some(prometheus));
