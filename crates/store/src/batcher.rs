@@ -150,8 +150,8 @@ impl Batcher {
                     },
                 },
             };
+            let mut commands = first.commands.len();
             let mut requests = vec![first];
-            let mut commands = requests[0].commands.len();
             while commands < self.max_batch_commands {
                 match self.rx.try_recv() {
                     Ok(request) if commands + request.commands.len() > self.max_batch_commands => {

@@ -130,6 +130,7 @@ pub struct RaftStore {
     cancel: CancellationToken,
     tasks: TaskTracker,
     stopped: AtomicBool,
+    ready_timeout: Duration,
 }
 
 impl RaftStore {
@@ -206,11 +207,17 @@ impl RaftStore {
             cancel,
             tasks,
             stopped: AtomicBool::new(false),
+            ready_timeout: config.write_timeout,
         }))
     }
 
     /// Makes this node the single voter if the cluster was never initialized; harmless on an
     /// initialized one.
+    ///
+    /// When this node is the only voter, it also waits (at most the write timeout) until the node
+    /// leads and has applied its whole log. After a crash the committed index on disk may trail
+    /// the log (it is saved without its own fsync), so this is the point from which the view
+    /// holds every write acknowledged before the restart.
     pub async fn initialize_single(&self) -> Result<(), StoreError> {
         let initialized = self
             .raft
@@ -218,6 +225,18 @@ impl RaftStore {
             .await
             .map_err(|f| StoreError::Unavailable(f.to_string()))?;
         if initialized {
+            let node_id = self.node_id;
+            let single = self
+                .raft
+                .with_raft_state(move |state| {
+                    let mut voters = state.membership_state.effective().voter_ids();
+                    voters.next() == Some(node_id) && voters.next().is_none()
+                })
+                .await
+                .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+            if single {
+                self.wait_caught_up().await?;
+            }
             return Ok(());
         }
         let nodes = BTreeMap::from([(self.node_id, BasicNode::new(&self.advertise_addr))]);
@@ -227,11 +246,41 @@ impl RaftStore {
                     node_id = self.node_id,
                     "initialized raft cluster with this node as the single voter"
                 );
-                Ok(())
             }
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(RaftError::APIError(e)) => Err(StoreError::Internal(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(StoreError::Unavailable(f.to_string())),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(RaftError::APIError(e)) => return Err(StoreError::Internal(e.to_string())),
+            Err(RaftError::Fatal(f)) => return Err(StoreError::Unavailable(f.to_string())),
+        }
+        self.wait_caught_up().await
+    }
+
+    /// Waits until this node leads and has applied every entry of its log.
+    async fn wait_caught_up(&self) -> Result<(), StoreError> {
+        let mut metrics = self.metrics.clone();
+        let node_id = self.node_id;
+        let caught_up = async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    let applied = m.last_applied.map(|id| id.index);
+                    if m.current_leader == Some(node_id) && applied >= m.last_log_index {
+                        return true;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        match tokio::time::timeout(self.ready_timeout, caught_up).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Unavailable(
+                "raft stopped during startup".to_owned(),
+            )),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "this single voter did not lead and apply its log within {} ms",
+                self.ready_timeout.as_millis()
+            ))),
         }
     }
 

@@ -1,5 +1,5 @@
 //! End-to-end tests of a single-voter `RaftStore` on a temporary directory: durability across
-//! restarts (graceful and not), snapshots and log purging, group commit under concurrency, and
+//! restarts (graceful, dropped without shutdown, and a process abort), snapshots and log purging, group commit under concurrency, and
 //! expiry driven by the leader's ticks.
 
 #![allow(clippy::unwrap_used)]
@@ -160,7 +160,8 @@ async fn writes_survive_a_graceful_restart_and_initialize_is_idempotent() {
 
     let store = open(config(dir.path())).await;
     store.initialize_single().await.unwrap();
-    wait_until("replay", || store.status().applied_index >= Some(applied)).await;
+    // `initialize_single` (in `open`) returns once the whole log is applied.
+    assert!(store.status().applied_index >= Some(applied));
     assert_eq!(*store.view().read(), before);
     check_scenario(&store.view().read());
     // And the store still takes writes.
@@ -185,9 +186,100 @@ fn acknowledged_writes_survive_a_crash() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = open(config(dir.path())).await;
-        wait_until("replay", || store.status().applied_index >= Some(applied)).await;
+        // `initialize_single` (in `open`) returns once the whole log is applied.
+        assert!(store.status().applied_index >= Some(applied));
         assert_eq!(*store.view().read(), before);
         check_scenario(&store.view().read());
+        store.shutdown().await;
+    });
+}
+
+/// Set in the child process of `acknowledged_writes_survive_a_process_abort`.
+const CRASH_DIR_ENV: &str = "SWITCHBOARD_STORE_TEST_CRASH_DIR";
+const CRASH_ACKS: usize = 100;
+
+/// The child: writes the scenario, then fires concurrent writes and aborts the process while
+/// some are still in flight, right after printing the 100th acknowledgement.
+fn crash_child(dir: &Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(config(dir)).await;
+        let applied = write_scenario(&store).await;
+        println!("scenario-applied {applied}");
+        let (tx, mut acks) = tokio::sync::mpsc::channel(512);
+        for i in 0..(4 * CRASH_ACKS) {
+            let store = store.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if store.write(join("c1", &format!("crash-{i}"))).await == Ok(Outcome::Ok) {
+                    let _ = tx.send(i).await;
+                }
+            });
+        }
+        let mut count = 0;
+        while let Some(i) = acks.recv().await {
+            println!("acked {i}");
+            count += 1;
+            if count == CRASH_ACKS {
+                std::process::abort();
+            }
+        }
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_a_process_abort() {
+    if let Some(dir) = std::env::var_os(CRASH_DIR_ENV) {
+        crash_child(Path::new(&dir));
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "acknowledged_writes_survive_a_process_abort",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR_ENV, dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the child was expected to abort");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut applied = None;
+    let mut acked = Vec::new();
+    for line in stdout.lines() {
+        // libtest may print its own "test ... " prefix on the same line.
+        if let Some(at) = line.find("scenario-applied ") {
+            applied = Some(
+                line[at + "scenario-applied ".len()..]
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+        } else if let Some(i) = line.strip_prefix("acked ") {
+            acked.push(i.trim().parse::<usize>().unwrap());
+        }
+    }
+    let applied = applied.unwrap_or_else(|| panic!("child output: {stdout}"));
+    assert_eq!(acked.len(), CRASH_ACKS, "child output: {stdout}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(config(dir.path())).await;
+        // Some entries may have been committed without the committed index reaching the disk;
+        // `initialize_single` (in `open`) returns only once the whole log is applied again.
+        let status = store.status();
+        assert!(status.last_log_index > Some(applied));
+        assert!(status.applied_index >= status.last_log_index, "{status:?}");
+        let state = store.view().read().clone();
+        check_scenario(&state);
+        for i in acked {
+            assert!(
+                state.group_has_connections(HUB, &format!("crash-{i}")),
+                "acknowledged write {i} lost"
+            );
+        }
         store.shutdown().await;
     });
 }
@@ -236,7 +328,8 @@ async fn snapshot_then_writes_then_restart_keeps_state_and_purges_the_log() {
     assert!(dir.path().join("snapshots").join("current.snap").exists());
 
     let store = open(config).await;
-    wait_until("replay", || store.status().applied_index >= Some(applied)).await;
+    // `initialize_single` (in `open`) returns once the whole log is applied.
+    assert!(store.status().applied_index >= Some(applied));
     assert_eq!(*store.view().read(), before);
     assert!(store.view().read().group_has_connections(HUB, "after-19"));
     store.shutdown().await;
