@@ -34,7 +34,8 @@ pub trait MembershipStore: Send + Sync + 'static {
 /// A shared handle on the applied membership state.
 ///
 /// Readers take [`View::read`] for as long as one query needs and drop it: applying the next log
-/// entry waits for readers to leave.
+/// entry waits for readers to leave. Do not call `read()` again while holding a guard: the lock
+/// is fair, so a second read queued behind a waiting writer deadlocks.
 #[derive(Clone)]
 pub struct View {
     state: Arc<RwLock<Membership>>,

@@ -440,6 +440,33 @@ mod tests {
         );
     }
 
+    fn nth_outcome(i: usize) -> Outcome {
+        [
+            Outcome::Ok,
+            Outcome::ConnectionNotFound,
+            Outcome::Registered,
+            Outcome::Renewed,
+            Outcome::StaleIncarnation,
+        ][i % 5]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_request_gets_exactly_its_own_slice(sizes in proptest::collection::vec(1usize..6, 1..12)) {
+            let total: usize = sizes.iter().sum();
+            let outcomes: Vec<Outcome> = (0..total).map(nth_outcome).collect();
+            let (requests, mut receivers): (Vec<_>, Vec<_>) = sizes.iter().map(|&n| request(n)).unzip();
+            distribute(requests, sizes.clone(), Ok(Applied { log_index: 5, outcomes: outcomes.clone() }));
+            let mut offset = 0;
+            for (rx, size) in receivers.iter_mut().zip(&sizes) {
+                let got = rx.try_recv().unwrap().unwrap();
+                proptest::prop_assert_eq!(&got.outcomes[..], &outcomes[offset..offset + size]);
+                proptest::prop_assert_eq!(got.log_index, 5);
+                offset += size;
+            }
+        }
+    }
+
     #[test]
     fn a_short_outcome_list_is_an_error_for_everyone() {
         let (a, mut ra) = request(1);
