@@ -40,6 +40,7 @@ async function connect(cmd) {
   if (cmd.reconnect) builder.withAutomaticReconnect([0, 200, 500, 1000, 1000, 1000, 2000, 2000, 2000]);
   const connection = builder.build();
   if (cmd.serverTimeoutMs) connection.serverTimeoutInMilliseconds = cmd.serverTimeoutMs;
+  if (cmd.keepAliveMs) connection.keepAliveIntervalInMilliseconds = cmd.keepAliveMs;
   for (const target of cmd.targets ?? []) {
     connection.on(target, (...args) => emit({ event: "message", name: cmd.name, target, args }));
   }

@@ -62,6 +62,9 @@ struct State {
 pub struct Outbound {
     state: Mutex<State>,
     notify: Notify,
+    /// Signalled only when a close is requested, so a task blocked writing to a stalled socket
+    /// can still notice it must give up.
+    close_notify: Notify,
 }
 
 pub(crate) fn frame_len(message: &Message) -> usize {
@@ -95,6 +98,7 @@ impl Outbound {
             state.bytes = 0;
             drop(state);
             self.notify.notify_one();
+            self.close_notify.notify_waiters();
             return Push::Overflow;
         }
         let was_empty = state.frames.is_empty();
@@ -116,7 +120,21 @@ impl Outbound {
         state.close = Some(request);
         drop(state);
         self.notify.notify_one();
+        self.close_notify.notify_waiters();
         true
+    }
+
+    /// Resolves once a close has been requested (immediately if one already was).
+    pub async fn closing(&self) {
+        loop {
+            let notified = self.close_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether a close has been requested.
@@ -191,6 +209,19 @@ mod tests {
         assert!(!q.close(CloseRequest { reason: CloseReason::Shutdown, error: None, allow_reconnect: true }));
         let mut out = VecDeque::new();
         assert_eq!(q.take(&mut out), Some(first));
+    }
+
+    #[tokio::test]
+    async fn closing_resolves_for_requests_made_before_and_after_waiting() {
+        let q = std::sync::Arc::new(Outbound::new());
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.closing().await })
+        };
+        tokio::task::yield_now().await;
+        q.close(CloseRequest { reason: CloseReason::Api, error: None, allow_reconnect: true });
+        waiter.await.expect("woken by the request");
+        q.closing().await;
     }
 
     #[tokio::test]

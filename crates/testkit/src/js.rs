@@ -32,11 +32,13 @@ pub struct ConnectOptions<'a> {
     pub reconnect: bool,
     /// Use this access token instead of a valid one.
     pub token: Option<String>,
+    /// The client's keep-alive ping interval (the official client's default is 15 s).
+    pub keep_alive_ms: Option<u64>,
 }
 
 impl Default for ConnectOptions<'_> {
     fn default() -> Self {
-        ConnectOptions { hub: "chat", user: None, protocol: "json", targets: &["message"], reconnect: false, token: None }
+        ConnectOptions { hub: "chat", user: None, protocol: "json", targets: &["message"], reconnect: false, token: None, keep_alive_ms: None }
     }
 }
 
@@ -137,6 +139,7 @@ impl JsClients {
                 "protocol": options.protocol,
                 "targets": options.targets,
                 "reconnect": options.reconnect,
+                "keepAliveMs": options.keep_alive_ms,
             }))
             .await?;
         Ok(reply.get("connectionId").and_then(Value::as_str).unwrap_or_default().to_owned())

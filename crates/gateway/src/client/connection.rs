@@ -25,7 +25,7 @@ use crate::registry::ConnectionHandle;
 use crate::Shared;
 
 /// How long the final Close frames may take to write before the socket is dropped.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs a client connection to completion.
 pub(crate) async fn run<S, E>(socket: S, shared: Arc<Shared>, ticket: ConnectionTicket, peer: SocketAddr)
@@ -111,10 +111,15 @@ where
         let ending = self.serve(&handle, protocol, leftover).await;
         if let Some(close) = &ending.close {
             let frame = protocol::close_frame(protocol, close.error.as_deref(), close.allow_reconnect);
-            if let Some(message) = to_message(protocol, frame) {
-                let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.send(message)).await;
-            }
-            self.close_socket().await;
+            let socket = &mut self.socket;
+            // One deadline for both writes: a stalled peer must not hold the connection open.
+            let _ = timeout(CLOSE_WRITE_TIMEOUT, async move {
+                if let Some(message) = to_message(protocol, frame) {
+                    socket.send(message).await?;
+                }
+                socket.close().await
+            })
+            .await;
         }
         metrics.connections.decrement(1.0);
         tracing::debug!(reason = ending.reason.as_str(), "disconnected");
@@ -217,7 +222,19 @@ where
                         pending.clear();
                     }
                     if !pending.is_empty() {
-                        match self.write_all(&mut pending).await {
+                        // A stalled socket must not keep us from noticing a close request
+                        // (the queue overflowing while we wait is exactly the slow-consumer case).
+                        let written = tokio::select! {
+                            written = self.write_all(&mut pending) => Some(written),
+                            _ = handle.outbound.closing(), if close.is_none() => None,
+                        };
+                        let Some(written) = written else {
+                            let mut discard = VecDeque::new();
+                            let close = handle.outbound.take(&mut discard);
+                            let reason = close.as_ref().map_or(CloseReason::TransportError, |c| c.reason);
+                            return Ending { reason, close };
+                        };
+                        match written {
                             Ok((frames, bytes)) => {
                                 metrics.messages_sent.increment(frames);
                                 metrics.bytes_sent.increment(bytes);
