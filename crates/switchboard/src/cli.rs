@@ -58,6 +58,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
 
+    /// Take a store snapshot (and compact the log) after this many log entries.
+    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+
     /// Seconds between keep-alive pings to an otherwise idle client.
     #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE_INTERVAL", default_value_t = 15)]
     pub keep_alive_interval: u64,

@@ -54,6 +54,9 @@ fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     if args.keep_alive_interval == 0 || args.client_timeout == 0 || args.handshake_timeout == 0 {
         anyhow::bail!("--keep-alive-interval, --client-timeout and --handshake-timeout must be at least 1 second");
     }
+    if args.snapshot_every == 0 {
+        anyhow::bail!("--snapshot-every must be at least 1");
+    }
     if args.max_queued_messages == 0 || args.max_queued_bytes == 0 {
         anyhow::bail!("--max-queued-messages and --max-queued-bytes must be positive");
     }
@@ -85,7 +88,8 @@ async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let keys = keys::load_or_generate(&args.access_keys, &args.data_dir)?;
     let keyset = KeySet::new(keys.clone()).context("access keys")?;
 
-    let store_config = StoreConfig::new(args.node_id, args.data_dir.clone());
+    let mut store_config = StoreConfig::new(args.node_id, args.data_dir.clone());
+    store_config.snapshot_every = args.snapshot_every;
     let store = RaftStore::open(store_config, switchboard_store::network::SingleNodeNetwork)
         .await
         .context("opening the store")?;
