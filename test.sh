@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit and property tests, and the end-to-end tests that
+# start real switchboard processes and drive them with the official SignalR JS client.
+# Needs: a Rust toolchain (cargo-nextest if available), Node.js with npm.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+echo "==> installing the official SignalR JS clients used by the end-to-end tests"
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+echo "==> building"
+cargo build --workspace --all-targets --locked
+
+echo "==> testing"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked
+    cargo test --workspace --doc --locked
+else
+    cargo test --workspace --locked
+fi
