@@ -127,7 +127,10 @@ impl ErrorCode {
 
     /// Whether the server should log this at warn level or above (a fault on our side).
     pub fn is_server_fault(self) -> bool {
-        matches!(self, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal)
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal
+        )
     }
 }
 
@@ -148,7 +151,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), target: None }
+        Error {
+            code,
+            message: message.into(),
+            target: None,
+        }
     }
 
     pub fn with_target(mut self, target: impl Into<String>) -> Self {
@@ -196,14 +203,21 @@ mod tests {
             let sdk_404 = code.http_status() == 404 && code != ErrorCode::RouteNotFound;
             assert_eq!(has_header, sdk_404, "{code:?}");
         }
-        assert_eq!(ErrorCode::UserNotInGroup.x_ms_error_code(), Some("Info.User.NotInGroup"));
+        assert_eq!(
+            ErrorCode::UserNotInGroup.x_ms_error_code(),
+            Some("Info.User.NotInGroup")
+        );
     }
 
     #[test]
     fn grpc_round_trip_keeps_the_class() {
         for code in ALL {
             let back = ErrorCode::from_grpc_code(code.grpc_code());
-            assert_eq!(back.http_status() / 100, code.http_status() / 100, "{code:?}");
+            assert_eq!(
+                back.http_status() / 100,
+                code.http_status() / 100,
+                "{code:?}"
+            );
         }
     }
 }

@@ -24,7 +24,8 @@ fn is_valid_hub_like(name: &str) -> bool {
         _ => return false,
     }
     name.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '`' | ',' | '.' | '[' | ']'))
+        && chars
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '`' | ',' | '.' | '[' | ']'))
 }
 
 /// Validates a hub name and returns its canonical (lower-cased) form.
@@ -43,7 +44,9 @@ pub fn prefixed_hub(application: Option<&str>, name: &str) -> Result<String, Err
     match application {
         None => Ok(hub),
         Some(app) if is_valid_hub_like(app) => Ok(format!("{}_{}", app.to_ascii_lowercase(), hub)),
-        Some(_) => Err(Error::new(ErrorCode::InvalidArgument, APP_MESSAGE).with_target("application")),
+        Some(_) => {
+            Err(Error::new(ErrorCode::InvalidArgument, APP_MESSAGE).with_target("application"))
+        }
     }
 }
 
@@ -76,8 +79,10 @@ pub fn user(name: &str) -> Result<(), Error> {
 /// Validates a connection id: not empty, at most 1024 characters.
 pub fn connection_id(id: &str) -> Result<(), Error> {
     if id.is_empty() || id.len() > 1024 {
-        return Err(Error::new(ErrorCode::InvalidArgument, "Invalid connection id.")
-            .with_target("connectionId"));
+        return Err(
+            Error::new(ErrorCode::InvalidArgument, "Invalid connection id.")
+                .with_target("connectionId"),
+        );
     }
     Ok(())
 }

@@ -30,7 +30,10 @@ pub enum PayloadSource {
     /// arguments array so the envelope stays serializable).
     MessagePack { target: String, arguments: Bytes },
     /// Frames pre-serialized by the caller for each protocol, forwarded as they are.
-    Framed { json: Option<Bytes>, messagepack: Option<Bytes> },
+    Framed {
+        json: Option<Bytes>,
+        messagepack: Option<Bytes>,
+    },
 }
 
 /// A message to clients, with its frames built lazily once per protocol.
@@ -43,7 +46,11 @@ pub struct Payload {
 
 impl Payload {
     pub fn new(source: PayloadSource) -> Self {
-        Payload { source, json: OnceLock::new(), messagepack: OnceLock::new() }
+        Payload {
+            source,
+            json: OnceLock::new(),
+            messagepack: OnceLock::new(),
+        }
     }
 
     pub fn source(&self) -> &PayloadSource {
@@ -62,14 +69,15 @@ impl Payload {
 
     fn build(&self, protocol: Protocol) -> Option<Message> {
         let bytes = match (&self.source, protocol) {
-            (PayloadSource::Json { target, arguments }, Protocol::Json) => {
-                Ok(switchboard_protocol::json_invocation_frame(target, arguments))
-            }
+            (PayloadSource::Json { target, arguments }, Protocol::Json) => Ok(
+                switchboard_protocol::json_invocation_frame(target, arguments),
+            ),
             (PayloadSource::Json { target, arguments }, Protocol::MessagePack) => {
                 serde_json::from_str::<Vec<serde_json::Value>>(arguments)
                     .map_err(|e| e.to_string())
                     .and_then(|args| {
-                        switchboard_protocol::msgpack_invocation_frame(target, &args).map_err(|e| e.to_string())
+                        switchboard_protocol::msgpack_invocation_frame(target, &args)
+                            .map_err(|e| e.to_string())
                     })
             }
             (PayloadSource::MessagePack { target, arguments }, protocol) => {
@@ -84,7 +92,9 @@ impl Payload {
                     switchboard_protocol::encode(protocol, &msg).map_err(|e| e.to_string())
                 })
             }
-            (PayloadSource::Framed { json, .. }, Protocol::Json) => json.clone().ok_or_else(String::new),
+            (PayloadSource::Framed { json, .. }, Protocol::Json) => {
+                json.clone().ok_or_else(String::new)
+            }
             (PayloadSource::Framed { messagepack, .. }, Protocol::MessagePack) => {
                 messagepack.clone().ok_or_else(String::new)
             }
@@ -127,17 +137,35 @@ fn decode_msgpack_arguments(bytes: &[u8]) -> Result<Vec<switchboard_protocol::Va
 /// Who a message or close command is for, within one hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Recipients {
-    Hub { excluded: Vec<String> },
-    User { user: String, excluded: Vec<String> },
-    Connection { connection: String },
-    Group { group: String, excluded: Vec<String> },
+    Hub {
+        excluded: Vec<String>,
+    },
+    User {
+        user: String,
+        excluded: Vec<String>,
+    },
+    Connection {
+        connection: String,
+    },
+    Group {
+        group: String,
+        excluded: Vec<String>,
+    },
 }
 
 /// A routed unit: a message or a close command for some recipients of a hub.
 #[derive(Debug, Clone)]
 pub enum Envelope {
-    Message { hub: Arc<str>, recipients: Recipients, payload: Arc<Payload> },
-    Close { hub: Arc<str>, recipients: Recipients, reason: Option<String> },
+    Message {
+        hub: Arc<str>,
+        recipients: Recipients,
+        payload: Arc<Payload>,
+    },
+    Close {
+        hub: Arc<str>,
+        recipients: Recipients,
+        reason: Option<String>,
+    },
 }
 
 /// Delivers envelopes to the connections of this node.
@@ -155,7 +183,12 @@ fn is_excluded(excluded: &[String], id: &str) -> bool {
 
 impl LocalDelivery {
     /// Calls `f` for every local connection matching `recipients`.
-    fn for_each_recipient(&self, hub: &str, recipients: &Recipients, mut f: impl FnMut(&Arc<ConnectionHandle>)) {
+    fn for_each_recipient(
+        &self,
+        hub: &str,
+        recipients: &Recipients,
+        mut f: impl FnMut(&Arc<ConnectionHandle>),
+    ) {
         match recipients {
             Recipients::Hub { excluded } => self.registry.for_each_in_hub(hub, |h| {
                 if !is_excluded(excluded, &h.id) {
@@ -194,10 +227,16 @@ impl LocalDelivery {
     pub fn deliver(&self, envelope: &Envelope, received_at: Instant) -> usize {
         let mut reached = 0usize;
         match envelope {
-            Envelope::Message { hub, recipients, payload } => {
+            Envelope::Message {
+                hub,
+                recipients,
+                payload,
+            } => {
                 let (mut slow, mut dropped) = (0u64, 0u64);
                 self.for_each_recipient(hub, recipients, |h| {
-                    let Some(frame) = payload.frame(h.protocol) else { return };
+                    let Some(frame) = payload.frame(h.protocol) else {
+                        return;
+                    };
                     match h.outbound.push(frame, self.limits) {
                         Push::Queued => reached += 1,
                         Push::Overflow => slow += 1,
@@ -212,11 +251,21 @@ impl LocalDelivery {
                     self.metrics.queue_dropped.increment(slow + dropped);
                 }
                 self.metrics.recipients.record(reached as f64);
-                self.metrics.fanout_seconds.record(received_at.elapsed().as_secs_f64());
+                self.metrics
+                    .fanout_seconds
+                    .record(received_at.elapsed().as_secs_f64());
             }
-            Envelope::Close { hub, recipients, reason } => {
+            Envelope::Close {
+                hub,
+                recipients,
+                reason,
+            } => {
                 self.for_each_recipient(hub, recipients, |h| {
-                    let request = CloseRequest { reason: CloseReason::Api, error: reason.clone(), allow_reconnect: true };
+                    let request = CloseRequest {
+                        reason: CloseReason::Api,
+                        error: reason.clone(),
+                        allow_reconnect: true,
+                    };
                     if h.close(request) {
                         reached += 1;
                     }
@@ -233,18 +282,27 @@ mod tests {
 
     #[test]
     fn json_payload_builds_each_protocol_once() {
-        let p = Payload::new(PayloadSource::Json { target: "hello".into(), arguments: "[1,\"a\"]".into() });
-        let Some(Message::Text(json)) = p.frame(Protocol::Json) else { panic!("json frame") };
+        let p = Payload::new(PayloadSource::Json {
+            target: "hello".into(),
+            arguments: "[1,\"a\"]".into(),
+        });
+        let Some(Message::Text(json)) = p.frame(Protocol::Json) else {
+            panic!("json frame")
+        };
         assert!(json.as_str().ends_with('\u{1e}'));
         assert!(json.as_str().contains("\"target\":\"hello\""));
-        let Some(Message::Binary(mp)) = p.frame(Protocol::MessagePack) else { panic!("msgpack frame") };
+        let Some(Message::Binary(mp)) = p.frame(Protocol::MessagePack) else {
+            panic!("msgpack frame")
+        };
         let again = p.frame(Protocol::MessagePack);
         assert_eq!(again, Some(Message::Binary(mp.clone())));
         let mut reader = switchboard_protocol::FrameReader::new(Protocol::MessagePack, 1 << 20);
         reader.push(&mp);
         let frame = reader.next_frame().expect("valid").expect("complete");
         match switchboard_protocol::decode(Protocol::MessagePack, &frame).expect("decodes") {
-            switchboard_protocol::HubMessage::Invocation { target, arguments, .. } => {
+            switchboard_protocol::HubMessage::Invocation {
+                target, arguments, ..
+            } => {
                 assert_eq!(target, "hello");
                 assert_eq!(arguments.len(), 2);
             }
@@ -254,7 +312,10 @@ mod tests {
 
     #[test]
     fn framed_payload_without_a_protocol_reaches_no_client_of_it() {
-        let p = Payload::new(PayloadSource::Framed { json: Some(Bytes::from_static(b"{\"type\":6}\x1e")), messagepack: None });
+        let p = Payload::new(PayloadSource::Framed {
+            json: Some(Bytes::from_static(b"{\"type\":6}\x1e")),
+            messagepack: None,
+        });
         assert!(p.frame(Protocol::Json).is_some());
         assert!(p.frame(Protocol::MessagePack).is_none());
     }

@@ -61,17 +61,28 @@ impl From<switchboard_auth::AuthError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let Error { code, message, target } = &self.0;
+        let Error {
+            code,
+            message,
+            target,
+        } = &self.0;
         if code.is_server_fault() {
             tracing::warn!(code = %code, message = %message, "request failed");
         } else {
             tracing::debug!(code = %code, message = %message, "request rejected");
         }
-        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorDetail { code: code.as_str(), message, target: target.as_deref() };
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorDetail {
+            code: code.as_str(),
+            message,
+            target: target.as_deref(),
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(header) = code.x_ms_error_code() {
-            response.headers_mut().insert("x-ms-error-code", HeaderValue::from_static(header));
+            response
+                .headers_mut()
+                .insert("x-ms-error-code", HeaderValue::from_static(header));
         }
         response
     }

@@ -49,12 +49,18 @@ use crate::registry::Registry;
 
 /// Seconds since the Unix epoch from the wall clock (token expiry checks).
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch from the wall clock.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Everything tunable about a gateway. [`GatewayConfig::new`] gives the service's defaults.
@@ -134,7 +140,9 @@ impl Shared {
 
     /// Ready for traffic: registered with the store, the store has a leader, not draining.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.registered.load(Ordering::Acquire) && self.store.status().leader_known()
+        !self.is_draining()
+            && self.registered.load(Ordering::Acquire)
+            && self.store.status().leader_known()
     }
 
     pub(crate) fn set_registered(&self, registered: bool) {
@@ -149,7 +157,11 @@ impl Shared {
     /// Closes every local connection with `reason`.
     pub fn close_all(&self, reason: CloseReason, error: &str) {
         self.registry.for_each(|h| {
-            h.close(CloseRequest { reason, error: Some(error.to_string()), allow_reconnect: true });
+            h.close(CloseRequest {
+                reason,
+                error: Some(error.to_string()),
+                allow_reconnect: true,
+            });
         });
     }
 }
@@ -187,7 +199,9 @@ impl Gateway {
             registered: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         };
-        Gateway { shared: Arc::new(shared) }
+        Gateway {
+            shared: Arc::new(shared),
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -220,29 +234,50 @@ impl Gateway {
     /// Serves on `listener` until `shutdown` is cancelled, then drains in order: not ready, stop
     /// accepting, Close every client (`allowReconnect: true`), wait for them (bounded by
     /// `shutdown_grace`), leave the store.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let shared = self.shared.clone();
         let background = CancellationToken::new();
         let presence = tokio::spawn(presence::run(shared.clone(), background.clone()));
 
         let stop_accepting = CancellationToken::new();
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
 
         shutdown.cancelled().await;
-        tracing::info!(connections = shared.registry.len(), "shutting down: draining connections");
+        tracing::info!(
+            connections = shared.registry.len(),
+            "shutting down: draining connections"
+        );
         shared.draining.store(true, Ordering::Release);
         stop_accepting.cancel();
         shared.close_all(CloseReason::Shutdown, client::SHUTDOWN_MESSAGE);
         shared.tracker.close();
-        if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait()).await.is_err() {
-            tracing::warn!(remaining = shared.registry.len(), "shutdown grace elapsed with connections still open");
+        if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = shared.registry.len(),
+                "shutdown grace elapsed with connections still open"
+            );
         }
         background.cancel();
         let _ = presence.await;
-        let leave = Command::NodeLeft { node: shared.config.node_id, incarnation: shared.config.incarnation };
-        if let Err(error) = tokio::time::timeout(shared.config.store_timeout, shared.store.write(leave)).await {
+        let leave = Command::NodeLeft {
+            node: shared.config.node_id,
+            incarnation: shared.config.incarnation,
+        };
+        if let Err(error) =
+            tokio::time::timeout(shared.config.store_timeout, shared.store.write(leave)).await
+        {
             tracing::debug!(%error, "could not leave the store cleanly; the lease will expire");
         }
         match tokio::time::timeout(Duration::from_secs(5), server).await {
@@ -256,21 +291,31 @@ async fn health() -> impl IntoResponse {
     StatusCode::OK
 }
 
-async fn ready(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> impl IntoResponse {
+async fn ready(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> impl IntoResponse {
     if shared.is_ready() {
         (StatusCode::OK, "ready")
     } else if shared.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no store leader or no lease yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no store leader or no lease yet",
+        )
     }
 }
 
-async fn render_metrics(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> impl IntoResponse {
+async fn render_metrics(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> impl IntoResponse {
     match &shared.prometheus {
         Some(handle) => (
             StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),

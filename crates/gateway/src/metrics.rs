@@ -4,7 +4,10 @@
 //! increments a counter without a registry lookup. Labels are bounded: close reasons are a fixed
 //! enum, HTTP routes are axum's matched path templates, never raw paths or ids.
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
 
 /// Why a client connection ended: the `reason` label of `switchboard_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,19 +76,55 @@ pub struct GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn new() -> Self {
-        describe_gauge!("switchboard_connections", "Client connections currently open on this gateway.");
-        describe_counter!("switchboard_connections_opened_total", "Client connections that completed the handshake.");
-        describe_counter!("switchboard_connections_closed_total", "Client connections closed, by reason.");
-        describe_counter!("switchboard_handshake_failures_total", "Connection attempts that failed before or during the handshake.");
-        describe_counter!("switchboard_messages_received_total", "Hub protocol messages received from clients.");
-        describe_counter!("switchboard_received_bytes_total", Unit::Bytes, "Bytes of hub protocol messages received from clients.");
-        describe_counter!("switchboard_messages_sent_total", "Hub protocol messages written to client sockets.");
-        describe_counter!("switchboard_sent_bytes_total", Unit::Bytes, "Bytes of hub protocol messages written to client sockets.");
-        describe_counter!("switchboard_slow_consumer_closes_total", "Connections closed because their outbound queue overflowed.");
-        describe_counter!("switchboard_queue_dropped_messages_total", "Messages dropped because a connection's outbound queue was full or closing.");
+        describe_gauge!(
+            "switchboard_connections",
+            "Client connections currently open on this gateway."
+        );
+        describe_counter!(
+            "switchboard_connections_opened_total",
+            "Client connections that completed the handshake."
+        );
+        describe_counter!(
+            "switchboard_connections_closed_total",
+            "Client connections closed, by reason."
+        );
+        describe_counter!(
+            "switchboard_handshake_failures_total",
+            "Connection attempts that failed before or during the handshake."
+        );
+        describe_counter!(
+            "switchboard_messages_received_total",
+            "Hub protocol messages received from clients."
+        );
+        describe_counter!(
+            "switchboard_received_bytes_total",
+            Unit::Bytes,
+            "Bytes of hub protocol messages received from clients."
+        );
+        describe_counter!(
+            "switchboard_messages_sent_total",
+            "Hub protocol messages written to client sockets."
+        );
+        describe_counter!(
+            "switchboard_sent_bytes_total",
+            Unit::Bytes,
+            "Bytes of hub protocol messages written to client sockets."
+        );
+        describe_counter!(
+            "switchboard_slow_consumer_closes_total",
+            "Connections closed because their outbound queue overflowed."
+        );
+        describe_counter!(
+            "switchboard_queue_dropped_messages_total",
+            "Messages dropped because a connection's outbound queue was full or closing."
+        );
         describe_histogram!("switchboard_fanout_duration_seconds", Unit::Seconds, "Time from a message entering the gateway until it is queued for every local recipient.");
-        describe_histogram!("switchboard_fanout_recipients", "Local recipients per routed message.");
-        let closed = CloseReason::ALL.map(|r| counter!("switchboard_connections_closed_total", "reason" => r.as_str()));
+        describe_histogram!(
+            "switchboard_fanout_recipients",
+            "Local recipients per routed message."
+        );
+        let closed = CloseReason::ALL
+            .map(|r| counter!("switchboard_connections_closed_total", "reason" => r.as_str()));
         GatewayMetrics {
             connections: gauge!("switchboard_connections"),
             connections_opened: counter!("switchboard_connections_opened_total"),
@@ -103,7 +142,10 @@ impl GatewayMetrics {
     }
 
     pub fn closed(&self, reason: CloseReason) {
-        let index = CloseReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let index = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.closed[index].increment(1);
     }
 }
@@ -116,8 +158,11 @@ impl Default for GatewayMetrics {
 
 /// Histogram buckets (seconds) for latencies measured by Switchboard: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 /// Buckets for counts (recipients per message, commands per batch).
-pub const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0];
+pub const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0,
+];

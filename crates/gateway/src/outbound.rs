@@ -27,7 +27,10 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        QueueLimits { max_frames: 2048, max_bytes: 8 * 1024 * 1024 }
+        QueueLimits {
+            max_frames: 2048,
+            max_bytes: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -182,7 +185,10 @@ mod tests {
     #[test]
     fn overflow_by_count_closes_as_slow_consumer_and_drops_later_frames() {
         let q = Outbound::new();
-        let limits = QueueLimits { max_frames: 2, max_bytes: 1 << 20 };
+        let limits = QueueLimits {
+            max_frames: 2,
+            max_bytes: 1 << 20,
+        };
         assert_eq!(q.push(text("a"), limits), Push::Queued);
         assert_eq!(q.push(text("b"), limits), Push::Queued);
         assert_eq!(q.push(text("c"), limits), Push::Overflow);
@@ -196,7 +202,10 @@ mod tests {
     #[test]
     fn overflow_by_bytes() {
         let q = Outbound::new();
-        let limits = QueueLimits { max_frames: 100, max_bytes: 5 };
+        let limits = QueueLimits {
+            max_frames: 100,
+            max_bytes: 5,
+        };
         assert_eq!(q.push(text("abc"), limits), Push::Queued);
         assert_eq!(q.push(text("abc"), limits), Push::Overflow);
     }
@@ -204,9 +213,17 @@ mod tests {
     #[test]
     fn first_close_request_wins() {
         let q = Outbound::new();
-        let first = CloseRequest { reason: CloseReason::Api, error: Some("bye".into()), allow_reconnect: true };
+        let first = CloseRequest {
+            reason: CloseReason::Api,
+            error: Some("bye".into()),
+            allow_reconnect: true,
+        };
         assert!(q.close(first.clone()));
-        assert!(!q.close(CloseRequest { reason: CloseReason::Shutdown, error: None, allow_reconnect: true }));
+        assert!(!q.close(CloseRequest {
+            reason: CloseReason::Shutdown,
+            error: None,
+            allow_reconnect: true
+        }));
         let mut out = VecDeque::new();
         assert_eq!(q.take(&mut out), Some(first));
     }
@@ -219,7 +236,11 @@ mod tests {
             tokio::spawn(async move { q.closing().await })
         };
         tokio::task::yield_now().await;
-        q.close(CloseRequest { reason: CloseReason::Api, error: None, allow_reconnect: true });
+        q.close(CloseRequest {
+            reason: CloseReason::Api,
+            error: None,
+            allow_reconnect: true,
+        });
         waiter.await.expect("woken by the request");
         q.closing().await;
     }

@@ -52,10 +52,19 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
             }
             Ok(Ok(Outcome::Registered)) => {
                 if registered_before {
-                    tracing::warn!("lease had lapsed: the store dropped this node's connections; closing them");
-                    shared.close_all(CloseReason::Store, "The server lost its registration; reconnect.");
+                    tracing::warn!(
+                        "lease had lapsed: the store dropped this node's connections; closing them"
+                    );
+                    shared.close_all(
+                        CloseReason::Store,
+                        "The server lost its registration; reconnect.",
+                    );
                 } else {
-                    tracing::info!(node = config.node_id, incarnation = config.incarnation, "registered with the store");
+                    tracing::info!(
+                        node = config.node_id,
+                        incarnation = config.incarnation,
+                        "registered with the store"
+                    );
                 }
                 registered_before = true;
                 shared.set_registered(true);
@@ -65,7 +74,10 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
             Ok(Ok(other)) => {
                 tracing::error!(outcome = ?other, node = config.node_id, "the store refused this node: is another process using the same --node-id?");
                 shared.set_registered(false);
-                shared.close_all(CloseReason::Store, "The server lost its registration; reconnect.");
+                shared.close_all(
+                    CloseReason::Store,
+                    "The server lost its registration; reconnect.",
+                );
                 RETRY_EVERY * 4
             }
             Ok(Err(error)) => {
@@ -135,8 +147,14 @@ pub async fn reconcile(shared: &Shared) {
     if stale.is_empty() {
         return;
     }
-    tracing::debug!(count = stale.len(), "removing connections that ended locally from the store");
-    let commands = stale.into_iter().map(|(hub, connection)| Command::ConnectionClosed { hub, connection }).collect();
+    tracing::debug!(
+        count = stale.len(),
+        "removing connections that ended locally from the store"
+    );
+    let commands = stale
+        .into_iter()
+        .map(|(hub, connection)| Command::ConnectionClosed { hub, connection })
+        .collect();
     if let Err(error) = shared.store.write_all(commands).await {
         tracing::debug!(%error, "reconciliation write failed; will retry");
     }

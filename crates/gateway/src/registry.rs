@@ -29,7 +29,14 @@ pub struct ConnectionHandle {
 
 impl ConnectionHandle {
     pub fn new(id: Name, hub: Name, user: Option<Name>, protocol: Protocol) -> Self {
-        ConnectionHandle { id, hub, user, protocol, outbound: Outbound::new(), registered: AtomicBool::new(false) }
+        ConnectionHandle {
+            id,
+            hub,
+            user,
+            protocol,
+            outbound: Outbound::new(),
+            registered: AtomicBool::new(false),
+        }
     }
 
     pub fn mark_registered(&self) {
@@ -60,7 +67,9 @@ impl Registry {
 
     pub fn insert(&self, handle: Arc<ConnectionHandle>) {
         let mut hubs = self.hubs.write();
-        hubs.entry(handle.hub.clone()).or_default().insert(handle.id.clone(), handle);
+        hubs.entry(handle.hub.clone())
+            .or_default()
+            .insert(handle.id.clone(), handle);
     }
 
     /// Removes the handle if it is still the registered one for its id.
@@ -79,7 +88,10 @@ impl Registry {
     }
 
     pub fn contains(&self, hub: &str, id: &str) -> bool {
-        self.hubs.read().get(hub).is_some_and(|c| c.contains_key(id))
+        self.hubs
+            .read()
+            .get(hub)
+            .is_some_and(|c| c.contains_key(id))
     }
 
     /// Calls `f` for every connection of `hub` while holding the read lock: `f` must not block.
@@ -110,7 +122,12 @@ mod tests {
     use super::*;
 
     fn handle(hub: &str, id: &str) -> Arc<ConnectionHandle> {
-        Arc::new(ConnectionHandle::new(id.into(), hub.into(), None, Protocol::Json))
+        Arc::new(ConnectionHandle::new(
+            id.into(),
+            hub.into(),
+            None,
+            Protocol::Json,
+        ))
     }
 
     #[test]

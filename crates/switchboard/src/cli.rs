@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "switchboard", version, about = "A self-hostable, wire-compatible Azure SignalR Service")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A self-hostable, wire-compatible Azure SignalR Service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -34,12 +38,20 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Where the Raft log, snapshots and the generated access key live.
-    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "./switchboard-data")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATA_DIR",
+        default_value = "./switchboard-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Access key accepted for tokens; repeat for key rotation (the first one signs).
     /// Without any, a key is generated once and kept in the data dir.
-    #[arg(long = "access-key", env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
+    #[arg(
+        long = "access-key",
+        env = "SWITCHBOARD_ACCESS_KEY",
+        value_delimiter = ','
+    )]
     pub access_keys: Vec<String>,
 
     /// This node's id in the cluster.
@@ -51,7 +63,12 @@ pub struct ServeArgs {
     pub public_endpoint: Option<String>,
 
     /// Log format.
-    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Seconds shutdown waits for clients to disconnect after being told to reconnect elsewhere.

@@ -13,14 +13,21 @@ const KEY_FILE: &str = "access-key";
 
 /// The configured keys, or the data dir's generated key (created on first start).
 pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Result<Vec<String>> {
-    let configured: Vec<String> = configured.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+    let configured: Vec<String> = configured
+        .iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
     if !configured.is_empty() {
         return Ok(configured);
     }
     let path = data_dir.join(KEY_FILE);
     match fs::read_to_string(&path) {
         Ok(key) if !key.trim().is_empty() => return Ok(vec![key.trim().to_owned()]),
-        Ok(_) => bail!("{} is empty: delete it to generate a new key, or pass --access-key", path.display()),
+        Ok(_) => bail!(
+            "{} is empty: delete it to generate a new key, or pass --access-key",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -34,7 +41,9 @@ pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Resul
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         file.write_all(key.as_bytes())?;
         file.sync_all()?;
     }
@@ -54,7 +63,8 @@ mod tests {
         let second = load_or_generate(&[], &dir).expect("reused");
         assert_eq!(first, second);
         assert_eq!(first[0].len(), 44);
-        let configured = load_or_generate(&["  k1 ".into(), "k2".into()], &dir).expect("configured");
+        let configured =
+            load_or_generate(&["  k1 ".into(), "k2".into()], &dir).expect("configured");
         assert_eq!(configured, vec!["k1".to_string(), "k2".to_string()]);
         let _ = fs::remove_dir_all(&dir);
     }

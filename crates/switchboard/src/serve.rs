@@ -30,7 +30,10 @@ pub fn main(role: Role, args: ServeArgs) -> ExitCode {
         eprintln!("switchboard: invalid configuration: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard: cannot start the runtime: {e}");
@@ -40,7 +43,10 @@ pub fn main(role: Role, args: ServeArgs) -> ExitCode {
     match runtime.block_on(run(role, args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "switchboard stopped with an error");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "switchboard stopped with an error"
+            );
             eprintln!("switchboard: {e:#}");
             ExitCode::FAILURE
         }
@@ -73,8 +79,16 @@ fn public_endpoint(args: &ServeArgs, bound: SocketAddr) -> String {
     if let Some(e) = &args.public_endpoint {
         return e.trim_end_matches('/').to_owned();
     }
-    let host = if bound.ip().is_unspecified() { "localhost".to_owned() } else { bound.ip().to_string() };
-    let host = if bound.is_ipv6() && !bound.ip().is_unspecified() { format!("[{host}]") } else { host };
+    let host = if bound.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        bound.ip().to_string()
+    };
+    let host = if bound.is_ipv6() && !bound.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
     format!("http://{host}:{}", bound.port())
 }
 
@@ -84,7 +98,8 @@ async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     spawn_signal_handler(shutdown.clone());
     let prometheus = telemetry::init_metrics()?;
 
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let keys = keys::load_or_generate(&args.access_keys, &args.data_dir)?;
     let keyset = KeySet::new(keys.clone()).context("access keys")?;
 
@@ -93,9 +108,14 @@ async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     let store = RaftStore::open(store_config, switchboard_store::network::SingleNodeNetwork)
         .await
         .context("opening the store")?;
-    store.initialize_single().await.context("initializing the store")?;
+    store
+        .initialize_single()
+        .await
+        .context("initializing the store")?;
 
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
     let endpoint = public_endpoint(&args, bound);
 
@@ -106,7 +126,12 @@ async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
     config.handshake_timeout = Duration::from_secs(args.handshake_timeout);
     config.queue_limits.max_frames = args.max_queued_messages;
     config.queue_limits.max_bytes = args.max_queued_bytes;
-    let gateway = Gateway::new(config, keyset, store.clone() as Arc<dyn MembershipStore>, Some(prometheus));
+    let gateway = Gateway::new(
+        config,
+        keyset,
+        store.clone() as Arc<dyn MembershipStore>,
+        Some(prometheus),
+    );
 
     tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id = args.node_id, "switchboard is serving");
     // The connection string app servers use; scripts look for the line starting with `Endpoint=`.
@@ -123,15 +148,16 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        shutdown.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use switchboard_gateway::metrics::{COUNT_BUCKETS, LATENCY_BUCKETS};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_gateway::metrics::{COUNT_BUCKETS, LATENCY_BUCKETS};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -13,7 +13,9 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -22,7 +24,6 @@ pub fn init_logging(format: LogFormat) {
         eprintln!("logging already initialised: {e}");
     }
 }
-
 
 /// Installs the global Prometheus recorder (histograms with explicit buckets, not summaries) and
 /// the task that keeps it tidy.

@@ -21,9 +21,18 @@ pub fn run(args: TokenArgs) -> ExitCode {
 }
 
 fn mint(args: &TokenArgs) -> Result<String, String> {
-    let cs: ConnectionString = args.connection_string.parse().map_err(|e| format!("invalid connection string: {e}"))?;
-    let key = cs.access_key.clone().ok_or("the connection string has no AccessKey")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let cs: ConnectionString = args
+        .connection_string
+        .parse()
+        .map_err(|e| format!("invalid connection string: {e}"))?;
+    let key = cs
+        .access_key
+        .clone()
+        .ok_or("the connection string has no AccessKey")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     if let Some(rest) = &args.rest {
         let url = if rest.starts_with("http://") || rest.starts_with("https://") {
             rest.clone()
@@ -37,9 +46,18 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
             format!("url: {url}\naccessToken: {token}")
         });
     }
-    let hub = switchboard_core::names::prefixed_hub(args.application.as_deref(), &args.hub).map_err(|e| e.message)?;
+    let hub = switchboard_core::names::prefixed_hub(args.application.as_deref(), &args.hub)
+        .map_err(|e| e.message)?;
     let base = cs.client_base_url();
-    let token = mint_client_token(&key, &base, &hub, args.user.as_deref(), &Claims::new(), now, args.lifetime);
+    let token = mint_client_token(
+        &key,
+        &base,
+        &hub,
+        args.user.as_deref(),
+        &Claims::new(),
+        now,
+        args.lifetime,
+    );
     let url = format!("{base}/client/?hub={hub}");
     Ok(if args.json {
         serde_json::json!({ "url": url, "accessToken": token }).to_string()

@@ -11,7 +11,13 @@ const V: &str = "api-version=2022-06-01";
 
 async fn write_memberships(server: &Server, count: usize) -> anyhow::Result<()> {
     for i in 0..count {
-        let r = server.rest("PUT", &format!("/api/hubs/chat/users/user{i}/groups/group{}?{V}", i % 7), None).await?;
+        let r = server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/user{i}/groups/group{}?{V}", i % 7),
+                None,
+            )
+            .await?;
         assert_status(&r, 200);
     }
     Ok(())
@@ -19,7 +25,13 @@ async fn write_memberships(server: &Server, count: usize) -> anyhow::Result<()> 
 
 async fn check_memberships(server: &Server, count: usize) -> anyhow::Result<()> {
     for i in 0..count {
-        let r = server.rest("HEAD", &format!("/api/hubs/chat/users/user{i}/groups/group{}?{V}", i % 7), None).await?;
+        let r = server
+            .rest(
+                "HEAD",
+                &format!("/api/hubs/chat/users/user{i}/groups/group{}?{V}", i % 7),
+                None,
+            )
+            .await?;
         assert_eq!(r.status, 200, "membership {i} lost after restart");
     }
     Ok(())
@@ -29,13 +41,21 @@ async fn check_memberships(server: &Server, count: usize) -> anyhow::Result<()> 
 async fn acknowledged_writes_survive_sigkill() -> anyhow::Result<()> {
     let mut server = server().await?;
     let mut js = JsClients::start().await?;
-    let id = js.connect_simple("a", &server, "chat", Some("user0")).await?;
+    let id = js
+        .connect_simple("a", &server, "chat", Some("user0"))
+        .await?;
     write_memberships(&server, 300).await?;
     server.kill().await?;
     server.restart().await?;
     check_memberships(&server, 300).await?;
     // The connection belonged to the killed process: the restarted node does not list it.
-    let r = server.rest("HEAD", &format!("/api/hubs/chat/connections/{id}?{V}"), None).await?;
+    let r = server
+        .rest(
+            "HEAD",
+            &format!("/api/hubs/chat/connections/{id}?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Warning.Connection.NotExisted"));
     Ok(())
 }
@@ -55,7 +75,13 @@ async fn state_is_rebuilt_from_a_snapshot_and_the_log_after_it() -> anyhow::Resu
     check_memberships(&server, 250).await?;
     // And it keeps working after the restart: more writes, another kill.
     for i in 250..260 {
-        let r = server.rest("PUT", &format!("/api/hubs/chat/users/user{i}/groups/group{}?{V}", i % 7), None).await?;
+        let r = server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/user{i}/groups/group{}?{V}", i % 7),
+                None,
+            )
+            .await?;
         assert_status(&r, 200);
     }
     server.kill().await?;

@@ -10,12 +10,23 @@ use serde_json::json;
 
 const V: &str = "api-version=2022-06-01";
 
-async fn group_send(server: &Server, group: &str, excluded: &[&str], text: &str) -> anyhow::Result<()> {
+async fn group_send(
+    server: &Server,
+    group: &str,
+    excluded: &[&str],
+    text: &str,
+) -> anyhow::Result<()> {
     let mut q = String::new();
     for e in excluded {
         q.push_str(&format!("excluded={e}&"));
     }
-    let r = server.rest("POST", &format!("/api/hubs/chat/groups/{group}/:send?{q}{V}"), Some(body("message", json!([text])))).await?;
+    let r = server
+        .rest(
+            "POST",
+            &format!("/api/hubs/chat/groups/{group}/:send?{q}{V}"),
+            Some(body("message", json!([text]))),
+        )
+        .await?;
     assert_status(&r, 202);
     Ok(())
 }
@@ -25,48 +36,154 @@ async fn connections_join_and_leave_groups_on_both_surfaces() -> anyhow::Result<
     let server = server().await?;
     let mut js = JsClients::start().await?;
     let a = js.connect_simple("a", &server, "chat", None).await?;
-    let b = js.connect("b", &server, ConnectOptions { protocol: "messagepack", ..Default::default() }).await?;
+    let b = js
+        .connect(
+            "b",
+            &server,
+            ConnectOptions {
+                protocol: "messagepack",
+                ..Default::default()
+            },
+        )
+        .await?;
     let c = js.connect_simple("c", &server, "chat", None).await?;
 
-    let r = server.rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None).await?;
+    let r = server
+        .rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None)
+        .await?;
     assert_error(&r, 404, Some("Warning.Group.NotExisted"));
-    assert_status(&server.rest("PUT", &format!("/api/v1/hubs/chat/groups/room/connections/{a}"), None).await?, 200);
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/groups/room/connections/{b}?{V}"), None).await?, 200);
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/groups/room/connections/{b}?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
     // The alias path /connections/{c}/groups/{g} works too.
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/connections/{c}/groups/room?{V}"), None).await?, 200);
-    assert_status(&server.rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None).await?, 200);
-    assert_status(&server.rest("GET", "/api/v1/hubs/chat/groups/room", None).await?, 200);
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/connections/{c}/groups/room?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None)
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest("GET", "/api/v1/hubs/chat/groups/room", None)
+            .await?,
+        200,
+    );
 
     group_send(&server, "room", &[&c], "hello room").await?;
-    assert_status(&server.rest("POST", "/api/v1/hubs/chat/groups/room", Some(body("message", json!(["v1 room"])))).await?, 202);
+    assert_status(
+        &server
+            .rest(
+                "POST",
+                "/api/v1/hubs/chat/groups/room",
+                Some(body("message", json!(["v1 room"]))),
+            )
+            .await?,
+        202,
+    );
     for name in ["a", "b"] {
-        assert_eq!(js.next_message(name).await?.args, vec![json!("hello room")], "{name}");
-        assert_eq!(js.next_message(name).await?.args, vec![json!("v1 room")], "{name}");
+        assert_eq!(
+            js.next_message(name).await?.args,
+            vec![json!("hello room")],
+            "{name}"
+        );
+        assert_eq!(
+            js.next_message(name).await?.args,
+            vec![json!("v1 room")],
+            "{name}"
+        );
     }
-    assert_eq!(js.next_message("c").await?.args, vec![json!("v1 room")], "excluded only from the first send");
+    assert_eq!(
+        js.next_message("c").await?.args,
+        vec![json!("v1 room")],
+        "excluded only from the first send"
+    );
 
-    assert_status(&server.rest("DELETE", &format!("/api/v1/hubs/chat/groups/room/connections/{a}"), None).await?, 200);
-    assert_status(&server.rest("DELETE", &format!("/api/hubs/chat/connections/{c}/groups?{V}"), None).await?, 200);
+    assert_status(
+        &server
+            .rest(
+                "DELETE",
+                &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest(
+                "DELETE",
+                &format!("/api/hubs/chat/connections/{c}/groups?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
     group_send(&server, "room", &[], "only b").await?;
     assert_eq!(js.next_message("b").await?.args, vec![json!("only b")]);
     js.expect_silence("a", SHORT).await?;
     js.expect_silence("c", SHORT).await?;
 
     // Operations on connections that do not exist.
-    let r = server.rest("PUT", &format!("/api/hubs/chat/groups/room/connections/ghost?{V}"), None).await?;
+    let r = server
+        .rest(
+            "PUT",
+            &format!("/api/hubs/chat/groups/room/connections/ghost?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Error.Connection.NotExisted"));
-    let r = server.rest("DELETE", &format!("/api/hubs/chat/groups/room/connections/ghost?{V}"), None).await?;
+    let r = server
+        .rest(
+            "DELETE",
+            &format!("/api/hubs/chat/groups/room/connections/ghost?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Warning.Connection.NotExisted"));
 
     // Membership ends with the connection.
     js.stop("b").await?;
-    eventually(Duration::from_secs(5), "group empty after disconnect", || {
-        let s = &server;
-        async move {
-            let r = s.rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None).await.ok()?;
-            (r.status == 404).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "group empty after disconnect",
+        || {
+            let s = &server;
+            async move {
+                let r = s
+                    .rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None)
+                    .await
+                    .ok()?;
+                (r.status == 404).then_some(())
+            }
+        },
+    )
     .await?;
     Ok(())
 }
@@ -78,40 +195,131 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     js.connect_simple("u1", &server, "chat", Some("u")).await?;
 
     // v1: PUT/DELETE answer 202; versioned: 200 and 204.
-    assert_status(&server.rest("PUT", "/api/v1/hubs/chat/groups/g1/users/u", None).await?, 202);
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/u/groups/g2?{V}"), None).await?, 200);
+    assert_status(
+        &server
+            .rest("PUT", "/api/v1/hubs/chat/groups/g1/users/u", None)
+            .await?,
+        202,
+    );
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/u/groups/g2?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
     // The current connection joined both.
     group_send(&server, "g1", &[], "g1").await?;
     assert_eq!(js.next_message("u1").await?.args, vec![json!("g1")]);
 
     // A new connection of the user joins every live group of the user.
-    js.connect("u2", &server, ConnectOptions { user: Some("u"), protocol: "messagepack", ..Default::default() }).await?;
+    js.connect(
+        "u2",
+        &server,
+        ConnectOptions {
+            user: Some("u"),
+            protocol: "messagepack",
+            ..Default::default()
+        },
+    )
+    .await?;
     group_send(&server, "g2", &[], "g2").await?;
     assert_eq!(js.next_message("u1").await?.args, vec![json!("g2")]);
     assert_eq!(js.next_message("u2").await?.args, vec![json!("g2")]);
 
     // user-in-group: HEAD and GET (the .NET SDK uses GET), both path forms.
-    assert_status(&server.rest("HEAD", &format!("/api/hubs/chat/users/u/groups/g1?{V}"), None).await?, 200);
-    assert_status(&server.rest("GET", &format!("/api/hubs/chat/users/u/groups/g1?{V}"), None).await?, 200);
-    assert_status(&server.rest("GET", "/api/v1/hubs/chat/groups/g2/users/u", None).await?, 200);
-    let r = server.rest("GET", &format!("/api/hubs/chat/users/u/groups/nope?{V}"), None).await?;
+    assert_status(
+        &server
+            .rest(
+                "HEAD",
+                &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest(
+                "GET",
+                &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest("GET", "/api/v1/hubs/chat/groups/g2/users/u", None)
+            .await?,
+        200,
+    );
+    let r = server
+        .rest(
+            "GET",
+            &format!("/api/hubs/chat/users/u/groups/nope?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
 
     // Removing the user from a group removes the current connections from it.
-    assert_status(&server.rest("DELETE", &format!("/api/hubs/chat/users/u/groups/g1?{V}"), None).await?, 204);
+    assert_status(
+        &server
+            .rest(
+                "DELETE",
+                &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
+                None,
+            )
+            .await?,
+        204,
+    );
     group_send(&server, "g1", &[], "after removal").await?;
     js.expect_silence("u1", SHORT).await?;
-    let r = server.rest("HEAD", &format!("/api/hubs/chat/users/u/groups/g1?{V}"), None).await?;
+    let r = server
+        .rest(
+            "HEAD",
+            &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
 
     // Remove from all groups: v1 answers 200, versioned 204.
-    assert_status(&server.rest("DELETE", "/api/v1/hubs/chat/users/u/groups", None).await?, 200);
+    assert_status(
+        &server
+            .rest("DELETE", "/api/v1/hubs/chat/users/u/groups", None)
+            .await?,
+        200,
+    );
     group_send(&server, "g2", &[], "after all").await?;
     js.expect_silence("u1", SHORT).await?;
     js.expect_silence("u2", SHORT).await?;
-    assert_status(&server.rest("PUT", "/api/v1/hubs/chat/groups/g3/users/u", None).await?, 202);
-    assert_status(&server.rest("DELETE", &format!("/api/hubs/chat/users/u/groups?{V}"), None).await?, 204);
-    assert_status(&server.rest("DELETE", "/api/v1/hubs/chat/groups/g3/users/u", None).await?, 202);
+    assert_status(
+        &server
+            .rest("PUT", "/api/v1/hubs/chat/groups/g3/users/u", None)
+            .await?,
+        202,
+    );
+    assert_status(
+        &server
+            .rest(
+                "DELETE",
+                &format!("/api/hubs/chat/users/u/groups?{V}"),
+                None,
+            )
+            .await?,
+        204,
+    );
+    assert_status(
+        &server
+            .rest("DELETE", "/api/v1/hubs/chat/groups/g3/users/u", None)
+            .await?,
+        202,
+    );
     Ok(())
 }
 
@@ -119,13 +327,36 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
 async fn user_group_ttl_expires_without_traffic() -> anyhow::Result<()> {
     let server = server().await?;
     let mut js = JsClients::start().await?;
-    js.connect_simple("early", &server, "chat", Some("t")).await?;
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/t/groups/brief?ttl=2&{V}"), None).await?, 200);
-    assert_status(&server.rest("HEAD", &format!("/api/hubs/chat/users/t/groups/brief?{V}"), None).await?, 200);
-    js.connect_simple("before-expiry", &server, "chat", Some("t")).await?;
+    js.connect_simple("early", &server, "chat", Some("t"))
+        .await?;
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/t/groups/brief?ttl=2&{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest(
+                "HEAD",
+                &format!("/api/hubs/chat/users/t/groups/brief?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    js.connect_simple("before-expiry", &server, "chat", Some("t"))
+        .await?;
     group_send(&server, "brief", &[], "in time").await?;
     assert_eq!(js.next_message("early").await?.args, vec![json!("in time")]);
-    assert_eq!(js.next_message("before-expiry").await?.args, vec![json!("in time")]);
+    assert_eq!(
+        js.next_message("before-expiry").await?.args,
+        vec![json!("in time")]
+    );
 
     // Expiry: a new connection no longer auto-joins; connections that joined stay in the group.
     js.stop("early").await?;
@@ -133,12 +364,20 @@ async fn user_group_ttl_expires_without_traffic() -> anyhow::Result<()> {
     eventually(Duration::from_secs(10), "user-group entry expired", || {
         let s = &server;
         async move {
-            let r = s.rest("HEAD", &format!("/api/hubs/chat/users/t/groups/brief?{V}"), None).await.ok()?;
+            let r = s
+                .rest(
+                    "HEAD",
+                    &format!("/api/hubs/chat/users/t/groups/brief?{V}"),
+                    None,
+                )
+                .await
+                .ok()?;
             (r.status == 404).then_some(())
         }
     })
     .await?;
-    js.connect_simple("late", &server, "chat", Some("t")).await?;
+    js.connect_simple("late", &server, "chat", Some("t"))
+        .await?;
     group_send(&server, "brief", &[], "too late").await?;
     js.expect_silence("late", SHORT).await?;
     Ok(())
@@ -149,14 +388,30 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
     let server = server().await?;
     let mut js = JsClients::start().await?;
     js.connect_simple("now", &server, "chat", Some("z")).await?;
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/z/groups/once?ttl=0&{V}"), None).await?, 200);
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/z/groups/once?ttl=0&{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
     group_send(&server, "once", &[], "current").await?;
     assert_eq!(js.next_message("now").await?.args, vec![json!("current")]);
     js.stop("now").await?;
-    js.connect_simple("later", &server, "chat", Some("z")).await?;
+    js.connect_simple("later", &server, "chat", Some("z"))
+        .await?;
     group_send(&server, "once", &[], "not stored").await?;
     js.expect_silence("later", SHORT).await?;
-    let r = server.rest("HEAD", &format!("/api/hubs/chat/users/z/groups/once?{V}"), None).await?;
+    let r = server
+        .rest(
+            "HEAD",
+            &format!("/api/hubs/chat/users/z/groups/once?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
     Ok(())
 }
@@ -165,21 +420,73 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
 async fn only_the_latest_100_groups_without_ttl_are_kept() -> anyhow::Result<()> {
     let server = server().await?;
     for i in 0..100 {
-        assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/capped/groups/g{i}?{V}"), None).await?, 200);
+        assert_status(
+            &server
+                .rest(
+                    "PUT",
+                    &format!("/api/hubs/chat/users/capped/groups/g{i}?{V}"),
+                    None,
+                )
+                .await?,
+            200,
+        );
     }
     // A TTL group does not count toward the cap.
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/capped/groups/timed?ttl=3600&{V}"), None).await?, 200);
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/capped/groups/timed?ttl=3600&{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
     // Refreshing g0 makes g1 the least recently updated.
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/capped/groups/g0?{V}"), None).await?, 200);
-    assert_status(&server.rest("PUT", &format!("/api/hubs/chat/users/capped/groups/g100?{V}"), None).await?, 200);
-    let r = server.rest("HEAD", &format!("/api/hubs/chat/users/capped/groups/g1?{V}"), None).await?;
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/capped/groups/g0?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/capped/groups/g100?{V}"),
+                None,
+            )
+            .await?,
+        200,
+    );
+    let r = server
+        .rest(
+            "HEAD",
+            &format!("/api/hubs/chat/users/capped/groups/g1?{V}"),
+            None,
+        )
+        .await?;
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
     for g in ["g0", "g2", "g99", "g100", "timed"] {
-        assert_status(&server.rest("HEAD", &format!("/api/hubs/chat/users/capped/groups/{g}?{V}"), None).await?, 200);
+        assert_status(
+            &server
+                .rest(
+                    "HEAD",
+                    &format!("/api/hubs/chat/users/capped/groups/{g}?{V}"),
+                    None,
+                )
+                .await?,
+            200,
+        );
     }
     // A new connection joins exactly the 100 kept groups plus the TTL one.
     let mut js = JsClients::start().await?;
-    js.connect_simple("c", &server, "chat", Some("capped")).await?;
+    js.connect_simple("c", &server, "chat", Some("capped"))
+        .await?;
     group_send(&server, "g1", &[], "evicted").await?;
     group_send(&server, "g100", &[], "kept").await?;
     assert_eq!(js.next_message("c").await?.args, vec![json!("kept")]);
@@ -193,13 +500,25 @@ async fn close_group_connections_and_list_them_in_pages() -> anyhow::Result<()> 
     let mut ids = Vec::new();
     for i in 0..5 {
         let name = format!("m{i}");
-        let id = js.connect_simple(&name, &server, "chat", Some(&format!("user{i}"))).await?;
-        assert_status(&server.rest("PUT", &format!("/api/hubs/chat/groups/big/connections/{id}?{V}"), None).await?, 200);
+        let id = js
+            .connect_simple(&name, &server, "chat", Some(&format!("user{i}")))
+            .await?;
+        assert_status(
+            &server
+                .rest(
+                    "PUT",
+                    &format!("/api/hubs/chat/groups/big/connections/{id}?{V}"),
+                    None,
+                )
+                .await?,
+            200,
+        );
         ids.push(id);
     }
     // Page through with maxpagesize=2, following nextLink.
     let mut seen = Vec::new();
-    let mut path = "/api/hubs/chat/groups/big/connections?maxpagesize=2&api-version=2024-12-01".to_owned();
+    let mut path =
+        "/api/hubs/chat/groups/big/connections?maxpagesize=2&api-version=2024-12-01".to_owned();
     loop {
         let r = server.rest("GET", &path, None).await?;
         assert_status(&r, 200);
@@ -226,19 +545,38 @@ async fn close_group_connections_and_list_them_in_pages() -> anyhow::Result<()> 
     sorted.sort();
     assert_eq!(sorted, expected);
     // `top` caps the total across pages.
-    let r = server.rest("GET", "/api/hubs/chat/groups/big/connections?top=3&maxpagesize=2&api-version=2024-12-01", None).await?;
+    let r = server
+        .rest(
+            "GET",
+            "/api/hubs/chat/groups/big/connections?top=3&maxpagesize=2&api-version=2024-12-01",
+            None,
+        )
+        .await?;
     let page = r.json()?;
     assert_eq!(page["value"].as_array().map(Vec::len), Some(2));
     let link = page["nextLink"].as_str().expect("a next page").to_owned();
     let url = reqwest::Url::parse(&link)?;
-    let r = server.rest("GET", &format!("{}?{}", url.path(), url.query().unwrap_or_default()), None).await?;
+    let r = server
+        .rest(
+            "GET",
+            &format!("{}?{}", url.path(), url.query().unwrap_or_default()),
+            None,
+        )
+        .await?;
     let page = r.json()?;
     assert_eq!(page["value"].as_array().map(Vec::len), Some(1));
     assert!(page.get("nextLink").is_none(), "{page}");
 
     // Close the group's connections except one.
     let r = server
-        .rest("POST", &format!("/api/hubs/chat/groups/big/:closeConnections?excluded={}&reason=room+closed&{V}", ids[0]), None)
+        .rest(
+            "POST",
+            &format!(
+                "/api/hubs/chat/groups/big/:closeConnections?excluded={}&reason=room+closed&{V}",
+                ids[0]
+            ),
+            None,
+        )
         .await?;
     assert_status(&r, 204);
     for i in 1..5 {

@@ -19,29 +19,109 @@ async fn tokens_are_required_signed_unexpired_and_for_this_path() -> anyhow::Res
     let r = server.rest_with("POST", SEND, None, msg.clone()).await?;
     assert_error(&r, 401, None);
     let wrong_key = mint_rest_token("not-the-key", &format!("{host}{SEND}"), None, now, 60);
-    assert_error(&server.rest_with("POST", SEND, Some(&wrong_key), msg.clone()).await?, 401, None);
-    let expired = mint_rest_token(&server.keys[0], &format!("{host}{SEND}"), None, now - 3600, 60);
-    assert_error(&server.rest_with("POST", SEND, Some(&expired), msg.clone()).await?, 401, None);
-    let other_path = mint_rest_token(&server.keys[0], &format!("{host}/api/hubs/other/:send"), None, now, 60);
-    assert_error(&server.rest_with("POST", SEND, Some(&other_path), msg.clone()).await?, 401, None);
+    assert_error(
+        &server
+            .rest_with("POST", SEND, Some(&wrong_key), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+    let expired = mint_rest_token(
+        &server.keys[0],
+        &format!("{host}{SEND}"),
+        None,
+        now - 3600,
+        60,
+    );
+    assert_error(
+        &server
+            .rest_with("POST", SEND, Some(&expired), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+    let other_path = mint_rest_token(
+        &server.keys[0],
+        &format!("{host}/api/hubs/other/:send"),
+        None,
+        now,
+        60,
+    );
+    assert_error(
+        &server
+            .rest_with("POST", SEND, Some(&other_path), msg.clone())
+            .await?,
+        401,
+        None,
+    );
     // A client token can never call the REST API.
-    let client = mint_client_token(&server.keys[0], &host, "chat", None, &Claims::new(), now, 60);
-    assert_error(&server.rest_with("POST", SEND, Some(&client), msg.clone()).await?, 401, None);
-    assert_error(&server.rest_with("POST", SEND, Some("garbage"), msg.clone()).await?, 401, None);
+    let client = mint_client_token(
+        &server.keys[0],
+        &host,
+        "chat",
+        None,
+        &Claims::new(),
+        now,
+        60,
+    );
+    assert_error(
+        &server
+            .rest_with("POST", SEND, Some(&client), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+    assert_error(
+        &server
+            .rest_with("POST", SEND, Some("garbage"), msg.clone())
+            .await?,
+        401,
+        None,
+    );
     // The docs' audience form (no query, no port) and the SDK's (with api-version) both work.
-    let docs_form = mint_rest_token(&server.keys[0], &format!("{host}/api/hubs/chat/:send"), None, now, 60);
-    assert_status(&server.rest_with("POST", SEND, Some(&docs_form), msg.clone()).await?, 202);
-    assert_status(&server.rest("POST", SEND, Some(json!({"target": "m"}))).await?, 202);
+    let docs_form = mint_rest_token(
+        &server.keys[0],
+        &format!("{host}/api/hubs/chat/:send"),
+        None,
+        now,
+        60,
+    );
+    assert_status(
+        &server
+            .rest_with("POST", SEND, Some(&docs_form), msg.clone())
+            .await?,
+        202,
+    );
+    assert_status(
+        &server
+            .rest("POST", SEND, Some(json!({"target": "m"})))
+            .await?,
+        202,
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn key_rotation_accepts_every_configured_key() -> anyhow::Result<()> {
-    let server = Server::start(bin(), ServerOptions { access_keys: vec!["primary-key-1".into(), "secondary-key-2".into()], ..Default::default() }).await?;
+    let server = Server::start(
+        bin(),
+        ServerOptions {
+            access_keys: vec!["primary-key-1".into(), "secondary-key-2".into()],
+            ..Default::default()
+        },
+    )
+    .await?;
     let host = format!("http://{}", server.addr.ip());
     for key in ["primary-key-1", "secondary-key-2"] {
         let token = mint_rest_token(key, &format!("{host}{SEND}"), None, now_secs(), 60);
-        let r = server.rest_with("POST", SEND, Some(&token), Some(("application/json", br#"{"target":"m"}"#.to_vec()))).await?;
+        let r = server
+            .rest_with(
+                "POST",
+                SEND,
+                Some(&token),
+                Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+            )
+            .await?;
         assert_status(&r, 202);
     }
     Ok(())
@@ -50,33 +130,98 @@ async fn key_rotation_accepts_every_configured_key() -> anyhow::Result<()> {
 #[tokio::test]
 async fn invalid_input_is_400_with_error_detail() -> anyhow::Result<()> {
     let server = server().await?;
-    let cases: Vec<(&str, &str, Option<(&str, Vec<u8>)>)> = vec![
-        ("POST", "/api/hubs/my-hub/:send?api-version=2022-06-01", Some(("application/json", br#"{"target":"m"}"#.to_vec()))),
-        ("POST", "/api/hubs/1hub/:send?api-version=2022-06-01", Some(("application/json", br#"{"target":"m"}"#.to_vec()))),
-        ("POST", "/api/hubs/chat/:send?application=bad-app&api-version=2022-06-01", Some(("application/json", br#"{"target":"m"}"#.to_vec()))),
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, Vec<u8>)>);
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/hubs/my-hub/:send?api-version=2022-06-01",
+            Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+        ),
+        (
+            "POST",
+            "/api/hubs/1hub/:send?api-version=2022-06-01",
+            Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+        ),
+        (
+            "POST",
+            "/api/hubs/chat/:send?application=bad-app&api-version=2022-06-01",
+            Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+        ),
         ("POST", SEND, None),
-        ("POST", SEND, Some(("application/json", b"{not json".to_vec()))),
-        ("POST", SEND, Some(("application/json", br#"{"arguments":[1]}"#.to_vec()))),
-        ("POST", SEND, Some(("application/json", br#"{"target":"m","arguments":"x"}"#.to_vec()))),
-        ("POST", SEND, Some(("application/octet-stream", b"\x92\x01\x02".to_vec()))),
-        ("POST", "/api/hubs/chat/:send", Some(("application/json", br#"{"target":"m"}"#.to_vec()))),
-        ("POST", "/api/hubs/chat/:send?api-version=2019-01-01", Some(("application/json", br#"{"target":"m"}"#.to_vec()))),
-        ("POST", "/api/hubs/chat/groups/%20%20/:send?api-version=2022-06-01", Some(("application/json", br#"{"target":"m"}"#.to_vec()))),
-        ("PUT", "/api/hubs/chat/users/u/groups/g?ttl=-1&api-version=2022-06-01", None),
-        ("PUT", "/api/hubs/chat/users/u/groups/g?ttl=soon&api-version=2022-06-01", None),
-        ("GET", "/api/hubs/chat/groups/g/connections?maxpagesize=201&api-version=2024-12-01", None),
-        ("GET", "/api/hubs/chat/groups/g/connections?continuationToken=%21%21&api-version=2024-12-01", None),
+        (
+            "POST",
+            SEND,
+            Some(("application/json", b"{not json".to_vec())),
+        ),
+        (
+            "POST",
+            SEND,
+            Some(("application/json", br#"{"arguments":[1]}"#.to_vec())),
+        ),
+        (
+            "POST",
+            SEND,
+            Some((
+                "application/json",
+                br#"{"target":"m","arguments":"x"}"#.to_vec(),
+            )),
+        ),
+        (
+            "POST",
+            SEND,
+            Some(("application/octet-stream", b"\x92\x01\x02".to_vec())),
+        ),
+        (
+            "POST",
+            "/api/hubs/chat/:send",
+            Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+        ),
+        (
+            "POST",
+            "/api/hubs/chat/:send?api-version=2019-01-01",
+            Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+        ),
+        (
+            "POST",
+            "/api/hubs/chat/groups/%20%20/:send?api-version=2022-06-01",
+            Some(("application/json", br#"{"target":"m"}"#.to_vec())),
+        ),
+        (
+            "PUT",
+            "/api/hubs/chat/users/u/groups/g?ttl=-1&api-version=2022-06-01",
+            None,
+        ),
+        (
+            "PUT",
+            "/api/hubs/chat/users/u/groups/g?ttl=soon&api-version=2022-06-01",
+            None,
+        ),
+        (
+            "GET",
+            "/api/hubs/chat/groups/g/connections?maxpagesize=201&api-version=2024-12-01",
+            None,
+        ),
+        (
+            "GET",
+            "/api/hubs/chat/groups/g/connections?continuationToken=%21%21&api-version=2024-12-01",
+            None,
+        ),
     ];
     for (method, path, body) in cases {
         let token = server.rest_token(path);
         let r = server.rest_with(method, path, Some(&token), body).await?;
         assert_eq!(r.status, 400, "{method} {path}: {}", r.body);
         let detail = r.json()?;
-        assert!(detail["code"].is_string() && detail["message"].is_string(), "{method} {path}: {detail}");
+        assert!(
+            detail["code"].is_string() && detail["message"].is_string(),
+            "{method} {path}: {detail}"
+        );
     }
     let long_group = "g".repeat(1025);
     let path = format!("/api/hubs/chat/groups/{long_group}/:send?api-version=2022-06-01");
-    let r = server.rest("POST", &path, Some(json!({"target": "m"}))).await?;
+    let r = server
+        .rest("POST", &path, Some(json!({"target": "m"})))
+        .await?;
     assert_error(&r, 400, None);
     Ok(())
 }
@@ -84,11 +229,31 @@ async fn invalid_input_is_400_with_error_detail() -> anyhow::Result<()> {
 #[tokio::test]
 async fn bodies_over_one_megabyte_are_413() -> anyhow::Result<()> {
     let server = server().await?;
-    let big = format!(r#"{{"target":"m","arguments":["{}"]}}"#, "x".repeat(1024 * 1024));
-    let r = server.rest_with("POST", SEND, Some(&server.rest_token(SEND)), Some(("application/json", big.into_bytes()))).await?;
+    let big = format!(
+        r#"{{"target":"m","arguments":["{}"]}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let r = server
+        .rest_with(
+            "POST",
+            SEND,
+            Some(&server.rest_token(SEND)),
+            Some(("application/json", big.into_bytes())),
+        )
+        .await?;
     assert_error(&r, 413, None);
-    let fits = format!(r#"{{"target":"m","arguments":["{}"]}}"#, "x".repeat(1000 * 1000));
-    let r = server.rest_with("POST", SEND, Some(&server.rest_token(SEND)), Some(("application/json", fits.into_bytes()))).await?;
+    let fits = format!(
+        r#"{{"target":"m","arguments":["{}"]}}"#,
+        "x".repeat(1000 * 1000)
+    );
+    let r = server
+        .rest_with(
+            "POST",
+            SEND,
+            Some(&server.rest_token(SEND)),
+            Some(("application/json", fits.into_bytes())),
+        )
+        .await?;
     assert_status(&r, 202);
     Ok(())
 }
@@ -96,9 +261,21 @@ async fn bodies_over_one_megabyte_are_413() -> anyhow::Result<()> {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_with_error_detail() -> anyhow::Result<()> {
     let server = server().await?;
-    let r = server.rest("GET", "/api/hubs/chat/nothing-here?api-version=2022-06-01", None).await?;
+    let r = server
+        .rest(
+            "GET",
+            "/api/hubs/chat/nothing-here?api-version=2022-06-01",
+            None,
+        )
+        .await?;
     assert_error(&r, 404, None);
-    let r = server.rest("PATCH", "/api/hubs/chat/users/u?api-version=2022-06-01", None).await?;
+    let r = server
+        .rest(
+            "PATCH",
+            "/api/hubs/chat/users/u?api-version=2022-06-01",
+            None,
+        )
+        .await?;
     assert_error(&r, 405, None);
     Ok(())
 }
@@ -106,11 +283,20 @@ async fn unknown_routes_and_methods_answer_with_error_detail() -> anyhow::Result
 #[tokio::test]
 async fn health_needs_no_token_and_metrics_are_exposed() -> anyhow::Result<()> {
     let server = server().await?;
-    for (method, path) in [("HEAD", "/api/health?api-version=2022-06-01"), ("GET", "/api/health"), ("HEAD", "/api/v1/health")] {
+    for (method, path) in [
+        ("HEAD", "/api/health?api-version=2022-06-01"),
+        ("GET", "/api/health"),
+        ("HEAD", "/api/v1/health"),
+    ] {
         assert_status(&server.rest_with(method, path, None, None).await?, 200);
     }
     assert_status(&server.rest_with("GET", "/readyz", None, None).await?, 200);
-    assert_status(&server.rest("POST", SEND, Some(json!({"target": "m"}))).await?, 202);
+    assert_status(
+        &server
+            .rest("POST", SEND, Some(json!({"target": "m"})))
+            .await?,
+        202,
+    );
     let metrics = server.rest_with("GET", "/metrics", None, None).await?;
     assert_status(&metrics, 200);
     for name in [
@@ -119,8 +305,16 @@ async fn health_needs_no_token_and_metrics_are_exposed() -> anyhow::Result<()> {
         "switchboard_raft_term",
         "switchboard_fanout_duration_seconds_bucket",
     ] {
-        assert!(metrics.body.contains(name), "{name} missing from /metrics:\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(name),
+            "{name} missing from /metrics:\n{}",
+            metrics.body
+        );
     }
-    assert!(metrics.body.contains("route=\"/api/hubs/{hub}/:send\""), "matched route label:\n{}", metrics.body);
+    assert!(
+        metrics.body.contains("route=\"/api/hubs/{hub}/:send\""),
+        "matched route label:\n{}",
+        metrics.body
+    );
     Ok(())
 }

@@ -38,7 +38,15 @@ pub struct ConnectOptions<'a> {
 
 impl Default for ConnectOptions<'_> {
     fn default() -> Self {
-        ConnectOptions { hub: "chat", user: None, protocol: "json", targets: &["message"], reconnect: false, token: None, keep_alive_ms: None }
+        ConnectOptions {
+            hub: "chat",
+            user: None,
+            protocol: "json",
+            targets: &["message"],
+            reconnect: false,
+            token: None,
+            keep_alive_ms: None,
+        }
     }
 }
 
@@ -83,12 +91,18 @@ impl JsClients {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 let mut inbox = inbox2.lock().await;
                 if let Some(id) = value.get("id").and_then(Value::as_u64) {
                     inbox.replies.insert(id, value);
                 } else if let Some(name) = value.get("name").and_then(Value::as_str) {
-                    inbox.events.entry(name.to_owned()).or_default().push_back(value);
+                    inbox
+                        .events
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push_back(value);
                 }
                 drop(inbox);
                 notify2.notify_waiters();
@@ -96,7 +110,13 @@ impl JsClients {
             inbox2.lock().await.exited = true;
             notify2.notify_waiters();
         });
-        Ok(JsClients { child, stdin, next_id: 1, inbox, notify })
+        Ok(JsClients {
+            child,
+            stdin,
+            next_id: 1,
+            inbox,
+            notify,
+        })
     }
 
     async fn call(&mut self, mut command: Value) -> anyhow::Result<Value> {
@@ -104,7 +124,10 @@ impl JsClients {
         self.next_id += 1;
         command["id"] = json!(id);
         let line = format!("{command}\n");
-        self.stdin.write_all(line.as_bytes()).await.context("writing to the JS driver")?;
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .context("writing to the JS driver")?;
         self.stdin.flush().await?;
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
@@ -115,7 +138,13 @@ impl JsClients {
                     if reply.get("ok").and_then(Value::as_bool) == Some(true) {
                         return Ok(reply);
                     }
-                    bail!("{}", reply.get("error").and_then(Value::as_str).unwrap_or("JS client call failed"));
+                    bail!(
+                        "{}",
+                        reply
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("JS client call failed")
+                    );
                 }
                 if inbox.exited {
                     bail!("the JS driver exited");
@@ -128,8 +157,16 @@ impl JsClients {
     }
 
     /// Connects a client named `name` to `server`; returns its connection id.
-    pub async fn connect(&mut self, name: &str, server: &Server, options: ConnectOptions<'_>) -> anyhow::Result<String> {
-        let token = options.token.clone().unwrap_or_else(|| server.client_token(options.hub, options.user));
+    pub async fn connect(
+        &mut self,
+        name: &str,
+        server: &Server,
+        options: ConnectOptions<'_>,
+    ) -> anyhow::Result<String> {
+        let token = options
+            .token
+            .clone()
+            .unwrap_or_else(|| server.client_token(options.hub, options.user));
         let reply = self
             .call(json!({
                 "cmd": "connect",
@@ -142,21 +179,43 @@ impl JsClients {
                 "keepAliveMs": options.keep_alive_ms,
             }))
             .await?;
-        Ok(reply.get("connectionId").and_then(Value::as_str).unwrap_or_default().to_owned())
+        Ok(reply
+            .get("connectionId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// Connects with the defaults (JSON, hub "chat", listening for "message").
-    pub async fn connect_simple(&mut self, name: &str, server: &Server, hub: &str, user: Option<&str>) -> anyhow::Result<String> {
-        self.connect(name, server, ConnectOptions { hub, user, ..Default::default() }).await
+    pub async fn connect_simple(
+        &mut self,
+        name: &str,
+        server: &Server,
+        hub: &str,
+        user: Option<&str>,
+    ) -> anyhow::Result<String> {
+        self.connect(
+            name,
+            server,
+            ConnectOptions {
+                hub,
+                user,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     pub async fn invoke(&mut self, name: &str, target: &str, args: Value) -> anyhow::Result<Value> {
-        let reply = self.call(json!({ "cmd": "invoke", "name": name, "target": target, "args": args })).await?;
+        let reply = self
+            .call(json!({ "cmd": "invoke", "name": name, "target": target, "args": args }))
+            .await?;
         Ok(reply.get("result").cloned().unwrap_or(Value::Null))
     }
 
     pub async fn send(&mut self, name: &str, target: &str, args: Value) -> anyhow::Result<()> {
-        self.call(json!({ "cmd": "send", "name": name, "target": target, "args": args })).await?;
+        self.call(json!({ "cmd": "send", "name": name, "target": target, "args": args }))
+            .await?;
         Ok(())
     }
 
@@ -169,8 +228,15 @@ impl JsClients {
     pub async fn state(&mut self, name: &str) -> anyhow::Result<(String, Option<String>)> {
         let reply = self.call(json!({ "cmd": "state", "name": name })).await?;
         Ok((
-            reply.get("state").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            reply.get("connectionId").and_then(Value::as_str).map(str::to_owned),
+            reply
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            reply
+                .get("connectionId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         ))
     }
 
@@ -201,8 +267,16 @@ impl JsClients {
             bail!("client {name}: expected a message, got {event}");
         }
         Ok(Message {
-            target: event.get("target").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            args: event.get("args").and_then(Value::as_array).cloned().unwrap_or_default(),
+            target: event
+                .get("target")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            args: event
+                .get("args")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -219,13 +293,21 @@ impl JsClients {
         loop {
             let event = self.next_event(name, Duration::from_secs(20)).await?;
             if event.get("event").and_then(Value::as_str) == Some("closed") {
-                return Ok(event.get("error").and_then(Value::as_str).map(str::to_owned));
+                return Ok(event
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned));
             }
         }
     }
 
     /// Waits for an event of kind `kind` for `name`, skipping others; returns it.
-    pub async fn wait_event(&mut self, name: &str, kind: &str, within: Duration) -> anyhow::Result<Value> {
+    pub async fn wait_event(
+        &mut self,
+        name: &str,
+        kind: &str,
+        within: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -29,17 +29,33 @@ impl RawClient {
             bail!("negotiate answered {}", negotiate.status());
         }
         let body: serde_json::Value = negotiate.json().await?;
-        let connection_id = body["connectionId"].as_str().context("connectionId")?.to_owned();
-        let ticket = body["connectionToken"].as_str().context("connectionToken")?;
-        let url = format!("ws://{}/client/?hub={hub}&id={ticket}&access_token={token}", server.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
+        let connection_id = body["connectionId"]
+            .as_str()
+            .context("connectionId")?
+            .to_owned();
+        let ticket = body["connectionToken"]
+            .as_str()
+            .context("connectionToken")?;
+        let url = format!(
+            "ws://{}/client/?hub={hub}&id={ticket}&access_token={token}",
+            server.addr
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("websocket connect")?;
         Ok(RawClient { connection_id, ws })
     }
 
     /// Negotiates, connects and completes a JSON handshake.
-    pub async fn connect_json(server: &Server, hub: &str, user: Option<&str>) -> anyhow::Result<RawClient> {
+    pub async fn connect_json(
+        server: &Server,
+        hub: &str,
+        user: Option<&str>,
+    ) -> anyhow::Result<RawClient> {
         let mut client = Self::open(server, hub, user).await?;
-        client.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}").await?;
+        client
+            .send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+            .await?;
         let reply = client.recv_text(Duration::from_secs(10)).await?;
         if reply != "{}\u{1e}" {
             bail!("handshake answered {reply:?}");
@@ -60,10 +76,14 @@ impl RawClient {
     /// The next text message (skipping pings/pongs).
     pub async fn recv_text(&mut self, within: Duration) -> anyhow::Result<String> {
         loop {
-            let next = tokio::time::timeout(within, self.ws.next()).await.context("timed out waiting for a message")?;
+            let next = tokio::time::timeout(within, self.ws.next())
+                .await
+                .context("timed out waiting for a message")?;
             match next {
                 Some(Ok(WsMessage::Text(t))) => return Ok(t.to_string()),
-                Some(Ok(WsMessage::Binary(b))) => return Ok(String::from_utf8_lossy(&b).into_owned()),
+                Some(Ok(WsMessage::Binary(b))) => {
+                    return Ok(String::from_utf8_lossy(&b).into_owned())
+                }
                 Some(Ok(WsMessage::Close(frame))) => bail!("closed: {frame:?}"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => bail!("websocket error: {e}"),
@@ -77,7 +97,9 @@ impl RawClient {
         let mut seen = Vec::new();
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.context("server did not close")?;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("server did not close")?;
             match next {
                 Some(Ok(WsMessage::Text(t))) => seen.push(t.to_string()),
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return Ok(seen),

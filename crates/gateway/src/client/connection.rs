@@ -28,8 +28,12 @@ use crate::Shared;
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs a client connection to completion.
-pub(crate) async fn run<S, E>(socket: S, shared: Arc<Shared>, ticket: ConnectionTicket, peer: SocketAddr)
-where
+pub(crate) async fn run<S, E>(
+    socket: S,
+    shared: Arc<Shared>,
+    ticket: ConnectionTicket,
+    peer: SocketAddr,
+) where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
     E: std::fmt::Display,
 {
@@ -39,7 +43,10 @@ where
         hub = %ticket.hub,
         peer = %peer,
     );
-    Connection { socket, shared }.run(ticket).instrument(span).await
+    Connection { socket, shared }
+        .run(ticket)
+        .instrument(span)
+        .await
 }
 
 struct Connection<S> {
@@ -61,23 +68,28 @@ where
 {
     async fn run(mut self, ticket: ConnectionTicket) {
         let metrics = self.shared.metrics.clone();
-        let (protocol, leftover) = match timeout(self.shared.config.handshake_timeout, self.handshake()).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(error)) => {
-                metrics.handshake_failures.increment(1);
-                tracing::debug!(%error, "handshake failed");
-                self.reply_handshake(Protocol::Json, Some(&error)).await;
-                self.close_socket().await;
-                return;
-            }
-            Err(_) => {
-                metrics.handshake_failures.increment(1);
-                tracing::debug!("handshake timed out");
-                self.reply_handshake(Protocol::Json, Some("Handshake was canceled: no handshake request in time.")).await;
-                self.close_socket().await;
-                return;
-            }
-        };
+        let (protocol, leftover) =
+            match timeout(self.shared.config.handshake_timeout, self.handshake()).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(error)) => {
+                    metrics.handshake_failures.increment(1);
+                    tracing::debug!(%error, "handshake failed");
+                    self.reply_handshake(Protocol::Json, Some(&error)).await;
+                    self.close_socket().await;
+                    return;
+                }
+                Err(_) => {
+                    metrics.handshake_failures.increment(1);
+                    tracing::debug!("handshake timed out");
+                    self.reply_handshake(
+                        Protocol::Json,
+                        Some("Handshake was canceled: no handshake request in time."),
+                    )
+                    .await;
+                    self.close_socket().await;
+                    return;
+                }
+            };
 
         let handle = Arc::new(ConnectionHandle::new(
             ticket.connection_id.as_str().into(),
@@ -110,7 +122,8 @@ where
 
         let ending = self.serve(&handle, protocol, leftover).await;
         if let Some(close) = &ending.close {
-            let frame = protocol::close_frame(protocol, close.error.as_deref(), close.allow_reconnect);
+            let frame =
+                protocol::close_frame(protocol, close.error.as_deref(), close.allow_reconnect);
             let socket = &mut self.socket;
             // One deadline for both writes: a stalled peer must not hold the connection open.
             let _ = timeout(CLOSE_WRITE_TIMEOUT, async move {
@@ -133,7 +146,9 @@ where
             match self.socket.next().await {
                 Some(Ok(Message::Text(t))) => buf.extend_from_slice(t.as_bytes()),
                 Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
-                Some(Ok(Message::Close(_))) | None => return Err("connection closed during handshake".into()),
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err("connection closed during handshake".into())
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(format!("transport error during handshake: {e}")),
             }
@@ -154,8 +169,13 @@ where
     /// Sends the handshake response; returns whether it was written.
     async fn reply_handshake(&mut self, protocol: Protocol, error: Option<&str>) -> bool {
         let bytes = protocol::encode_handshake_response(error);
-        let Some(message) = to_message(protocol, bytes) else { return false };
-        matches!(timeout(CLOSE_WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
+        let Some(message) = to_message(protocol, bytes) else {
+            return false;
+        };
+        matches!(
+            timeout(CLOSE_WRITE_TIMEOUT, self.socket.send(message)).await,
+            Ok(Ok(()))
+        )
     }
 
     async fn close_socket(&mut self) {
@@ -172,13 +192,22 @@ where
             node: self.shared.config.node_id,
             incarnation: self.shared.config.incarnation,
         };
-        match timeout(self.shared.config.store_timeout, self.shared.store.write(command)).await {
+        match timeout(
+            self.shared.config.store_timeout,
+            self.shared.store.write(command),
+        )
+        .await
+        {
             Ok(Ok(Outcome::Ok)) => {
                 handle.mark_registered();
                 Ok(())
             }
-            Ok(Ok(other)) => Err(format!("This gateway is not registered with the store ({other:?}); try again.")),
-            Ok(Err(e)) => Err(format!("The membership store is unavailable ({e}); try again.")),
+            Ok(Ok(other)) => Err(format!(
+                "This gateway is not registered with the store ({other:?}); try again."
+            )),
+            Ok(Err(e)) => Err(format!(
+                "The membership store is unavailable ({e}); try again."
+            )),
             Err(_) => Err("The membership store did not answer in time; try again.".into()),
         }
     }
@@ -189,17 +218,32 @@ where
         if !handle.is_registered() {
             return;
         }
-        let command = Command::ConnectionClosed { hub: handle.hub.clone(), connection: handle.id.clone() };
-        match timeout(self.shared.config.store_timeout, self.shared.store.write(command)).await {
+        let command = Command::ConnectionClosed {
+            hub: handle.hub.clone(),
+            connection: handle.id.clone(),
+        };
+        match timeout(
+            self.shared.config.store_timeout,
+            self.shared.store.write(command),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
             // The reconciler retries: the store still lists a connection the registry lost.
-            Ok(Err(error)) => tracing::debug!(%error, "could not record the disconnect; will retry"),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "could not record the disconnect; will retry")
+            }
             Err(_) => tracing::debug!("recording the disconnect timed out; will retry"),
         }
     }
 
     /// The main loop. Returns why it ended.
-    async fn serve(&mut self, handle: &Arc<ConnectionHandle>, protocol: Protocol, leftover: Vec<u8>) -> Ending {
+    async fn serve(
+        &mut self,
+        handle: &Arc<ConnectionHandle>,
+        protocol: Protocol,
+        leftover: Vec<u8>,
+    ) -> Ending {
         let shared = self.shared.clone();
         let config = &shared.config;
         let metrics = shared.metrics.clone();
@@ -214,7 +258,8 @@ where
             }
         }
         loop {
-            let deadline = (last_sent + config.keep_alive_interval).min(last_received + config.client_timeout);
+            let deadline =
+                (last_sent + config.keep_alive_interval).min(last_received + config.client_timeout);
             tokio::select! {
                 _ = handle.outbound.ready() => {
                     let close = handle.outbound.take(&mut pending);
@@ -314,7 +359,12 @@ where
     }
 
     /// Handles every complete frame buffered in `reader`.
-    fn process_frames(&mut self, reader: &mut FrameReader, handle: &ConnectionHandle, protocol: Protocol) -> Option<Ending> {
+    fn process_frames(
+        &mut self,
+        reader: &mut FrameReader,
+        handle: &ConnectionHandle,
+        protocol: Protocol,
+    ) -> Option<Ending> {
         loop {
             let payload = match reader.next_frame() {
                 Ok(Some(payload)) => payload,
@@ -327,9 +377,22 @@ where
                 Err(error) => return Some(protocol_error(&error.to_string())),
             };
             match message {
-                HubMessage::Close { .. } => return Some(Ending { reason: CloseReason::Client, close: None }),
-                HubMessage::Invocation { invocation_id: Some(id), target, .. }
-                | HubMessage::StreamInvocation { invocation_id: id, target, .. } => {
+                HubMessage::Close { .. } => {
+                    return Some(Ending {
+                        reason: CloseReason::Client,
+                        close: None,
+                    })
+                }
+                HubMessage::Invocation {
+                    invocation_id: Some(id),
+                    target,
+                    ..
+                }
+                | HubMessage::StreamInvocation {
+                    invocation_id: id,
+                    target,
+                    ..
+                } => {
                     // No upstream is configured: fail the invocation instead of leaving the caller waiting.
                     let completion = HubMessage::Completion {
                         invocation_id: id,
@@ -339,7 +402,10 @@ where
                         )),
                         headers: Vec::new(),
                     };
-                    if let Some(frame) = protocol::encode(protocol, &completion).ok().and_then(|b| to_message(protocol, b)) {
+                    if let Some(frame) = protocol::encode(protocol, &completion)
+                        .ok()
+                        .and_then(|b| to_message(protocol, b))
+                    {
                         handle.outbound.push(frame, self.shared.config.queue_limits);
                     }
                 }

@@ -37,9 +37,17 @@ fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
     let hub = match hubs.as_slice() {
         [hub] => names::hub(hub)?,
         [] => return Err(ApiError::invalid("The 'hub' query parameter is required.")),
-        _ => return Err(ApiError::invalid("Only one 'hub' query parameter is allowed.")),
+        _ => {
+            return Err(ApiError::invalid(
+                "Only one 'hub' query parameter is allowed.",
+            ))
+        }
     };
-    Ok(ClientQuery { hub, id, access_token })
+    Ok(ClientQuery {
+        hub,
+        id,
+        access_token,
+    })
 }
 
 /// The bearer token of a client request: the `Authorization` header, else `access_token`.
@@ -47,13 +55,24 @@ fn bearer<'a>(headers: &'a HeaderMap, query: &'a ClientQuery) -> Option<&'a str>
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .or(query.access_token.as_deref())
 }
 
-fn verify_client_token(shared: &Shared, token: Option<&str>, hub: &str) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
-    let token = token.ok_or_else(|| ApiError::unauthorized("An access token is required (Authorization: Bearer or access_token)."))?;
+fn verify_client_token(
+    shared: &Shared,
+    token: Option<&str>,
+    hub: &str,
+) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+    let token = token.ok_or_else(|| {
+        ApiError::unauthorized(
+            "An access token is required (Authorization: Bearer or access_token).",
+        )
+    })?;
     let claims = shared.keys.verify(token, now_secs())?;
     check_audience(&claims, &Audience::Client { hub })?;
     Ok(claims)
@@ -70,7 +89,9 @@ pub(super) async fn negotiate(
     let query = parse_client_query(raw.as_deref())?;
     let mut claims = verify_client_token(&shared, bearer(&headers, &query), &query.hub)?;
     if !shared.is_accepting() {
-        return Err(ApiError(Error::unavailable("This gateway is not accepting connections right now; try again.")));
+        return Err(ApiError(Error::unavailable(
+            "This gateway is not accepting connections right now; try again.",
+        )));
     }
     let user = user_id(&claims);
     claims.retain(|k, _| !TOKEN_CLAIMS.contains(&k.as_str()));
@@ -109,23 +130,35 @@ pub(super) async fn connect(
         ));
     };
     let ticket = shared.keys.verify_ticket(id, now_secs()).map_err(|e| {
-        ApiError::new(ErrorCode::RouteNotFound, format!("Connection token not accepted ({e}); negotiate again."))
+        ApiError::new(
+            ErrorCode::RouteNotFound,
+            format!("Connection token not accepted ({e}); negotiate again."),
+        )
     })?;
     if ticket.hub != query.hub {
-        return Err(ApiError::new(ErrorCode::RouteNotFound, "The connection token was issued for another hub."));
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "The connection token was issued for another hub.",
+        ));
     }
     // An access token presented again on connect must still be valid and for the same user.
     if let Some(token) = bearer(&headers, &query) {
         let claims = verify_client_token(&shared, Some(token), &query.hub)?;
         if user_id(&claims) != ticket.user_id {
-            return Err(ApiError::unauthorized("The access token names another user than the connection token."));
+            return Err(ApiError::unauthorized(
+                "The access token names another user than the connection token.",
+            ));
         }
     }
     let Ok(upgrade) = upgrade else {
-        return Err(ApiError::invalid("Only the WebSockets transport is available: send a WebSocket upgrade request."));
+        return Err(ApiError::invalid(
+            "Only the WebSockets transport is available: send a WebSocket upgrade request.",
+        ));
     };
     if !shared.is_accepting() {
-        return Err(ApiError(Error::unavailable("This gateway is not accepting connections right now; try again.")));
+        return Err(ApiError(Error::unavailable(
+            "This gateway is not accepting connections right now; try again.",
+        )));
     }
     let config = &shared.config;
     let upgrade = upgrade
@@ -151,7 +184,8 @@ mod tests {
     fn duplicate_hub_is_rejected() {
         assert!(parse_client_query(Some("hub=a&hub=b")).is_err());
         assert!(parse_client_query(Some("id=x")).is_err());
-        let q = parse_client_query(Some("hub=Chat&id=t&access_token=1&access_token=2")).expect("valid");
+        let q =
+            parse_client_query(Some("hub=Chat&id=t&access_token=1&access_token=2")).expect("valid");
         assert_eq!(q.hub, "chat");
         assert_eq!(q.access_token.as_deref(), Some("2"));
     }

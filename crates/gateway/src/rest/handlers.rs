@@ -27,9 +27,19 @@ async fn read_payload(shared: &Shared, headers: &HeaderMap, body: Body) -> ApiRe
     Ok(Arc::new(Payload::new(payload::parse(headers, &bytes)?)))
 }
 
-async fn send(shared: &Shared, call: RestCall, recipients: Recipients, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+async fn send(
+    shared: &Shared,
+    call: RestCall,
+    recipients: Recipients,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
     let payload = read_payload(shared, &headers, body).await?;
-    shared.dispatch(Envelope::Message { hub: call.hub, recipients, payload });
+    shared.dispatch(Envelope::Message {
+        hub: call.hub,
+        recipients,
+        payload,
+    });
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -43,7 +53,11 @@ async fn write(shared: &Shared, command: Command) -> ApiResult<Outcome> {
 
 fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
     let reason = call.query.reason.clone();
-    shared.dispatch(Envelope::Close { hub: call.hub, recipients, reason });
+    shared.dispatch(Envelope::Close {
+        hub: call.hub,
+        recipients,
+        reason,
+    });
 }
 
 fn exists(found: bool, missing: ErrorCode, what: &str) -> ApiResult<StatusCode> {
@@ -56,7 +70,12 @@ fn exists(found: bool, missing: ErrorCode, what: &str) -> ApiResult<StatusCode> 
 
 // ----- hub -----
 
-pub(super) async fn broadcast(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+pub(super) async fn broadcast(
+    State(shared): Ctx,
+    call: RestCall,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
     let excluded = call.query.excluded.clone();
     send(&shared, call, Recipients::Hub { excluded }, headers, body).await
 }
@@ -74,7 +93,10 @@ pub(super) async fn generate_token(State(shared): Ctx, call: RestCall) -> ApiRes
             Ok(m) if (1..=60 * 24 * 365).contains(&m) => m,
             _ => {
                 return Err(ApiError(
-                    Error::invalid("minutesToExpire must be a whole number of minutes, at least 1.").with_target("minutesToExpire"),
+                    Error::invalid(
+                        "minutesToExpire must be a whole number of minutes, at least 1.",
+                    )
+                    .with_target("minutesToExpire"),
                 ))
             }
         },
@@ -96,64 +118,151 @@ pub(super) async fn generate_token(State(shared): Ctx, call: RestCall) -> ApiRes
 
 // ----- connections -----
 
-pub(super) async fn send_to_connection(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+pub(super) async fn send_to_connection(
+    State(shared): Ctx,
+    call: RestCall,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
     let connection = call.connection()?.to_string();
-    send(&shared, call, Recipients::Connection { connection }, headers, body).await
+    send(
+        &shared,
+        call,
+        Recipients::Connection { connection },
+        headers,
+        body,
+    )
+    .await
 }
 
 pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let connection = call.connection()?;
-    let found = shared.store.view().read().connection(&call.hub, &connection).is_some();
+    let found = shared
+        .store
+        .view()
+        .read()
+        .connection(&call.hub, &connection)
+        .is_some();
     exists(found, ErrorCode::ConnectionNotExisted, "The connection")
 }
 
 pub(super) async fn close_connection(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let connection = call.connection()?;
-    let found = shared.store.view().read().connection(&call.hub, &connection).is_some();
+    let found = shared
+        .store
+        .view()
+        .read()
+        .connection(&call.hub, &connection)
+        .is_some();
     let surface = call.surface;
     if !found && surface == Surface::Versioned {
-        return Err(ApiError::new(ErrorCode::ConnectionNotExisted, "The connection does not exist."));
+        return Err(ApiError::new(
+            ErrorCode::ConnectionNotExisted,
+            "The connection does not exist.",
+        ));
     }
-    close(&shared, call, Recipients::Connection { connection: connection.to_string() });
+    close(
+        &shared,
+        call,
+        Recipients::Connection {
+            connection: connection.to_string(),
+        },
+    );
     Ok(match surface {
         Surface::V1 => StatusCode::ACCEPTED,
         Surface::Versioned => StatusCode::OK,
     })
 }
 
-pub(super) async fn add_connection_to_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+pub(super) async fn add_connection_to_group(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<StatusCode> {
     let (connection, group) = (call.connection()?, call.group()?);
-    match write(&shared, Command::AddConnectionToGroup { hub: call.hub, group, connection }).await? {
-        Outcome::ConnectionNotFound => Err(ApiError::new(ErrorCode::ConnectionNotExistedError, "The connection does not exist.")),
+    match write(
+        &shared,
+        Command::AddConnectionToGroup {
+            hub: call.hub,
+            group,
+            connection,
+        },
+    )
+    .await?
+    {
+        Outcome::ConnectionNotFound => Err(ApiError::new(
+            ErrorCode::ConnectionNotExistedError,
+            "The connection does not exist.",
+        )),
         _ => Ok(StatusCode::OK),
     }
 }
 
-pub(super) async fn remove_connection_from_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+pub(super) async fn remove_connection_from_group(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<StatusCode> {
     let (connection, group) = (call.connection()?, call.group()?);
-    match write(&shared, Command::RemoveConnectionFromGroup { hub: call.hub, group, connection }).await? {
-        Outcome::ConnectionNotFound => Err(ApiError::new(ErrorCode::ConnectionNotExisted, "The connection does not exist.")),
+    match write(
+        &shared,
+        Command::RemoveConnectionFromGroup {
+            hub: call.hub,
+            group,
+            connection,
+        },
+    )
+    .await?
+    {
+        Outcome::ConnectionNotFound => Err(ApiError::new(
+            ErrorCode::ConnectionNotExisted,
+            "The connection does not exist.",
+        )),
         _ => Ok(StatusCode::OK),
     }
 }
 
-pub(super) async fn remove_connection_from_all_groups(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+pub(super) async fn remove_connection_from_all_groups(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<StatusCode> {
     let connection = call.connection()?;
-    write(&shared, Command::RemoveConnectionFromAllGroups { hub: call.hub, connection }).await?;
+    write(
+        &shared,
+        Command::RemoveConnectionFromAllGroups {
+            hub: call.hub,
+            connection,
+        },
+    )
+    .await?;
     Ok(StatusCode::OK)
 }
 
 // ----- users -----
 
-pub(super) async fn send_to_user(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+pub(super) async fn send_to_user(
+    State(shared): Ctx,
+    call: RestCall,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
     let user = call.user()?.to_string();
     let excluded = call.query.excluded.clone();
-    send(&shared, call, Recipients::User { user, excluded }, headers, body).await
+    send(
+        &shared,
+        call,
+        Recipients::User { user, excluded },
+        headers,
+        body,
+    )
+    .await
 }
 
 pub(super) async fn user_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let user = call.user()?;
-    let found = shared.store.view().read().user_has_connections(&call.hub, &user);
+    let found = shared
+        .store
+        .view()
+        .read()
+        .user_has_connections(&call.hub, &user);
     exists(found, ErrorCode::UserNotExisted, "The user")
 }
 
@@ -170,28 +279,63 @@ pub(super) async fn add_user_to_group(State(shared): Ctx, call: RestCall) -> Api
         None => None,
         Some(t) => match t.parse::<i64>() {
             Ok(t) if (0..=i64::from(i32::MAX)).contains(&t) => Some(t as u32),
-            _ => return Err(ApiError(Error::invalid("ttl must be a whole number of seconds, 0 or more.").with_target("ttl"))),
+            _ => {
+                return Err(ApiError(
+                    Error::invalid("ttl must be a whole number of seconds, 0 or more.")
+                        .with_target("ttl"),
+                ))
+            }
         },
     };
-    write(&shared, Command::AddUserToGroup { hub: call.hub.clone(), user, group, ttl_secs }).await?;
+    write(
+        &shared,
+        Command::AddUserToGroup {
+            hub: call.hub.clone(),
+            user,
+            group,
+            ttl_secs,
+        },
+    )
+    .await?;
     Ok(match call.surface {
         Surface::V1 => StatusCode::ACCEPTED,
         Surface::Versioned => StatusCode::OK,
     })
 }
 
-pub(super) async fn remove_user_from_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+pub(super) async fn remove_user_from_group(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<StatusCode> {
     let (user, group) = (call.user()?, call.group()?);
-    write(&shared, Command::RemoveUserFromGroup { hub: call.hub.clone(), user, group }).await?;
+    write(
+        &shared,
+        Command::RemoveUserFromGroup {
+            hub: call.hub.clone(),
+            user,
+            group,
+        },
+    )
+    .await?;
     Ok(match call.surface {
         Surface::V1 => StatusCode::ACCEPTED,
         Surface::Versioned => StatusCode::NO_CONTENT,
     })
 }
 
-pub(super) async fn remove_user_from_all_groups(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+pub(super) async fn remove_user_from_all_groups(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<StatusCode> {
     let user = call.user()?;
-    write(&shared, Command::RemoveUserFromAllGroups { hub: call.hub.clone(), user }).await?;
+    write(
+        &shared,
+        Command::RemoveUserFromAllGroups {
+            hub: call.hub.clone(),
+            user,
+        },
+    )
+    .await?;
     Ok(match call.surface {
         Surface::V1 => StatusCode::OK,
         Surface::Versioned => StatusCode::NO_CONTENT,
@@ -200,21 +344,41 @@ pub(super) async fn remove_user_from_all_groups(State(shared): Ctx, call: RestCa
 
 pub(super) async fn user_in_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let (user, group) = (call.user()?, call.group()?);
-    let found = shared.store.view().read().user_in_group(&call.hub, &user, &group, now_ms());
+    let found = shared
+        .store
+        .view()
+        .read()
+        .user_in_group(&call.hub, &user, &group, now_ms());
     exists(found, ErrorCode::UserNotInGroup, "The user in the group")
 }
 
 // ----- groups -----
 
-pub(super) async fn send_to_group(State(shared): Ctx, call: RestCall, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
+pub(super) async fn send_to_group(
+    State(shared): Ctx,
+    call: RestCall,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
     let group = call.group()?.to_string();
     let excluded = call.query.excluded.clone();
-    send(&shared, call, Recipients::Group { group, excluded }, headers, body).await
+    send(
+        &shared,
+        call,
+        Recipients::Group { group, excluded },
+        headers,
+        body,
+    )
+    .await
 }
 
 pub(super) async fn group_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let group = call.group()?;
-    let found = shared.store.view().read().group_has_connections(&call.hub, &group);
+    let found = shared
+        .store
+        .view()
+        .read()
+        .group_has_connections(&call.hub, &group);
     exists(found, ErrorCode::GroupNotExisted, "The group")
 }
 
@@ -228,33 +392,61 @@ pub(super) async fn close_group(State(shared): Ctx, call: RestCall) -> ApiResult
 /// Largest and default page of `GET .../groups/{group}/connections`.
 const MAX_PAGE_SIZE: usize = 200;
 
-fn parse_count(value: Option<&str>, name: &str, range: std::ops::RangeInclusive<usize>) -> ApiResult<Option<usize>> {
+fn parse_count(
+    value: Option<&str>,
+    name: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> ApiResult<Option<usize>> {
     match value {
         None => Ok(None),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if range.contains(&n) => Ok(Some(n)),
             _ => Err(ApiError(
-                Error::invalid(format!("{name} must be a whole number between {} and {}.", range.start(), range.end())).with_target(name),
+                Error::invalid(format!(
+                    "{name} must be a whole number between {} and {}.",
+                    range.start(),
+                    range.end()
+                ))
+                .with_target(name),
             )),
         },
     }
 }
 
-pub(super) async fn list_group_connections(State(shared): Ctx, call: RestCall) -> ApiResult<Response> {
+pub(super) async fn list_group_connections(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<Response> {
     let group = call.group()?;
-    let page_size = parse_count(call.query.max_page_size.as_deref(), "maxpagesize", 1..=MAX_PAGE_SIZE)?.unwrap_or(MAX_PAGE_SIZE);
+    let page_size = parse_count(
+        call.query.max_page_size.as_deref(),
+        "maxpagesize",
+        1..=MAX_PAGE_SIZE,
+    )?
+    .unwrap_or(MAX_PAGE_SIZE);
     let top = parse_count(call.query.top.as_deref(), "top", 1..=usize::MAX)?;
     let after = match call.query.continuation_token.as_deref() {
         None | Some("") => None,
         Some(token) => {
-            let raw = URL_SAFE_NO_PAD.decode(token).ok().and_then(|b| String::from_utf8(b).ok());
+            let raw = URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
             Some(raw.ok_or_else(|| {
-                ApiError(Error::invalid("The continuationToken is not one this service issued.").with_target("continuationToken"))
+                ApiError(
+                    Error::invalid("The continuationToken is not one this service issued.")
+                        .with_target("continuationToken"),
+                )
             })?)
         }
     };
     let limit = top.map_or(page_size, |t| t.min(page_size));
-    let mut page = shared.store.view().read().group_connections_page(&call.hub, &group, after.as_deref(), limit + 1);
+    let mut page = shared.store.view().read().group_connections_page(
+        &call.hub,
+        &group,
+        after.as_deref(),
+        limit + 1,
+    );
     let more = page.len() > limit;
     page.truncate(limit);
     let remaining = top.map(|t| t - page.len());
@@ -268,7 +460,10 @@ pub(super) async fn list_group_connections(State(shared): Ctx, call: RestCall) -
                 query.append_pair("top", &r.to_string());
             }
             query.append_pair("maxpagesize", &page_size.to_string());
-            query.append_pair("continuationToken", &URL_SAFE_NO_PAD.encode(last.as_bytes()));
+            query.append_pair(
+                "continuationToken",
+                &URL_SAFE_NO_PAD.encode(last.as_bytes()),
+            );
             if let Some(v) = &call.query.api_version {
                 query.append_pair("api-version", v);
             }

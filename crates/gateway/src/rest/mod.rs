@@ -95,10 +95,12 @@ pub struct RestCall {
 impl RestCall {
     /// A path parameter, already percent-decoded.
     fn param(&self, name: &str) -> ApiResult<&str> {
-        self.params
-            .get(name)
-            .map(String::as_str)
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("route has no '{name}' parameter")))
+        self.params.get(name).map(String::as_str).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("route has no '{name}' parameter"),
+            )
+        })
     }
 
     pub fn group(&self) -> ApiResult<Name> {
@@ -122,7 +124,9 @@ impl RestCall {
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim())
 }
 
@@ -144,12 +148,20 @@ fn base_url(parts: &Parts) -> String {
 impl FromRequestParts<Arc<Shared>> for RestCall {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
         let path = parts.uri.path().to_owned();
-        let surface = if path.starts_with("/api/v1/") { Surface::V1 } else { Surface::Versioned };
+        let surface = if path.starts_with("/api/v1/") {
+            Surface::V1
+        } else {
+            Surface::Versioned
+        };
         let query = RestQuery::parse(parts.uri.query());
 
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> is required."))?;
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> is required."))?;
         let claims = shared.keys.verify(token, now_secs())?;
         check_audience(&claims, &Audience::Rest { path: &path })?;
 
@@ -167,8 +179,10 @@ impl FromRequestParts<Arc<Shared>> for RestCall {
                 }
                 None => {
                     return Err(ApiError(
-                        switchboard_core::Error::invalid("The api-version query parameter is required.")
-                            .with_target("api-version"),
+                        switchboard_core::Error::invalid(
+                            "The api-version query parameter is required.",
+                        )
+                        .with_target("api-version"),
                     ))
                 }
             }
@@ -179,12 +193,24 @@ impl FromRequestParts<Arc<Shared>> for RestCall {
             .map_err(|e| ApiError::invalid(format!("Invalid path: {e}")))?;
         let hub_param = params.get("hub").map(String::as_str).unwrap_or("");
         let hub = names::prefixed_hub(query.application.as_deref(), hub_param)?;
-        Ok(RestCall { surface, hub: hub.into(), path, params, query, base_url: base_url(parts), claims })
+        Ok(RestCall {
+            surface,
+            hub: hub.into(),
+            path,
+            params,
+            query,
+            base_url: base_url(parts),
+            claims,
+        })
     }
 }
 
 /// Registers `method_router` at `path` under both surfaces.
-fn both(router: Router<Arc<Shared>>, path: &str, method_router: MethodRouter<Arc<Shared>>) -> Router<Arc<Shared>> {
+fn both(
+    router: Router<Arc<Shared>>,
+    path: &str,
+    method_router: MethodRouter<Arc<Shared>>,
+) -> Router<Arc<Shared>> {
     router
         .route(&format!("/api/v1{path}"), method_router.clone())
         .route(&format!("/api{path}"), method_router)
@@ -202,30 +228,68 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     r = both(
         r,
         "/hubs/{hub}/connections/{connection}",
-        post(send_to_connection).get(connection_exists).head(connection_exists).delete(close_connection),
+        post(send_to_connection)
+            .get(connection_exists)
+            .head(connection_exists)
+            .delete(close_connection),
     );
-    r = both(r, "/hubs/{hub}/connections/{connection}/:send", post(send_to_connection));
-    r = both(r, "/hubs/{hub}/connections/{connection}/groups", delete(remove_connection_from_all_groups));
+    r = both(
+        r,
+        "/hubs/{hub}/connections/{connection}/:send",
+        post(send_to_connection),
+    );
+    r = both(
+        r,
+        "/hubs/{hub}/connections/{connection}/groups",
+        delete(remove_connection_from_all_groups),
+    );
     r = both(
         r,
         "/hubs/{hub}/connections/{connection}/groups/{group}",
         put(add_connection_to_group).delete(remove_connection_from_group),
     );
     // Users.
-    r = both(r, "/hubs/{hub}/users/{user}", post(send_to_user).get(user_exists).head(user_exists));
+    r = both(
+        r,
+        "/hubs/{hub}/users/{user}",
+        post(send_to_user).get(user_exists).head(user_exists),
+    );
     r = both(r, "/hubs/{hub}/users/{user}/:send", post(send_to_user));
-    r = both(r, "/hubs/{hub}/users/{user}/:closeConnections", post(close_user));
-    r = both(r, "/hubs/{hub}/users/{user}/groups", delete(remove_user_from_all_groups));
+    r = both(
+        r,
+        "/hubs/{hub}/users/{user}/:closeConnections",
+        post(close_user),
+    );
+    r = both(
+        r,
+        "/hubs/{hub}/users/{user}/groups",
+        delete(remove_user_from_all_groups),
+    );
     r = both(
         r,
         "/hubs/{hub}/users/{user}/groups/{group}",
-        put(add_user_to_group).delete(remove_user_from_group).get(user_in_group).head(user_in_group),
+        put(add_user_to_group)
+            .delete(remove_user_from_group)
+            .get(user_in_group)
+            .head(user_in_group),
     );
     // Groups.
-    r = both(r, "/hubs/{hub}/groups/{group}", post(send_to_group).get(group_exists).head(group_exists));
+    r = both(
+        r,
+        "/hubs/{hub}/groups/{group}",
+        post(send_to_group).get(group_exists).head(group_exists),
+    );
     r = both(r, "/hubs/{hub}/groups/{group}/:send", post(send_to_group));
-    r = both(r, "/hubs/{hub}/groups/{group}/:closeConnections", post(close_group));
-    r = both(r, "/hubs/{hub}/groups/{group}/connections", get(list_group_connections));
+    r = both(
+        r,
+        "/hubs/{hub}/groups/{group}/:closeConnections",
+        post(close_group),
+    );
+    r = both(
+        r,
+        "/hubs/{hub}/groups/{group}/connections",
+        get(list_group_connections),
+    );
     r = both(
         r,
         "/hubs/{hub}/groups/{group}/connections/{connection}",
@@ -234,17 +298,26 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     r = both(
         r,
         "/hubs/{hub}/groups/{group}/users/{user}",
-        put(add_user_to_group).delete(remove_user_from_group).get(user_in_group).head(user_in_group),
+        put(add_user_to_group)
+            .delete(remove_user_from_group)
+            .get(user_in_group)
+            .head(user_in_group),
     );
     r
 }
 
 pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ErrorCode::RouteNotFound, format!("No route for {method} {}.", uri.path()))
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("No route for {method} {}.", uri.path()),
+    )
 }
 
 pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}.", uri.path()))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}.", uri.path()),
+    )
 }
 
 /// Counts and times every HTTP request by matched route (never the raw path) and status.

@@ -20,8 +20,17 @@ use crate::error::{ApiError, ApiResult};
 
 /// Reads the body, at most `limit` bytes (413 above).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
-    let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("The request body exceeds the limit of {limit} bytes."));
-    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+    };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         if length > limit as u64 {
             return Err(too_large());
         }
@@ -39,7 +48,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json")
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
 }
 
 fn missing_body() -> ApiError {
@@ -47,7 +59,10 @@ fn missing_body() -> ApiError {
 }
 
 fn missing_target() -> ApiError {
-    ApiError(Error::invalid("The 'target' of the message is required and must be a non-empty string.").with_target("target"))
+    ApiError(
+        Error::invalid("The 'target' of the message is required and must be a non-empty string.")
+            .with_target("target"),
+    )
 }
 
 /// Parses a send body into a payload.
@@ -66,11 +81,22 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<PayloadSource> {
 }
 
 fn parse_json(body: &[u8]) -> ApiResult<PayloadSource> {
-    let object: Vec<(String, &RawValue)> = serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(body)
-        .map_err(|e| ApiError(Error::invalid(format!("The body is not a valid JSON message object: {e}")).with_target("message")))?
-        .into_iter()
-        .collect();
-    let field = |name: &str| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+    let object: Vec<(String, &RawValue)> =
+        serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(body)
+            .map_err(|e| {
+                ApiError(
+                    Error::invalid(format!("The body is not a valid JSON message object: {e}"))
+                        .with_target("message"),
+                )
+            })?
+            .into_iter()
+            .collect();
+    let field = |name: &str| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
     let target = match field("target") {
         Some(raw) => match serde_json::from_str::<Option<String>>(raw.get()) {
             Ok(Some(t)) if !t.is_empty() => t,
@@ -85,7 +111,11 @@ fn parse_json(body: &[u8]) -> ApiResult<PayloadSource> {
             match text.trim_start().as_bytes().first() {
                 Some(b'[') => text.to_owned(),
                 _ if text.trim() == "null" => "[]".to_owned(),
-                _ => return Err(ApiError(Error::invalid("'arguments' must be an array.").with_target("arguments"))),
+                _ => {
+                    return Err(ApiError(
+                        Error::invalid("'arguments' must be an array.").with_target("arguments"),
+                    ))
+                }
             }
         }
     };
@@ -93,7 +123,12 @@ fn parse_json(body: &[u8]) -> ApiResult<PayloadSource> {
 }
 
 fn msgpack_error(detail: impl std::fmt::Display) -> ApiError {
-    ApiError(Error::invalid(format!("The body is not a valid MessagePack message: {detail}")).with_target("message"))
+    ApiError(
+        Error::invalid(format!(
+            "The body is not a valid MessagePack message: {detail}"
+        ))
+        .with_target("message"),
+    )
 }
 
 fn read_msgpack_map(body: &[u8]) -> ApiResult<Vec<(rmpv::Value, rmpv::Value)>> {
@@ -118,27 +153,43 @@ fn parse_msgpack(body: &[u8]) -> ApiResult<PayloadSource> {
         .filter(|t| !t.is_empty())
         .ok_or_else(missing_target)?
         .to_owned();
-    let arguments = match entries.iter().find(|(k, _)| key_is(k, "arguments")).map(|(_, v)| v) {
+    let arguments = match entries
+        .iter()
+        .find(|(k, _)| key_is(k, "arguments"))
+        .map(|(_, v)| v)
+    {
         None | Some(rmpv::Value::Nil) => rmpv::Value::Array(Vec::new()),
         Some(v @ rmpv::Value::Array(_)) => v.clone(),
-        Some(_) => return Err(ApiError(Error::invalid("'arguments' must be an array.").with_target("arguments"))),
+        Some(_) => {
+            return Err(ApiError(
+                Error::invalid("'arguments' must be an array.").with_target("arguments"),
+            ))
+        }
     };
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, &arguments).map_err(msgpack_error)?;
-    Ok(PayloadSource::MessagePack { target, arguments: Bytes::from(bytes) })
+    Ok(PayloadSource::MessagePack {
+        target,
+        arguments: Bytes::from(bytes),
+    })
 }
 
 fn parse_framed(body: &[u8]) -> ApiResult<PayloadSource> {
     let entries = read_msgpack_map(body)?;
     let frame = |name: &str, protocol: Protocol| -> ApiResult<Option<Bytes>> {
-        let Some((_, value)) = entries.iter().find(|(k, _)| key_is(k, name)) else { return Ok(None) };
+        let Some((_, value)) = entries.iter().find(|(k, _)| key_is(k, name)) else {
+            return Ok(None);
+        };
         let bytes = match value {
             rmpv::Value::Binary(b) => b.clone(),
             rmpv::Value::String(s) => s.as_bytes().to_vec(),
             _ => return Err(msgpack_error(format!("'{name}' must be binary"))),
         };
-        switchboard_protocol::validate_framed(protocol, &bytes)
-            .map_err(|e| ApiError(Error::invalid(format!("The '{name}' frame is invalid: {e}")).with_target(name)))?;
+        switchboard_protocol::validate_framed(protocol, &bytes).map_err(|e| {
+            ApiError(
+                Error::invalid(format!("The '{name}' frame is invalid: {e}")).with_target(name),
+            )
+        })?;
         Ok(Some(Bytes::from(bytes)))
     };
     let json = frame("json", Protocol::Json)?;
@@ -174,7 +225,17 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_400() {
-        for body in ["", "  ", "[]", "{", r#"{"arguments":[]}"#, r#"{"target":""}"#, r#"{"target":null}"#, r#"{"target":1}"#, r#"{"target":"x","arguments":{}}"#] {
+        for body in [
+            "",
+            "  ",
+            "[]",
+            "{",
+            r#"{"arguments":[]}"#,
+            r#"{"target":""}"#,
+            r#"{"target":null}"#,
+            r#"{"target":1}"#,
+            r#"{"target":"x","arguments":{}}"#,
+        ] {
             let err = json(body).expect_err(body);
             assert_eq!(err.code(), ErrorCode::InvalidArgument, "{body}");
         }
@@ -183,15 +244,27 @@ mod tests {
     #[test]
     fn framed_bodies_are_validated() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("header"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/octet-stream".parse().expect("header"),
+        );
         let map = rmpv::Value::Map(vec![(
             rmpv::Value::from("json"),
             rmpv::Value::Binary(b"{\"type\":1,\"target\":\"t\",\"arguments\":[]}\x1e".to_vec()),
         )]);
         let mut body = Vec::new();
         rmpv::encode::write_value(&mut body, &map).expect("encode");
-        assert!(matches!(parse(&headers, &body), Ok(PayloadSource::Framed { json: Some(_), messagepack: None })));
-        let bad = rmpv::Value::Map(vec![(rmpv::Value::from("json"), rmpv::Value::Binary(b"{no separator".to_vec()))]);
+        assert!(matches!(
+            parse(&headers, &body),
+            Ok(PayloadSource::Framed {
+                json: Some(_),
+                messagepack: None
+            })
+        ));
+        let bad = rmpv::Value::Map(vec![(
+            rmpv::Value::from("json"),
+            rmpv::Value::Binary(b"{no separator".to_vec()),
+        )]);
         let mut body = Vec::new();
         rmpv::encode::write_value(&mut body, &bad).expect("encode");
         assert!(parse(&headers, &body).is_err());

@@ -15,7 +15,14 @@ pub async fn server() -> anyhow::Result<Server> {
 }
 
 pub async fn server_with(args: &[&str]) -> anyhow::Result<Server> {
-    Server::start(bin(), ServerOptions { args: args.iter().map(|s| s.to_string()).collect(), ..Default::default() }).await
+    Server::start(
+        bin(),
+        ServerOptions {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// A JSON send body in the .NET SDK's casing.
@@ -26,18 +33,35 @@ pub fn body(target: &str, args: serde_json::Value) -> serde_json::Value {
 /// Asserts a response status, printing the body on failure.
 #[track_caller]
 pub fn assert_status(resp: &RestResponse, status: u16) {
-    assert_eq!(resp.status, status, "unexpected status; body: {}", resp.body);
+    assert_eq!(
+        resp.status, status,
+        "unexpected status; body: {}",
+        resp.body
+    );
 }
 
 /// Asserts an error response: status, an ErrorDetail body, and the x-ms-error-code header.
 #[track_caller]
 pub fn assert_error(resp: &RestResponse, status: u16, x_ms_error_code: Option<&str>) {
-    assert_eq!(resp.status, status, "unexpected status; body: {}", resp.body);
-    assert_eq!(resp.error_code(), x_ms_error_code, "x-ms-error-code; body: {}", resp.body);
+    assert_eq!(
+        resp.status, status,
+        "unexpected status; body: {}",
+        resp.body
+    );
+    assert_eq!(
+        resp.error_code(),
+        x_ms_error_code,
+        "x-ms-error-code; body: {}",
+        resp.body
+    );
     if !resp.body.is_empty() {
-        let detail: serde_json::Value = serde_json::from_str(&resp.body).unwrap_or_else(|_| panic!("ErrorDetail JSON, got {:?}", resp.body));
+        let detail: serde_json::Value = serde_json::from_str(&resp.body)
+            .unwrap_or_else(|_| panic!("ErrorDetail JSON, got {:?}", resp.body));
         assert!(detail["code"].is_string(), "ErrorDetail.code in {detail}");
-        assert!(detail["message"].is_string(), "ErrorDetail.message in {detail}");
+        assert!(
+            detail["message"].is_string(),
+            "ErrorDetail.message in {detail}"
+        );
     }
 }
 
