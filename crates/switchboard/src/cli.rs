@@ -128,6 +128,16 @@ pub struct TokenArgs {
     pub rest: Option<String>,
 
     /// Print one JSON object instead of lines.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "only")]
     pub json: bool,
+
+    /// Print only this value (handy in shell scripts).
+    #[arg(long, value_enum)]
+    pub only: Option<TokenField>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TokenField {
+    Url,
+    Token,
 }

@@ -5,9 +5,6 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use rand::RngCore;
 
 const KEY_FILE: &str = "access-key";
 
@@ -32,10 +29,14 @@ pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Resul
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let key = STANDARD.encode(raw);
-    let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+    let key = switchboard_auth::generate_access_key();
+    write_private(&path, &key)?;
+    Ok(vec![key])
+}
+
+/// Writes `contents` to `path` atomically, readable only by the owner.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
     {
         let mut options = fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -44,11 +45,10 @@ pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Resul
         let mut file = options
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(key.as_bytes())?;
+        file.write_all(contents.as_bytes())?;
         file.sync_all()?;
     }
-    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(vec![key])
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

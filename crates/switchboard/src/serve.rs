@@ -135,7 +135,9 @@ async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
 
     tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id = args.node_id, "switchboard is serving");
     // The connection string app servers use; scripts look for the line starting with `Endpoint=`.
-    println!("Endpoint={endpoint};AccessKey={};Version=1.0;", keys[0]);
+    let connection_string = format!("Endpoint={endpoint};AccessKey={};Version=1.0;", keys[0]);
+    println!("{connection_string}");
+    keys::write_private(&args.data_dir.join("connection-string"), &connection_string)?;
 
     gateway.run(listener, shutdown).await.context("serving")?;
     store.shutdown().await;

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchboard_auth::{mint_client_token, mint_rest_token, Claims, ConnectionString};
 
-use crate::cli::TokenArgs;
+use crate::cli::{TokenArgs, TokenField};
 
 pub fn run(args: TokenArgs) -> ExitCode {
     match mint(&args) {
@@ -40,11 +40,7 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
             format!("{}/{}", cs.base_url(), rest.trim_start_matches('/'))
         };
         let token = mint_rest_token(&key, &url, args.user.as_deref(), now, args.lifetime);
-        return Ok(if args.json {
-            serde_json::json!({ "url": url, "accessToken": token }).to_string()
-        } else {
-            format!("url: {url}\naccessToken: {token}")
-        });
+        return Ok(render(args, &url, &token));
     }
     let hub = switchboard_core::names::prefixed_hub(args.application.as_deref(), &args.hub)
         .map_err(|e| e.message)?;
@@ -59,9 +55,14 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
         args.lifetime,
     );
     let url = format!("{base}/client/?hub={hub}");
-    Ok(if args.json {
-        serde_json::json!({ "url": url, "accessToken": token }).to_string()
-    } else {
-        format!("url: {url}\naccessToken: {token}")
-    })
+    Ok(render(args, &url, &token))
+}
+
+fn render(args: &TokenArgs, url: &str, token: &str) -> String {
+    match (args.only, args.json) {
+        (Some(TokenField::Url), _) => url.to_owned(),
+        (Some(TokenField::Token), _) => token.to_owned(),
+        (None, true) => serde_json::json!({ "url": url, "accessToken": token }).to_string(),
+        (None, false) => format!("url: {url}\naccessToken: {token}"),
+    }
 }
