@@ -148,9 +148,15 @@ async fn send_to_user_reaches_every_connection_of_that_user_only() -> anyhow::Re
         .await?;
     assert_error(&r, 404, Some("Warning.User.NotExisted"));
     js.stop("bob").await?;
-    let r = server
-        .rest("GET", "/api/v1/hubs/chat/users/bob", None)
-        .await?;
+    // The server notices the disconnect asynchronously.
+    let r = eventually(std::time::Duration::from_secs(5), "bob gone", || async {
+        let r = server
+            .rest("GET", "/api/v1/hubs/chat/users/bob", None)
+            .await
+            .ok()?;
+        (r.status == 404).then_some(r)
+    })
+    .await?;
     assert_error(&r, 404, Some("Warning.User.NotExisted"));
     Ok(())
 }
