@@ -361,6 +361,17 @@ fn compare(m: &Membership, model: &Model, a: &Alphabet) {
         assert_eq!(on_node, expected, "connections on node {node}");
     }
     for hub in &a.hubs {
+        let hub_nodes: BTreeSet<NodeId> = model
+            .conns
+            .iter()
+            .filter(|((h, _), _)| h == hub)
+            .map(|(_, (_, n))| *n)
+            .collect();
+        assert_eq!(
+            m.hub_nodes(hub).collect::<Vec<_>>(),
+            hub_nodes.into_iter().collect::<Vec<_>>(),
+            "nodes of hub {hub}"
+        );
         for conn in &a.conns {
             let expected =
                 model

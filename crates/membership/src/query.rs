@@ -114,6 +114,15 @@ impl Membership {
         self.group(hub, group).is_some()
     }
 
+    /// The distinct nodes holding at least one connection of the hub, ascending (where a hub
+    /// broadcast must go).
+    pub fn hub_nodes<'a>(&'a self, hub: &'a str) -> impl Iterator<Item = NodeId> + 'a {
+        self.nodes
+            .iter()
+            .filter(move |(_, n)| n.connections.contains_key(hub))
+            .map(|(id, _)| *id)
+    }
+
     /// The distinct nodes holding at least one member of the group, ascending.
     pub fn group_nodes(&self, hub: &str, group: &str) -> impl Iterator<Item = NodeId> + '_ {
         self.group(hub, group)
