@@ -1,0 +1,532 @@
+"""Checks of the Helm chart helm/switchboard, with Helm's own engine (Helm v4 through the
+helm-python-sdk bindings: no helm binary, no cluster):
+
+- static: Chart.yaml, every value in values.yaml documented by a comment, every `.Values.x`
+  a template uses exists in values.yaml and every value is used by some template;
+- `helm lint --strict` for each scenario below;
+- rendering each scenario: every manifest is valid YAML and valid against the Kubernetes 1.30
+  OpenAPI schemas (kubernetes-validate, strict: unknown fields rejected), plus the chart's own
+  contract: names, the pods' command lines (peers from stable DNS names, store addresses),
+  probes, shutdown timing, security context, Services and their selectors and named ports, PDBs,
+  HPA, Secret or existingSecret, ServiceMonitor, PrometheusRule and dashboard ConfigMap (the same
+  content as the files), NOTES.txt;
+- values the chart must refuse fail to render with a clear message.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+from common import CHART, DASHBOARD, RULES, Failures
+
+KUBE_VERSION = "1.30.0"
+CRD_GROUPS = ("monitoring.coreos.com/",)
+
+
+@dataclass
+class Scenario:
+    name: str
+    values: dict[str, Any] | None
+    release: str = "switchboard"
+    namespace: str = "default"
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
+SCENARIOS = [
+    Scenario("cluster (defaults)", None),
+    Scenario(
+        "cluster (monitoring, existing secret, fixed gateways, no persistence)",
+        {
+            "accessKey": {"existingSecret": "my-keys", "secretKey": "keys"},
+            "gateway": {"autoscaling": {"enabled": False}, "replicas": 4, "extraArgs": ["--example"],
+                        "podAnnotations": {"a": "b"}},
+            "store": {"persistence": {"enabled": False}, "replicas": 5},
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "dashboard": {"annotations": {"grafana_folder": "Switchboard"}},
+            "service": {"type": "LoadBalancer", "nodePort": 30080, "externalTrafficPolicy": "Local",
+                        "loadBalancerSourceRanges": ["10.0.0.0/8"]},
+            "imagePullSecrets": [{"name": "regcred"}],
+            "logFilter": "info,switchboard_gateway=debug",
+            "image": {"tag": "1.2.3"},
+            "shutdown": {"preStopSleepSeconds": 10, "shutdownGraceSeconds": 20,
+                         "terminationGracePeriodSeconds": 45},
+        },
+        release="chat",
+        namespace="prod",
+    ),
+    Scenario("allInOne (3 serve nodes, monitoring)",
+             {"mode": "allInOne", "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+              "accessKey": {"value": "key-one,key-two"}},
+             release="sb"),
+    Scenario("allInOne (1 serve node)", {"mode": "allInOne", "allInOne": {"replicas": 1}}, release="switchboard-dev"),
+]
+
+INVALID = [
+    ({"mode": "bogus"}, "mode must be"),
+    ({"shutdown": {"terminationGracePeriodSeconds": 15}}, "must exceed preStopSleepSeconds + shutdownGraceSeconds"),
+    ({"store": {"replicas": 0}}, "must be at least 1"),
+    ({"mode": "allInOne", "allInOne": {"replicas": 0}}, "must be at least 1"),
+    ({"gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas must not exceed maxReplicas"),
+    ({"logFormat": "xml"}, "logFormat must be"),
+]
+
+# values.yaml keys whose comment documents the whole object below them (Kubernetes structures
+# passed through as they are) are recognised by a "# --" comment; their children need none.
+_KEY = re.compile(r"^(\s*)([A-Za-z0-9_.\-/]+):(\s.*)?$")
+
+
+def merge(base: dict, over: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def fullname(release: str, values: dict) -> str:
+    if values.get("fullnameOverride"):
+        return values["fullnameOverride"][:40].rstrip("-")
+    name = values.get("nameOverride") or "switchboard"
+    full = release if name in release else f"{release}-{name}"
+    return full[:40].rstrip("-")
+
+
+# --------------------------------------------------------------------------------- static checks
+
+def check_values_documented(f: Failures) -> None:
+    """Every key in values.yaml has a comment right above it (or on its line), except the keys
+    inside an object whose own comment starts with "# --" (the object is one documented value)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, bool]] = []  # (indent, children exempt)
+    for i, line in enumerate(lines):
+        m = _KEY.match(line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        exempt = bool(stack) and stack[-1][1]
+        comment_block: list[str] = []
+        j = i - 1
+        while j >= 0 and lines[j].strip().startswith("#"):
+            comment_block.insert(0, lines[j].strip())
+            j -= 1
+        inline = "#" in (m.group(3) or "")
+        documented = bool(comment_block) or inline
+        if not exempt:
+            f.check(documented, f"values.yaml line {i + 1}: '{m.group(2)}' has no comment")
+        whole = exempt or any(c.startswith("# --") for c in comment_block[-1:])
+        stack.append((indent, whole))
+
+
+def template_texts() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((CHART / "templates").iterdir()) if p.is_file()}
+
+
+def leaf_paths(d: Any, prefix: str = "") -> list[str]:
+    if isinstance(d, dict) and d:
+        out: list[str] = []
+        for k, v in d.items():
+            out.extend(leaf_paths(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return [prefix]
+
+
+def has_path(d: Any, path: str) -> bool:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
+
+
+def check_values_references(f: Failures, values: dict) -> None:
+    """`.Values.a.b` (and `$alias.b` where `$alias := .Values.a`) exist in values.yaml, and every
+    value in values.yaml is read by some template."""
+    components = ["store", "gateway", "allInOne"]
+    used: set[str] = set()
+    for name, text in template_texts().items():
+        aliases: dict[str, list[str]] = {}
+        for m in re.finditer(r"\$(\w+)\s*:=\s*([^\n]*?)\}\}", text):
+            alias, rhs = m.group(1), m.group(2)
+            paths = re.findall(r"\.Values\.([A-Za-z0-9_.]+)", rhs)
+            if paths:
+                aliases[alias] = paths
+            elif alias == "v" and "index . 1" in rhs:
+                aliases[alias] = components  # the scheduling helper's component values
+        for m in re.finditer(r"(?<![\w$])\$?\.Values\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)", text):
+            path = m.group(1)
+            f.check(has_path(values, path), f"templates/{name}: .Values.{path} is not in values.yaml")
+            used.add(path)
+        for m in re.finditer(r"\$(\w+)\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)", text):
+            alias, rest = m.group(1), m.group(2)
+            if alias not in aliases or alias in ("Values",):
+                continue
+            candidates = [f"{base}.{rest}" for base in aliases[alias]]
+            f.check(any(has_path(values, c) for c in candidates),
+                    f"templates/{name}: ${alias}.{rest} is in none of {aliases[alias]}")
+            used.update(c for c in candidates if has_path(values, c))
+    for leaf in leaf_paths(values):
+        f.check(any(leaf == u or leaf.startswith(u + ".") for u in used),
+                f"values.yaml: {leaf} is not used by any template")
+
+
+def check_chart_yaml(f: Failures) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    f.check(chart.get("apiVersion") == "v2", "Chart.yaml apiVersion must be v2")
+    f.check(chart.get("name") == "switchboard", "Chart.yaml name must be switchboard")
+    f.check(re.fullmatch(r"\d+\.\d+\.\d+.*", str(chart.get("version", ""))) is not None, "Chart.yaml version must be SemVer")
+    f.check(bool(chart.get("appVersion")), "Chart.yaml needs an appVersion (the default image tag)")
+
+
+# ------------------------------------------------------------------------------- render checks
+
+def env_map(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def arg_value(args: list[str], flag: str) -> str | None:
+    if flag in args:
+        i = args.index(flag)
+        return args[i + 1] if i + 1 < len(args) else None
+    return None
+
+
+def pod_matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_container_common(f: Failures, where: str, pod: dict, values: dict) -> None:
+    c = pod["containers"][0]
+    image = values["image"]
+    f.check(c["image"] == f"{image['repository']}:{image['tag'] or '0.1.0'}", f"{where}: image {c['image']}")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    f.check(ports.get("http") == values["ports"]["http"], f"{where}: no http port {values['ports']['http']}")
+    probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("livenessProbe", "readinessProbe", "startupProbe")}
+    f.check(probes["livenessProbe"] == {"path": "/api/health", "port": "http"}, f"{where}: liveness must GET /api/health")
+    f.check(probes["readinessProbe"] == {"path": "/readyz", "port": "http"}, f"{where}: readiness must GET /readyz")
+    f.check(probes["startupProbe"] == {"path": "/api/health", "port": "http"}, f"{where}: startup must GET /api/health")
+    sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
+    grace = env_map(c).get("SWITCHBOARD_SHUTDOWN_GRACE", {}).get("value")
+    tgps = pod.get("terminationGracePeriodSeconds")
+    if f.check(isinstance(sleep, int) and grace is not None and isinstance(tgps, int),
+               f"{where}: preStop sleep, SWITCHBOARD_SHUTDOWN_GRACE and terminationGracePeriodSeconds must be set"):
+        f.check(tgps > sleep + int(grace), f"{where}: terminationGracePeriodSeconds {tgps} <= preStop {sleep} + grace {grace}")
+        f.check(sleep == values["shutdown"]["preStopSleepSeconds"] and int(grace) == values["shutdown"]["shutdownGraceSeconds"],
+                f"{where}: shutdown values not applied")
+    sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
+    f.check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 65532, f"{where}: pod must run as non-root uid 65532")
+    f.check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False,
+            f"{where}: container must have a read-only root fs and no privilege escalation")
+    f.check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: container must drop all capabilities")
+    f.check(bool(c.get("resources", {}).get("requests")), f"{where}: no resource requests")
+    f.check(pod.get("automountServiceAccountToken") is False, f"{where}: service account token must not be mounted")
+    envs = env_map(c)
+    f.check(envs.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+            f"{where}: POD_NAME must come from metadata.name")
+    f.check(envs.get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP",
+            f"{where}: POD_IP must come from status.podIP")
+    f.check(envs.get("SWITCHBOARD_LOG_FORMAT", {}).get("value") == values["logFormat"], f"{where}: log format not set")
+    if values.get("logFilter"):
+        f.check(envs.get("SWITCHBOARD_LOG", {}).get("value") == values["logFilter"], f"{where}: log filter not set")
+    mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+    f.check("/tmp" in mounts, f"{where}: /tmp must be a writable volume (read-only root fs)")
+    if values["imagePullSecrets"]:
+        f.check(pod.get("imagePullSecrets") == values["imagePullSecrets"], f"{where}: imagePullSecrets not applied")
+
+
+def check_access_key_env(f: Failures, where: str, container: dict, values: dict, secret_name: str) -> None:
+    ref = env_map(container).get("SWITCHBOARD_ACCESS_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    f.check(ref == {"name": secret_name, "key": values["accessKey"]["secretKey"]},
+            f"{where}: SWITCHBOARD_ACCESS_KEY must come from secret {secret_name}/{values['accessKey']['secretKey']}, got {ref}")
+
+
+def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) -> None:
+    tag = f"[{s.name}]"
+    values = merge(defaults, s.values)
+    try:
+        rendered = chart.render(s.values, name=s.release, namespace=s.namespace, is_install=True)
+    except helm.HelmError as e:
+        f.fail(f"{tag} render failed: {e}")
+        return
+    f.check(True, "")
+
+    report = helm.lint(str(CHART), s.values, strict=True, namespace=s.namespace, kube_version=f"v{KUBE_VERSION}")
+    for msg in report.get("messages", []):
+        f.check(msg["severity"] < 2, f"{tag} helm lint: {msg['path']}: {msg['error']}")
+    for err in report.get("errors", []):
+        f.fail(f"{tag} helm lint error: {err}")
+
+    docs: list[dict] = []
+    notes = ""
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        try:
+            parsed = [d for d in yaml.safe_load_all(text) if d is not None]
+        except yaml.YAMLError as e:
+            f.fail(f"{tag} {path} is not valid YAML: {e}")
+            continue
+        for d in parsed:
+            if not f.check(isinstance(d, dict) and {"apiVersion", "kind", "metadata"} <= d.keys(),
+                           f"{tag} {path}: a document without apiVersion/kind/metadata"):
+                continue
+            d["_path"] = path
+            docs.append(d)
+
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        name = d["metadata"].get("name", "")
+        f.check(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) is not None and len(name) <= 63,
+                f"{tag} {d['kind']} name '{name}' is not a DNS label")
+        f.check(name not in by_kind.get(d["kind"], {}), f"{tag} two {d['kind']}s named {name}")
+        by_kind.setdefault(d["kind"], {})[name] = d
+        f.check(d["metadata"].get("namespace") == (s.namespace if d["kind"] != "ConfigMap" or not values["dashboard"]["namespace"] else values["dashboard"]["namespace"]),
+                f"{tag} {d['kind']}/{name} not in namespace {s.namespace}")
+        body = {k: v for k, v in d.items() if k != "_path"}
+        if not d["apiVersion"].startswith(CRD_GROUPS):
+            try:
+                kubernetes_validate.validate(body, KUBE_VERSION, strict=True)
+                f.check(True, "")
+            except Exception as e:  # the library raises several error types
+                f.fail(f"{tag} {d['kind']}/{name} is not a valid Kubernetes {KUBE_VERSION} object: {str(e).splitlines()[0]}")
+
+    full = fullname(s.release, values)
+    all_in_one = values["mode"] == "allInOne"
+    voters_name = f"{full}-server" if all_in_one else f"{full}-store"
+    headless = f"{voters_name}-headless"
+    replicas = values["allInOne"]["replicas"] if all_in_one else values["store"]["replicas"]
+    vvals = values["allInOne"] if all_in_one else values["store"]
+    secret_name = values["accessKey"]["existingSecret"] or f"{full}-access-key"
+    cluster_port = values["ports"]["cluster"]
+
+    expected = {
+        ("StatefulSet", voters_name), ("Service", headless), ("Service", full),
+        ("ConfigMap", f"{full}-dashboard"), ("ServiceAccount", full),
+    }
+    if not values["accessKey"]["existingSecret"]:
+        expected.add(("Secret", secret_name))
+    if replicas > 1:
+        expected.add(("PodDisruptionBudget", voters_name))
+    if not all_in_one:
+        expected |= {("Deployment", f"{full}-gateway"), ("PodDisruptionBudget", f"{full}-gateway")}
+        if values["gateway"]["autoscaling"]["enabled"]:
+            expected.add(("HorizontalPodAutoscaler", f"{full}-gateway"))
+    if values["serviceMonitor"]["enabled"]:
+        expected.add(("ServiceMonitor", full))
+    if values["prometheusRule"]["enabled"]:
+        expected.add(("PrometheusRule", full))
+    got = {(k, n) for k, names in by_kind.items() for n in names}
+    f.check(got == expected, f"{tag} resources differ: missing {sorted(expected - got)}, unexpected {sorted(got - expected)}")
+
+    def get(kind: str, name: str) -> dict | None:
+        return by_kind.get(kind, {}).get(name)
+
+    # Voters: StatefulSet with stable DNS names.
+    host = lambda i: f"{voters_name}-{i}.{headless}.{s.namespace}.svc.{values['clusterDomain']}"  # noqa: E731
+    sts = get("StatefulSet", voters_name)
+    pods: dict[str, dict] = {}
+    if sts:
+        spec = sts["spec"]
+        pod = spec["template"]["spec"]
+        pods[voters_name] = spec["template"]
+        f.check(spec["replicas"] == replicas, f"{tag} voters: replicas {spec['replicas']} != {replicas}")
+        f.check(spec.get("podManagementPolicy") == "Parallel", f"{tag} voters: podManagementPolicy must be Parallel")
+        f.check(spec.get("serviceName") == headless, f"{tag} voters: serviceName must be {headless}")
+        f.check(pod_matches(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"]),
+                f"{tag} voters: selector does not match the pod labels")
+        c = pod["containers"][0]
+        args = c["args"]
+        f.check(args[0] == ("serve" if all_in_one else "store"), f"{tag} voters: command {args[0]}")
+        f.check(arg_value(args, "--node-id") == "from-hostname", f"{tag} voters: --node-id must be from-hostname")
+        f.check(arg_value(args, "--listen") == f"0.0.0.0:{values['ports']['http']}", f"{tag} voters: --listen")
+        f.check(arg_value(args, "--cluster-listen") == f"0.0.0.0:{cluster_port}", f"{tag} voters: --cluster-listen")
+        f.check(arg_value(args, "--advertise") == f"$(POD_NAME).{headless}.{s.namespace}.svc.{values['clusterDomain']}:{cluster_port}",
+                f"{tag} voters: --advertise {arg_value(args, '--advertise')}")
+        peers = ",".join(f"{i + 1}={host(i)}:{cluster_port}" for i in range(replicas))
+        f.check(arg_value(args, "--peers") == peers, f"{tag} voters: --peers {arg_value(args, '--peers')} != {peers}")
+        f.check(arg_value(args, "--data-dir") == "/data", f"{tag} voters: --data-dir must be /data")
+        f.check(any(m["mountPath"] == "/data" and m["name"] == "data" for m in c["volumeMounts"]), f"{tag} voters: /data not mounted")
+        f.check({p["name"]: p["containerPort"] for p in c["ports"]}.get("cluster") == cluster_port, f"{tag} voters: no cluster port")
+        if vvals["persistence"]["enabled"]:
+            claims = spec.get("volumeClaimTemplates", [])
+            f.check(len(claims) == 1 and claims[0]["metadata"]["name"] == "data"
+                    and claims[0]["spec"]["resources"]["requests"]["storage"] == vvals["persistence"]["size"],
+                    f"{tag} voters: volumeClaimTemplates must hold one 'data' claim of {vvals['persistence']['size']}")
+        else:
+            f.check(not spec.get("volumeClaimTemplates") and any(v["name"] == "data" and "emptyDir" in v for v in pod["volumes"]),
+                    f"{tag} voters: without persistence, data must be an emptyDir")
+        f.check(env_map(c).get("SWITCHBOARD_SNAPSHOT_EVERY", {}).get("value") == str(vvals["snapshotEvery"]),
+                f"{tag} voters: SWITCHBOARD_SNAPSHOT_EVERY")
+        if all_in_one:
+            check_access_key_env(f, f"{tag} serve nodes", c, values, secret_name)
+        else:
+            f.check("SWITCHBOARD_ACCESS_KEY" not in env_map(c), f"{tag} store voters need no access key")
+        check_container_common(f, f"{tag} voters", pod, values)
+
+    hl = get("Service", headless)
+    if hl and sts:
+        f.check(hl["spec"].get("clusterIP") == "None", f"{tag} headless Service must have clusterIP None")
+        f.check(hl["spec"].get("publishNotReadyAddresses") is True, f"{tag} headless Service must publish not-ready voters")
+        f.check(pod_matches(hl["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"]),
+                f"{tag} headless Service does not select the voters")
+
+    # Gateways.
+    gw_name = f"{full}-gateway"
+    dep = get("Deployment", gw_name)
+    if dep:
+        spec = dep["spec"]
+        pod = spec["template"]["spec"]
+        pods[gw_name] = spec["template"]
+        f.check(pod_matches(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"]),
+                f"{tag} gateways: selector does not match the pod labels")
+        if values["gateway"]["autoscaling"]["enabled"]:
+            f.check("replicas" not in spec, f"{tag} gateways: replicas must be left to the HPA")
+        else:
+            f.check(spec.get("replicas") == values["gateway"]["replicas"], f"{tag} gateways: replicas")
+        c = pod["containers"][0]
+        args = c["args"]
+        f.check(args[0] == "gateway", f"{tag} gateways: command {args[0]}")
+        gw_port = values["ports"]["gatewayCluster"]
+        f.check(arg_value(args, "--listen") == f"0.0.0.0:{values['ports']['http']}", f"{tag} gateways: --listen")
+        f.check(arg_value(args, "--cluster-listen") == f"0.0.0.0:{gw_port}", f"{tag} gateways: --cluster-listen")
+        f.check(arg_value(args, "--advertise") == f"$(POD_IP):{gw_port}", f"{tag} gateways: --advertise")
+        stores = ",".join(f"{host(i)}:{cluster_port}" for i in range(replicas))
+        f.check(arg_value(args, "--store") == stores, f"{tag} gateways: --store {arg_value(args, '--store')} != {stores}")
+        f.check("--node-id" not in args and "--data-dir" not in args, f"{tag} gateways take no --node-id or --data-dir")
+        for extra in values["gateway"]["extraArgs"]:
+            f.check(extra in args, f"{tag} gateways: extra arg {extra} missing")
+        check_access_key_env(f, f"{tag} gateways", c, values, secret_name)
+        check_container_common(f, f"{tag} gateways", pod, values)
+        f.check("checksum/access-key" in spec["template"]["metadata"].get("annotations", {}),
+                f"{tag} gateways: no checksum annotation for key changes")
+
+    hpa = get("HorizontalPodAutoscaler", gw_name)
+    if hpa:
+        a = values["gateway"]["autoscaling"]
+        f.check(hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": gw_name},
+                f"{tag} HPA must scale the gateway Deployment")
+        f.check(hpa["spec"]["minReplicas"] == a["minReplicas"] and hpa["spec"]["maxReplicas"] == a["maxReplicas"], f"{tag} HPA bounds")
+        metric = hpa["spec"]["metrics"][0]["resource"]
+        f.check(metric["name"] == "cpu" and metric["target"]["averageUtilization"] == a["targetCPUUtilizationPercentage"],
+                f"{tag} HPA must scale on CPU")
+
+    for pdb_name, limit in ((voters_name, vvals["pdb"]["maxUnavailable"]), (gw_name, values["gateway"]["pdb"]["maxUnavailable"])):
+        pdb = get("PodDisruptionBudget", pdb_name)
+        if pdb and pdb_name in pods:
+            f.check(pdb["spec"].get("maxUnavailable") == limit, f"{tag} PDB {pdb_name}: maxUnavailable")
+            f.check(pod_matches(pdb["spec"]["selector"]["matchLabels"], pods[pdb_name]["metadata"]["labels"]),
+                    f"{tag} PDB {pdb_name} does not select its pods")
+
+    # The client Service.
+    svc = get("Service", full)
+    client_pods = voters_name if all_in_one else gw_name
+    if svc:
+        spec = svc["spec"]
+        port = spec["ports"][0]
+        f.check(len(spec["ports"]) == 1 and port["port"] == values["service"]["port"] and port["targetPort"] == "http"
+                and port.get("appProtocol") == "http", f"{tag} client Service must map {values['service']['port']} -> http with appProtocol http")
+        f.check(spec.get("sessionAffinity") == "None", f"{tag} client Service needs no session affinity")
+        f.check(spec["type"] == values["service"]["type"], f"{tag} client Service type")
+        if client_pods in pods:
+            f.check(pod_matches(spec["selector"], pods[client_pods]["metadata"]["labels"]),
+                    f"{tag} client Service does not select {client_pods}")
+        for other, tmpl in pods.items():
+            if other != client_pods:
+                f.check(not pod_matches(spec["selector"], tmpl["metadata"]["labels"]), f"{tag} client Service also selects {other}")
+        if values["service"]["type"] != "ClusterIP" and values["service"]["nodePort"]:
+            f.check(port.get("nodePort") == values["service"]["nodePort"], f"{tag} client Service nodePort")
+
+    # Every Service's named target ports exist in the pods it selects.
+    for name, service in by_kind.get("Service", {}).items():
+        selected = [t for t in pods.values() if pod_matches(service["spec"]["selector"], t["metadata"]["labels"])]
+        f.check(bool(selected), f"{tag} Service {name} selects no pods")
+        for t in selected:
+            names = {p["name"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
+            for p in service["spec"]["ports"]:
+                f.check(p["targetPort"] in names, f"{tag} Service {name}: targetPort {p['targetPort']} not in the pods")
+
+    # Access keys.
+    secret = get("Secret", secret_name)
+    if secret:
+        raw = secret["data"].get(values["accessKey"]["secretKey"], "")
+        key = base64.b64decode(raw).decode() if raw else ""
+        f.check(bool(key), f"{tag} Secret has no access key")
+        if values["accessKey"]["value"]:
+            f.check(key == values["accessKey"]["value"], f"{tag} Secret does not hold accessKey.value")
+        else:
+            f.check(len(key) >= 32, f"{tag} generated access key is too short")
+
+    # Monitoring.
+    sm = get("ServiceMonitor", full)
+    if sm:
+        f.check(sm["spec"].get("jobLabel") == "switchboard.io/scrape-job", f"{tag} ServiceMonitor jobLabel")
+        scraped = {n: svc_ for n, svc_ in by_kind.get("Service", {}).items()
+                   if pod_matches(sm["spec"]["selector"]["matchLabels"], svc_["metadata"]["labels"])
+                   and "switchboard.io/scrape-job" in svc_["metadata"]["labels"]}
+        jobs = sorted(v["metadata"]["labels"]["switchboard.io/scrape-job"] for v in scraped.values())
+        want = ["switchboard"] if all_in_one else ["switchboard-gateway", "switchboard-store"]
+        f.check(jobs == want, f"{tag} ServiceMonitor jobs {jobs} != {want} (each pod scraped once)")
+        for n, v in scraped.items():
+            f.check(any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in v["spec"]["ports"]), f"{tag} Service {n} has no metrics port")
+        for k, v in values["serviceMonitor"]["labels"].items():
+            f.check(sm["metadata"]["labels"].get(k) == v, f"{tag} ServiceMonitor label {k}")
+    pr = get("PrometheusRule", full)
+    if pr:
+        f.check(pr["spec"] == yaml.safe_load(RULES.read_text()), f"{tag} PrometheusRule differs from {RULES.name}")
+    cm = get("ConfigMap", f"{full}-dashboard")
+    if cm:
+        for k, v in values["dashboard"]["labels"].items():
+            f.check(cm["metadata"]["labels"].get(k) == v, f"{tag} dashboard ConfigMap lacks label {k}={v}")
+        body = cm["data"].get("switchboard-dashboard.json", "")
+        try:
+            f.check(json.loads(body) == json.loads(DASHBOARD.read_text()), f"{tag} dashboard ConfigMap differs from the file")
+        except json.JSONDecodeError as e:
+            f.fail(f"{tag} dashboard ConfigMap JSON does not parse: {e}")
+
+    # NOTES.txt tells how to get the connection string.
+    f.check(f"kubectl -n {s.namespace} get secret {secret_name}" in notes, f"{tag} NOTES.txt must show how to read the Secret")
+    f.check(f"Endpoint=http://{full}.{s.namespace}.svc.{values['clusterDomain']};Port={values['service']['port']};AccessKey=" in notes,
+            f"{tag} NOTES.txt must show the connection string")
+
+
+def check_invalid(f: Failures, chart: helm.Chart) -> None:
+    for values, message in INVALID:
+        try:
+            chart.render(values, name="switchboard", namespace="default", is_install=True)
+            f.fail(f"values {values} should be refused ({message})")
+        except helm.HelmError as e:
+            f.check(message in str(e), f"values {values}: refused with '{e}', expected '{message}'")
+
+
+def main() -> None:
+    f = Failures("chart")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    check_chart_yaml(f)
+    check_values_documented(f)
+    check_values_references(f, defaults)
+    chart = helm.Chart.load(str(CHART))
+    f.check(not any(t["name"].startswith("rules/") and t["name"].endswith(".test.yaml") for t in chart.files),
+            "the rules' unit tests must be left out of the chart (.helmignore)")
+    for s in SCENARIOS:
+        check_scenario(f, chart, defaults, s)
+    check_invalid(f, chart)
+    print(f"chart: rendered with Helm {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__})")
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

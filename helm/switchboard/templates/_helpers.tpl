@@ -1,0 +1,259 @@
+{{/*
+Names, labels and the pieces of the pods' command lines shared by the templates.
+*/}}
+
+{{- define "switchboard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name prefix of every resource. Kept at most 40 characters so that
+"<fullname>-store-headless" and the pod names under it stay valid DNS labels.
+*/}}
+{{- define "switchboard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "switchboard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "switchboard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "switchboard.labels" -}}
+helm.sh/chart: {{ include "switchboard.chart" . }}
+{{ include "switchboard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: switchboard
+{{- end }}
+
+{{/* The StatefulSet that holds the store voters: the store (cluster) or the serve nodes (allInOne). */}}
+{{- define "switchboard.votersName" -}}
+{{- if eq .Values.mode "allInOne" -}}
+{{ include "switchboard.fullname" . }}-server
+{{- else -}}
+{{ include "switchboard.fullname" . }}-store
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.votersHeadless" -}}
+{{ include "switchboard.votersName" . }}-headless
+{{- end }}
+
+{{/* Component label of the voters' pods. */}}
+{{- define "switchboard.votersComponent" -}}
+{{- if eq .Values.mode "allInOne" }}server{{ else }}store{{ end }}
+{{- end }}
+
+{{/* The pods the client Service sends traffic to. */}}
+{{- define "switchboard.clientComponent" -}}
+{{- if eq .Values.mode "allInOne" }}server{{ else }}gateway{{ end }}
+{{- end }}
+
+{{- define "switchboard.votersReplicas" -}}
+{{- if eq .Values.mode "allInOne" }}{{ .Values.allInOne.replicas | int }}{{ else }}{{ .Values.store.replicas | int }}{{ end }}
+{{- end }}
+
+{{/* The stable DNS name of voter $i: <sts>-<i>.<headless>.<ns>.svc.<domain>. */}}
+{{- define "switchboard.voterHost" -}}
+{{- $ := index . 0 -}}
+{{- $i := index . 1 -}}
+{{- printf "%s-%d.%s.%s.svc.%s" (include "switchboard.votersName" $) (int $i) (include "switchboard.votersHeadless" $) $.Release.Namespace $.Values.clusterDomain -}}
+{{- end }}
+
+{{/* --peers: 1=<voter 0>:7000,2=<voter 1>:7000,... (node id = ordinal + 1). */}}
+{{- define "switchboard.peers" -}}
+{{- $peers := list -}}
+{{- range $i := until (include "switchboard.votersReplicas" . | int) -}}
+{{- $peers = append $peers (printf "%d=%s:%d" (add1 $i) (include "switchboard.voterHost" (list $ $i)) (int $.Values.ports.cluster)) -}}
+{{- end -}}
+{{- join "," $peers -}}
+{{- end }}
+
+{{/* --store: <voter 0>:7000,<voter 1>:7000,... */}}
+{{- define "switchboard.storeAddresses" -}}
+{{- $addrs := list -}}
+{{- range $i := until (include "switchboard.votersReplicas" . | int) -}}
+{{- $addrs = append $addrs (printf "%s:%d" (include "switchboard.voterHost" (list $ $i)) (int $.Values.ports.cluster)) -}}
+{{- end -}}
+{{- join "," $addrs -}}
+{{- end }}
+
+{{/* --advertise of a voter: its own stable DNS name ($(POD_NAME) is expanded by the kubelet). */}}
+{{- define "switchboard.voterAdvertise" -}}
+{{- printf "$(POD_NAME).%s.%s.svc.%s:%d" (include "switchboard.votersHeadless" .) .Release.Namespace .Values.clusterDomain (int .Values.ports.cluster) -}}
+{{- end }}
+
+{{- define "switchboard.secretName" -}}
+{{- if .Values.accessKey.existingSecret }}{{ .Values.accessKey.existingSecret }}{{ else }}{{ include "switchboard.fullname" . }}-access-key{{ end }}
+{{- end }}
+
+{{- define "switchboard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "switchboard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Refuses values that cannot work. */}}
+{{- define "switchboard.validate" -}}
+{{- if not (has .Values.mode (list "cluster" "allInOne")) }}
+{{- fail (printf "mode must be \"cluster\" or \"allInOne\", not %q" (toString .Values.mode)) }}
+{{- end }}
+{{- $s := .Values.shutdown }}
+{{- if le (int $s.terminationGracePeriodSeconds) (add (int $s.preStopSleepSeconds) (int $s.shutdownGraceSeconds) | int) }}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + shutdownGraceSeconds (%d)" (int $s.terminationGracePeriodSeconds) (add (int $s.preStopSleepSeconds) (int $s.shutdownGraceSeconds))) }}
+{{- end }}
+{{- if lt (include "switchboard.votersReplicas" . | int) 1 }}
+{{- fail "the number of store voters (store.replicas or allInOne.replicas) must be at least 1" }}
+{{- end }}
+{{- if and (eq .Values.mode "cluster") .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) }}
+{{- fail "gateway.autoscaling.minReplicas must not exceed maxReplicas" }}
+{{- end }}
+{{- if not (has .Values.logFormat (list "json" "text")) }}
+{{- fail "logFormat must be \"json\" or \"text\"" }}
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by every container. */}}
+{{- define "switchboard.commonEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: SWITCHBOARD_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+{{- with .Values.logFilter }}
+- name: SWITCHBOARD_LOG
+  value: {{ . | quote }}
+{{- end }}
+- name: SWITCHBOARD_SHUTDOWN_GRACE
+  value: {{ .Values.shutdown.shutdownGraceSeconds | int | quote }}
+{{- end }}
+
+{{/* Environment of the processes that hold client connections (gateways, serve nodes). */}}
+{{- define "switchboard.clientEnv" -}}
+- name: SWITCHBOARD_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: {{ .Values.accessKey.secretKey }}
+- name: SWITCHBOARD_KEEP_ALIVE_INTERVAL
+  value: {{ .Values.connections.keepAliveInterval | int | quote }}
+- name: SWITCHBOARD_CLIENT_TIMEOUT
+  value: {{ .Values.connections.clientTimeout | int | quote }}
+- name: SWITCHBOARD_HANDSHAKE_TIMEOUT
+  value: {{ .Values.connections.handshakeTimeout | int | quote }}
+- name: SWITCHBOARD_MAX_QUEUED_MESSAGES
+  value: {{ .Values.connections.maxQueuedMessages | int64 | quote }}
+- name: SWITCHBOARD_MAX_QUEUED_BYTES
+  value: {{ .Values.connections.maxQueuedBytes | int64 | quote }}
+{{- end }}
+
+{{/* Ports, probes, lifecycle and security of every container. */}}
+{{- define "switchboard.containerCommon" -}}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+startupProbe:
+  httpGet:
+    path: /api/health
+    port: http
+  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /api/health
+    port: http
+  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ .Values.shutdown.preStopSleepSeconds | int }}
+{{- end }}
+
+{{/* Pod-level settings shared by every pod. */}}
+{{- define "switchboard.podCommon" -}}
+serviceAccountName: {{ include "switchboard.serviceAccountName" . }}
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ .Values.shutdown.terminationGracePeriodSeconds | int }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scheduling of a pod: node selector, tolerations, spread, priority, and affinity (a preferred
+anti-affinity over nodes when none is given). Called with (list $ <component values> <component>).
+*/}}
+{{- define "switchboard.scheduling" -}}
+{{- $ := index . 0 -}}
+{{- $v := index . 1 -}}
+{{- $component := index . 2 -}}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+affinity:
+{{- if $v.affinity }}
+  {{- toYaml $v.affinity | nindent 2 }}
+{{- else }}
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "switchboard.selectorLabels" $ | nindent 14 }}
+              app.kubernetes.io/component: {{ $component }}
+{{- end }}
+{{- end }}
