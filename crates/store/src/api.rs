@@ -8,9 +8,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parking_lot::{RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use switchboard_core::NodeId;
 use switchboard_membership::{Command, Membership, Outcome};
+use tokio::sync::watch;
 
 use crate::error::StoreError;
 
@@ -34,24 +37,26 @@ pub trait MembershipStore: Send + Sync + 'static {
 /// A shared handle on the applied membership state.
 ///
 /// Readers take [`View::read`] for as long as one query needs and drop it: applying the next log
-/// entry waits for readers to leave. Do not call `read()` again while holding a guard: the lock
-/// is fair, so a second read queued behind a waiting writer deadlocks.
+/// entry waits for readers to leave. The view also tracks the last log index applied to it, so a
+/// caller can wait until a given write (or a write another node routed by) is visible here.
 #[derive(Clone)]
 pub struct View {
     state: Arc<RwLock<Membership>>,
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl View {
-    /// A view of a state that nothing replicates; for tests and fakes of [`MembershipStore`].
+    /// A view of a state that nothing replicates yet (applied index 0).
     pub fn new(state: Membership) -> View {
-        View {
-            state: Arc::new(RwLock::new(state)),
-        }
+        View::from_shared(Arc::new(RwLock::new(state)))
     }
 
     /// A view of a shared state (the store's state machine writes into it).
     pub fn from_shared(state: Arc<RwLock<Membership>>) -> View {
-        View { state }
+        View {
+            state,
+            applied: Arc::new(watch::Sender::new(0)),
+        }
     }
 
     /// Read access to the state; hold it briefly.
@@ -59,9 +64,39 @@ impl View {
         self.state.read()
     }
 
+    /// Write access, for whoever applies entries to this view (the state machine, a replica).
+    pub fn write(&self) -> RwLockWriteGuard<'_, Membership> {
+        self.state.write()
+    }
+
     /// The shared state itself.
     pub fn shared(&self) -> &Arc<RwLock<Membership>> {
         &self.state
+    }
+
+    /// The last log index applied to this view.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Records that everything up to `index` is applied (never moves backwards).
+    pub fn set_applied(&self, index: u64) {
+        self.applied.send_if_modified(|current| {
+            if index > *current {
+                *current = index;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits until `index` is applied to this view, at most `timeout`; returns whether it was.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -113,5 +148,20 @@ mod tests {
         assert!(Arc::ptr_eq(view.shared(), other.shared()));
         drop(view.read());
         assert!(!StoreStatus::default().leader_known());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_an_applied_index() {
+        let view = View::new(Membership::new());
+        assert!(!view.wait_applied(3, Duration::from_millis(10)).await);
+        let waiter = {
+            let view = view.clone();
+            tokio::spawn(async move { view.wait_applied(3, Duration::from_secs(10)).await })
+        };
+        view.set_applied(2);
+        view.set_applied(3);
+        assert!(waiter.await.unwrap());
+        view.set_applied(1);
+        assert_eq!(view.applied_index(), 3, "never moves backwards");
     }
 }

@@ -45,7 +45,18 @@ use switchboard_membership::{Batch, Outcome};
 pub use api::{MembershipStore, StoreStatus, View};
 pub use error::StoreError;
 pub use forward::{Applied, Forwarder, NoForwarding};
-pub use raft_store::{RaftStore, StoreConfig};
+pub use raft_store::{RaftStore, StoreConfig, WatchStart};
+pub use state_machine::FeedEvent;
+
+/// Encodes a membership state the way snapshots and watch streams carry it.
+pub fn encode_state(state: &switchboard_membership::Membership) -> Result<Vec<u8>, StoreError> {
+    codec::encode_named(state).map_err(|e| StoreError::Internal(format!("encode state: {e}")))
+}
+
+/// Decodes a membership state from [`encode_state`]'s form.
+pub fn decode_state(bytes: &[u8]) -> Result<switchboard_membership::Membership, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::Internal(format!("decode state: {e}")))
+}
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of the membership store: one log entry carries one

@@ -18,16 +18,17 @@ use async_trait::async_trait;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, RaftNetworkFactory, SnapshotPolicy};
 use switchboard_membership::{Command, Outcome};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{MembershipStore, StoreStatus, View};
 use crate::batcher::{Batcher, BatcherConfig, Submitter};
+use crate::codec;
 use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder, NoForwarding};
 use crate::log_store::LogStore;
-use crate::state_machine::StateMachineStore;
+use crate::state_machine::{FeedEvent, StateMachineStore};
 use crate::{Raft, RaftMetrics, TypeConfig};
 
 /// How long [`RaftStore::trigger_snapshot`] waits for the snapshot to be written.
@@ -118,12 +119,23 @@ impl StoreConfig {
     }
 }
 
+/// The start of a watch: see [`RaftStore::watch`].
+pub struct WatchStart {
+    /// The last log index included in `state`.
+    pub log_index: u64,
+    /// The encoded `Membership` (the snapshot encoding; decode with [`crate::decode_state`]).
+    pub state: Vec<u8>,
+    /// Every batch applied after `log_index`, in order.
+    pub updates: broadcast::Receiver<FeedEvent>,
+}
+
 /// The membership store as a Raft node in this process.
 pub struct RaftStore {
     node_id: u64,
     advertise_addr: String,
     raft: Raft,
     view: View,
+    feed: broadcast::Sender<FeedEvent>,
     submitter: Submitter,
     metrics: watch::Receiver<RaftMetrics>,
     log: LogStore,
@@ -163,7 +175,8 @@ impl RaftStore {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("open task failed: {e}")))??;
-        let view = View::from_shared(sm.state());
+        let view = sm.view();
+        let feed = sm.feed();
         let raft = Raft::new(node_id, raft_config, network, log.clone(), sm)
             .await
             .map_err(|e| StoreError::Storage(format!("start raft: {e}")))?;
@@ -202,6 +215,7 @@ impl RaftStore {
             metrics: raft.metrics(),
             raft,
             view,
+            feed,
             submitter,
             log,
             cancel,
@@ -282,6 +296,23 @@ impl RaftStore {
                 self.ready_timeout.as_millis()
             ))),
         }
+    }
+
+    /// The applied state now (encoded as in snapshots) and every change after it: what a remote
+    /// replica needs to follow this node. Taken under the view's read lock, so the receiver
+    /// misses nothing applied after the returned index.
+    pub fn watch(&self) -> Result<WatchStart, StoreError> {
+        let state = self.view.read();
+        let updates = self.feed.subscribe();
+        let log_index = self.view.applied_index();
+        let encoded = codec::encode_named(&*state)
+            .map_err(|e| StoreError::Internal(format!("encode state: {e}")))?;
+        drop(state);
+        Ok(WatchStart {
+            log_index,
+            state: encoded,
+            updates,
+        })
     }
 
     /// The openraft handle, for the cluster's gRPC layer.

@@ -23,9 +23,11 @@ use openraft::{
     AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageError,
     StorageIOError, StoredMembership,
 };
-use parking_lot::{Mutex, RwLock};
-use switchboard_membership::{Membership, Outcome};
+use parking_lot::Mutex;
+use switchboard_membership::{Batch, Membership, Outcome};
+use tokio::sync::broadcast;
 
+use crate::api::View;
 use crate::codec;
 use crate::error::StoreError;
 use crate::{Entry, LogId, TypeConfig};
@@ -131,9 +133,22 @@ impl SnapshotDir {
     }
 }
 
+/// What the state machine tells watchers (remote replicas) after each change.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    /// The batch at `log_index` was applied on top of everything before it.
+    Batch { log_index: u64, batch: Arc<Batch> },
+    /// The state was replaced wholesale (a snapshot was installed): watchers must start over.
+    Reset,
+}
+
+/// How many applied batches a slow watcher may fall behind before it must start over.
+const FEED_CAPACITY: usize = 4096;
+
 /// The Raft state machine: the shared membership state plus what Raft needs to know about it.
 pub struct StateMachineStore {
-    state: Arc<RwLock<Membership>>,
+    view: View,
+    feed: broadcast::Sender<FeedEvent>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership<u64, BasicNode>,
     snapshots: Arc<SnapshotDir>,
@@ -145,7 +160,8 @@ impl StateMachineStore {
     pub fn open(dir: &Path) -> Result<StateMachineStore, StoreError> {
         let (snapshots, loaded) = SnapshotDir::open(dir)?;
         let mut sm = StateMachineStore {
-            state: Arc::new(RwLock::new(Membership::new())),
+            view: View::new(Membership::new()),
+            feed: broadcast::channel(FEED_CAPACITY).0,
             last_applied: None,
             last_membership: StoredMembership::default(),
             snapshots: Arc::new(snapshots),
@@ -160,16 +176,23 @@ impl StateMachineStore {
                 bytes = snapshot.data.len(),
                 "loaded snapshot"
             );
-            *sm.state.write() = state;
+            *sm.view.write() = state;
+            sm.view
+                .set_applied(snapshot.meta.last_log_id.map_or(0, |id| id.index));
             sm.last_applied = snapshot.meta.last_log_id;
             sm.last_membership = snapshot.meta.last_membership;
         }
         Ok(sm)
     }
 
-    /// The shared state this machine applies to.
-    pub fn state(&self) -> Arc<RwLock<Membership>> {
-        self.state.clone()
+    /// The view this machine applies to.
+    pub fn view(&self) -> View {
+        self.view.clone()
+    }
+
+    /// The feed of applied batches (see [`FeedEvent`]).
+    pub fn feed(&self) -> broadcast::Sender<FeedEvent> {
+        self.feed.clone()
     }
 }
 
@@ -243,7 +266,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let state = self.state.clone();
+        let view = self.view.clone();
+        let feed = self.feed.clone();
         // Applying a batch of up to a thousand commands is CPU work: keep it off the runtime.
         let (responses, last_applied, membership) = tokio::task::spawn_blocking(move || {
             let mut responses = Vec::with_capacity(entries.len());
@@ -251,14 +275,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut membership = None;
             for entry in entries {
                 last_applied = Some(entry.log_id);
+                let index = entry.log_id.index;
+                // Apply, advance the applied index and tell watchers under one write lock, so a
+                // watcher that snapshots the state under the read lock misses nothing.
+                let mut state = view.write();
                 match entry.payload {
                     EntryPayload::Blank => responses.push(Vec::new()),
-                    EntryPayload::Normal(batch) => responses.push(state.write().apply(&batch)),
+                    EntryPayload::Normal(batch) => {
+                        responses.push(state.apply(&batch));
+                        let _ = feed.send(FeedEvent::Batch {
+                            log_index: index,
+                            batch: Arc::new(batch),
+                        });
+                    }
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
                         responses.push(Vec::new());
                     }
                 }
+                view.set_applied(index);
+                drop(state);
             }
             (responses, last_applied, membership)
         })
@@ -276,9 +312,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         // Raft calls this between two applies, so the state serialized here matches
         // `last_applied` exactly; only the file write happens later, concurrently with applies.
-        let state = self.state.clone();
+        let view = self.view.clone();
         let data = tokio::task::spawn_blocking(move || {
-            let guard = state.read();
+            let guard = view.read();
             codec::encode_named(&*guard).map_err(|e| e.to_string())
         })
         .await
@@ -318,7 +354,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             tracing::error!(error = %e, "snapshot install failed");
             snapshot_error(Some(meta), ErrorVerb::Write, e)
         })?;
-        *self.state.write() = state;
+        {
+            let mut current = self.view.write();
+            *current = state;
+            self.view
+                .set_applied(meta.last_log_id.map_or(0, |id| id.index));
+            let _ = self.feed.send(FeedEvent::Reset);
+        }
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         tracing::info!(
