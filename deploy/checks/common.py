@@ -65,7 +65,11 @@ class Failures:
     def finish(self) -> None:
         for item in self.items:
             print(f"  FAIL [{self.name}] {item}")
-        print(f"{self.name}: {self.passed} passed, {len(self.items)} failed")
+        # Not in the "N passed, N failed" form: CI reads that line as a test runner's summary.
+        if self.items:
+            print(f"{self.name}: {len(self.items)} of {self.passed + len(self.items)} checks FAILED")
+        else:
+            print(f"{self.name}: all {self.passed} checks ok")
         sys.exit(1 if self.items else 0)
 
 
