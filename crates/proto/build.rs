@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(&files, [&root])?;
     tonic_prost_build::configure()
+        // Fan-out payloads are cloned once per peer: make their bytes cheap to clone.
+        .bytes(".switchboard.cluster.v1.Framed")
+        .bytes(".switchboard.cluster.v1.MessagePackInvocation")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -1,0 +1,517 @@
+//! The peer table, sending, the `Fanout` gRPC service and the link loops.
+//!
+//! A [`Peer`] exists for every other gateway this node knows (from the membership view through
+//! [`Fanout::set_peers`], from a message addressed to it, or from an incoming link). It owns one
+//! bounded outbound queue. At most one link drains that queue at a time: the link holds the
+//! queue's receiver for its lifetime and gives it back when it ends, so queued frames survive a
+//! reconnect (frames already taken by a dying link are lost: delivery is at most once).
+//!
+//! Who dials: the node with the lower id dials the higher (one stream per pair, both directions
+//! on it). A newer link from the same peer replaces an older one. A peer whose known incarnation
+//! is newer than the one a link announces is refused (a stale process).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use switchboard_core::NodeId;
+use switchboard_proto::v1::fanout_client::FanoutClient;
+use switchboard_proto::v1::fanout_server::{Fanout as FanoutRpc, FanoutServer};
+use switchboard_proto::v1::{peer_frame, Envelope, Hello, PeerFrame};
+use tokio::sync::{mpsc, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::{self, PeerMetrics};
+
+/// Settings of the fan-out.
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    pub node_id: NodeId,
+    pub incarnation: u64,
+    /// Envelopes queued per peer before new ones are dropped.
+    pub queue_capacity: usize,
+    pub connect_timeout: Duration,
+    /// Longest wait between two dial attempts.
+    pub max_backoff: Duration,
+    /// How long a peer no longer listed by the membership view is kept (its messages may still
+    /// be in flight, or the view may lag behind the peer's registration).
+    pub forget_after: Duration,
+}
+
+impl FanoutConfig {
+    pub fn new(node_id: NodeId, incarnation: u64) -> Self {
+        FanoutConfig {
+            node_id,
+            incarnation,
+            queue_capacity: 65_536,
+            connect_timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(2),
+            forget_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A gateway as the membership view lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub node: NodeId,
+    pub incarnation: u64,
+    /// The gateway's cluster address, `host:port`.
+    pub address: String,
+}
+
+/// What the gateway does with envelopes from other nodes.
+#[async_trait]
+pub trait Inbound: Send + Sync + 'static {
+    /// Handles one envelope from `from`. Called once at a time per peer, in the order the peer
+    /// sent them; it may wait briefly (e.g. for the local view to catch up).
+    async fn deliver(&self, from: NodeId, envelope: Envelope);
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Fanout {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: FanoutConfig,
+    inbound: Arc<dyn Inbound>,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+struct Peer {
+    node: NodeId,
+    info: Mutex<PeerState>,
+    tx: mpsc::Sender<PeerFrame>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<PeerFrame>>>,
+    /// Ends the dial loop and every link of this peer.
+    cancel: CancellationToken,
+    /// Ends the current link (replaced by a newer one).
+    link: Mutex<Option<CancellationToken>>,
+    connected: AtomicBool,
+    metrics: PeerMetrics,
+}
+
+struct PeerState {
+    incarnation: u64,
+    address: String,
+    /// When the membership view last listed this peer (or when it was created).
+    listed_at: Instant,
+    dialing: bool,
+}
+
+impl Peer {
+    fn new(
+        node: NodeId,
+        incarnation: u64,
+        address: String,
+        capacity: usize,
+        parent: &CancellationToken,
+    ) -> Peer {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Peer {
+            node,
+            info: Mutex::new(PeerState {
+                incarnation,
+                address,
+                listed_at: Instant::now(),
+                dialing: false,
+            }),
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            cancel: parent.child_token(),
+            link: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            metrics: PeerMetrics::new(node),
+        }
+    }
+
+    /// Ends the current link, if any, and returns the token of the new one.
+    fn replace_link(&self) -> CancellationToken {
+        let token = self.cancel.child_token();
+        if let Some(old) = self.link.lock().replace(token.clone()) {
+            old.cancel();
+        }
+        token
+    }
+
+    /// Takes the outbound queue for a link (waits for the previous link to give it back).
+    async fn take_queue(&self) -> Result<OwnedMutexGuard<mpsc::Receiver<PeerFrame>>, Status> {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.clone().lock_owned())
+            .await
+            .map_err(|_| Status::unavailable("the previous link to this peer did not end"))
+    }
+}
+
+fn hello_frame(config: &FanoutConfig) -> PeerFrame {
+    PeerFrame {
+        frame: Some(peer_frame::Frame::Hello(Hello {
+            node_id: config.node_id,
+            incarnation: config.incarnation,
+        })),
+    }
+}
+
+/// The frames a link sends: its Hello, then the peer's queue until the link is cancelled.
+fn outbound(
+    first: PeerFrame,
+    queue: OwnedMutexGuard<mpsc::Receiver<PeerFrame>>,
+    until: CancellationToken,
+) -> impl Stream<Item = PeerFrame> + Send + 'static {
+    let queued = futures::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|f| (f, queue))
+    });
+    futures::stream::once(async move { first })
+        .chain(queued)
+        .take_until(until.cancelled_owned())
+}
+
+impl Fanout {
+    pub fn new(config: FanoutConfig, inbound: Arc<dyn Inbound>) -> Fanout {
+        metrics::describe();
+        Fanout {
+            inner: Arc::new(Inner {
+                config,
+                inbound,
+                peers: RwLock::new(HashMap::new()),
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The gRPC service to mount on this node's cluster listener.
+    pub fn service(&self) -> FanoutServer<FanoutService> {
+        FanoutServer::new(FanoutService {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    /// Queues `envelope` for `to` without waiting; false if it was dropped (queue full).
+    pub fn send(&self, to: &PeerInfo, mut envelope: Envelope) -> bool {
+        if envelope.sent_at_micros == 0 {
+            envelope.sent_at_micros = now_micros();
+        }
+        let peer = self.inner.peer(to);
+        let frame = PeerFrame {
+            frame: Some(peer_frame::Frame::Envelope(envelope)),
+        };
+        match peer.tx.try_send(frame) {
+            Ok(()) => {
+                peer.metrics.forwarded.increment(1);
+                true
+            }
+            Err(_) => {
+                peer.metrics.dropped.increment(1);
+                tracing::warn!(
+                    peer = to.node,
+                    "fan-out queue full or closed: message dropped"
+                );
+                false
+            }
+        }
+    }
+
+    /// Reconciles the peer table with the gateways the membership view lists (this node is
+    /// skipped). Peers no longer listed are forgotten after `forget_after`.
+    pub fn set_peers(&self, listed: &[PeerInfo]) {
+        let inner = &self.inner;
+        for info in listed.iter().filter(|p| p.node != inner.config.node_id) {
+            let peer = inner.peer(info);
+            peer.info.lock().listed_at = Instant::now();
+        }
+        let forget_after = inner.config.forget_after;
+        let mut gone = Vec::new();
+        inner.peers.write().retain(|node, peer| {
+            let keep = listed.iter().any(|p| p.node == *node)
+                || peer.info.lock().listed_at.elapsed() < forget_after;
+            if !keep {
+                gone.push(peer.clone());
+            }
+            keep
+        });
+        for peer in gone {
+            tracing::info!(peer = peer.node, "forgetting a gateway that left");
+            peer.cancel.cancel();
+        }
+        self.publish_states();
+    }
+
+    /// Whether the link to `node` is up.
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        self.inner
+            .peers
+            .read()
+            .get(&node)
+            .is_some_and(|p| p.connected.load(Ordering::Acquire))
+    }
+
+    fn publish_states(&self) {
+        let peers = self.inner.peers.read();
+        let connected = peers
+            .values()
+            .filter(|p| p.connected.load(Ordering::Acquire))
+            .count();
+        metrics::peer_states(connected, peers.len() - connected);
+    }
+
+    /// Ends every link and dial loop.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.tasks.wait()).await;
+    }
+}
+
+impl Inner {
+    /// The peer for `info`, created (and dialed, if this node dials it) when new; a newer
+    /// incarnation or address resets it.
+    fn peer(self: &Arc<Self>, info: &PeerInfo) -> Arc<Peer> {
+        if let Some(peer) = self.peers.read().get(&info.node) {
+            let mut state = peer.info.lock();
+            if state.incarnation >= info.incarnation
+                && (info.address.is_empty() || state.address == info.address)
+            {
+                return peer.clone();
+            }
+            if info.incarnation > state.incarnation {
+                // A new process: whatever link we have belongs to the old one.
+                if let Some(link) = peer.link.lock().take() {
+                    link.cancel();
+                }
+            }
+            state.incarnation = state.incarnation.max(info.incarnation);
+            if !info.address.is_empty() {
+                state.address = info.address.clone();
+            }
+            return peer.clone();
+        }
+        let mut peers = self.peers.write();
+        let peer = peers
+            .entry(info.node)
+            .or_insert_with(|| {
+                Arc::new(Peer::new(
+                    info.node,
+                    info.incarnation,
+                    info.address.clone(),
+                    self.config.queue_capacity,
+                    &self.cancel,
+                ))
+            })
+            .clone();
+        drop(peers);
+        self.ensure_dialing(&peer);
+        peer
+    }
+
+    fn ensure_dialing(self: &Arc<Self>, peer: &Arc<Peer>) {
+        if self.config.node_id >= peer.node {
+            return; // the peer dials us
+        }
+        {
+            let mut state = peer.info.lock();
+            if state.dialing || state.address.is_empty() {
+                return;
+            }
+            state.dialing = true;
+        }
+        let (inner, peer) = (self.clone(), peer.clone());
+        self.tasks.spawn(async move { inner.dial_loop(peer).await });
+    }
+
+    async fn dial_loop(self: Arc<Self>, peer: Arc<Peer>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut channel: Option<(String, Channel)> = None;
+        loop {
+            if peer.cancel.is_cancelled() {
+                return;
+            }
+            let address = peer.info.lock().address.clone();
+            let reuse = channel
+                .as_ref()
+                .filter(|(a, _)| *a == address)
+                .map(|(_, c)| c.clone());
+            let chan = match reuse {
+                Some(c) => Ok(c),
+                None => self.connect(&address).await,
+            };
+            let started = Instant::now();
+            match chan {
+                Ok(c) => {
+                    channel = Some((address.clone(), c.clone()));
+                    if let Err(status) = self.run_dialed_link(&peer, c).await {
+                        peer.metrics.link_failures.increment(1);
+                        tracing::debug!(peer = peer.node, %address, error = %status.message(), "fan-out link ended");
+                    }
+                }
+                Err(error) => {
+                    peer.metrics.link_failures.increment(1);
+                    tracing::debug!(peer = peer.node, %address, %error, "cannot reach peer gateway");
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(50);
+            }
+            tokio::select! {
+                _ = peer.cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    async fn connect(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+    }
+
+    /// One link, dialed by this node: runs until it breaks or is replaced.
+    async fn run_dialed_link(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        channel: Channel,
+    ) -> Result<(), Status> {
+        let token = peer.replace_link();
+        let queue = peer.take_queue().await?;
+        let frames = outbound(hello_frame(&self.config), queue, token.clone());
+        let mut client = FanoutClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        let mut inbound = client.link(Request::new(frames)).await?.into_inner();
+        match inbound.message().await? {
+            Some(PeerFrame {
+                frame: Some(peer_frame::Frame::Hello(h)),
+            }) if h.node_id == peer.node => {}
+            other => {
+                token.cancel();
+                return Err(Status::failed_precondition(format!(
+                    "unexpected first frame from peer: {other:?}"
+                )));
+            }
+        }
+        self.receive(peer, inbound, token).await
+    }
+
+    /// Reads a link's incoming frames until it ends; marks the peer connected meanwhile.
+    async fn receive(
+        &self,
+        peer: &Arc<Peer>,
+        mut inbound: Streaming<PeerFrame>,
+        token: CancellationToken,
+    ) -> Result<(), Status> {
+        peer.connected.store(true, Ordering::Release);
+        tracing::info!(peer = peer.node, "fan-out link up");
+        let latency = metrics::delivery_latency();
+        let result = loop {
+            let frame = tokio::select! {
+                _ = token.cancelled() => break Ok(()),
+                frame = inbound.message() => frame,
+            };
+            match frame {
+                Ok(Some(PeerFrame {
+                    frame: Some(peer_frame::Frame::Envelope(envelope)),
+                })) => {
+                    peer.metrics.received.increment(1);
+                    let sent_at = envelope.sent_at_micros;
+                    self.inbound.deliver(peer.node, envelope).await;
+                    if sent_at > 0 {
+                        latency.record(now_micros().saturating_sub(sent_at) as f64 / 1e6);
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(status),
+            }
+        };
+        token.cancel();
+        peer.connected.store(false, Ordering::Release);
+        tracing::info!(peer = peer.node, "fan-out link down");
+        result
+    }
+}
+
+/// The `Fanout` gRPC service (the accepting side of links).
+pub struct FanoutService {
+    inner: Arc<Inner>,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<PeerFrame, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FanoutRpc for FanoutService {
+    type LinkStream = FrameStream;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<PeerFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let inner = &self.inner;
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(PeerFrame {
+                frame: Some(peer_frame::Frame::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("a link starts with a Hello frame")),
+        };
+        if hello.node_id == inner.config.node_id {
+            return Err(Status::invalid_argument(
+                "a node cannot link to itself (duplicate --node-id?)",
+            ));
+        }
+        let known = inner
+            .peers
+            .read()
+            .get(&hello.node_id)
+            .map(|p| p.info.lock().incarnation);
+        if known.is_some_and(|k| k > hello.incarnation) {
+            return Err(Status::failed_precondition(
+                "stale incarnation: that node has restarted since",
+            ));
+        }
+        let peer = inner.peer(&PeerInfo {
+            node: hello.node_id,
+            incarnation: hello.incarnation,
+            address: String::new(),
+        });
+        let token = peer.replace_link();
+        let queue = peer.take_queue().await?;
+        let reader = {
+            let (inner, peer, token) = (inner.clone(), peer.clone(), token.clone());
+            async move {
+                if let Err(status) = inner.receive(&peer, inbound, token).await {
+                    peer.metrics.link_failures.increment(1);
+                    tracing::debug!(peer = peer.node, error = %status.message(), "fan-out link ended");
+                }
+            }
+        };
+        inner.tasks.spawn(reader);
+        let frames = outbound(hello_frame(&inner.config), queue, token).map(Ok);
+        Ok(Response::new(Box::pin(frames)))
+    }
+}
