@@ -381,6 +381,8 @@ export class HubConnection {
   }
 
   receive(data) {
+    // After close() nothing more is delivered: the caller has done its counting.
+    if (this.closing || this.closed) return;
     if (typeof data !== 'string') {
       this.protocolError('binary frame on a JSON protocol connection');
       return;
@@ -388,6 +390,7 @@ export class HubConnection {
     const { records, rest } = splitRecords(data, this.buffer);
     this.buffer = rest;
     for (const record of records) {
+      if (this.closing) return;
       let message;
       try {
         message = JSON.parse(record);
