@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod error;
 pub mod metrics;
 pub mod outbound;
+mod peers;
 pub mod presence;
 pub mod registry;
 pub mod rest;
@@ -35,6 +36,9 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
+use switchboard_cluster::fanout::FanoutService;
+use switchboard_cluster::proto::fanout_server::FanoutServer;
+use switchboard_cluster::{Fanout, FanoutConfig};
 use switchboard_core::NodeId;
 use switchboard_membership::Command;
 use switchboard_store::MembershipStore;
@@ -88,6 +92,9 @@ pub struct GatewayConfig {
     pub store_timeout: Duration,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace: Duration,
+    /// Forward messages to other gateways (a cluster); `advertise` must then be this node's
+    /// cluster (gRPC) address.
+    pub cluster: bool,
 }
 
 impl GatewayConfig {
@@ -108,6 +115,7 @@ impl GatewayConfig {
             lease: Duration::from_secs(10),
             store_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            cluster: false,
         }
     }
 }
@@ -121,6 +129,8 @@ pub struct Shared {
     pub delivery: LocalDelivery,
     pub metrics: Arc<GatewayMetrics>,
     pub prometheus: Option<PrometheusHandle>,
+    /// Links to the other gateways, in a cluster.
+    pub fanout: Option<Fanout>,
     pub(crate) tracker: TaskTracker,
     /// The node holds a live lease in the store.
     registered: AtomicBool,
@@ -149,9 +159,27 @@ impl Shared {
         self.registered.store(registered, Ordering::Release);
     }
 
-    /// Routes an envelope to its recipients. The message has been accepted when this returns.
+    /// Routes an envelope to its recipients: queued for every local one, and for every other
+    /// gateway that may hold one. The message has been accepted when this returns.
     pub fn dispatch(&self, envelope: Envelope) {
-        self.delivery.deliver(&envelope, Instant::now());
+        let received = Instant::now();
+        if let Some(fanout) = &self.fanout {
+            let view = self.store.view();
+            let (peers, applied) = {
+                let state = view.read();
+                (
+                    peers::route(&state, &envelope, self.config.node_id),
+                    view.applied_index(),
+                )
+            };
+            if !peers.is_empty() {
+                let wire = peers::to_wire(&envelope, applied);
+                for peer in &peers {
+                    fanout.send(peer, wire.clone());
+                }
+            }
+        }
+        self.delivery.deliver(&envelope, received);
     }
 
     /// Closes every local connection with `reason`.
@@ -187,21 +215,34 @@ impl Gateway {
             metrics: metrics.clone(),
             limits: config.queue_limits,
         };
-        let shared = Shared {
-            config,
-            keys,
-            store,
-            registry,
-            delivery,
-            metrics,
-            prometheus,
-            tracker: TaskTracker::new(),
-            registered: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-        };
-        Gateway {
-            shared: Arc::new(shared),
-        }
+        let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+            let fanout = config.cluster.then(|| {
+                let inbound = Arc::new(peers::PeerInbound { shared: me.clone() });
+                Fanout::new(
+                    FanoutConfig::new(config.node_id, config.incarnation),
+                    inbound,
+                )
+            });
+            Shared {
+                config,
+                keys,
+                store,
+                registry,
+                delivery,
+                metrics,
+                prometheus,
+                fanout,
+                tracker: TaskTracker::new(),
+                registered: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+            }
+        });
+        Gateway { shared }
+    }
+
+    /// The gRPC service other gateways link to (mount it on the cluster listener), in a cluster.
+    pub fn fanout_service(&self) -> Option<FanoutServer<FanoutService>> {
+        self.shared.fanout.as_ref().map(Fanout::service)
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -271,6 +312,9 @@ impl Gateway {
         }
         background.cancel();
         let _ = presence.await;
+        if let Some(fanout) = &shared.fanout {
+            fanout.shutdown().await;
+        }
         let leave = Command::NodeLeft {
             node: shared.config.node_id,
             incarnation: shared.config.incarnation,

@@ -20,12 +20,30 @@ use crate::Shared;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
+const PEER_SYNC_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs heartbeats and reconciliation until `cancel`.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let heartbeat = heartbeat(shared.clone(), cancel.clone());
-    let reconcile = reconcile_loop(shared, cancel);
-    tokio::join!(heartbeat, reconcile);
+    let reconcile = reconcile_loop(shared.clone(), cancel.clone());
+    let peers = sync_peers(shared, cancel);
+    tokio::join!(heartbeat, reconcile, peers);
+}
+
+/// Keeps the fan-out's peer table in step with the gateways the store lists.
+async fn sync_peers(shared: Arc<Shared>, cancel: CancellationToken) {
+    let Some(fanout) = shared.fanout.clone() else {
+        return;
+    };
+    let view = shared.store.view();
+    loop {
+        let listed = crate::peers::listed_peers(&view.read());
+        fanout.set_peers(&listed);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(PEER_SYNC_EVERY) => {}
+        }
+    }
 }
 
 async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {

@@ -1,8 +1,10 @@
 //! The command line. Every flag can also be set with an environment variable
 //! `SWITCHBOARD_<FLAG>` (for example `SWITCHBOARD_LISTEN`, `SWITCHBOARD_ACCESS_KEY`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -21,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a node with the gateway and a store voter (no flags: one local node, ready to use).
     Serve(ServeArgs),
+    /// Run a stateless gateway in front of a store cluster (--store).
+    Gateway(GatewayArgs),
+    /// Run a store voter only.
+    Store(StoreArgs),
     /// Mint a client access token (and URL) or a REST token from a connection string.
     Token(TokenArgs),
 }
@@ -31,22 +37,129 @@ pub enum LogFormat {
     Json,
 }
 
+/// A node id: a number, or `from-hostname` (the StatefulSet ordinal of the host name + 1, so
+/// pod `switchboard-store-2` is node 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeIdArg {
+    Fixed(u64),
+    FromHostname,
+}
+
+impl FromStr for NodeIdArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "from-hostname" {
+            return Ok(NodeIdArg::FromHostname);
+        }
+        match s.parse::<u64>() {
+            Ok(0) | Err(_) => Err(format!(
+                "{s:?} is not a node id (a number from 1, or from-hostname)"
+            )),
+            Ok(n) => Ok(NodeIdArg::Fixed(n)),
+        }
+    }
+}
+
+impl NodeIdArg {
+    /// The numeric id, reading the host name when asked to.
+    pub fn resolve(self) -> Result<u64, String> {
+        match self {
+            NodeIdArg::Fixed(n) => Ok(n),
+            NodeIdArg::FromHostname => {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                    .map(|h| h.trim().to_owned())
+                    .ok_or("--node-id from-hostname: the host name is unknown")?;
+                ordinal_of(&host).map(|o| o + 1).ok_or_else(|| {
+                    format!(
+                        "--node-id from-hostname: host name {host:?} does not end in -<ordinal>"
+                    )
+                })
+            }
+        }
+    }
+}
+
+fn ordinal_of(host: &str) -> Option<u64> {
+    let first_label = host.split('.').next()?;
+    first_label.rsplit_once('-')?.1.parse().ok()
+}
+
+/// `--peers 1=host:port,2=host:port,...`: every voter's id and cluster address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers(pub BTreeMap<u64, String>);
+
+impl FromStr for Peers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut peers = BTreeMap::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (id, addr) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("{id:?} is not a node id"))?;
+            if id == 0 {
+                return Err("node ids start at 1".into());
+            }
+            let addr = addr.trim();
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(format!("{addr:?} is not HOST:PORT"));
+            }
+            if peers.insert(id, addr.to_owned()).is_some() {
+                return Err(format!("node {id} is listed twice"));
+            }
+        }
+        if peers.is_empty() {
+            return Err("no peers listed".into());
+        }
+        Ok(Peers(peers))
+    }
+}
+
+/// `--store host:port,host:port`: the voters' cluster addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voters(pub Vec<String>);
+
+impl FromStr for Voters {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let voters: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for v in &voters {
+            if v.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(format!("{v:?} is not HOST:PORT"));
+            }
+        }
+        if voters.is_empty() {
+            return Err("no store voters listed".into());
+        }
+        Ok(Voters(voters))
+    }
+}
+
+/// Settings of the client-facing gateway, shared by `serve` and `gateway`.
 #[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// HTTP listener: client endpoints, REST API, /api/health, /readyz, /metrics.
-    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Where the Raft log, snapshots and the generated access key live.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_DATA_DIR",
-        default_value = "./switchboard-data"
-    )]
-    pub data_dir: PathBuf,
-
+pub struct GatewayFlags {
     /// Access key accepted for tokens; repeat for key rotation (the first one signs).
-    /// Without any, a key is generated once and kept in the data dir.
     #[arg(
         long = "access-key",
         env = "SWITCHBOARD_ACCESS_KEY",
@@ -54,30 +167,13 @@ pub struct ServeArgs {
     )]
     pub access_keys: Vec<String>,
 
-    /// This node's id in the cluster.
-    #[arg(long, env = "SWITCHBOARD_NODE_ID", default_value_t = 1)]
-    pub node_id: u64,
-
     /// The endpoint printed in the connection string (default: derived from --listen).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_ENDPOINT")]
     pub public_endpoint: Option<String>,
 
-    /// Log format.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
-
     /// Seconds shutdown waits for clients to disconnect after being told to reconnect elsewhere.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
-
-    /// Take a store snapshot (and compact the log) after this many log entries.
-    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]
-    pub snapshot_every: u64,
 
     /// Seconds between keep-alive pings to an otherwise idle client.
     #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE_INTERVAL", default_value_t = 15)]
@@ -98,6 +194,142 @@ pub struct ServeArgs {
     /// Bytes a connection may have queued before it is closed as a slow consumer.
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_queued_bytes: usize,
+
+    /// Seconds of this gateway's lease in the store: if it stops renewing (crash, partition),
+    /// its connections disappear cluster-wide this long after the last renewal.
+    #[arg(long, env = "SWITCHBOARD_LEASE", default_value_t = 10)]
+    pub lease: u64,
+}
+
+/// Settings shared by every process.
+#[derive(Args, Debug, Clone)]
+pub struct CommonFlags {
+    /// Log format.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// HTTP listener: client endpoints, REST API, /api/health, /readyz, /metrics.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where the Raft log, snapshots and the generated access key live.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATA_DIR",
+        default_value = "./switchboard-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// This node's id: a number, or from-hostname (StatefulSet ordinal + 1).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", default_value = "1")]
+    pub node_id: NodeIdArg,
+
+    /// gRPC listener for Raft, the store API and fan-out between gateways. Needed in a cluster.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+
+    /// The cluster address other nodes dial to reach this one (default: this node's --peers
+    /// entry, else --cluster-listen).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Every store voter of the cluster, this node included: 1=HOST:PORT,2=HOST:PORT,...
+    #[arg(long, env = "SWITCHBOARD_PEERS")]
+    pub peers: Option<Peers>,
+
+    /// Take a store snapshot (and compact the log) after this many log entries.
+    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
+
+    #[command(flatten)]
+    pub common: CommonFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// HTTP listener: client endpoints, REST API, /api/health, /readyz, /metrics.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// This gateway's id (default: a random id for this process; gateways keep no state).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<NodeIdArg>,
+
+    /// gRPC listener for fan-out from other gateways.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_LISTEN")]
+    pub cluster_listen: SocketAddr,
+
+    /// The cluster address other gateways dial (default: --cluster-listen).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// The store voters' cluster addresses: HOST:PORT,HOST:PORT,...
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    pub store: Voters,
+
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
+
+    #[command(flatten)]
+    pub common: CommonFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Optional HTTP listener serving only /api/health, /readyz and /metrics.
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where the Raft log and snapshots live.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATA_DIR",
+        default_value = "./switchboard-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// This node's id: a number, or from-hostname (StatefulSet ordinal + 1).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: NodeIdArg,
+
+    /// gRPC listener for Raft and the store API.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_LISTEN")]
+    pub cluster_listen: SocketAddr,
+
+    /// The cluster address other nodes dial (default: this node's --peers entry).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Every store voter of the cluster, this node included: 1=HOST:PORT,2=HOST:PORT,...
+    #[arg(long, env = "SWITCHBOARD_PEERS")]
+    pub peers: Peers,
+
+    /// Take a store snapshot (and compact the log) after this many log entries.
+    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+
+    /// Accepted so voters take the same flags as `serve`; a voter does not check tokens.
+    #[arg(
+        long = "access-key",
+        env = "SWITCHBOARD_ACCESS_KEY",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub access_keys: Vec<String>,
+
+    #[command(flatten)]
+    pub common: CommonFlags,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -140,4 +372,39 @@ pub struct TokenArgs {
 pub enum TokenField {
     Url,
     Token,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject() {
+        let p: Peers = "1=127.0.0.1:7001, 2=b:7002,3=[::1]:7003".parse().unwrap();
+        assert_eq!(p.0.len(), 3);
+        assert_eq!(p.0[&3], "[::1]:7003");
+        for bad in ["", "1=a", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1a:1"] {
+            assert!(bad.parse::<Peers>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn voters_parse() {
+        assert_eq!("a:1,b:2".parse::<Voters>().unwrap().0, vec!["a:1", "b:2"]);
+        assert!("a".parse::<Voters>().is_err());
+        assert!("".parse::<Voters>().is_err());
+    }
+
+    #[test]
+    fn node_ids_from_hostnames() {
+        assert_eq!(ordinal_of("switchboard-store-2"), Some(2));
+        assert_eq!(ordinal_of("sb-0.sb-headless.ns.svc"), Some(0));
+        assert_eq!(ordinal_of("laptop"), None);
+        assert_eq!("7".parse::<NodeIdArg>(), Ok(NodeIdArg::Fixed(7)));
+        assert!("0".parse::<NodeIdArg>().is_err());
+        assert_eq!(
+            "from-hostname".parse::<NodeIdArg>(),
+            Ok(NodeIdArg::FromHostname)
+        );
+    }
 }

@@ -21,6 +21,29 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Token(args) => token::run(args),
-        cli::Command::Serve(args) => serve::main(serve::Role::Serve, args),
+        cli::Command::Serve(args) => {
+            let common = args.common.clone();
+            serve::main(
+                &common,
+                || serve::validate_serve(&args),
+                |stop| serve::serve(args.clone(), stop),
+            )
+        }
+        cli::Command::Gateway(args) => {
+            let common = args.common.clone();
+            serve::main(
+                &common,
+                || serve::validate_gateway_role(&args),
+                |stop| serve::gateway(args.clone(), stop),
+            )
+        }
+        cli::Command::Store(args) => {
+            let common = args.common.clone();
+            serve::main(
+                &common,
+                || serve::validate_store(&args),
+                |stop| serve::store(args.clone(), stop),
+            )
+        }
     }
 }

@@ -1,32 +1,48 @@
-//! `switchboard serve`: one process with the gateway and a Raft store voter.
+//! The long-running roles: `serve` (gateway + voter), `gateway` (stateless) and `store` (voter).
+//!
+//! Each one validates its flags before binding anything (exit code 64 on a bad configuration),
+//! binds its listeners, hands them to the library crates, and on SIGTERM/Ctrl-C shuts down in
+//! order: the gateway drains its clients first, the cluster listener and the store stop last.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
 use switchboard_gateway::{Gateway, GatewayConfig};
+use switchboard_store::grpc::{
+    Channels, GrpcForwarder, GrpcNetwork, RaftGrpcService, StoreGrpcService,
+};
+use switchboard_store::remote::{RemoteStore, RemoteStoreConfig};
 use switchboard_store::{MembershipStore, RaftStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeArgs;
+use crate::cli::{CommonFlags, GatewayArgs, GatewayFlags, ServeArgs, StoreArgs};
 use crate::{keys, telemetry};
-
-/// Which processes a node runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Serve,
-}
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-pub fn main(role: Role, args: ServeArgs) -> ExitCode {
-    telemetry::init_logging(args.log_format);
-    if let Err(e) = validate(&args) {
+/// Runs one role to completion with logging, a runtime and configuration errors handled.
+pub fn main<F, Fut>(
+    common: &CommonFlags,
+    validate: impl FnOnce() -> anyhow::Result<()>,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    telemetry::init_logging(common.log_format);
+    if let Err(e) = validate() {
         eprintln!("switchboard: invalid configuration: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -40,7 +56,12 @@ pub fn main(role: Role, args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(role, args)) {
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        run(shutdown).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(
@@ -53,20 +74,17 @@ pub fn main(role: Role, args: ServeArgs) -> ExitCode {
     }
 }
 
-fn validate(args: &ServeArgs) -> anyhow::Result<()> {
-    if args.node_id == 0 {
-        anyhow::bail!("--node-id must be 1 or more");
-    }
-    if args.keep_alive_interval == 0 || args.client_timeout == 0 || args.handshake_timeout == 0 {
+pub fn validate_gateway(flags: &GatewayFlags) -> anyhow::Result<()> {
+    if flags.keep_alive_interval == 0 || flags.client_timeout == 0 || flags.handshake_timeout == 0 {
         anyhow::bail!("--keep-alive-interval, --client-timeout and --handshake-timeout must be at least 1 second");
     }
-    if args.snapshot_every == 0 {
-        anyhow::bail!("--snapshot-every must be at least 1");
-    }
-    if args.max_queued_messages == 0 || args.max_queued_bytes == 0 {
+    if flags.max_queued_messages == 0 || flags.max_queued_bytes == 0 {
         anyhow::bail!("--max-queued-messages and --max-queued-bytes must be positive");
     }
-    if let Some(endpoint) = &args.public_endpoint {
+    if flags.lease < 3 {
+        anyhow::bail!("--lease must be at least 3 seconds");
+    }
+    if let Some(endpoint) = &flags.public_endpoint {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             anyhow::bail!("--public-endpoint must start with http:// or https://");
         }
@@ -74,9 +92,47 @@ fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<()> {
+    validate_gateway(&args.gateway)?;
+    let node = args.node_id.resolve().map_err(anyhow::Error::msg)?;
+    if args.snapshot_every == 0 {
+        anyhow::bail!("--snapshot-every must be at least 1");
+    }
+    if let Some(peers) = &args.peers {
+        if !peers.0.contains_key(&node) {
+            anyhow::bail!("--peers must list this node ({node})");
+        }
+        if args.cluster_listen.is_none() {
+            anyhow::bail!(
+                "--peers needs --cluster-listen (where the other voters reach this node)"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_store(args: &StoreArgs) -> anyhow::Result<()> {
+    let node = args.node_id.resolve().map_err(anyhow::Error::msg)?;
+    if args.snapshot_every == 0 {
+        anyhow::bail!("--snapshot-every must be at least 1");
+    }
+    if !args.peers.0.contains_key(&node) {
+        anyhow::bail!("--peers must list this node ({node})");
+    }
+    Ok(())
+}
+
+pub fn validate_gateway_role(args: &GatewayArgs) -> anyhow::Result<()> {
+    validate_gateway(&args.gateway)?;
+    if let Some(id) = args.node_id {
+        id.resolve().map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 /// The endpoint clients and app servers use, for the printed connection string.
-fn public_endpoint(args: &ServeArgs, bound: SocketAddr) -> String {
-    if let Some(e) = &args.public_endpoint {
+fn public_endpoint(flags: &GatewayFlags, bound: SocketAddr) -> String {
+    if let Some(e) = &flags.public_endpoint {
         return e.trim_end_matches('/').to_owned();
     }
     let host = if bound.ip().is_unspecified() {
@@ -92,56 +148,342 @@ fn public_endpoint(args: &ServeArgs, bound: SocketAddr) -> String {
     format!("http://{host}:{}", bound.port())
 }
 
-async fn run(role: Role, args: ServeArgs) -> anyhow::Result<()> {
-    let Role::Serve = role;
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
-    let prometheus = telemetry::init_metrics()?;
+fn gateway_config(
+    node_id: u64,
+    advertise: String,
+    flags: &GatewayFlags,
+    cluster: bool,
+) -> GatewayConfig {
+    let mut config = GatewayConfig::new(node_id, advertise);
+    config.shutdown_grace = Duration::from_secs(flags.shutdown_grace);
+    config.keep_alive_interval = Duration::from_secs(flags.keep_alive_interval);
+    config.client_timeout = Duration::from_secs(flags.client_timeout);
+    config.handshake_timeout = Duration::from_secs(flags.handshake_timeout);
+    config.queue_limits.max_frames = flags.max_queued_messages;
+    config.queue_limits.max_bytes = flags.max_queued_bytes;
+    config.lease = Duration::from_secs(flags.lease);
+    config.cluster = cluster;
+    config
+}
 
+/// The address other nodes dial: --advertise, else this node's --peers entry, else the
+/// cluster listener (with a usable host).
+fn advertise(
+    explicit: Option<&String>,
+    peers: Option<&BTreeMap<u64, String>>,
+    node: u64,
+    listen: SocketAddr,
+) -> String {
+    if let Some(a) = explicit {
+        return a.clone();
+    }
+    if let Some(a) = peers.and_then(|p| p.get(&node)) {
+        return a.clone();
+    }
+    if listen.ip().is_unspecified() {
+        tracing::warn!(%listen, "--cluster-listen is unspecified and no --advertise given: other nodes will dial 127.0.0.1");
+        return format!("127.0.0.1:{}", listen.port());
+    }
+    listen.to_string()
+}
+
+/// Opens the Raft store: single voter without peers, a cluster member with them.
+async fn open_store(
+    node_id: u64,
+    data_dir: &std::path::Path,
+    snapshot_every: u64,
+    advertise: String,
+    peers: Option<&BTreeMap<u64, String>>,
+) -> anyhow::Result<Arc<RaftStore>> {
+    let mut config = StoreConfig::new(node_id, data_dir.to_path_buf());
+    config.snapshot_every = snapshot_every;
+    config.advertise_addr = advertise;
+    match peers {
+        None => {
+            let store = RaftStore::open(config, switchboard_store::network::SingleNodeNetwork)
+                .await
+                .context("opening the store")?;
+            store
+                .initialize_single()
+                .await
+                .context("initializing the store")?;
+            Ok(store)
+        }
+        Some(peers) => {
+            let channels = Channels::new();
+            let network = GrpcNetwork::new(node_id, channels.clone());
+            let forwarder = Arc::new(GrpcForwarder::new(channels));
+            let store = RaftStore::open_with_forwarder(config, network, forwarder)
+                .await
+                .context("opening the store")?;
+            store
+                .initialize_cluster(peers.clone())
+                .await
+                .context("joining the store cluster")?;
+            Ok(store)
+        }
+    }
+}
+
+/// Serves the cluster gRPC services on `listener` until `stop`.
+fn spawn_cluster_server(
+    listener: TcpListener,
+    store: Option<&Arc<RaftStore>>,
+    fanout: Option<
+        switchboard_cluster::proto::fanout_server::FanoutServer<
+            switchboard_cluster::fanout::FanoutService,
+        >,
+    >,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_optional_service(store.map(|s| RaftGrpcService::new(s.raft().clone()).into_server()))
+        .add_optional_service(store.map(|s| {
+            StoreGrpcService::new(s.clone())
+                .with_shutdown(stop.clone())
+                .into_server()
+        }))
+        .add_optional_service(fanout);
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(error) = router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "cluster listener failed");
+        }
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} {addr}"))
+}
+
+/// `switchboard serve`.
+pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let prometheus = telemetry::init_metrics()?;
+    let node_id = args.node_id.resolve().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let keys = keys::load_or_generate(&args.access_keys, &args.data_dir)?;
+    let keys = keys::load_or_generate(&args.gateway.access_keys, &args.data_dir)?;
     let keyset = KeySet::new(keys.clone()).context("access keys")?;
 
-    let mut store_config = StoreConfig::new(args.node_id, args.data_dir.clone());
-    store_config.snapshot_every = args.snapshot_every;
-    let store = RaftStore::open(store_config, switchboard_store::network::SingleNodeNetwork)
-        .await
-        .context("opening the store")?;
-    store
-        .initialize_single()
-        .await
-        .context("initializing the store")?;
+    let listener = bind(args.listen, "--listen").await?;
+    let cluster_listener = match args.cluster_listen {
+        Some(addr) => Some(bind(addr, "--cluster-listen").await?),
+        None => None,
+    };
+    let peers = args.peers.as_ref().map(|p| &p.0);
+    let advertise = match (&cluster_listener, args.cluster_listen) {
+        (Some(_), Some(addr)) => advertise(args.advertise.as_ref(), peers, node_id, addr),
+        _ => listener.local_addr()?.to_string(),
+    };
+    let store = open_store(
+        node_id,
+        &args.data_dir,
+        args.snapshot_every,
+        advertise.clone(),
+        peers,
+    )
+    .await?;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr()?;
-    let endpoint = public_endpoint(&args, bound);
-
-    let mut config = GatewayConfig::new(args.node_id, bound.to_string());
-    config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
-    config.keep_alive_interval = Duration::from_secs(args.keep_alive_interval);
-    config.client_timeout = Duration::from_secs(args.client_timeout);
-    config.handshake_timeout = Duration::from_secs(args.handshake_timeout);
-    config.queue_limits.max_frames = args.max_queued_messages;
-    config.queue_limits.max_bytes = args.max_queued_bytes;
+    let cluster = cluster_listener.is_some();
+    let config = gateway_config(node_id, advertise, &args.gateway, cluster);
     let gateway = Gateway::new(
         config,
         keyset,
         store.clone() as Arc<dyn MembershipStore>,
         Some(prometheus),
     );
+    let stop_cluster = CancellationToken::new();
+    let cluster_server = cluster_listener.map(|l| {
+        spawn_cluster_server(
+            l,
+            Some(&store),
+            gateway.fanout_service(),
+            stop_cluster.clone(),
+        )
+    });
 
-    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id = args.node_id, "switchboard is serving");
-    // The connection string app servers use; scripts look for the line starting with `Endpoint=`.
-    let connection_string = format!("Endpoint={endpoint};AccessKey={};Version=1.0;", keys[0]);
-    println!("{connection_string}");
-    keys::write_private(&args.data_dir.join("connection-string"), &connection_string)?;
+    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, "switchboard is serving");
+    print_connection_string(&args.gateway, bound, &keys[0], Some(&args.data_dir))?;
 
     gateway.run(listener, shutdown).await.context("serving")?;
+    stop_cluster.cancel();
+    if let Some(server) = cluster_server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
     store.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `switchboard gateway`.
+pub async fn gateway(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let prometheus = telemetry::init_metrics()?;
+    let node_id = match args.node_id {
+        Some(id) => id.resolve().map_err(anyhow::Error::msg)?,
+        // Stateless gateways need only a unique id for their lifetime.
+        None => rand_node_id(),
+    };
+    if args.gateway.access_keys.is_empty() {
+        anyhow::bail!("a gateway needs --access-key (the same keys as the rest of the cluster)");
+    }
+    let keys: Vec<String> = args
+        .gateway
+        .access_keys
+        .iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let keyset = KeySet::new(keys.clone()).context("access keys")?;
+    let listener = bind(args.listen, "--listen").await?;
+    let cluster_listener = bind(args.cluster_listen, "--cluster-listen").await?;
+    let advertise = advertise(args.advertise.as_ref(), None, node_id, args.cluster_listen);
+
+    let store = RemoteStore::connect(args.store.0.clone(), RemoteStoreConfig::new(node_id));
+    let config = gateway_config(node_id, advertise, &args.gateway, true);
+    let gateway = Gateway::new(
+        config,
+        keyset,
+        store.clone() as Arc<dyn MembershipStore>,
+        Some(prometheus),
+    );
+    let stop_cluster = CancellationToken::new();
+    let cluster_server = spawn_cluster_server(
+        cluster_listener,
+        None,
+        gateway.fanout_service(),
+        stop_cluster.clone(),
+    );
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, node_id, store = ?args.store.0, "switchboard gateway is serving");
+    print_connection_string(&args.gateway, bound, &keys[0], None)?;
+
+    gateway.run(listener, shutdown).await.context("serving")?;
+    stop_cluster.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), cluster_server).await;
+    store.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `switchboard store`.
+pub async fn store(args: StoreArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let prometheus = telemetry::init_metrics()?;
+    let node_id = args.node_id.resolve().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let http = match args.listen {
+        Some(addr) => Some(bind(addr, "--listen").await?),
+        None => None,
+    };
+    let cluster_listener = bind(args.cluster_listen, "--cluster-listen").await?;
+    let advertise = advertise(
+        args.advertise.as_ref(),
+        Some(&args.peers.0),
+        node_id,
+        args.cluster_listen,
+    );
+    let store = open_store(
+        node_id,
+        &args.data_dir,
+        args.snapshot_every,
+        advertise,
+        Some(&args.peers.0),
+    )
+    .await?;
+    let stop_cluster = CancellationToken::new();
+    let cluster_server =
+        spawn_cluster_server(cluster_listener, Some(&store), None, stop_cluster.clone());
+    let http_server = http.map(|listener| {
+        let app = health_router(store.clone(), prometheus);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        })
+    });
+    tracing::info!(node_id, cluster_listen = %args.cluster_listen, "switchboard store voter is serving");
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    stop_cluster.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), cluster_server).await;
+    if let Some(server) = http_server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+    store.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `/api/health`, `/readyz` and `/metrics` for a voter without a gateway.
+fn health_router(store: Arc<RaftStore>, prometheus: PrometheusHandle) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/api/health",
+            get(|| async { StatusCode::OK }).head(|| async { StatusCode::OK }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    if store.status().leader_known() {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: no raft leader known",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = prometheus.clone();
+                async move {
+                    (
+                        StatusCode::OK,
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        handle.render(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+}
+
+fn rand_node_id() -> u64 {
+    // High ids keep clear of the small ids operators give voters.
+    (1u64 << 32) + u64::from(rand::random::<u32>())
+}
+
+fn print_connection_string(
+    flags: &GatewayFlags,
+    bound: SocketAddr,
+    key: &str,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let endpoint = public_endpoint(flags, bound);
+    // The connection string app servers use; scripts look for the line starting with `Endpoint=`.
+    let connection_string = format!("Endpoint={endpoint};AccessKey={key};Version=1.0;");
+    println!("{connection_string}");
+    if let Some(dir) = data_dir {
+        keys::write_private(&dir.join("connection-string"), &connection_string)?;
+    }
     Ok(())
 }
 

@@ -133,6 +133,9 @@ where
                 socket.close().await
             })
             .await;
+        } else if ending.reason == CloseReason::Client {
+            // Answer the client's close handshake (RFC 6455 §5.5.1) instead of just dropping TCP.
+            let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.close()).await;
         }
         metrics.connections.decrement(1.0);
         tracing::debug!(reason = ending.reason.as_str(), "disconnected");
