@@ -8,7 +8,10 @@
 //! Each caller gets its own slice of the entry's outcomes.
 //!
 //! On a follower the batch goes to the [`Forwarder`] instead, and the answer waits until this
-//! node has applied the leader's entry (read-your-writes on every node).
+//! node has applied the leader's entry (read-your-writes on every node). Writes that were already
+//! forwarded to this node ([`Submitter::submit_leader_only`]) are never forwarded again: on a
+//! node that is not the leader they fail with [`StoreError::NotLeader`], so two nodes with stale
+//! ideas of who leads cannot bounce a write between them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +41,9 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Request {
     pub(crate) commands: Vec<Command>,
     pub(crate) reply: oneshot::Sender<Result<Applied, StoreError>>,
+    /// Whether a follower may hand these commands to the leader (false for writes that another
+    /// node already forwarded here).
+    pub(crate) forward: bool,
 }
 
 /// The sending side of the batcher queue: submits commands and waits for their outcomes.
@@ -48,13 +54,40 @@ pub(crate) struct Submitter {
 }
 
 impl Submitter {
+    /// A submitter feeding `tx`, waiting at most `timeout` per call (for batchers elsewhere in
+    /// the crate that consume the same requests).
+    pub(crate) fn new(tx: mpsc::Sender<Request>, timeout: Duration) -> Submitter {
+        Submitter { tx, timeout }
+    }
+
     /// Queues `commands` as one unit and waits (at most the write timeout) until they are
     /// applied locally.
     pub(crate) async fn submit(&self, commands: Vec<Command>) -> Result<Applied, StoreError> {
+        self.submit_with(commands, true).await
+    }
+
+    /// Like [`Submitter::submit`], but fails with [`StoreError::NotLeader`] instead of
+    /// forwarding when this node does not lead.
+    pub(crate) async fn submit_leader_only(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Applied, StoreError> {
+        self.submit_with(commands, false).await
+    }
+
+    async fn submit_with(
+        &self,
+        commands: Vec<Command>,
+        forward: bool,
+    ) -> Result<Applied, StoreError> {
         let (reply, answer) = oneshot::channel();
         let exchange = async {
             self.tx
-                .send(Request { commands, reply })
+                .send(Request {
+                    commands,
+                    reply,
+                    forward,
+                })
                 .await
                 .map_err(|_| StoreError::Unavailable("the store is shutting down".to_owned()))?;
             answer.await.map_err(|_| {
@@ -225,6 +258,24 @@ impl Batcher {
                 ),
             );
         };
+        if leader != self.node_id {
+            // Writes forwarded here from another node go no further.
+            let (forwardable, refused): (Vec<_>, Vec<_>) =
+                requests.into_iter().partition(|r| r.forward);
+            if !refused.is_empty() {
+                fail(
+                    refused,
+                    StoreError::NotLeader {
+                        leader_id: Some(leader),
+                        leader_addr: leader_node.as_ref().map(|n| n.addr.clone()),
+                    },
+                );
+            }
+            requests = forwardable;
+            if requests.is_empty() {
+                return Work::Done;
+            }
+        }
         let total: usize = requests.iter().map(|r| r.commands.len()).sum();
         let mut commands = Vec::with_capacity(total);
         let mut sizes = Vec::with_capacity(requests.len());
@@ -273,6 +324,8 @@ type ForwardFuture =
 
 /// A batch on its way to being applied.
 enum Work {
+    /// Nothing left to do (every request was already answered).
+    Done,
     Failed(Vec<Request>, StoreError),
     Proposed {
         requests: Vec<Request>,
@@ -296,6 +349,7 @@ impl Work {
         };
         tokio::pin!(give_up);
         match self {
+            Work::Done => {}
             Work::Failed(requests, error) => fail(requests, error),
             Work::Proposed {
                 requests,
@@ -331,14 +385,18 @@ impl Work {
     }
 }
 
-fn fail(requests: Vec<Request>, error: StoreError) {
+pub(crate) fn fail(requests: Vec<Request>, error: StoreError) {
     for request in requests {
         let _ = request.reply.send(Err(error.clone()));
     }
 }
 
 /// Hands each request its own slice of the entry's outcomes.
-fn distribute(requests: Vec<Request>, sizes: Vec<usize>, result: Result<Applied, StoreError>) {
+pub(crate) fn distribute(
+    requests: Vec<Request>,
+    sizes: Vec<usize>,
+    result: Result<Applied, StoreError>,
+) {
     let applied = match result {
         Ok(applied) => applied,
         Err(error) => return fail(requests, error),
@@ -402,6 +460,7 @@ mod tests {
             Request {
                 commands: vec![Command::Tick; n],
                 reply,
+                forward: true,
             },
             rx,
         )

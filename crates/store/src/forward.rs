@@ -1,11 +1,11 @@
 //! Where writes go when this node is not the Raft leader.
 //!
 //! Only the leader may propose entries. A follower hands the commands of a whole batch to a
-//! [`Forwarder`], which proposes them on the leader (over gRPC, in the cluster crate) and returns
-//! the log index they were applied at; the follower then waits until its own state has applied
-//! that index before answering, so read-your-writes holds on every node. Until the cluster
-//! network exists, [`NoForwarding`] answers [`StoreError::NotLeader`] with the leader's id and
-//! address.
+//! [`Forwarder`], which proposes them on the leader ([`crate::grpc::GrpcForwarder`] does it over
+//! gRPC) and returns the log index they were applied at; the follower then waits until its own
+//! state has applied that index before answering, so read-your-writes holds on every node. A
+//! store without a cluster network uses [`NoForwarding`], which answers
+//! [`StoreError::NotLeader`] with the leader's id and address.
 
 use async_trait::async_trait;
 use openraft::BasicNode;

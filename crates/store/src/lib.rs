@@ -4,7 +4,7 @@
 //! they live?", and that answer must survive restarts and the loss of a minority of voters. This
 //! crate keeps [`switchboard_membership::Membership`] replicated with openraft 0.9 and exposes
 //! it to the gateway through one object-safe trait, [`MembershipStore`], so the REST layer does
-//! not care whether the store runs in-process ([`RaftStore`]) or behind gRPC.
+//! not care whether the store runs in-process ([`RaftStore`]) or behind gRPC ([`RemoteStore`]).
 //!
 //! Layout:
 //! - [`api`]: the gateway-facing contract ([`MembershipStore`], [`View`], [`StoreStatus`]);
@@ -17,6 +17,11 @@
 //! - [`log_store`]: the Raft log, vote and committed index in redb, fsynced before acknowledging;
 //! - [`state_machine`]: applying entries to the shared state, and snapshots on disk;
 //! - [`network`]: the Raft network for a single-voter deployment;
+//! - [`grpc`]: the store over gRPC — the Raft network between voters ([`grpc::GrpcNetwork`],
+//!   [`grpc::RaftGrpcService`]), the store API ([`grpc::StoreGrpcService`]), forwarding a
+//!   follower's writes to the leader ([`grpc::GrpcForwarder`]) and the shared channel cache;
+//! - [`remote`]: [`RemoteStore`], the store of a stateless gateway — a replica fed by a voter's
+//!   watch stream, writes sent to the voters;
 //! - `codec`: the compact binary encoding of log entries and snapshots;
 //! - `metrics`: Prometheus metrics fed from openraft's metrics channel.
 //!
@@ -31,10 +36,12 @@ mod batcher;
 mod codec;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod log_store;
 mod metrics;
 pub mod network;
 pub mod raft_store;
+pub mod remote;
 pub mod state_machine;
 mod ticker;
 
@@ -46,6 +53,7 @@ pub use api::{MembershipStore, StoreStatus, View};
 pub use error::StoreError;
 pub use forward::{Applied, Forwarder, NoForwarding};
 pub use raft_store::{RaftStore, StoreConfig, WatchStart};
+pub use remote::{RemoteStore, RemoteStoreConfig};
 pub use state_machine::FeedEvent;
 
 /// Encodes a membership state the way snapshots and watch streams carry it.

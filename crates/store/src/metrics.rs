@@ -14,7 +14,10 @@
 //! | `switchboard_raft_commit_index` | gauge | last committed index saved locally |
 //! | `switchboard_store_write_batch_size` | histogram | commands per proposed log entry |
 //! | `switchboard_store_write_seconds` | histogram | latency of one `write`/`write_all` call |
-//! | `switchboard_store_writes_total{result}` | counter | write calls by result |
+//! | `switchboard_store_writes_total{result}` | counter | write calls by result (also counted by a gateway's remote store) |
+//! | `switchboard_store_watchers_lagged_total` | counter | watch streams a voter ended because the watcher fell behind |
+//! | `switchboard_store_watch_connected` | gauge | 1 while a gateway's remote store follows a voter's watch stream |
+//! | `switchboard_store_watch_resyncs_total` | counter | times a gateway's remote store started its watch over |
 
 use std::time::Duration;
 
@@ -33,6 +36,24 @@ pub(crate) const RAFT_COMMIT_INDEX: &str = "switchboard_raft_commit_index";
 pub(crate) const WRITE_BATCH_SIZE: &str = "switchboard_store_write_batch_size";
 pub(crate) const WRITE_SECONDS: &str = "switchboard_store_write_seconds";
 pub(crate) const WRITES_TOTAL: &str = "switchboard_store_writes_total";
+pub(crate) const WATCHERS_LAGGED: &str = "switchboard_store_watchers_lagged_total";
+pub(crate) const WATCH_CONNECTED: &str = "switchboard_store_watch_connected";
+pub(crate) const WATCH_RESYNCS: &str = "switchboard_store_watch_resyncs_total";
+
+/// A voter ended a watch stream whose watcher fell behind the feed.
+pub(crate) fn watcher_lagged() {
+    metrics::counter!(WATCHERS_LAGGED).increment(1);
+}
+
+/// A remote store's watch stream is up (or down).
+pub(crate) fn watch_connected(connected: bool) {
+    metrics::gauge!(WATCH_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// A remote store starts its watch over.
+pub(crate) fn watch_resync() {
+    metrics::counter!(WATCH_RESYNCS).increment(1);
+}
 
 /// The commit index saved by the log store.
 pub(crate) fn commit_index(index: u64) {

@@ -1,8 +1,8 @@
 //! The Raft network for a single-voter deployment.
 //!
-//! [`crate::RaftStore::open`] takes any `RaftNetworkFactory<TypeConfig>`, so the gRPC network of
-//! a multi-voter cluster drops in without touching the store. Until then a single voter has no
-//! one to talk to: [`SingleNodeNetwork`] answers every RPC to another node with `Unreachable`,
+//! [`crate::RaftStore::open`] takes any `RaftNetworkFactory<TypeConfig>`: a multi-voter cluster
+//! uses [`crate::grpc::GrpcNetwork`]. A single voter has no one to talk to:
+//! [`SingleNodeNetwork`] answers every RPC to another node with `Unreachable`,
 //! which openraft treats as a peer that is down (it backs off and retries).
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};

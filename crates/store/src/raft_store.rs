@@ -268,6 +268,105 @@ impl RaftStore {
         self.wait_caught_up().await
     }
 
+    /// Forms a cluster of `voters` (node id -> the address other voters reach it at, its
+    /// `--cluster-listen` address), or rejoins it when this node was initialized before.
+    ///
+    /// Every voter of a fresh cluster may call this at the same time with the same map: openraft
+    /// 0.9 writes the same first log entry (the membership, at log id 0) on each node that
+    /// initializes, and a node that already voted or received entries refuses quietly
+    /// (`NotAllowed`), which this treats as success. The map must be identical everywhere (a
+    /// different membership on different nodes could elect two leaders). A node restarted with
+    /// its data directory is already initialized and just rejoins; if its stored membership
+    /// differs from `voters`, the stored one wins and a warning is logged.
+    ///
+    /// Returns once the membership entry is written; use [`RaftStore::wait_for_leader`] to wait
+    /// for an election.
+    pub async fn initialize_cluster(
+        &self,
+        voters: BTreeMap<u64, String>,
+    ) -> Result<(), StoreError> {
+        if !voters.contains_key(&self.node_id) {
+            return Err(StoreError::Config(format!(
+                "the voter list does not contain this node ({})",
+                self.node_id
+            )));
+        }
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+        if initialized {
+            let wanted: Vec<u64> = voters.keys().copied().collect();
+            let stored: Vec<u64> = self
+                .raft
+                .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+                .await
+                .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+            if stored != wanted {
+                tracing::warn!(
+                    node_id = self.node_id,
+                    ?stored,
+                    configured = ?wanted,
+                    "the stored raft membership differs from the configured voters; keeping the stored one"
+                );
+            } else {
+                tracing::info!(node_id = self.node_id, "rejoining the raft cluster");
+            }
+            return Ok(());
+        }
+        let nodes: BTreeMap<u64, BasicNode> = voters
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => {
+                tracing::info!(node_id = self.node_id, "initialized the raft cluster");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::info!(
+                    node_id = self.node_id,
+                    "raft cluster already initialized by another voter"
+                );
+                Ok(())
+            }
+            Err(RaftError::APIError(e)) => Err(StoreError::Config(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(StoreError::Unavailable(f.to_string())),
+        }
+    }
+
+    /// Waits (at most `timeout`) until this node knows a leader, and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, StoreError> {
+        let mut metrics = self.metrics.clone();
+        let known = async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Some(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, known).await {
+            Ok(Some(leader)) => Ok(leader),
+            Ok(None) => Err(StoreError::Unavailable("raft stopped".to_owned())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no raft leader within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// The leader this node knows of, with the address recorded for it in the membership.
+    pub fn leader(&self) -> Option<(u64, Option<BasicNode>)> {
+        let m = self.metrics.borrow();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader).cloned();
+        Some((leader, node))
+    }
+
     /// Waits until this node leads and has applied every entry of its log.
     async fn wait_caught_up(&self) -> Result<(), StoreError> {
         let mut metrics = self.metrics.clone();
@@ -315,6 +414,11 @@ impl RaftStore {
         })
     }
 
+    /// A token cancelled when this store shuts down (watch streams end with it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.child_token()
+    }
+
     /// The openraft handle, for the cluster's gRPC layer.
     pub fn raft(&self) -> &Raft {
         &self.raft
@@ -329,6 +433,12 @@ impl RaftStore {
     /// their outcomes (the leader side of forwarding uses this).
     pub async fn propose(&self, commands: Vec<Command>) -> Result<Applied, StoreError> {
         self.submitter.submit(commands).await
+    }
+
+    /// Like [`RaftStore::propose`], but never forwards: on a node that does not lead it fails
+    /// with [`StoreError::NotLeader`]. For writes another node already forwarded here.
+    pub async fn propose_leader_only(&self, commands: Vec<Command>) -> Result<Applied, StoreError> {
+        self.submitter.submit_leader_only(commands).await
     }
 
     /// Builds a snapshot of everything applied so far and waits until it is on disk (the log

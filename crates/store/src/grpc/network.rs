@@ -1,0 +1,248 @@
+//! The Raft network between voters, over the proto `Raft` service.
+//!
+//! openraft asks the factory for a client per target and calls it for votes, appends and
+//! snapshot chunks. Each request is openraft's own type encoded with the store's codec
+//! (MessagePack) inside `RaftRequest.payload`; the reply carries the encoded response, or the
+//! encoded `RaftError` of the remote node when `RaftReply.error` is set, which is decoded back
+//! into a `RemoteError` so openraft sees exactly what the remote Raft said (a higher vote, a
+//! conflict, a fatal stop).
+//!
+//! Failures that are not the remote Raft's answer — connection refused, a broken stream, an
+//! unreadable reply — are `Unreachable`, so openraft backs off before retrying that peer; a call
+//! that outlives the `RPCOption` hard TTL is a `Timeout`.
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use switchboard_proto::v1::raft_client::RaftClient;
+use switchboard_proto::v1::{RaftReply, RaftRequest};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::{Channels, InvalidAddress, MAX_MESSAGE_BYTES};
+use crate::codec;
+use crate::TypeConfig;
+
+/// The Raft network factory of a voter: clients to the other voters over gRPC, on a shared
+/// [`Channels`] cache.
+#[derive(Debug, Clone)]
+pub struct GrpcNetwork {
+    node_id: u64,
+    channels: Channels,
+}
+
+impl GrpcNetwork {
+    /// The network of voter `node_id`, dialing through `channels` (share the cache with the
+    /// [`super::GrpcForwarder`] so both use one connection per peer).
+    pub fn new(node_id: u64, channels: Channels) -> GrpcNetwork {
+        GrpcNetwork { node_id, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = GrpcPeer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcPeer {
+        let client = self.channels.get(&node.addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
+        if let Err(error) = &client {
+            tracing::warn!(target_id = target, error = %error, "cannot dial raft peer");
+        }
+        GrpcPeer {
+            node_id: self.node_id,
+            target,
+            node: node.clone(),
+            client,
+        }
+    }
+}
+
+/// The client openraft uses to reach one voter.
+#[derive(Debug, Clone)]
+pub struct GrpcPeer {
+    node_id: u64,
+    target: u64,
+    node: BasicNode,
+    client: Result<RaftClient<Channel>, InvalidAddress>,
+}
+
+/// Why an RPC failed on our side of the wire.
+#[derive(thiserror::Error, Debug)]
+enum CallError {
+    #[error("raft rpc to node {target} at {addr}: {status}")]
+    Transport {
+        target: u64,
+        addr: String,
+        status: Box<tonic::Status>,
+    },
+    #[error(transparent)]
+    Address(#[from] InvalidAddress),
+    #[error("raft rpc to node {target}: {what}: {error}")]
+    Codec {
+        target: u64,
+        what: &'static str,
+        error: codec::CodecError,
+    },
+}
+
+impl GrpcPeer {
+    /// Sends one encoded request and decodes the reply into the response or the remote error.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let target = self.target;
+        let ttl = option.hard_ttl();
+        let mut client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(error) => return Err(unreachable(&CallError::Address(error.clone()))),
+        };
+        let payload = codec::encode(rpc).map_err(|error| {
+            RPCError::Network(NetworkError::new(&CallError::Codec {
+                target,
+                what: "encode request",
+                error,
+            }))
+        })?;
+        let mut request = tonic::Request::new(RaftRequest { payload });
+        request.set_timeout(ttl);
+        let sent = async {
+            match action {
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+            }
+        };
+        let timeout = || {
+            RPCError::Timeout(Timeout {
+                action,
+                id: self.node_id,
+                target,
+                timeout: ttl,
+            })
+        };
+        let reply: RaftReply = match tokio::time::timeout(ttl, sent).await {
+            Err(_) => return Err(timeout()),
+            Ok(Err(status)) if status.code() == Code::DeadlineExceeded => return Err(timeout()),
+            Ok(Err(status)) => {
+                return Err(unreachable(&CallError::Transport {
+                    target,
+                    addr: self.node.addr.clone(),
+                    status: Box::new(status),
+                }))
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let codec_error = |what, error| {
+            unreachable(&CallError::Codec {
+                target,
+                what,
+                error,
+            })
+        };
+        if reply.error {
+            let error: RaftError<u64, E> =
+                codec::decode(&reply.payload).map_err(|e| codec_error("decode remote error", e))?;
+            return Err(RPCError::RemoteError(RemoteError::new_with_node(
+                target,
+                self.node.clone(),
+                error,
+            )));
+        }
+        codec::decode(&reply.payload).map_err(|e| codec_error("decode response", e))
+    }
+}
+
+fn unreachable<E: std::error::Error + 'static, F: std::error::Error>(
+    error: &E,
+) -> RPCError<u64, BasicNode, F> {
+    RPCError::Unreachable(Unreachable::new(error))
+}
+
+impl RaftNetwork<TypeConfig> for GrpcPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(RPCTypes::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::Vote;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_that_is_down_is_unreachable() {
+        // Bind and drop a listener so the port is (very likely) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut network = GrpcNetwork::new(1, Channels::new());
+        let mut peer = network
+            .new_client(2, &BasicNode::new(format!("127.0.0.1:{port}")))
+            .await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        let err = peer
+            .vote(VoteRequest::new(Vote::new(1, 1), None), option)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_address_is_unreachable() {
+        let mut network = GrpcNetwork::new(1, Channels::new());
+        let mut peer = network.new_client(2, &BasicNode::new("")).await;
+        let option = RPCOption::new(Duration::from_millis(100));
+        let err = peer
+            .vote(VoteRequest::new(Vote::new(1, 1), None), option)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+    }
+}
