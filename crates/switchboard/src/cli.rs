@@ -249,6 +249,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
 
+    /// Log entries kept behind a snapshot, so a voter that lags a little catches up from the log
+    /// instead of a whole snapshot.
+    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_KEEP_LOGS", default_value_t = 1_000)]
+    pub snapshot_keep_logs: u64,
+
     #[command(flatten)]
     pub gateway: GatewayFlags,
 
@@ -318,6 +323,11 @@ pub struct StoreArgs {
     /// Take a store snapshot (and compact the log) after this many log entries.
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+
+    /// Log entries kept behind a snapshot, so a voter that lags a little catches up from the log
+    /// instead of a whole snapshot.
+    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_KEEP_LOGS", default_value_t = 1_000)]
+    pub snapshot_keep_logs: u64,
 
     /// Accepted so voters take the same flags as `serve`; a voter does not check tokens.
     #[arg(

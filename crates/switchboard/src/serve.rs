@@ -191,12 +191,12 @@ fn advertise(
 async fn open_store(
     node_id: u64,
     data_dir: &std::path::Path,
-    snapshot_every: u64,
+    snapshots: (u64, u64),
     advertise: String,
     peers: Option<&BTreeMap<u64, String>>,
 ) -> anyhow::Result<Arc<RaftStore>> {
     let mut config = StoreConfig::new(node_id, data_dir.to_path_buf());
-    config.snapshot_every = snapshot_every;
+    (config.snapshot_every, config.keep_logs_after_snapshot) = snapshots;
     config.advertise_addr = advertise;
     match peers {
         None => {
@@ -286,7 +286,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
     let store = open_store(
         node_id,
         &args.data_dir,
-        args.snapshot_every,
+        (args.snapshot_every, args.snapshot_keep_logs),
         advertise.clone(),
         peers,
     )
@@ -394,7 +394,7 @@ pub async fn store(args: StoreArgs, shutdown: CancellationToken) -> anyhow::Resu
     let store = open_store(
         node_id,
         &args.data_dir,
-        args.snapshot_every,
+        (args.snapshot_every, args.snapshot_keep_logs),
         advertise,
         Some(&args.peers.0),
     )

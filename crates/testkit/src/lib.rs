@@ -8,13 +8,15 @@
 //! Waiting is always "until a condition holds or a deadline passes" ([`eventually`]), never a
 //! fixed sleep followed by an assertion.
 
+mod cluster;
 mod js;
 mod rawws;
 mod server;
 
 pub use js::{ConnectOptions, JsClients, Message};
 pub use rawws::RawClient;
-pub use server::{RestResponse, Server, ServerOptions};
+pub use cluster::{free_addr, Cluster};
+pub use server::{RestResponse, Role, Server, ServerOptions, TEST_KEY};
 
 use std::future::Future;
 use std::path::PathBuf;

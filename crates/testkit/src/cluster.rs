@@ -1,0 +1,131 @@
+//! Multi-process clusters on 127.0.0.x: voters (all-in-one `serve` nodes or `store` voters) and
+//! stateless gateways, started, killed and restarted as real processes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::server::{Role, Server, ServerOptions};
+
+/// A free TCP port on `ip` (bound, then released: good enough for tests).
+pub fn free_addr(ip: Ipv4Addr) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(SocketAddr::from((ip, 0)))?;
+    Ok(listener.local_addr()?)
+}
+
+/// A cluster of real processes.
+pub struct Cluster {
+    bin: PathBuf,
+    /// Store voters: `serve` nodes (gateway + voter) or `store` nodes.
+    pub voters: Vec<Server>,
+    /// Stateless gateways.
+    pub gateways: Vec<Server>,
+    /// The voters' cluster addresses, by node id (1-based, in `voters` order).
+    pub cluster_addrs: Vec<SocketAddr>,
+}
+
+impl Cluster {
+    /// `n` all-in-one nodes (gateway + voter), node i on 127.0.0.i.
+    pub async fn serve(bin: impl AsRef<Path>, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::voters(bin, n, Role::Serve, extra).await
+    }
+
+    /// `n` voter-only nodes on 127.0.0.i; add gateways with [`Cluster::add_gateway`].
+    pub async fn stores(bin: impl AsRef<Path>, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::voters(bin, n, Role::Store, extra).await
+    }
+
+    async fn voters(bin: impl AsRef<Path>, n: usize, role: Role, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let ips: Vec<Ipv4Addr> = (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i as u8)).collect();
+        let cluster_addrs = ips.iter().map(|ip| free_addr(*ip)).collect::<anyhow::Result<Vec<_>>>()?;
+        let peers = cluster_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+        let mut voters = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let mut args: Vec<String> = vec![
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--cluster-listen".into(),
+                cluster_addrs[i].to_string(),
+                "--peers".into(),
+                peers.clone(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let listen = free_addr(*ip)?;
+            let options = ServerOptions { role, listen: Some(listen), args, ..Default::default() };
+            voters.push(Server::launch(bin.as_ref(), options).await?);
+        }
+        let cluster = Cluster { bin: bin.as_ref().to_path_buf(), voters, gateways: Vec::new(), cluster_addrs };
+        for v in &cluster.voters {
+            v.wait_ready_within(Duration::from_secs(60)).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The `--store` list for gateways.
+    pub fn store_list(&self) -> String {
+        self.cluster_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts a stateless gateway (on 127.0.1.k) and waits until it is ready; returns its index.
+    pub async fn add_gateway(&mut self, extra: &[&str]) -> anyhow::Result<usize> {
+        let k = self.gateways.len() + 1;
+        let ip = Ipv4Addr::new(127, 0, 1, k as u8);
+        let mut args: Vec<String> = vec![
+            "--cluster-listen".into(),
+            free_addr(ip)?.to_string(),
+            "--store".into(),
+            self.store_list(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let options = ServerOptions { role: Role::Gateway, listen: Some(free_addr(ip)?), args, ..Default::default() };
+        let gateway = Server::start(&self.bin, options).await?;
+        self.gateways.push(gateway);
+        Ok(self.gateways.len() - 1)
+    }
+
+    /// The index (in `voters`) of the voter that reports itself leader, if exactly one does.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut leaders = Vec::new();
+        for (i, v) in self.voters.iter().enumerate() {
+            if v.is_running() && v.metric("switchboard_raft_is_leader").await == Some(1.0) {
+                leaders.push(i);
+            }
+        }
+        match leaders.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// Waits until a single leader is known; returns its index.
+    pub async fn wait_leader(&self, within: Duration) -> anyhow::Result<usize> {
+        crate::eventually(within, "a raft leader", || self.leader()).await
+    }
+
+    /// Every process that handles client traffic (serve nodes and gateways).
+    pub fn front_doors(&self) -> Vec<&Server> {
+        self.voters.iter().filter(|v| v.role() == Role::Serve).chain(self.gateways.iter()).collect()
+    }
+
+    /// The addresses of the voters, for log messages.
+    pub fn describe(&self) -> String {
+        let ip = |s: &Server| match s.addr.ip() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => v6.to_string(),
+        };
+        self.voters.iter().map(ip).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Fails unless every running voter is ready.
+    pub async fn check_ready(&self) -> anyhow::Result<()> {
+        for v in self.voters.iter().filter(|v| v.is_running()) {
+            v.wait_ready().await.context("voter not ready")?;
+        }
+        if self.voters.is_empty() {
+            bail!("no voters");
+        }
+        Ok(())
+    }
+}
