@@ -11,6 +11,9 @@ npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 echo "==> building"
 cargo build --workspace --all-targets --locked
 
+echo "==> k6 smoke run of the load-test scenarios against a real server"
+loadtest/k6/smoke.sh
+
 echo "==> testing"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked

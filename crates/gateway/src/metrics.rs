@@ -123,6 +123,15 @@ impl GatewayMetrics {
             "switchboard_fanout_recipients",
             "Local recipients per routed message."
         );
+        describe_counter!(
+            "switchboard_http_requests_total",
+            "HTTP requests by matched route template, method and status."
+        );
+        describe_histogram!(
+            "switchboard_http_request_duration_seconds",
+            Unit::Seconds,
+            "HTTP request handling time by matched route template."
+        );
         let closed = CloseReason::ALL
             .map(|r| counter!("switchboard_connections_closed_total", "reason" => r.as_str()));
         GatewayMetrics {
