@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The metrics test checks /metrics with promtool (Debian package `prometheus`).
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing promtool (Debian package prometheus)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+    else
+        echo "warning: promtool is missing (apt-get install prometheus); the metrics test will fail" >&2
+    fi
+fi
+
 echo "==> installing the official SignalR JS clients used by the end-to-end tests"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 

@@ -102,6 +102,8 @@ struct LeaderHint {
 #[derive(Debug, Default)]
 struct WatchHealth {
     connected: bool,
+    /// The voter the stream comes from, while connected.
+    voter: Option<String>,
     last_heartbeat: Option<Instant>,
     leader_id: Option<NodeId>,
     term: u64,
@@ -189,12 +191,15 @@ impl Shared {
         }
     }
 
-    fn set_connected(&self, connected: bool) {
+    /// Records that the stream from `voter` is up, or (`None`) that no stream is.
+    fn set_connected(&self, voter: Option<&str>) {
+        let connected = voter.is_some();
         let mut health = self.health.lock();
         if health.connected != connected {
             crate::metrics::watch_connected(connected);
         }
         health.connected = connected;
+        health.voter = voter.map(str::to_owned);
         if !connected {
             health.last_heartbeat = None;
             health.leader_id = None;
@@ -258,9 +263,9 @@ impl RemoteStore {
         })
     }
 
-    /// Whether the watch stream is up (the replica is following a voter).
-    pub fn watch_connected(&self) -> bool {
-        self.shared.health.lock().connected
+    /// The voter whose watch stream the replica follows, if the stream is up.
+    pub fn watched_voter(&self) -> Option<String> {
+        self.shared.health.lock().voter.clone()
     }
 
     /// Stops the watch and the writer (queued writes fail as unavailable). Idempotent.
@@ -270,7 +275,7 @@ impl RemoteStore {
         }
         self.cancel.cancel();
         self.tasks.wait().await;
-        self.shared.set_connected(false);
+        self.shared.set_connected(None);
     }
 
     async fn timed<T>(
@@ -365,7 +370,7 @@ async fn run_watch(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => Ok(()),
             result = watch_once(&shared, &addr, &mut resync, &mut synced) => result,
         };
-        shared.set_connected(false);
+        shared.set_connected(None);
         if cancel.is_cancelled() {
             return;
         }
@@ -426,7 +431,7 @@ async fn watch_once(
     let mut position = snapshot.log_index;
     install_snapshot(&shared.view, snapshot).await?;
     *synced = true;
-    shared.set_connected(true);
+    shared.set_connected(Some(addr));
     tracing::info!(voter = %addr, applied_index = shared.view.applied_index(), "store watch connected");
     loop {
         let message = tokio::select! {
@@ -805,10 +810,10 @@ mod tests {
         };
         s.heartbeat(&reply);
         assert_eq!(s.leader.lock().addr.as_deref(), Some("b:1"));
-        s.set_connected(true);
+        s.set_connected(Some("a:1"));
         s.heartbeat(&reply);
         assert_eq!(s.health.lock().leader_id, Some(2));
-        s.set_connected(false);
+        s.set_connected(None);
         assert_eq!(s.health.lock().leader_id, None);
     }
 }
