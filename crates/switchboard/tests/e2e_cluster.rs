@@ -12,18 +12,55 @@ use serde_json::json;
 const V: &str = "api-version=2022-06-01";
 
 async fn exists(server: &Server, path: &str) -> bool {
-    server.rest("HEAD", path, None).await.map(|r| r.status == 200).unwrap_or(false)
+    server
+        .rest("HEAD", path, None)
+        .await
+        .map(|r| r.status == 200)
+        .unwrap_or(false)
 }
 
 #[tokio::test]
 async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
     cluster.add_gateway(&[]).await?;
-    let (n1, n2, n3, gw) = (&cluster.voters[0], &cluster.voters[1], &cluster.voters[2], &cluster.gateways[0]);
+    let (n1, n2, n3, gw) = (
+        &cluster.voters[0],
+        &cluster.voters[1],
+        &cluster.voters[2],
+        &cluster.gateways[0],
+    );
     let mut js = JsClients::start().await?;
-    let c1 = js.connect("c1", n1, ConnectOptions { user: Some("alice"), ..Default::default() }).await?;
-    let c2 = js.connect("c2", n2, ConnectOptions { user: Some("bob"), protocol: "messagepack", ..Default::default() }).await?;
-    let c3 = js.connect("c3", gw, ConnectOptions { user: Some("alice"), ..Default::default() }).await?;
+    let c1 = js
+        .connect(
+            "c1",
+            n1,
+            ConnectOptions {
+                user: Some("alice"),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let c2 = js
+        .connect(
+            "c2",
+            n2,
+            ConnectOptions {
+                user: Some("bob"),
+                protocol: "messagepack",
+                ..Default::default()
+            },
+        )
+        .await?;
+    let c3 = js
+        .connect(
+            "c3",
+            gw,
+            ConnectOptions {
+                user: Some("alice"),
+                ..Default::default()
+            },
+        )
+        .await?;
 
     // Existence checks answer for connections held anywhere.
     for node in [n1, n2, n3, gw] {
@@ -38,35 +75,123 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     }
 
     // Hub broadcast from a node holding none of the clients.
-    assert_status(&n3.rest("POST", &format!("/api/hubs/chat/:send?{V}"), Some(body("message", json!(["all"])))).await?, 202);
+    assert_status(
+        &n3.rest(
+            "POST",
+            &format!("/api/hubs/chat/:send?{V}"),
+            Some(body("message", json!(["all"]))),
+        )
+        .await?,
+        202,
+    );
     for name in ["c1", "c2", "c3"] {
-        assert_eq!(js.next_message(name).await?.args, vec![json!("all")], "{name}");
+        assert_eq!(
+            js.next_message(name).await?.args,
+            vec![json!("all")],
+            "{name}"
+        );
     }
     // User: both of alice's connections, on two different nodes.
-    assert_status(&n3.rest("POST", &format!("/api/hubs/chat/users/alice/:send?{V}"), Some(body("message", json!(["alice"])))).await?, 202);
+    assert_status(
+        &n3.rest(
+            "POST",
+            &format!("/api/hubs/chat/users/alice/:send?{V}"),
+            Some(body("message", json!(["alice"]))),
+        )
+        .await?,
+        202,
+    );
     assert_eq!(js.next_message("c1").await?.args, vec![json!("alice")]);
     assert_eq!(js.next_message("c3").await?.args, vec![json!("alice")]);
     // Connection: straight to its node.
-    assert_status(&gw.rest("POST", &format!("/api/hubs/chat/connections/{c2}/:send?{V}"), Some(body("message", json!(["c2 only"])))).await?, 202);
+    assert_status(
+        &gw.rest(
+            "POST",
+            &format!("/api/hubs/chat/connections/{c2}/:send?{V}"),
+            Some(body("message", json!(["c2 only"]))),
+        )
+        .await?,
+        202,
+    );
     assert_eq!(js.next_message("c2").await?.args, vec![json!("c2 only")]);
     // Group: joined through one node, sent through another.
-    assert_status(&n2.rest("PUT", &format!("/api/hubs/chat/groups/g/connections/{c1}?{V}"), None).await?, 200);
-    assert_status(&n3.rest("PUT", &format!("/api/hubs/chat/groups/g/connections/{c3}?{V}"), None).await?, 200);
-    assert_status(&gw.rest("POST", &format!("/api/hubs/chat/groups/g/:send?{V}"), Some(body("message", json!(["group"])))).await?, 202);
+    assert_status(
+        &n2.rest(
+            "PUT",
+            &format!("/api/hubs/chat/groups/g/connections/{c1}?{V}"),
+            None,
+        )
+        .await?,
+        200,
+    );
+    assert_status(
+        &n3.rest(
+            "PUT",
+            &format!("/api/hubs/chat/groups/g/connections/{c3}?{V}"),
+            None,
+        )
+        .await?,
+        200,
+    );
+    assert_status(
+        &gw.rest(
+            "POST",
+            &format!("/api/hubs/chat/groups/g/:send?{V}"),
+            Some(body("message", json!(["group"]))),
+        )
+        .await?,
+        202,
+    );
     assert_eq!(js.next_message("c1").await?.args, vec![json!("group")]);
     assert_eq!(js.next_message("c3").await?.args, vec![json!("group")]);
     // User group: bob added through the gateway, message through node 1.
-    assert_status(&gw.rest("PUT", &format!("/api/hubs/chat/users/bob/groups/ug?{V}"), None).await?, 200);
-    assert_status(&n1.rest("POST", &format!("/api/hubs/chat/groups/ug/:send?{V}"), Some(body("message", json!(["user group"])))).await?, 202);
+    assert_status(
+        &gw.rest(
+            "PUT",
+            &format!("/api/hubs/chat/users/bob/groups/ug?{V}"),
+            None,
+        )
+        .await?,
+        200,
+    );
+    assert_status(
+        &n1.rest(
+            "POST",
+            &format!("/api/hubs/chat/groups/ug/:send?{V}"),
+            Some(body("message", json!(["user group"]))),
+        )
+        .await?,
+        202,
+    );
     assert_eq!(js.next_message("c2").await?.args, vec![json!("user group")]);
     js.expect_silence("c1", SHORT).await?;
     js.expect_silence("c3", SHORT).await?;
 
     // Closing a connection held by another node.
-    assert_status(&n1.rest("DELETE", &format!("/api/hubs/chat/connections/{c3}?reason=remote+close&{V}"), None).await?, 200);
-    assert!(js.wait_closed("c3").await?.unwrap_or_default().contains("remote close"));
+    assert_status(
+        &n1.rest(
+            "DELETE",
+            &format!("/api/hubs/chat/connections/{c3}?reason=remote+close&{V}"),
+            None,
+        )
+        .await?,
+        200,
+    );
+    assert!(js
+        .wait_closed("c3")
+        .await?
+        .unwrap_or_default()
+        .contains("remote close"));
     // ... and every connection of a user, across nodes.
-    assert_status(&n2.rest("POST", &format!("/api/hubs/chat/users/alice/:closeConnections?{V}"), None).await?, 204);
+    assert_status(
+        &n2.rest(
+            "POST",
+            &format!("/api/hubs/chat/users/alice/:closeConnections?{V}"),
+            None,
+        )
+        .await?,
+        204,
+    );
     js.wait_closed("c1").await?;
     assert_eq!(js.state("c2").await?.0, "Connected");
     Ok(())
@@ -77,8 +202,25 @@ async fn per_sender_order_holds_across_nodes() -> anyhow::Result<()> {
     let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
     cluster.add_gateway(&[]).await?;
     let mut js = JsClients::start().await?;
-    js.connect("a", &cluster.voters[0], ConnectOptions { user: Some("u"), ..Default::default() }).await?;
-    js.connect("b", &cluster.gateways[0], ConnectOptions { user: Some("u"), protocol: "messagepack", ..Default::default() }).await?;
+    js.connect(
+        "a",
+        &cluster.voters[0],
+        ConnectOptions {
+            user: Some("u"),
+            ..Default::default()
+        },
+    )
+    .await?;
+    js.connect(
+        "b",
+        &cluster.gateways[0],
+        ConnectOptions {
+            user: Some("u"),
+            protocol: "messagepack",
+            ..Default::default()
+        },
+    )
+    .await?;
     let sender = &cluster.voters[2];
     for i in 0..150 {
         let path = match i % 3 {
@@ -86,11 +228,20 @@ async fn per_sender_order_holds_across_nodes() -> anyhow::Result<()> {
             1 => format!("/api/hubs/chat/users/u/:send?{V}"),
             _ => "/api/v1/hubs/chat".to_owned(),
         };
-        assert_status(&sender.rest("POST", &path, Some(body("message", json!([i])))).await?, 202);
+        assert_status(
+            &sender
+                .rest("POST", &path, Some(body("message", json!([i]))))
+                .await?,
+            202,
+        );
     }
     for name in ["a", "b"] {
         for i in 0..150 {
-            assert_eq!(js.next_message(name).await?.args, vec![json!(i)], "client {name}");
+            assert_eq!(
+                js.next_message(name).await?.args,
+                vec![json!(i)],
+                "client {name}"
+            );
         }
     }
     Ok(())
@@ -98,7 +249,13 @@ async fn per_sender_order_holds_across_nodes() -> anyhow::Result<()> {
 
 async fn add_members(server: &Server, from: usize, to: usize) -> anyhow::Result<()> {
     for i in from..to {
-        let r = server.rest("PUT", &format!("/api/hubs/chat/users/user{i}/groups/g{}?{V}", i % 5), None).await?;
+        let r = server
+            .rest(
+                "PUT",
+                &format!("/api/hubs/chat/users/user{i}/groups/g{}?{V}", i % 5),
+                None,
+            )
+            .await?;
         assert_status(&r, 200);
     }
     Ok(())
@@ -106,7 +263,12 @@ async fn add_members(server: &Server, from: usize, to: usize) -> anyhow::Result<
 
 async fn all_members_present(server: &Server, count: usize) -> bool {
     for i in 0..count {
-        if !exists(server, &format!("/api/hubs/chat/users/user{i}/groups/g{}?{V}", i % 5)).await {
+        if !exists(
+            server,
+            &format!("/api/hubs/chat/users/user{i}/groups/g{}?{V}", i % 5),
+        )
+        .await
+        {
             return false;
         }
     }
@@ -125,44 +287,85 @@ async fn losing_the_leader_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let killed_at = Instant::now();
     // Writes through a surviving node resume once a new leader is elected.
     let survivor = &cluster.voters[other];
-    eventually(Duration::from_secs(5), "writes resume after the leader died", || async {
-        let r = survivor.rest("PUT", &format!("/api/hubs/chat/users/probe/groups/p?{V}"), None).await.ok()?;
-        (r.status == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "writes resume after the leader died",
+        || async {
+            let r = survivor
+                .rest(
+                    "PUT",
+                    &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
     .await?;
-    eprintln!("writes resumed {:?} after the leader was killed", killed_at.elapsed());
+    eprintln!(
+        "writes resumed {:?} after the leader was killed",
+        killed_at.elapsed()
+    );
     add_members(survivor, 100, 120).await?;
     for v in cluster.voters.iter().filter(|v| v.is_running()) {
-        assert!(all_members_present(v, 120).await, "a write acknowledged before the failover is missing on {}", v.addr);
+        assert!(
+            all_members_present(v, 120).await,
+            "a write acknowledged before the failover is missing on {}",
+            v.addr
+        );
     }
 
     // The old leader restarts from its data dir and catches up.
     cluster.voters[leader].restart().await?;
     let back = &cluster.voters[leader];
-    eventually(Duration::from_secs(15), "restarted voter caught up", || async { all_members_present(back, 120).await.then_some(()) }).await?;
+    eventually(
+        Duration::from_secs(15),
+        "restarted voter caught up",
+        || async { all_members_present(back, 120).await.then_some(()) },
+    )
+    .await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn each_voter_killed_in_turn_catches_up_by_log_or_snapshot() -> anyhow::Result<()> {
     // Small snapshots that purge the whole log: a voter that was away must install a snapshot.
-    let mut cluster = Cluster::serve(bin(), 3, &["--snapshot-every", "25", "--snapshot-keep-logs", "0"]).await?;
+    let mut cluster = Cluster::serve(
+        bin(),
+        3,
+        &["--snapshot-every", "25", "--snapshot-keep-logs", "0"],
+    )
+    .await?;
     let mut written = 0;
     for victim in 0..3 {
         cluster.voters[victim].kill().await?;
         let writer = (victim + 1) % 3;
-        eventually(Duration::from_secs(10), "writes accepted with one voter down", || async {
-            let r = cluster.voters[writer].rest("PUT", &format!("/api/hubs/chat/users/probe/groups/p?{V}"), None).await.ok()?;
-            (r.status == 200).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "writes accepted with one voter down",
+            || async {
+                let r = cluster.voters[writer]
+                    .rest(
+                        "PUT",
+                        &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
+                        None,
+                    )
+                    .await
+                    .ok()?;
+                (r.status == 200).then_some(())
+            },
+        )
         .await?;
         add_members(&cluster.voters[writer], written, written + 60).await?;
         written += 60;
         cluster.voters[victim].restart().await?;
         let back = &cluster.voters[victim];
-        eventually(Duration::from_secs(20), "restarted voter caught up", || async {
-            all_members_present(back, written).await.then_some(())
-        })
+        eventually(
+            Duration::from_secs(20),
+            "restarted voter caught up",
+            || async { all_members_present(back, written).await.then_some(()) },
+        )
         .await?;
     }
     Ok(())
@@ -173,16 +376,44 @@ async fn a_killed_gateway_s_connections_vanish_within_its_lease() -> anyhow::Res
     let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
     cluster.add_gateway(&["--lease", "3"]).await?;
     let mut js = JsClients::start().await?;
-    let id = js.connect("doomed", &cluster.gateways[0], ConnectOptions { user: Some("ghost"), ..Default::default() }).await?;
+    let id = js
+        .connect(
+            "doomed",
+            &cluster.gateways[0],
+            ConnectOptions {
+                user: Some("ghost"),
+                ..Default::default()
+            },
+        )
+        .await?;
     let n1 = &cluster.voters[0];
     let path = format!("/api/hubs/chat/connections/{id}?{V}");
-    eventually(Duration::from_secs(5), "connection visible", || async { exists(n1, &path).await.then_some(()) }).await?;
-    assert_status(&n1.rest("PUT", &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"), None).await?, 200);
+    eventually(Duration::from_secs(5), "connection visible", || async {
+        exists(n1, &path).await.then_some(())
+    })
+    .await?;
+    assert_status(
+        &n1.rest(
+            "PUT",
+            &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
+            None,
+        )
+        .await?,
+        200,
+    );
 
     cluster.gateways[0].kill().await?;
     let killed_at = Instant::now();
-    eventually(Duration::from_secs(10), "connection gone after the lease", || async { (!exists(n1, &path).await).then_some(()) }).await?;
-    eprintln!("connection vanished {:?} after the gateway was killed (lease 3 s)", killed_at.elapsed());
+    eventually(
+        Duration::from_secs(10),
+        "connection gone after the lease",
+        || async { (!exists(n1, &path).await).then_some(()) },
+    )
+    .await?;
+    eprintln!(
+        "connection vanished {:?} after the gateway was killed (lease 3 s)",
+        killed_at.elapsed()
+    );
     assert!(!exists(n1, &format!("/api/hubs/chat/users/ghost?{V}")).await);
     assert!(!exists(n1, &format!("/api/hubs/chat/groups/room?{V}")).await);
     Ok(())
@@ -194,25 +425,88 @@ async fn stateless_gateways_in_front_of_store_voters() -> anyhow::Result<()> {
     cluster.add_gateway(&[]).await?;
     cluster.add_gateway(&[]).await?;
     let mut js = JsClients::start().await?;
-    let a = js.connect("a", &cluster.gateways[0], ConnectOptions { user: Some("ua"), ..Default::default() }).await?;
-    js.connect("b", &cluster.gateways[1], ConnectOptions { user: Some("ub"), ..Default::default() }).await?;
+    let a = js
+        .connect(
+            "a",
+            &cluster.gateways[0],
+            ConnectOptions {
+                user: Some("ua"),
+                ..Default::default()
+            },
+        )
+        .await?;
+    js.connect(
+        "b",
+        &cluster.gateways[1],
+        ConnectOptions {
+            user: Some("ub"),
+            ..Default::default()
+        },
+    )
+    .await?;
     let (g0, g1) = (&cluster.gateways[0], &cluster.gateways[1]);
-    assert_status(&g1.rest("PUT", &format!("/api/hubs/chat/groups/room/connections/{a}?{V}"), None).await?, 200);
-    assert_status(&g1.rest("POST", &format!("/api/hubs/chat/groups/room/:send?{V}"), Some(body("message", json!(["room"])))).await?, 202);
+    assert_status(
+        &g1.rest(
+            "PUT",
+            &format!("/api/hubs/chat/groups/room/connections/{a}?{V}"),
+            None,
+        )
+        .await?,
+        200,
+    );
+    assert_status(
+        &g1.rest(
+            "POST",
+            &format!("/api/hubs/chat/groups/room/:send?{V}"),
+            Some(body("message", json!(["room"]))),
+        )
+        .await?,
+        202,
+    );
     assert_eq!(js.next_message("a").await?.args, vec![json!("room")]);
-    assert_status(&g0.rest("POST", &format!("/api/hubs/chat/users/ub/:send?{V}"), Some(body("message", json!(["to b"])))).await?, 202);
+    assert_status(
+        &g0.rest(
+            "POST",
+            &format!("/api/hubs/chat/users/ub/:send?{V}"),
+            Some(body("message", json!(["to b"]))),
+        )
+        .await?,
+        202,
+    );
     assert_eq!(js.next_message("b").await?.args, vec![json!("to b")]);
 
     // The leader voter dies: writes through the gateways resume.
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     cluster.voters[leader].kill().await?;
-    eventually(Duration::from_secs(5), "writes resume through a gateway", || async {
-        let r = g0.rest("PUT", &format!("/api/hubs/chat/users/ua/groups/after?{V}"), None).await.ok()?;
-        (r.status == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "writes resume through a gateway",
+        || async {
+            let r = g0
+                .rest(
+                    "PUT",
+                    &format!("/api/hubs/chat/users/ua/groups/after?{V}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
     .await?;
-    assert_status(&g1.rest("POST", &format!("/api/hubs/chat/groups/after/:send?{V}"), Some(body("message", json!(["after failover"])))).await?, 202);
-    assert_eq!(js.next_message("a").await?.args, vec![json!("after failover")]);
+    assert_status(
+        &g1.rest(
+            "POST",
+            &format!("/api/hubs/chat/groups/after/:send?{V}"),
+            Some(body("message", json!(["after failover"]))),
+        )
+        .await?,
+        202,
+    );
+    assert_eq!(
+        js.next_message("a").await?.args,
+        vec![json!("after failover")]
+    );
     Ok(())
 }
 
@@ -221,21 +515,111 @@ async fn a_gateway_without_its_store_keeps_delivering_and_is_not_ready() -> anyh
     let mut cluster = Cluster::stores(bin(), 3, &[]).await?;
     cluster.add_gateway(&[]).await?;
     let mut js = JsClients::start().await?;
-    js.connect("a", &cluster.gateways[0], ConnectOptions::default()).await?;
+    js.connect("a", &cluster.gateways[0], ConnectOptions::default())
+        .await?;
     for v in &cluster.voters {
         v.pause()?;
     }
     let gw = &cluster.gateways[0];
-    eventually(Duration::from_secs(10), "gateway reports not ready", || async {
-        let r = gw.rest_with("GET", "/readyz", None, None).await.ok()?;
-        (r.status == 503).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "gateway reports not ready",
+        || async {
+            let r = gw.rest_with("GET", "/readyz", None, None).await.ok()?;
+            (r.status == 503).then_some(())
+        },
+    )
     .await?;
-    assert_status(&gw.rest("POST", &format!("/api/hubs/chat/:send?{V}"), Some(body("message", json!(["still delivering"])))).await?, 202);
-    assert_eq!(js.next_message("a").await?.args, vec![json!("still delivering")]);
+    assert_status(
+        &gw.rest(
+            "POST",
+            &format!("/api/hubs/chat/:send?{V}"),
+            Some(body("message", json!(["still delivering"]))),
+        )
+        .await?,
+        202,
+    );
+    assert_eq!(
+        js.next_message("a").await?.args,
+        vec![json!("still delivering")]
+    );
     for v in &cluster.voters {
         v.resume()?;
     }
     gw.wait_ready().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_partitioned_minority_stops_acknowledging_writes() -> anyhow::Result<()> {
+    let cluster = Cluster::serve_partitionable(bin(), 3, &[]).await?;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    add_members(&cluster.voters[leader], 0, 20).await?;
+
+    // Cut the leader off from both followers: it is now a minority of one.
+    cluster.isolate(leader);
+    let minority = &cluster.voters[leader];
+    let r = minority
+        .rest(
+            "PUT",
+            &format!("/api/hubs/chat/users/minority/groups/m?{V}"),
+            None,
+        )
+        .await?;
+    assert!(
+        r.status >= 500,
+        "the minority acknowledged a write: {} {}",
+        r.status,
+        r.body
+    );
+    assert!(
+        r.json().is_ok_and(|d| d["code"].is_string()),
+        "error detail: {}",
+        r.body
+    );
+
+    // The majority elects a leader and goes on acknowledging writes.
+    let majority = &cluster.voters[(leader + 1) % 3];
+    eventually(
+        Duration::from_secs(10),
+        "the majority accepts writes",
+        || async {
+            let r = majority
+                .rest(
+                    "PUT",
+                    &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await?;
+    add_members(majority, 20, 40).await?;
+
+    // Healed: the old leader follows again and has every acknowledged write, and not the one it
+    // could never commit.
+    cluster.heal();
+    eventually(
+        Duration::from_secs(20),
+        "the old leader caught up",
+        || async { all_members_present(minority, 40).await.then_some(()) },
+    )
+    .await?;
+    assert!(
+        !exists(
+            minority,
+            &format!("/api/hubs/chat/users/minority/groups/m?{V}")
+        )
+        .await
+    );
+    assert!(
+        !exists(
+            majority,
+            &format!("/api/hubs/chat/users/minority/groups/m?{V}")
+        )
+        .await
+    );
     Ok(())
 }

@@ -14,12 +14,44 @@ async fn metrics_after_real_traffic_pass_promtool() -> anyhow::Result<()> {
     let server = server().await?;
     let mut js = JsClients::start().await?;
     js.connect_simple("a", &server, "chat", Some("u")).await?;
-    js.connect("b", &server, ConnectOptions { protocol: "messagepack", ..Default::default() }).await?;
-    assert_status(&server.rest("POST", "/api/v1/hubs/chat", Some(body("message", json!(["m"])))).await?, 202);
-    assert_status(&server.rest("PUT", "/api/hubs/chat/users/u/groups/g?api-version=2022-06-01", None).await?, 200);
+    js.connect(
+        "b",
+        &server,
+        ConnectOptions {
+            protocol: "messagepack",
+            ..Default::default()
+        },
+    )
+    .await?;
+    assert_status(
+        &server
+            .rest(
+                "POST",
+                "/api/v1/hubs/chat",
+                Some(body("message", json!(["m"]))),
+            )
+            .await?,
+        202,
+    );
+    assert_status(
+        &server
+            .rest(
+                "PUT",
+                "/api/hubs/chat/users/u/groups/g?api-version=2022-06-01",
+                None,
+            )
+            .await?,
+        200,
+    );
     js.next_message("a").await?;
     js.next_message("b").await?;
-    assert_eq!(server.rest_with("POST", "/api/v1/hubs/chat", None, None).await?.status, 401);
+    assert_eq!(
+        server
+            .rest_with("POST", "/api/v1/hubs/chat", None, None)
+            .await?
+            .status,
+        401
+    );
     js.stop("b").await?;
 
     let scrape = server.rest_with("GET", "/metrics", None, None).await?;
@@ -50,11 +82,23 @@ async fn metrics_after_real_traffic_pass_promtool() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    child.stdin.take().expect("stdin").write_all(scrape.body.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.body.as_bytes())?;
     let out = child.wait_with_output()?;
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // promtool exits 3 for lint warnings (naming advice) and 1 for errors; neither is accepted.
-    assert!(out.status.success(), "promtool check metrics failed ({:?}):\n{report}", out.status.code());
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({:?}):\n{report}",
+        out.status.code()
+    );
     Ok(())
 }
 

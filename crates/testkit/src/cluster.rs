@@ -1,12 +1,13 @@
 //! Multi-process clusters on 127.0.0.x: voters (all-in-one `serve` nodes or `store` voters) and
 //! stateless gateways, started, killed and restarted as real processes.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::proxy::Proxy;
 use crate::server::{Role, Server, ServerOptions};
 
 /// A free TCP port on `ip` (bound, then released: good enough for tests).
@@ -24,39 +25,97 @@ pub struct Cluster {
     pub gateways: Vec<Server>,
     /// The voters' cluster addresses, by node id (1-based, in `voters` order).
     pub cluster_addrs: Vec<SocketAddr>,
+    /// For partition tests: `(from, to)` voter indexes → the proxy `from` dials `to` through.
+    proxies: Vec<((usize, usize), Proxy)>,
 }
 
 impl Cluster {
     /// `n` all-in-one nodes (gateway + voter), node i on 127.0.0.i.
     pub async fn serve(bin: impl AsRef<Path>, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
-        Cluster::voters(bin, n, Role::Serve, extra).await
+        Cluster::voters(bin, n, Role::Serve, extra, false).await
+    }
+
+    /// Like [`Cluster::serve`], but every voter reaches every other through its own proxy, so a
+    /// test can cut a voter off ([`Cluster::isolate`]) while its process keeps running.
+    pub async fn serve_partitionable(
+        bin: impl AsRef<Path>,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        Cluster::voters(bin, n, Role::Serve, extra, true).await
     }
 
     /// `n` voter-only nodes on 127.0.0.i; add gateways with [`Cluster::add_gateway`].
-    pub async fn stores(bin: impl AsRef<Path>, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
-        Cluster::voters(bin, n, Role::Store, extra).await
+    pub async fn stores(
+        bin: impl AsRef<Path>,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        Cluster::voters(bin, n, Role::Store, extra, false).await
     }
 
-    async fn voters(bin: impl AsRef<Path>, n: usize, role: Role, extra: &[&str]) -> anyhow::Result<Cluster> {
+    async fn voters(
+        bin: impl AsRef<Path>,
+        n: usize,
+        role: Role,
+        extra: &[&str],
+        proxied: bool,
+    ) -> anyhow::Result<Cluster> {
         let ips: Vec<Ipv4Addr> = (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i as u8)).collect();
-        let cluster_addrs = ips.iter().map(|ip| free_addr(*ip)).collect::<anyhow::Result<Vec<_>>>()?;
-        let peers = cluster_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+        let cluster_addrs = ips
+            .iter()
+            .map(|ip| free_addr(*ip))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut proxies = Vec::new();
+        if proxied {
+            for from in 0..n {
+                for to in (0..n).filter(|to| *to != from) {
+                    let proxy =
+                        Proxy::start(SocketAddr::from((ips[from], 0)), cluster_addrs[to]).await?;
+                    proxies.push(((from, to), proxy));
+                }
+            }
+        }
         let mut voters = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
+            // Each voter's --peers: itself at its real address, the others through its proxies.
+            let peers = (0..n)
+                .map(|j| {
+                    let addr = proxies
+                        .iter()
+                        .find(|((from, to), _)| *from == i && *to == j)
+                        .map_or(cluster_addrs[j], |(_, p)| p.addr);
+                    format!("{}={addr}", j + 1)
+                })
+                .collect::<Vec<_>>()
+                .join(",");
             let mut args: Vec<String> = vec![
                 "--node-id".into(),
                 (i + 1).to_string(),
                 "--cluster-listen".into(),
                 cluster_addrs[i].to_string(),
+                "--advertise".into(),
+                cluster_addrs[i].to_string(),
                 "--peers".into(),
-                peers.clone(),
+                peers,
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let listen = free_addr(*ip)?;
-            let options = ServerOptions { role, listen: Some(listen), args, ..Default::default() };
+            let options = ServerOptions {
+                role,
+                listen: Some(listen),
+                args,
+                ..Default::default()
+            };
             voters.push(Server::launch(bin.as_ref(), options).await?);
         }
-        let cluster = Cluster { bin: bin.as_ref().to_path_buf(), voters, gateways: Vec::new(), cluster_addrs };
+        let cluster = Cluster {
+            bin: bin.as_ref().to_path_buf(),
+            voters,
+            gateways: Vec::new(),
+            cluster_addrs,
+            proxies,
+        };
         for v in &cluster.voters {
             v.wait_ready_within(Duration::from_secs(60)).await?;
         }
@@ -65,7 +124,11 @@ impl Cluster {
 
     /// The `--store` list for gateways.
     pub fn store_list(&self) -> String {
-        self.cluster_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        self.cluster_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Starts a stateless gateway (on 127.0.1.k) and waits until it is ready; returns its index.
@@ -79,7 +142,12 @@ impl Cluster {
             self.store_list(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let options = ServerOptions { role: Role::Gateway, listen: Some(free_addr(ip)?), args, ..Default::default() };
+        let options = ServerOptions {
+            role: Role::Gateway,
+            listen: Some(free_addr(ip)?),
+            args,
+            ..Default::default()
+        };
         let gateway = Server::start(&self.bin, options).await?;
         self.gateways.push(gateway);
         Ok(self.gateways.len() - 1)
@@ -104,18 +172,29 @@ impl Cluster {
         crate::eventually(within, "a raft leader", || self.leader()).await
     }
 
-    /// Every process that handles client traffic (serve nodes and gateways).
-    pub fn front_doors(&self) -> Vec<&Server> {
-        self.voters.iter().filter(|v| v.role() == Role::Serve).chain(self.gateways.iter()).collect()
+    /// Cuts voter `index` off from every other voter (its process keeps running).
+    pub fn isolate(&self, index: usize) {
+        for ((from, to), proxy) in &self.proxies {
+            if *from == index || *to == index {
+                proxy.cut();
+            }
+        }
     }
 
-    /// The addresses of the voters, for log messages.
-    pub fn describe(&self) -> String {
-        let ip = |s: &Server| match s.addr.ip() {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => v6.to_string(),
-        };
-        self.voters.iter().map(ip).collect::<Vec<_>>().join(", ")
+    /// Restores every link cut by [`Cluster::isolate`].
+    pub fn heal(&self) {
+        for (_, proxy) in &self.proxies {
+            proxy.heal();
+        }
+    }
+
+    /// Every process that handles client traffic (serve nodes and gateways).
+    pub fn front_doors(&self) -> Vec<&Server> {
+        self.voters
+            .iter()
+            .filter(|v| v.role() == Role::Serve)
+            .chain(self.gateways.iter())
+            .collect()
     }
 
     /// Fails unless every running voter is ready.

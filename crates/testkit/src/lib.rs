@@ -10,12 +10,14 @@
 
 mod cluster;
 mod js;
+mod proxy;
 mod rawws;
 mod server;
 
-pub use js::{ConnectOptions, JsClients, Message};
-pub use rawws::RawClient;
 pub use cluster::{free_addr, Cluster};
+pub use js::{ConnectOptions, JsClients, Message};
+pub use proxy::Proxy;
+pub use rawws::RawClient;
 pub use server::{RestResponse, Role, Server, ServerOptions, TEST_KEY};
 
 use std::future::Future;

@@ -58,12 +58,15 @@ pub struct RestResponse {
 
 impl RestResponse {
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
-        serde_json::from_str(&self.body).with_context(|| format!("body is not JSON: {:?}", self.body))
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("body is not JSON: {:?}", self.body))
     }
 
     /// The `x-ms-error-code` header, if any.
     pub fn error_code(&self) -> Option<&str> {
-        self.headers.get("x-ms-error-code").and_then(|v| v.to_str().ok())
+        self.headers
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
     }
 }
 
@@ -94,8 +97,14 @@ impl Server {
     /// Starts the process and learns its address, without waiting until it is ready (members
     /// of a new cluster become ready only together).
     pub async fn launch(bin: impl AsRef<Path>, options: ServerOptions) -> anyhow::Result<Server> {
-        let keys = if options.access_keys.is_empty() { vec![TEST_KEY.to_owned()] } else { options.access_keys.clone() };
-        let addr = options.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let keys = if options.access_keys.is_empty() {
+            vec![TEST_KEY.to_owned()]
+        } else {
+            options.access_keys.clone()
+        };
+        let addr = options
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut server = Server {
             bin: bin.as_ref().to_path_buf(),
             options,
@@ -104,7 +113,9 @@ impl Server {
             keys,
             data_dir: tempfile::tempdir()?,
             logs: Arc::new(Mutex::new(Vec::new())),
-            http: reqwest::Client::builder().pool_max_idle_per_host(4).build()?,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(4)
+                .build()?,
         };
         server.spawn().await?;
         Ok(server)
@@ -121,7 +132,9 @@ impl Server {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let role = self.options.role;
         let mut cmd = Command::new(&self.bin);
-        cmd.arg(role.command()).arg("--listen").arg(self.addr.to_string());
+        cmd.arg(role.command())
+            .arg("--listen")
+            .arg(self.addr.to_string());
         if role != Role::Gateway {
             cmd.arg("--data-dir").arg(self.data_dir.path());
         }
@@ -137,8 +150,12 @@ impl Server {
         if std::env::var_os("SWITCHBOARD_LOG").is_none() {
             cmd.env("SWITCHBOARD_LOG", "info,openraft=warn");
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", self.bin.display()))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
         let stdout = child.stdout.take().context("stdout")?;
         let stderr = child.stderr.take().context("stderr")?;
         let (endpoint_tx, endpoint_rx) = tokio::sync::oneshot::channel::<String>();
@@ -173,7 +190,10 @@ impl Server {
         }
         let line = match tokio::time::timeout(Duration::from_secs(60), endpoint_rx).await {
             Ok(Ok(line)) => line,
-            _ => bail!("server did not print its connection string; logs:\n{}", self.logs().await),
+            _ => bail!(
+                "server did not print its connection string; logs:\n{}",
+                self.logs().await
+            ),
         };
         let endpoint = line
             .trim_start_matches("Endpoint=")
@@ -182,7 +202,9 @@ impl Server {
             .unwrap_or_default()
             .trim_start_matches("http://")
             .to_owned();
-        self.addr = endpoint.parse().with_context(|| format!("parsing endpoint in {line:?}"))?;
+        self.addr = endpoint
+            .parse()
+            .with_context(|| format!("parsing endpoint in {line:?}"))?;
         Ok(())
     }
 
@@ -205,7 +227,12 @@ impl Server {
         })
         .await;
         if let Err(e) = ready {
-            bail!("{} at {}: {e}; logs:\n{}", self.options.role.command(), self.addr, self.logs().await);
+            bail!(
+                "{} at {}: {e}; logs:\n{}",
+                self.options.role.command(),
+                self.addr,
+                self.logs().await
+            );
         }
         Ok(())
     }
@@ -221,7 +248,10 @@ impl Server {
 
     /// The connection string, as app servers would be given it.
     pub fn connection_string(&self) -> String {
-        format!("Endpoint=http://{};AccessKey={};Version=1.0;", self.addr, self.keys[0])
+        format!(
+            "Endpoint=http://{};AccessKey={};Version=1.0;",
+            self.addr, self.keys[0]
+        )
     }
 
     /// A REST token for `path_and_query`, shaped like the .NET SDK's (audience without the port).
@@ -233,7 +263,15 @@ impl Server {
     /// A client access token for `hub` (and `user`), shaped like the server SDK's.
     pub fn client_token(&self, hub: &str, user: Option<&str>) -> String {
         let base = format!("http://{}", self.addr);
-        switchboard_auth::mint_client_token(&self.keys[0], &base, hub, user, &Default::default(), now_secs(), 600)
+        switchboard_auth::mint_client_token(
+            &self.keys[0],
+            &base,
+            hub,
+            user,
+            &Default::default(),
+            now_secs(),
+            600,
+        )
     }
 
     /// The client URL for `hub` (what negotiate redirects clients to).
@@ -242,10 +280,20 @@ impl Server {
     }
 
     /// Sends a REST request with a valid token for its path.
-    pub async fn rest(&self, method: &str, path_and_query: &str, body: Option<serde_json::Value>) -> anyhow::Result<RestResponse> {
+    pub async fn rest(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<RestResponse> {
         let token = self.rest_token(path_and_query);
-        self.rest_with(method, path_and_query, Some(&token), body.map(|b| ("application/json", b.to_string().into_bytes())))
-            .await
+        self.rest_with(
+            method,
+            path_and_query,
+            Some(&token),
+            body.map(|b| ("application/json", b.to_string().into_bytes())),
+        )
+        .await
     }
 
     /// Sends a REST request with an explicit token (or none) and raw body.
@@ -257,18 +305,28 @@ impl Server {
         body: Option<(&str, Vec<u8>)>,
     ) -> anyhow::Result<RestResponse> {
         let method = Method::from_bytes(method.as_bytes())?;
-        let mut req = self.http.request(method, self.url(path_and_query)).timeout(Duration::from_secs(30));
+        let mut req = self
+            .http
+            .request(method, self.url(path_and_query))
+            .timeout(Duration::from_secs(30));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
         if let Some((content_type, bytes)) = body {
             req = req.header("content-type", content_type).body(bytes);
         }
-        let resp = req.send().await.with_context(|| format!("REST {path_and_query}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("REST {path_and_query}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().await.unwrap_or_default();
-        Ok(RestResponse { status, headers, body })
+        Ok(RestResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -290,11 +348,15 @@ impl Server {
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit code.
     pub async fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
-        let Some(mut child) = self.child.take() else { return Ok(None) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
         if let Some(pid) = child.id() {
             signal(pid, "-TERM")?;
         }
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.context("exit after SIGTERM")??;
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .context("exit after SIGTERM")??;
         Ok(status.code())
     }
 
@@ -325,14 +387,26 @@ impl Server {
 
     /// A Prometheus sample of this process, summed over its label sets (None if absent).
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let body = self.http.get(self.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        let body = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         let mut total = None;
         for line in body.lines() {
-            let Some(rest) = line.strip_prefix(name) else { continue };
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
             if !(rest.starts_with(' ') || rest.starts_with('{')) {
                 continue;
             }
-            let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+            let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
             total = Some(total.unwrap_or(0.0) + value);
         }
         total
@@ -340,7 +414,10 @@ impl Server {
 }
 
 fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let status = std::process::Command::new("kill").arg(sig).arg(pid.to_string()).status()?;
+    let status = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()?;
     if !status.success() {
         bail!("kill {sig} {pid} failed");
     }
