@@ -12,7 +12,8 @@
 //!   applied index never goes backwards;
 //! - a voter ends a stream it cannot keep exact (the watcher lagged behind its feed, or a
 //!   snapshot replaced its state); the stream also counts as dead when nothing arrived for
-//!   `heartbeat_timeout`, and when batch indexes go backwards. Each time the watcher starts
+//!   `heartbeat_timeout`, when its voter has known no leader for that long (a voter cut off
+//!   from the others), and when batch indexes go backwards. Each time the watcher starts
 //!   over with backoff, on the leader when it is known (it is never behind), else on the next
 //!   voter.
 //!
@@ -429,6 +430,7 @@ async fn watch_once(
         )));
     };
     let mut position = snapshot.log_index;
+    let mut leaderless_since: Option<Instant> = None;
     install_snapshot(&shared.view, snapshot).await?;
     *synced = true;
     shared.set_connected(Some(addr));
@@ -467,7 +469,20 @@ async fn watch_once(
                     apply_batch(&shared.view, applied.log_index, applied.batch).await?;
                 }
             }
-            Some(Event::Heartbeat(status)) => shared.heartbeat(&status),
+            Some(Event::Heartbeat(status)) => {
+                shared.heartbeat(&status);
+                // A voter cut off from the others knows no leader and applies nothing: move on.
+                if status.leader_id != 0 {
+                    leaderless_since = None;
+                } else if leaderless_since.get_or_insert_with(Instant::now).elapsed()
+                    >= shared.config.heartbeat_timeout
+                {
+                    return Err(StoreError::Unavailable(format!(
+                        "{addr} has known no leader for {} ms",
+                        shared.config.heartbeat_timeout.as_millis()
+                    )));
+                }
+            }
             Some(Event::Snapshot(_)) => {
                 return Err(StoreError::Internal(format!(
                     "the watch on {addr} sent a second state"

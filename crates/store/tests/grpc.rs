@@ -56,9 +56,6 @@ impl Node {
         let addr = listener.local_addr().unwrap().to_string();
         let mut config = StoreConfig::new(id, dir);
         config.advertise_addr = addr.clone();
-        config.heartbeat_ms = 50;
-        config.election_timeout_min_ms = 300;
-        config.election_timeout_max_ms = 600;
         tune(&mut config);
         let channels = Channels::new();
         let store = RaftStore::open_with_forwarder(
