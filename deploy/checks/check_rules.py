@@ -19,6 +19,7 @@ EXPECTED = {
     "SwitchboardGatewayDown",
     "SwitchboardHigh5xxRate",
     "SwitchboardPeerStreamDown",
+    "SwitchboardGatewayStoreWatchDown",
 }
 
 
