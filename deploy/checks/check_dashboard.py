@@ -33,6 +33,7 @@ TOPICS = [
     ("store write batch size", r"Write batch size"),
     ("store write latency", r"Write latency"),
     ("peer stream state", r"Peer streams"),
+    ("gateways' store watch state", r"^Store watch$"),
 ]
 
 

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -73,16 +74,43 @@ class Failures:
         sys.exit(1 if self.items else 0)
 
 
-def load_metrics() -> dict[str, str]:
-    """name -> type, from checks/metric_names.txt."""
-    metrics: dict[str, str] = {}
-    for line in (DEPLOY / "checks" / "metric_names.txt").read_text().splitlines():
+PROCESS_KINDS = ("serve", "serve-cluster", "gateway", "store")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One line of metric_names.txt."""
+
+    name: str
+    kind: str  # counter, gauge or histogram
+    processes: frozenset[str]  # PROCESS_KINDS; "serve" covers serve-cluster too
+    on_event: bool  # the series appears only once what it counts happens
+
+    def exported_by(self, process: str) -> bool:
+        return process in self.processes or (process == "serve-cluster" and "serve" in self.processes)
+
+
+def load_metric_table() -> dict[str, Metric]:
+    """Every line of checks/metric_names.txt: `name type processes [on-event]`."""
+    metrics: dict[str, Metric] = {}
+    for n, line in enumerate((DEPLOY / "checks" / "metric_names.txt").read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, kind = line.split()
-        metrics[name] = kind
+        parts = line.split()
+        if len(parts) not in (3, 4) or parts[1] not in ("counter", "gauge", "histogram") \
+                or (len(parts) == 4 and parts[3] != "on-event"):
+            raise ValueError(f"metric_names.txt line {n}: expected `name type processes [on-event]`: {line}")
+        processes = frozenset(parts[2].split(","))
+        if not processes <= set(PROCESS_KINDS):
+            raise ValueError(f"metric_names.txt line {n}: unknown process in {parts[2]}")
+        metrics[parts[0]] = Metric(parts[0], parts[1], processes, len(parts) == 4)
     return metrics
+
+
+def load_metrics() -> dict[str, str]:
+    """name -> type, from checks/metric_names.txt."""
+    return {name: m.kind for name, m in load_metric_table().items()}
 
 
 def series_names(metrics: dict[str, str]) -> dict[str, str]:
