@@ -49,7 +49,8 @@ SCENARIOS = [
             "accessKey": {"existingSecret": "my-keys", "secretKey": "keys"},
             "gateway": {"autoscaling": {"enabled": False}, "replicas": 4, "extraArgs": ["--example"],
                         "podAnnotations": {"a": "b"}},
-            "store": {"persistence": {"enabled": False}, "replicas": 5},
+            "store": {"persistence": {"enabled": False}, "replicas": 5, "snapshotKeepLogs": 50},
+            "connections": {"lease": 5},
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "dashboard": {"annotations": {"grafana_folder": "Switchboard"}},
@@ -78,6 +79,8 @@ INVALID = [
     ({"mode": "allInOne", "allInOne": {"replicas": 0}}, "must be at least 1"),
     ({"gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas must not exceed maxReplicas"),
     ({"logFormat": "xml"}, "logFormat must be"),
+    ({"connections": {"lease": 2}}, "connections.lease must be at least 3 seconds"),
+    ({"store": {"snapshotEvery": 0}}, "snapshotEvery must be at least 1"),
 ]
 
 # values.yaml keys whose comment documents the whole object below them (Kubernetes structures
@@ -208,7 +211,9 @@ def pod_matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def check_container_common(f: Failures, where: str, pod: dict, values: dict) -> None:
+def check_container_common(f: Failures, where: str, pod: dict, values: dict, clients: bool) -> None:
+    """What every container shares; `clients`: it holds client connections (gateway, serve node)
+    and gets the preStop sleep and the flags only those take."""
     c = pod["containers"][0]
     image = values["image"]
     f.check(c["image"] == f"{image['repository']}:{image['tag'] or '0.1.0'}", f"{where}: image {c['image']}")
@@ -221,11 +226,20 @@ def check_container_common(f: Failures, where: str, pod: dict, values: dict) -> 
     sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
     grace = env_map(c).get("SWITCHBOARD_SHUTDOWN_GRACE", {}).get("value")
     tgps = pod.get("terminationGracePeriodSeconds")
-    if f.check(isinstance(sleep, int) and grace is not None and isinstance(tgps, int),
-               f"{where}: preStop sleep, SWITCHBOARD_SHUTDOWN_GRACE and terminationGracePeriodSeconds must be set"):
+    f.check(tgps == values["shutdown"]["terminationGracePeriodSeconds"], f"{where}: terminationGracePeriodSeconds {tgps}")
+    if not clients:
+        # `switchboard store` takes no --shutdown-grace or --lease and serves no clients.
+        f.check("lifecycle" not in c, f"{where}: a store voter needs no preStop sleep")
+        for name in ("SWITCHBOARD_SHUTDOWN_GRACE", "SWITCHBOARD_LEASE", "SWITCHBOARD_ACCESS_KEY"):
+            f.check(name not in env_map(c), f"{where}: {name} is not a flag of `switchboard store`")
+    elif f.check(isinstance(sleep, int) and grace is not None and isinstance(tgps, int),
+                 f"{where}: preStop sleep, SWITCHBOARD_SHUTDOWN_GRACE and terminationGracePeriodSeconds must be set"):
         f.check(tgps > sleep + int(grace), f"{where}: terminationGracePeriodSeconds {tgps} <= preStop {sleep} + grace {grace}")
         f.check(sleep == values["shutdown"]["preStopSleepSeconds"] and int(grace) == values["shutdown"]["shutdownGraceSeconds"],
                 f"{where}: shutdown values not applied")
+    if clients:
+        f.check(env_map(c).get("SWITCHBOARD_LEASE", {}).get("value") == str(values["connections"]["lease"]),
+                f"{where}: SWITCHBOARD_LEASE must be connections.lease")
     sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
     f.check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 65532, f"{where}: pod must run as non-root uid 65532")
     f.check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False,
@@ -371,11 +385,14 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
                     f"{tag} voters: without persistence, data must be an emptyDir")
         f.check(env_map(c).get("SWITCHBOARD_SNAPSHOT_EVERY", {}).get("value") == str(vvals["snapshotEvery"]),
                 f"{tag} voters: SWITCHBOARD_SNAPSHOT_EVERY")
+        f.check(env_map(c).get("SWITCHBOARD_SNAPSHOT_KEEP_LOGS", {}).get("value") == str(vvals["snapshotKeepLogs"]),
+                f"{tag} voters: SWITCHBOARD_SNAPSHOT_KEEP_LOGS")
+        f.check("--access-key" not in args, f"{tag} voters: access keys go through the Secret, not the command line")
         if all_in_one:
             check_access_key_env(f, f"{tag} serve nodes", c, values, secret_name)
         else:
             f.check("SWITCHBOARD_ACCESS_KEY" not in env_map(c), f"{tag} store voters need no access key")
-        check_container_common(f, f"{tag} voters", pod, values)
+        check_container_common(f, f"{tag} voters", pod, values, clients=all_in_one)
 
     hl = get("Service", headless)
     if hl and sts:
@@ -410,7 +427,7 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         for extra in values["gateway"]["extraArgs"]:
             f.check(extra in args, f"{tag} gateways: extra arg {extra} missing")
         check_access_key_env(f, f"{tag} gateways", c, values, secret_name)
-        check_container_common(f, f"{tag} gateways", pod, values)
+        check_container_common(f, f"{tag} gateways", pod, values, clients=True)
         f.check("checksum/access-key" in spec["template"]["metadata"].get("annotations", {}),
                 f"{tag} gateways: no checksum annotation for key changes")
 

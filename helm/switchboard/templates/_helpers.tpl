@@ -131,6 +131,12 @@ app.kubernetes.io/part-of: switchboard
 {{- if not (has .Values.logFormat (list "json" "text")) }}
 {{- fail "logFormat must be \"json\" or \"text\"" }}
 {{- end }}
+{{- if lt (int .Values.connections.lease) 3 }}
+{{- fail "connections.lease must be at least 3 seconds" }}
+{{- end }}
+{{- if or (lt (int64 .Values.store.snapshotEvery) 1) (lt (int64 .Values.allInOne.snapshotEvery) 1) }}
+{{- fail "snapshotEvery must be at least 1" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by every container. */}}
@@ -153,17 +159,22 @@ app.kubernetes.io/part-of: switchboard
 - name: SWITCHBOARD_LOG
   value: {{ . | quote }}
 {{- end }}
-- name: SWITCHBOARD_SHUTDOWN_GRACE
-  value: {{ .Values.shutdown.shutdownGraceSeconds | int | quote }}
 {{- end }}
 
-{{/* Environment of the processes that hold client connections (gateways, serve nodes). */}}
+{{/*
+Environment of the processes that hold client connections (gateways, serve nodes): the flags of
+`switchboard gateway` and `switchboard serve` that `switchboard store` does not take.
+*/}}
 {{- define "switchboard.clientEnv" -}}
 - name: SWITCHBOARD_ACCESS_KEY
   valueFrom:
     secretKeyRef:
       name: {{ include "switchboard.secretName" . }}
       key: {{ .Values.accessKey.secretKey }}
+- name: SWITCHBOARD_SHUTDOWN_GRACE
+  value: {{ .Values.shutdown.shutdownGraceSeconds | int | quote }}
+- name: SWITCHBOARD_LEASE
+  value: {{ .Values.connections.lease | int | quote }}
 - name: SWITCHBOARD_KEEP_ALIVE_INTERVAL
   value: {{ .Values.connections.keepAliveInterval | int | quote }}
 - name: SWITCHBOARD_CLIENT_TIMEOUT
@@ -176,8 +187,14 @@ app.kubernetes.io/part-of: switchboard
   value: {{ .Values.connections.maxQueuedBytes | int64 | quote }}
 {{- end }}
 
-{{/* Ports, probes, lifecycle and security of every container. */}}
+{{/*
+Probes, lifecycle and security of every container. Called with (list $ <holds clients>): only
+pods behind the client Service (gateways, serve nodes) get the preStop sleep that lets Services
+and ingresses drop them before SIGTERM; store voters take no client traffic and stop at once.
+*/}}
 {{- define "switchboard.containerCommon" -}}
+{{- $clients := index . 1 -}}
+{{- with index . 0 -}}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 startupProbe:
@@ -200,10 +217,13 @@ readinessProbe:
   periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+{{- if $clients }}
 lifecycle:
   preStop:
     sleep:
       seconds: {{ .Values.shutdown.preStopSleepSeconds | int }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level settings shared by every pod. */}}
