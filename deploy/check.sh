@@ -2,8 +2,8 @@
 # Static checks of the operability pieces: the container image, the Helm chart, the Grafana
 # dashboard and the Prometheus alert rules. Exits non-zero if any check fails.
 #
-#   deploy/check.sh                                   # every static check
-#   SWITCHBOARD_BIN=target/debug/switchboard deploy/check.sh   # also compare /metrics of a real binary
+#   deploy/check.sh                                            # every static check
+#   SWITCHBOARD_BIN=target/debug/switchboard deploy/check.sh   # and the live checks of a real binary
 #
 # What runs:
 #   promtool check rules / promtool test rules   the alert rules and their unit tests
@@ -13,10 +13,16 @@
 #   checks/check_chart.py                         helm lint and helm template (Helm v4's engine) of
 #                                                 several value sets, Kubernetes schema validation,
 #                                                 the chart's contract
-#   checks/check_live_metrics.py                  only with SWITCHBOARD_BIN: the binary's /metrics
+#   checks/check_live.py                          only with SWITCHBOARD_BIN: the chart's flags against
+#                                                 the binary's --help; a 3-voter cluster with 2 gateways,
+#                                                 a 3-node serve cluster and the image's default node
+#                                                 started from the chart's command lines; delivery
+#                                                 across gateways; every metric of every process;
+#                                                 Prometheus evaluating the dashboard and the alerts,
+#                                                 healthy and with gateways and voters killed
 #
-# Tools: promtool from Debian's `prometheus` package (installed with apt-get when missing and
-# running as root); the Python tools, pinned below, in a virtualenv outside the repository
+# Tools: promtool (and, for the live checks, prometheus) from Debian's `prometheus` package
+# (installed with apt-get when missing and running as root); the Python tools, pinned below, in a virtualenv outside the repository
 # (SWITCHBOARD_CHECK_TOOLS, default ~/.cache/switchboard-deploy-check). Only the Debian and PyPI
 # registries are needed.
 set -euo pipefail
@@ -84,7 +90,7 @@ run "Dockerfile structure" "$PY" deploy/checks/check_dockerfile.py
 run "Grafana dashboard" "$PY" deploy/checks/check_dashboard.py
 run "Helm chart (lint, render, schemas)" "$PY" deploy/checks/check_chart.py
 if [ -n "${SWITCHBOARD_BIN:-}" ]; then
-    run "metrics of $SWITCHBOARD_BIN" "$PY" deploy/checks/check_live_metrics.py "$SWITCHBOARD_BIN"
+    run "live cluster of $SWITCHBOARD_BIN" "$PY" deploy/checks/check_live.py "$SWITCHBOARD_BIN"
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
