@@ -64,6 +64,14 @@ LOADGEN=$BIN_DIR/switchboard-loadgen
     echo
 } > "$REPORT"
 
+# Software counters, plus the socket syscalls when tracepoints are readable.
+PERF_EVENTS=task-clock,context-switches,cpu-migrations,page-faults
+SYSCALLS=syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
+if [ "$PERF" = 1 ] && command -v perf >/dev/null 2>&1 \
+    && perf stat -e "$SYSCALLS" -- true >/dev/null 2>&1; then
+    PERF_EVENTS=$PERF_EVENTS,$SYSCALLS
+fi
+
 SERVER_PID=
 SERVER_URL=
 SERVER_LOG=
@@ -125,8 +133,8 @@ run() {
     start_server "$target"
     local perf_pid=
     if [ "$PERF" = 1 ] && [[ "$label" == broadcast* ]] && command -v perf >/dev/null 2>&1; then
-        perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$SERVER_PID" \
-            -o "$OUT/perf-$STAMP-$target-${label// /_}.txt" 2>/dev/null &
+        perf stat -e "$PERF_EVENTS" -p "$SERVER_PID" \
+            -o "$OUT/perf-$STAMP-$target-${label//[ ,]/_}.txt" 2>/dev/null &
         perf_pid=$!
     fi
     echo "==> $target: $label"
@@ -171,6 +179,14 @@ done
     "$LOADGEN" compare "$RESULTS"
     echo
     echo "- load after: $(uptime | sed 's/.*load average: //')"
+    for f in "$OUT"/perf-"$STAMP"-*.txt; do
+        [ -f "$f" ] || continue
+        echo
+        echo "perf stat of the server over the whole run, $(basename "$f" .txt | sed "s/^perf-$STAMP-//"):"
+        echo '```'
+        grep -E 'task-clock|context-switches|sys_enter|elapsed' "$f" | sed 's/  */ /g'
+        echo '```'
+    done
 } >>"$REPORT"
 echo
 cat "$REPORT"

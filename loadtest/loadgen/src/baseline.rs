@@ -110,14 +110,16 @@ async fn handle(
     state: Arc<State>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut first = [0u8; 4];
+    // WebSocket upgrades come to the client path; everything else is plain HTTP.
+    const WEBSOCKET: &[u8] = b"GET /client/";
+    let mut first = [0u8; WEBSOCKET.len()];
     let mut n = stream.peek(&mut first).await?;
-    while n > 0 && n < first.len() {
-        // The first bytes arrived split: wait for the method to be complete.
+    while n > 0 && n < first.len() && first.get(..n) == WEBSOCKET.get(..n) {
+        // The first bytes arrived split: wait for the path to be complete.
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         n = stream.peek(&mut first).await?;
     }
-    if first.get(..n) == Some(b"GET ".as_slice()) {
+    if first.get(..n) == Some(WEBSOCKET) {
         websocket(stream, state, shutdown).await;
         Ok(())
     } else {
@@ -509,6 +511,37 @@ mod tests {
             seen,
             vec![Incoming::Measure(stamp), Incoming::Measure(stamp)]
         );
+    }
+
+    #[tokio::test]
+    async fn plain_http_next_to_websockets() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, Config::default(), stop.clone()));
+        let http = reqwest::Client::new();
+        let health = http.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        let negotiate: serde_json::Value = http
+            .post(format!("{base}/client/negotiate?hub=h"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(negotiate["negotiateVersion"], 1);
+        assert!(negotiate["connectionToken"].is_string());
+        let missing = http.get(format!("{base}/nothing")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+        let bad = http
+            .post(format!("{base}/broadcast"))
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        stop.cancel();
     }
 
     #[tokio::test]
