@@ -139,7 +139,7 @@ impl Peer {
             cancel: parent.child_token(),
             link: Mutex::new(None),
             connected: AtomicBool::new(false),
-            metrics: PeerMetrics::new(node),
+            metrics: PeerMetrics::new(),
         }
     }
 

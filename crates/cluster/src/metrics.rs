@@ -1,10 +1,9 @@
-//! Fan-out metrics. Peer labels are node ids: bounded by the cluster size.
+//! Fan-out metrics. No per-peer labels (see [`PeerMetrics`]); per-peer detail is in the logs.
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Histogram, Unit,
 };
-use switchboard_core::NodeId;
 
 pub(crate) fn describe() {
     describe_gauge!(
@@ -41,7 +40,8 @@ pub(crate) fn peer_states(connected: usize, connecting: usize) {
     gauge!("switchboard_cluster_peers", "state" => "connecting").set(connecting as f64);
 }
 
-/// Handles for one peer.
+/// Handles for one peer. The counters carry no peer label: gateway ids are random per process,
+/// so a label per peer would leave a new set of series behind every gateway restart.
 pub(crate) struct PeerMetrics {
     pub(crate) forwarded: Counter,
     pub(crate) dropped: Counter,
@@ -50,13 +50,12 @@ pub(crate) struct PeerMetrics {
 }
 
 impl PeerMetrics {
-    pub(crate) fn new(peer: NodeId) -> Self {
-        let peer = peer.to_string();
+    pub(crate) fn new() -> Self {
         PeerMetrics {
-            forwarded: counter!("switchboard_cluster_forwarded_messages_total", "peer" => peer.clone()),
-            dropped: counter!("switchboard_cluster_dropped_messages_total", "peer" => peer.clone()),
-            received: counter!("switchboard_cluster_received_messages_total", "peer" => peer.clone()),
-            link_failures: counter!("switchboard_cluster_link_failures_total", "peer" => peer),
+            forwarded: counter!("switchboard_cluster_forwarded_messages_total"),
+            dropped: counter!("switchboard_cluster_dropped_messages_total"),
+            received: counter!("switchboard_cluster_received_messages_total"),
+            link_failures: counter!("switchboard_cluster_link_failures_total"),
         }
     }
 }

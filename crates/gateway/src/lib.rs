@@ -51,6 +51,9 @@ use crate::metrics::{CloseReason, GatewayMetrics};
 use crate::outbound::{CloseRequest, QueueLimits};
 use crate::registry::Registry;
 
+/// How long a request waits for its view to catch up before using it as it is.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Seconds since the Unix epoch from the wall clock (token expiry checks).
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
@@ -157,6 +160,20 @@ impl Shared {
 
     pub(crate) fn set_registered(&self, registered: bool) {
         self.registered.store(registered, Ordering::Release);
+    }
+
+    /// Brings this gateway's membership view up to every write acknowledged anywhere before
+    /// now, so routing and existence checks see a join made through another node a moment ago.
+    /// Best effort: without a reachable store leader the current view is used as it is.
+    pub async fn sync_view(&self) {
+        if !self.store.status().leader_known() {
+            return;
+        }
+        match tokio::time::timeout(SYNC_TIMEOUT, self.store.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "view sync failed; using the current view"),
+            Err(_) => tracing::debug!("view sync timed out; using the current view"),
+        }
     }
 
     /// Routes an envelope to its recipients: queued for every local one, and for every other

@@ -27,6 +27,11 @@ pub trait MembershipStore: Send + Sync + 'static {
     /// Several commands applied atomically in one log entry, outcomes in order.
     async fn write_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, StoreError>;
 
+    /// Waits until this process's view reflects every write acknowledged anywhere in the
+    /// cluster before the call (a read barrier; see the `barrier` module). Call it before
+    /// routing by membership or answering an existence check.
+    async fn sync(&self) -> Result<(), StoreError>;
+
     /// The applied state (this process's copy). Cheap to clone; `read()` gives a guard.
     fn view(&self) -> View;
 

@@ -205,8 +205,9 @@ impl Batcher {
             }
             let work = self.dispatch(requests).await;
             let cancel = self.cancel.clone();
+            let limit = self.wait;
             self.tasks.spawn(async move {
-                work.finish(cancel).await;
+                work.finish(cancel, limit).await;
                 drop(permit);
             });
         }
@@ -340,12 +341,22 @@ enum Work {
 }
 
 impl Work {
-    async fn finish(self, cancel: CancellationToken) {
-        let stopping = || StoreError::Unavailable("the store is shutting down".to_owned());
+    /// Waits for the work's result and answers its callers. Bounded by `limit` whatever Raft
+    /// does: an entry proposed by a leader that lost its leadership may never be answered, and
+    /// an unbounded wait would hold an in-flight slot (and so every later write) forever.
+    async fn finish(self, cancel: CancellationToken, limit: Duration) {
         // On shutdown an entry in flight still gets a moment to be applied and answered.
         let give_up = async {
-            cancel.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    StoreError::Unavailable("the store is shutting down".to_owned())
+                }
+                _ = tokio::time::sleep(limit) => StoreError::Unavailable(format!(
+                    "the entry was not committed within {} ms (the leadership may have changed); it may still be applied",
+                    limit.as_millis()
+                )),
+            }
         };
         tokio::pin!(give_up);
         match self {
@@ -357,7 +368,7 @@ impl Work {
                 pending,
             } => {
                 let result = tokio::select! {
-                    _ = &mut give_up => Err(stopping()),
+                    error = &mut give_up => Err(error),
                     result = pending => match result {
                         Ok(Ok(response)) => Ok(Applied { log_index: response.log_id.index, outcomes: response.data }),
                         Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(StoreError::NotLeader {
@@ -376,7 +387,7 @@ impl Work {
                 forwarded,
             } => {
                 let result = tokio::select! {
-                    _ = &mut give_up => Err(stopping()),
+                    error = &mut give_up => Err(error),
                     result = forwarded => result,
                 };
                 distribute(requests, sizes, result);

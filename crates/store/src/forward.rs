@@ -34,6 +34,18 @@ pub trait Forwarder: Send + Sync + 'static {
         leader_node: Option<BasicNode>,
         commands: Vec<Command>,
     ) -> Result<Applied, StoreError>;
+
+    /// How far `leader` has applied its log (every acknowledged write is at or below it).
+    async fn leader_applied_index(
+        &self,
+        leader: NodeId,
+        leader_node: Option<BasicNode>,
+    ) -> Result<u64, StoreError> {
+        Err(StoreError::NotLeader {
+            leader_id: Some(leader),
+            leader_addr: leader_node.map(|n| n.addr),
+        })
+    }
 }
 
 /// The forwarder of a store without a cluster network: refuses with the leader's whereabouts.

@@ -32,6 +32,7 @@
 //! - Restart = latest snapshot + replay of the committed log behind it.
 
 pub mod api;
+mod barrier;
 mod batcher;
 mod codec;
 pub mod error;

@@ -40,6 +40,54 @@ pub(crate) const WATCHERS_LAGGED: &str = "switchboard_store_watchers_lagged_tota
 pub(crate) const WATCH_CONNECTED: &str = "switchboard_store_watch_connected";
 pub(crate) const WATCH_RESYNCS: &str = "switchboard_store_watch_resyncs_total";
 
+/// Registers help text for every store metric (call once the recorder is installed).
+pub(crate) fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(RAFT_TERM, "Current Raft term of this voter.");
+    describe_gauge!(
+        RAFT_LEADER_ID,
+        "Node id of the Raft leader this voter knows (-1: none)."
+    );
+    describe_gauge!(
+        RAFT_IS_LEADER,
+        "1 while this voter is the Raft leader, else 0."
+    );
+    describe_gauge!(
+        RAFT_LAST_LOG_INDEX,
+        "Index of the last entry in this voter's Raft log."
+    );
+    describe_gauge!(
+        RAFT_APPLIED_INDEX,
+        "Index of the last Raft entry applied to this voter's membership state."
+    );
+    describe_gauge!(
+        RAFT_COMMIT_INDEX,
+        "Index of the last committed Raft entry this voter has saved."
+    );
+    describe_histogram!(
+        WRITE_BATCH_SIZE,
+        "Membership commands carried by one proposed log entry."
+    );
+    describe_histogram!(
+        WRITE_SECONDS,
+        Unit::Seconds,
+        "Time a membership write took, from call to applied."
+    );
+    describe_counter!(WRITES_TOTAL, "Membership write calls by result.");
+    describe_counter!(
+        WATCHERS_LAGGED,
+        "Watch streams a voter ended because the watcher fell behind."
+    );
+    describe_gauge!(
+        WATCH_CONNECTED,
+        "1 while this gateway's replica follows a voter's watch stream."
+    );
+    describe_counter!(
+        WATCH_RESYNCS,
+        "Times this gateway's replica started its watch over."
+    );
+}
+
 /// A voter ended a watch stream whose watcher fell behind the feed.
 pub(crate) fn watcher_lagged() {
     metrics::counter!(WATCHERS_LAGGED).increment(1);

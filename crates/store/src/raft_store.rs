@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{MembershipStore, StoreStatus, View};
+use crate::barrier::ReadBarrier;
 use crate::batcher::{Batcher, BatcherConfig, Submitter};
 use crate::codec;
 use crate::error::StoreError;
@@ -143,6 +144,46 @@ pub struct RaftStore {
     tasks: TaskTracker,
     stopped: AtomicBool,
     ready_timeout: Duration,
+    /// When a quorum last confirmed this node's leadership (ms since epoch; see `confirm_quorum`).
+    quorum_confirmed_ms: Arc<AtomicU64>,
+    forwarder: Arc<dyn Forwarder>,
+    barrier: ReadBarrier,
+}
+
+/// A leader whose leadership no quorum confirmed for this long reports no known leader.
+const QUORUM_STALE_MS: u64 = 3_000;
+
+/// On the leader, asks a quorum about once a second to confirm the leadership (a heartbeat
+/// round) and records when it last succeeded; see [`MembershipStore::status`].
+async fn confirm_quorum(
+    raft: Raft,
+    node_id: u64,
+    confirmed: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    let mut was_leading = false;
+    loop {
+        let leading = metrics.borrow_and_update().current_leader == Some(node_id);
+        if leading && !was_leading {
+            // Winning the election took a quorum's votes: that is a confirmation.
+            confirmed.store(crate::batcher::now_ms(), Ordering::Release);
+        }
+        was_leading = leading;
+        if leading
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(1), raft.get_read_log_id()).await,
+                Ok(Ok(_))
+            )
+        {
+            confirmed.store(crate::batcher::now_ms(), Ordering::Release);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            changed = metrics.changed(), if !leading => if changed.is_err() { return },
+        }
+    }
 }
 
 impl RaftStore {
@@ -163,6 +204,7 @@ impl RaftStore {
         forwarder: Arc<dyn Forwarder>,
     ) -> Result<Arc<RaftStore>, StoreError> {
         config.validate()?;
+        crate::metrics::describe();
         let raft_config = Arc::new(config.raft_config()?);
         let node_id = config.node_id;
         let raft_dir = config.data_dir.join("raft");
@@ -183,6 +225,7 @@ impl RaftStore {
 
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let forwarder_for_reads = forwarder.clone();
         let (batcher, submitter) = Batcher::new(
             BatcherConfig {
                 node_id,
@@ -204,6 +247,13 @@ impl RaftStore {
             config.tick_interval,
             cancel.child_token(),
         ));
+        let quorum_confirmed_ms = Arc::new(AtomicU64::new(0));
+        tasks.spawn(confirm_quorum(
+            raft.clone(),
+            node_id,
+            quorum_confirmed_ms.clone(),
+            cancel.child_token(),
+        ));
         tasks.spawn(crate::metrics::watch_raft(
             raft.metrics(),
             cancel.child_token(),
@@ -222,6 +272,9 @@ impl RaftStore {
             tasks,
             stopped: AtomicBool::new(false),
             ready_timeout: config.write_timeout,
+            quorum_confirmed_ms,
+            forwarder: forwarder_for_reads,
+            barrier: ReadBarrier::default(),
         }))
     }
 
@@ -533,16 +586,55 @@ impl MembershipStore for RaftStore {
         self.timed(commands, |applied| Ok(applied.outcomes)).await
     }
 
+    async fn sync(&self) -> Result<(), StoreError> {
+        let Some((leader, node)) = self.leader() else {
+            return Err(StoreError::Unavailable(
+                "no raft leader is known".to_owned(),
+            ));
+        };
+        if leader == self.node_id {
+            // The leader applies an entry before it acknowledges it: its view has everything.
+            return Ok(());
+        }
+        let forwarder = self.forwarder.clone();
+        let index = self
+            .barrier
+            .leader_index(move || async move {
+                forwarder
+                    .leader_applied_index(leader, node)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if self.view.wait_applied(index, self.ready_timeout).await {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "this voter has not applied index {index} yet"
+            )))
+        }
+    }
+
     fn view(&self) -> View {
         self.view.clone()
     }
 
     fn status(&self) -> StoreStatus {
         let m = self.metrics.borrow();
+        let mut leader_id = m.current_leader;
+        // A leader cut off from its followers keeps believing it leads (it cannot commit
+        // anything): unless a quorum confirmed it recently, report no known leader.
+        if leader_id == Some(self.node_id) {
+            let confirmed = self.quorum_confirmed_ms.load(Ordering::Acquire);
+            if crate::batcher::now_ms().saturating_sub(confirmed) > QUORUM_STALE_MS {
+                leader_id = None;
+            }
+        }
         StoreStatus {
             node_id: self.node_id,
-            leader_id: m.current_leader,
-            is_leader: m.current_leader == Some(self.node_id),
+            leader_id,
+            is_leader: leader_id == Some(self.node_id),
             term: m.current_term,
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|id| id.index),

@@ -35,13 +35,16 @@ use switchboard_core::NodeId;
 use switchboard_membership::{Batch, Command, Outcome};
 use switchboard_proto::v1::store_client::StoreClient;
 use switchboard_proto::v1::watch_event::Event;
-use switchboard_proto::v1::{StateSnapshot, StatusReply, WatchRequest, WriteRequest};
+use switchboard_proto::v1::{
+    StateSnapshot, StatusReply, StatusRequest, WatchRequest, WriteRequest,
+};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 use crate::api::{MembershipStore, StoreStatus, View};
+use crate::barrier::ReadBarrier;
 use crate::batcher::{distribute, fail, Request, Submitter};
 use crate::codec;
 use crate::error::StoreError;
@@ -212,6 +215,7 @@ impl Shared {
 /// writes sent to the voters over gRPC.
 pub struct RemoteStore {
     shared: Arc<Shared>,
+    barrier: ReadBarrier,
     submitter: Submitter,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -224,6 +228,7 @@ impl RemoteStore {
     /// [`MembershipStore::status`] reports no leader until it is up. Must be called inside a
     /// Tokio runtime.
     pub fn connect(voters: Vec<String>, config: RemoteStoreConfig) -> Arc<RemoteStore> {
+        crate::metrics::describe();
         let voters: Vec<String> = voters
             .into_iter()
             .map(|v| v.trim().to_owned())
@@ -256,6 +261,7 @@ impl RemoteStore {
         tasks.close();
         let submitter = Submitter::new(tx, shared.config.write_timeout);
         Arc::new(RemoteStore {
+            barrier: ReadBarrier::default(),
             shared,
             submitter,
             cancel,
@@ -323,6 +329,33 @@ impl MembershipStore for RemoteStore {
             return Ok(Vec::new());
         }
         self.timed(commands, |applied| Ok(applied.outcomes)).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let index = self
+            .barrier
+            .leader_index(move || async move {
+                leader_applied_index(&shared)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if self
+            .shared
+            .view
+            .wait_applied(index, self.shared.config.write_timeout)
+            .await
+        {
+            Ok(())
+        } else {
+            // The voter this replica follows is behind: start over on the leader.
+            self.shared.resync.send_modify(|n| *n = n.wrapping_add(1));
+            Err(StoreError::Unavailable(format!(
+                "this gateway's replica has not applied index {index} yet"
+            )))
+        }
     }
 
     fn view(&self) -> View {
@@ -678,6 +711,46 @@ async fn write_batch(shared: &Shared, commands: Vec<Command>) -> Result<Applied,
         log_index,
         outcomes,
     })
+}
+
+/// How far the leader has applied its log, asked of the leader itself (following one
+/// not-the-leader hint, since a follower's answer could be behind).
+async fn leader_applied_index(shared: &Shared) -> Result<u64, StoreError> {
+    let timeout = shared.config.write_timeout;
+    let mut addr = shared
+        .target(None)
+        .ok_or_else(|| StoreError::Config("the remote store has no voter addresses".to_owned()))?;
+    for _ in 0..3 {
+        let mut client = shared.client(&addr)?;
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(timeout);
+        let reply = match tokio::time::timeout(timeout, client.status(request)).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => {
+                shared.forget_leader(&addr);
+                return Err(error_from_status(&status));
+            }
+            Err(_) => {
+                shared.forget_leader(&addr);
+                return Err(StoreError::Unavailable(format!(
+                    "{addr} did not answer in time"
+                )));
+            }
+        };
+        if reply.leader_id != 0 && reply.leader_id == reply.node_id {
+            shared.learn_leader(Some(reply.leader_id), Some(addr));
+            return Ok(reply.applied_index);
+        }
+        shared.forget_leader(&addr);
+        if reply.leader_id == 0 || reply.leader_addr.is_empty() {
+            break;
+        }
+        shared.learn_leader(Some(reply.leader_id), Some(reply.leader_addr.clone()));
+        addr = reply.leader_addr;
+    }
+    Err(StoreError::Unavailable(
+        "no store leader is known".to_owned(),
+    ))
 }
 
 /// One `Store.Write` call to `addr`, bounded by `timeout`.

@@ -171,6 +171,11 @@ pub struct GatewayFlags {
     #[arg(long, env = "SWITCHBOARD_PUBLIC_ENDPOINT")]
     pub public_endpoint: Option<String>,
 
+    /// Print the connection string (with the access key) on stdout at start. Turn it off where
+    /// stdout is collected as logs and the key must not end up there.
+    #[arg(long, env = "SWITCHBOARD_PRINT_CONNECTION_STRING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub print_connection_string: bool,
+
     /// Seconds shutdown waits for clients to disconnect after being told to reconnect elsewhere.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

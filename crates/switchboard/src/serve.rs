@@ -211,8 +211,8 @@ async fn open_store(
         }
         Some(peers) => {
             let channels = Channels::new();
-            let network = GrpcNetwork::new(node_id, channels.clone());
-            let forwarder = Arc::new(GrpcForwarder::new(channels));
+            let network = GrpcNetwork::new(node_id, channels.clone()).with_addresses(peers.clone());
+            let forwarder = Arc::new(GrpcForwarder::new(channels).with_addresses(peers.clone()));
             let store = RaftStore::open_with_forwarder(config, network, forwarder)
                 .await
                 .context("opening the store")?;
@@ -480,7 +480,9 @@ fn print_connection_string(
     let endpoint = public_endpoint(flags, bound);
     // The connection string app servers use; scripts look for the line starting with `Endpoint=`.
     let connection_string = format!("Endpoint={endpoint};AccessKey={key};Version=1.0;");
-    println!("{connection_string}");
+    if flags.print_connection_string {
+        println!("{connection_string}");
+    }
     if let Some(dir) = data_dir {
         keys::write_private(&dir.join("connection-string"), &connection_string)?;
     }

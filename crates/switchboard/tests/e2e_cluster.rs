@@ -578,6 +578,20 @@ async fn a_partitioned_minority_stops_acknowledging_writes() -> anyhow::Result<(
         r.body
     );
 
+    // It stops reporting itself ready: no quorum confirms its leadership any more.
+    eventually(
+        Duration::from_secs(10),
+        "the isolated node reports not ready",
+        || async {
+            let r = minority
+                .rest_with("GET", "/readyz", None, None)
+                .await
+                .ok()?;
+            (r.status == 503).then_some(())
+        },
+    )
+    .await?;
+
     // The majority elects a leader and goes on acknowledging writes.
     let majority = &cluster.voters[(leader + 1) % 3];
     eventually(

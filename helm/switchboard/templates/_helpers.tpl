@@ -171,6 +171,9 @@ Environment of the processes that hold client connections (gateways, serve nodes
     secretKeyRef:
       name: {{ include "switchboard.secretName" . }}
       key: {{ .Values.accessKey.secretKey }}
+# Logs are collected: keep the access key out of them (NOTES.txt shows how to read it).
+- name: SWITCHBOARD_PRINT_CONNECTION_STRING
+  value: "false"
 - name: SWITCHBOARD_SHUTDOWN_GRACE
   value: {{ .Values.shutdown.shutdownGraceSeconds | int | quote }}
 - name: SWITCHBOARD_LEASE

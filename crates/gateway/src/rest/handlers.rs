@@ -35,6 +35,7 @@ async fn send(
     body: Body,
 ) -> ApiResult<StatusCode> {
     let payload = read_payload(shared, &headers, body).await?;
+    shared.sync_view().await;
     shared.dispatch(Envelope::Message {
         hub: call.hub,
         recipients,
@@ -51,7 +52,8 @@ async fn write(shared: &Shared, command: Command) -> ApiResult<Outcome> {
     }
 }
 
-fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
+async fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
+    shared.sync_view().await;
     let reason = call.query.reason.clone();
     shared.dispatch(Envelope::Close {
         hub: call.hub,
@@ -82,7 +84,7 @@ pub(super) async fn broadcast(
 
 pub(super) async fn close_hub(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let excluded = call.query.excluded.clone();
-    close(&shared, call, Recipients::Hub { excluded });
+    close(&shared, call, Recipients::Hub { excluded }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,6 +138,7 @@ pub(super) async fn send_to_connection(
 }
 
 pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    shared.sync_view().await;
     let connection = call.connection()?;
     let found = shared
         .store
@@ -147,6 +150,7 @@ pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> Api
 }
 
 pub(super) async fn close_connection(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    shared.sync_view().await;
     let connection = call.connection()?;
     let found = shared
         .store
@@ -161,13 +165,14 @@ pub(super) async fn close_connection(State(shared): Ctx, call: RestCall) -> ApiR
             "The connection does not exist.",
         ));
     }
-    close(
-        &shared,
-        call,
-        Recipients::Connection {
+    // The view was synced above: dispatch directly.
+    shared.dispatch(Envelope::Close {
+        hub: call.hub,
+        recipients: Recipients::Connection {
             connection: connection.to_string(),
         },
-    );
+        reason: call.query.reason,
+    });
     Ok(match surface {
         Surface::V1 => StatusCode::ACCEPTED,
         Surface::Versioned => StatusCode::OK,
@@ -257,6 +262,7 @@ pub(super) async fn send_to_user(
 }
 
 pub(super) async fn user_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    shared.sync_view().await;
     let user = call.user()?;
     let found = shared
         .store
@@ -269,7 +275,7 @@ pub(super) async fn user_exists(State(shared): Ctx, call: RestCall) -> ApiResult
 pub(super) async fn close_user(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let user = call.user()?.to_string();
     let excluded = call.query.excluded.clone();
-    close(&shared, call, Recipients::User { user, excluded });
+    close(&shared, call, Recipients::User { user, excluded }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -343,6 +349,7 @@ pub(super) async fn remove_user_from_all_groups(
 }
 
 pub(super) async fn user_in_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    shared.sync_view().await;
     let (user, group) = (call.user()?, call.group()?);
     let found = shared
         .store
@@ -373,6 +380,7 @@ pub(super) async fn send_to_group(
 }
 
 pub(super) async fn group_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
+    shared.sync_view().await;
     let group = call.group()?;
     let found = shared
         .store
@@ -385,7 +393,7 @@ pub(super) async fn group_exists(State(shared): Ctx, call: RestCall) -> ApiResul
 pub(super) async fn close_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let group = call.group()?.to_string();
     let excluded = call.query.excluded.clone();
-    close(&shared, call, Recipients::Group { group, excluded });
+    close(&shared, call, Recipients::Group { group, excluded }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -417,6 +425,7 @@ pub(super) async fn list_group_connections(
     State(shared): Ctx,
     call: RestCall,
 ) -> ApiResult<Response> {
+    shared.sync_view().await;
     let group = call.group()?;
     let page_size = parse_count(
         call.query.max_page_size.as_deref(),

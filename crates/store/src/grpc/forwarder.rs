@@ -6,6 +6,8 @@
 //! forwarding again, so a write never travels in a loop). One attempt per batch: the follower's
 //! caller sees `UNAVAILABLE` or the new leader's whereabouts and decides whether to retry.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +15,7 @@ use openraft::BasicNode;
 use switchboard_core::NodeId;
 use switchboard_membership::{Command, Outcome};
 use switchboard_proto::v1::store_client::StoreClient;
-use switchboard_proto::v1::WriteRequest;
+use switchboard_proto::v1::{StatusRequest, WriteRequest};
 use tonic::metadata::MetadataValue;
 
 use super::{error_from_status, Channels, FORWARDED_KEY, MAX_MESSAGE_BYTES};
@@ -29,6 +31,7 @@ pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct GrpcForwarder {
     channels: Channels,
     timeout: Duration,
+    addresses: Arc<BTreeMap<u64, String>>,
 }
 
 impl GrpcForwarder {
@@ -37,7 +40,15 @@ impl GrpcForwarder {
         GrpcForwarder {
             channels,
             timeout: DEFAULT_FORWARD_TIMEOUT,
+            addresses: Arc::default(),
         }
+    }
+
+    /// Reaches the leader at these addresses (this node's `--peers`) rather than the one the
+    /// Raft membership records; see [`super::GrpcNetwork::with_addresses`].
+    pub fn with_addresses(mut self, addresses: BTreeMap<u64, String>) -> GrpcForwarder {
+        self.addresses = Arc::new(addresses);
+        self
     }
 
     /// Bounds each forwarded write by `timeout` instead of five seconds. Keep it at or below the
@@ -60,7 +71,11 @@ impl Forwarder for GrpcForwarder {
             leader_id: Some(leader),
             leader_addr: None,
         };
-        let Some(addr) = leader_node.map(|n| n.addr).filter(|a| !a.is_empty()) else {
+        let known = self.addresses.get(&leader).cloned();
+        let Some(addr) = known
+            .or(leader_node.map(|n| n.addr))
+            .filter(|a| !a.is_empty())
+        else {
             return Err(not_leader());
         };
         let channel = self.channels.get(&addr).map_err(|e| {
@@ -93,5 +108,44 @@ impl Forwarder for GrpcForwarder {
             log_index: reply.log_index,
             outcomes,
         })
+    }
+
+    async fn leader_applied_index(
+        &self,
+        leader: NodeId,
+        leader_node: Option<BasicNode>,
+    ) -> Result<u64, StoreError> {
+        let known = self.addresses.get(&leader).cloned();
+        let Some(addr) = known
+            .or(leader_node.map(|n| n.addr))
+            .filter(|a| !a.is_empty())
+        else {
+            return Err(StoreError::NotLeader {
+                leader_id: Some(leader),
+                leader_addr: None,
+            });
+        };
+        let channel = self.channels.get(&addr).map_err(|e| {
+            StoreError::Config(format!("the leader (node {leader}) has a bad address: {e}"))
+        })?;
+        let mut client = StoreClient::new(channel);
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(self.timeout);
+        let reply = match tokio::time::timeout(self.timeout, client.status(request)).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => return Err(error_from_status(&status)),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the leader at {addr} did not answer in time"
+                )))
+            }
+        };
+        if reply.leader_id != reply.node_id {
+            return Err(StoreError::NotLeader {
+                leader_id: (reply.leader_id != 0).then_some(reply.leader_id),
+                leader_addr: (!reply.leader_addr.is_empty()).then_some(reply.leader_addr),
+            });
+        }
+        Ok(reply.applied_index)
     }
 }

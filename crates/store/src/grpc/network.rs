@@ -11,6 +11,9 @@
 //! unreadable reply — are `Unreachable`, so openraft backs off before retrying that peer; a call
 //! that outlives the `RPCOption` hard TTL is a `Timeout`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -37,13 +40,25 @@ use crate::TypeConfig;
 pub struct GrpcNetwork {
     node_id: u64,
     channels: Channels,
+    addresses: Arc<BTreeMap<u64, String>>,
 }
 
 impl GrpcNetwork {
     /// The network of voter `node_id`, dialing through `channels` (share the cache with the
     /// [`super::GrpcForwarder`] so both use one connection per peer).
     pub fn new(node_id: u64, channels: Channels) -> GrpcNetwork {
-        GrpcNetwork { node_id, channels }
+        GrpcNetwork {
+            node_id,
+            channels,
+            addresses: Arc::default(),
+        }
+    }
+
+    /// Dials voters at these addresses (this node's `--peers`) rather than the ones recorded in
+    /// the Raft membership, which come from whichever voter bootstrapped the cluster.
+    pub fn with_addresses(mut self, addresses: BTreeMap<u64, String>) -> GrpcNetwork {
+        self.addresses = Arc::new(addresses);
+        self
     }
 }
 
@@ -51,7 +66,9 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcPeer {
-        let client = self.channels.get(&node.addr).map(|channel| {
+        let addr = self.addresses.get(&target).unwrap_or(&node.addr);
+        let node = &BasicNode::new(addr);
+        let client = self.channels.get(addr).map(|channel| {
             RaftClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
