@@ -1,6 +1,8 @@
 //! Two and three fan-out nodes over real gRPC on loopback: one link per pair carries messages
 //! both ways, in order; links come back after a peer restarts.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,7 +121,7 @@ async fn messages_queued_before_the_link_is_up_are_delivered() {
     for i in 0..10 {
         b.fanout.send(&a.info, message(format!("early{i}")));
     }
-    a.fanout.set_peers(&[b.info.clone()]);
+    a.fanout.set_peers(std::slice::from_ref(&b.info));
     let got = wait_for(&a.inbox, 10).await;
     assert_eq!(got.len(), 10, "{got:?}");
 }
@@ -128,7 +130,7 @@ async fn messages_queued_before_the_link_is_up_are_delivered() {
 async fn the_link_comes_back_after_the_peer_restarts() {
     let a = node(1, 10, None).await;
     let b = node(2, 20, None).await;
-    a.fanout.set_peers(&[b.info.clone()]);
+    a.fanout.set_peers(std::slice::from_ref(&b.info));
     a.fanout.send(&b.info, message("before".into()));
     assert_eq!(wait_for(&b.inbox, 1).await.len(), 1);
 
@@ -146,7 +148,7 @@ async fn the_link_comes_back_after_the_peer_restarts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b2 = node(2, 21, Some(listener.expect("rebind"))).await;
-    a.fanout.set_peers(&[b2.info.clone()]);
+    a.fanout.set_peers(std::slice::from_ref(&b2.info));
     let mut delivered = false;
     for _ in 0..200 {
         a.fanout.send(&b2.info, message("after".into()));
@@ -169,7 +171,7 @@ async fn a_stale_incarnation_is_refused() {
         address: String::new(),
     }]);
     let stale = node(1, 10, None).await;
-    stale.fanout.set_peers(&[b.info.clone()]);
+    stale.fanout.set_peers(std::slice::from_ref(&b.info));
     stale.fanout.send(&b.info, message("stale".into()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(b.inbox.got.lock().is_empty());

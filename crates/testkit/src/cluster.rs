@@ -68,10 +68,13 @@ impl Cluster {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut proxies = Vec::new();
         if proxied {
-            for from in 0..n {
-                for to in (0..n).filter(|to| *to != from) {
-                    let proxy =
-                        Proxy::start(SocketAddr::from((ips[from], 0)), cluster_addrs[to]).await?;
+            for (from, ip) in ips.iter().enumerate() {
+                for (to, target) in cluster_addrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(to, _)| *to != from)
+                {
+                    let proxy = Proxy::start(SocketAddr::from((*ip, 0)), *target).await?;
                     proxies.push(((from, to), proxy));
                 }
             }
