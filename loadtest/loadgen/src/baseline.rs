@@ -7,7 +7,8 @@
 //! per protocol and pushes the same bytes into every connection's bounded queue. No auth, no
 //! hubs, no groups, no store, no metrics. A connection whose queue is full is dropped, as
 //! Switchboard drops slow consumers. WebSockets use a 4 KiB read buffer and a 4 KiB write
-//! buffer (frames queued together go out in one write).
+//! buffer by default (frames queued together go out in one write); both can be changed to see
+//! what they cost.
 //!
 //! HTTP is parsed by hand (request line, `Content-Length`, keep-alive): enough for the
 //! generator's requests, and no framework cost in the ceiling.
@@ -38,11 +39,19 @@ const MAX_BODY: usize = 1 << 20;
 pub struct Config {
     /// Frames a connection may have queued before it is dropped.
     pub queue: usize,
+    /// tungstenite's read buffer per WebSocket, bytes.
+    pub read_buffer: usize,
+    /// tungstenite's write buffer per WebSocket, bytes (0: one write per frame).
+    pub write_buffer: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { queue: 2048 }
+        Config {
+            queue: 2048,
+            read_buffer: 4096,
+            write_buffer: 4096,
+        }
     }
 }
 
@@ -127,10 +136,10 @@ async fn handle(
     }
 }
 
-fn ws_config() -> WebSocketConfig {
+fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(4096)
+        .read_buffer_size(config.read_buffer)
+        .write_buffer_size(config.write_buffer)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024))
 }
@@ -152,7 +161,8 @@ fn handshake_protocol(text: &str) -> Option<Protocol> {
 }
 
 async fn websocket(stream: TcpStream, state: Arc<State>, shutdown: CancellationToken) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&state.config))).await
     else {
         return;
     };
@@ -547,7 +557,10 @@ mod tests {
     #[tokio::test]
     async fn broadcast_fills_queues_and_drops_full_ones() {
         let state = State {
-            config: Config { queue: 1 },
+            config: Config {
+                queue: 1,
+                ..Config::default()
+            },
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             msgpack_conns: AtomicUsize::new(1),

@@ -19,6 +19,12 @@ struct Args {
     /// Frames a connection may have queued before it is dropped as a slow consumer.
     #[arg(long, default_value_t = 2048)]
     queue: usize,
+    /// WebSocket read buffer per connection, bytes.
+    #[arg(long, default_value_t = 4096)]
+    read_buffer: usize,
+    /// WebSocket write buffer per connection, bytes (0: one write per frame, as Switchboard).
+    #[arg(long, default_value_t = 4096)]
+    write_buffer: usize,
 }
 
 #[tokio::main]
@@ -41,6 +47,11 @@ async fn main() -> anyhow::Result<()> {
         }
         stop.cancel();
     });
-    baseline::serve(listener, Config { queue: args.queue }, shutdown).await;
+    let config = Config {
+        queue: args.queue,
+        read_buffer: args.read_buffer,
+        write_buffer: args.write_buffer,
+    };
+    baseline::serve(listener, config, shutdown).await;
     Ok(())
 }
