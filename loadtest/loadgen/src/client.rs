@@ -260,7 +260,9 @@ pub async fn receive(
                     Ok(Next::Continue) => {}
                     Ok(Next::Reply(reply)) => {
                         if let Err(e) = ws.send(reply).await {
-                            recorder.disconnected(e.to_string());
+                            if !stop.is_cancelled() {
+                                recorder.disconnected(e.to_string());
+                            }
                             return;
                         }
                     }
