@@ -8,8 +8,8 @@
 # run appends one JSON line to the results file; the Markdown tables are printed at the end
 # and written next to it.
 #
-#   loadtest/bench.sh                       # the documented run (about 10 minutes on 2 cores)
-#   CONNECTIONS=50000 PROCESSES=4 loadtest/bench.sh   # larger: see docs/benchmarks.md
+#   loadtest/bench.sh                          # the documented run (about 6 minutes + the build)
+#   CONNECTIONS=18000 PROCESSES=2 loadtest/bench.sh   # larger: see docs/benchmarks.md
 #
 # Knobs (environment): CONNECTIONS (10000: idle memory and broadcast burst), BURST (200
 # messages), CONNECT_N (5000: connect-rate run), CONNECT_CONCURRENCY (256 attempts in
