@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
@@ -110,7 +111,7 @@ impl GatewayConfig {
             keep_alive_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
             max_message_size: 1024 * 1024,
-            ws_read_buffer: 4096,
+            ws_read_buffer: 256,
             ws_write_buffer: 0,
             queue_limits: QueueLimits::default(),
             connection_token_lifetime: Duration::from_secs(30),
@@ -305,6 +306,12 @@ impl Gateway {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Frames are written whole and flushed on purpose: Nagle would only add latency.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });

@@ -135,6 +135,15 @@ async fn reconcile_loop(shared: Arc<Shared>, cancel: CancellationToken) {
 /// One pass of reconciliation; see the module docs.
 pub async fn reconcile(shared: &Shared) {
     let node = shared.config.node_id;
+    // Local handles first, the view second: a handle is marked registered only after the store
+    // applied its connection, so every handle seen here is in any view read afterwards unless
+    // the store really dropped it. (The other order races with connections opening meanwhile.)
+    let mut registered = Vec::new();
+    shared.registry.for_each(|h| {
+        if h.is_registered() {
+            registered.push(h.clone());
+        }
+    });
     let (stale, known): (Vec<(Name, Name)>, HashSet<Name>) = {
         let view = shared.store.view();
         let view = view.read();
@@ -148,12 +157,10 @@ pub async fn reconcile(shared: &Shared) {
         }
         (stale, known)
     };
-    let mut orphans = Vec::new();
-    shared.registry.for_each(|h| {
-        if h.is_registered() && !known.contains(&h.id) {
-            orphans.push(h.clone());
-        }
-    });
+    let orphans: Vec<_> = registered
+        .into_iter()
+        .filter(|h| !known.contains(&h.id))
+        .collect();
     for handle in orphans {
         tracing::info!(connection_id = %handle.id, "closing a connection the store no longer knows");
         handle.close(CloseRequest {

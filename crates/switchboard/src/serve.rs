@@ -258,10 +258,24 @@ fn spawn_cluster_server(
     })
 }
 
+/// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`): a
+/// burst of reconnecting clients must not overflow it.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {what} {addr}"))
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("creating a socket for {what}"))?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {what} {addr}"))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| format!("listening on {what} {addr}"))
 }
 
 /// `switchboard serve`.

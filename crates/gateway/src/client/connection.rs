@@ -16,6 +16,7 @@ use switchboard_auth::ConnectionTicket;
 use switchboard_membership::{Command, Outcome};
 use switchboard_protocol::{self as protocol, FrameReader, HubMessage, Protocol};
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use crate::dispatch::to_message;
@@ -28,14 +29,20 @@ use crate::Shared;
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs a client connection to completion.
-pub(crate) async fn run<S, E>(
+///
+/// Deliberately not an `async fn`: an async fn keeps its arguments in its state next to the
+/// future they are moved into, and this future lives as long as the connection, once per
+/// connection. `_token` keeps the gateway's task tracker counting the connection.
+pub(crate) fn run<S, E>(
     socket: S,
     shared: Arc<Shared>,
     ticket: ConnectionTicket,
     peer: SocketAddr,
-) where
-    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
-    E: std::fmt::Display,
+    token: TaskTrackerToken,
+) -> impl std::future::Future<Output = ()> + Send
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
+    E: std::fmt::Display + Send,
 {
     let span = tracing::debug_span!(
         "connection",
@@ -43,15 +50,19 @@ pub(crate) async fn run<S, E>(
         hub = %ticket.hub,
         peer = %peer,
     );
-    Connection { socket, shared }
-        .run(ticket)
-        .instrument(span)
-        .await
+    Connection {
+        socket,
+        shared,
+        _token: token,
+    }
+    .run(Box::new(ticket))
+    .instrument(span)
 }
 
 struct Connection<S> {
     socket: S,
     shared: Arc<Shared>,
+    _token: TaskTrackerToken,
 }
 
 /// Why the main loop ended and what the client should be told.
@@ -64,9 +75,24 @@ struct Ending {
 impl<S, E> Connection<S>
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
-    E: std::fmt::Display,
+    E: std::fmt::Display + Send,
 {
-    async fn run(mut self, ticket: ConnectionTicket) {
+    /// The whole life of the connection. The set-up and the wind-down run boxed: they are
+    /// transient, and keeping their state out of this future keeps every idle connection's task
+    /// small (only the `serve` loop's state stays allocated for the connection's lifetime).
+    async fn run(mut self, ticket: Box<ConnectionTicket>) {
+        let Some((handle, protocol, leftover)) = Box::pin(self.open(ticket)).await else {
+            return;
+        };
+        let ending = self.serve(&handle, protocol, leftover).await;
+        Box::pin(self.finish(&handle, protocol, ending)).await;
+    }
+
+    /// Handshake, registration in the store, handshake reply. `None` if the connection ended.
+    async fn open(
+        &mut self,
+        ticket: Box<ConnectionTicket>,
+    ) -> Option<(Arc<ConnectionHandle>, Protocol, Vec<u8>)> {
         let metrics = self.shared.metrics.clone();
         let (protocol, leftover) =
             match timeout(self.shared.config.handshake_timeout, self.handshake()).await {
@@ -76,7 +102,7 @@ where
                     tracing::debug!(%error, "handshake failed");
                     self.reply_handshake(Protocol::Json, Some(&error)).await;
                     self.close_socket().await;
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     metrics.handshake_failures.increment(1);
@@ -87,7 +113,7 @@ where
                     )
                     .await;
                     self.close_socket().await;
-                    return;
+                    return None;
                 }
             };
 
@@ -97,21 +123,23 @@ where
             ticket.user_id.as_deref().map(Into::into),
             protocol,
         ));
+        // The ticket's claims are not needed past this point: free them now.
+        drop(ticket);
         if let Err(error) = self.register(&handle).await {
             metrics.handshake_failures.increment(1);
             tracing::warn!(%error, "connection could not be registered");
             self.shared.registry.remove(&handle);
             self.reply_handshake(protocol, Some(&error)).await;
             self.close_socket().await;
-            return;
+            return None;
         }
         if !self.reply_handshake(protocol, None).await {
             self.unregister(&handle, CloseReason::TransportError).await;
-            return;
+            return None;
         }
         metrics.connections_opened.increment(1);
         metrics.connections.increment(1.0);
-        tracing::debug!(user = ?ticket.user_id, protocol = protocol.name(), "connected");
+        tracing::debug!(user = ?handle.user, protocol = protocol.name(), "connected");
         if self.shared.is_draining() {
             handle.close(CloseRequest {
                 reason: CloseReason::Shutdown,
@@ -119,8 +147,11 @@ where
                 allow_reconnect: true,
             });
         }
+        Some((handle, protocol, leftover))
+    }
 
-        let ending = self.serve(&handle, protocol, leftover).await;
+    /// Tells the client why it is closed (when it still listens), then leaves the store.
+    async fn finish(&mut self, handle: &Arc<ConnectionHandle>, protocol: Protocol, ending: Ending) {
         if let Some(close) = &ending.close {
             let frame =
                 protocol::close_frame(protocol, close.error.as_deref(), close.allow_reconnect);
@@ -137,9 +168,9 @@ where
             // Answer the client's close handshake (RFC 6455 §5.5.1) instead of just dropping TCP.
             let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.close()).await;
         }
-        metrics.connections.decrement(1.0);
+        self.shared.metrics.connections.decrement(1.0);
         tracing::debug!(reason = ending.reason.as_str(), "disconnected");
-        self.unregister(&handle, ending.reason).await;
+        self.unregister(handle, ending.reason).await;
     }
 
     /// Reads until a complete handshake request; returns the protocol and any bytes after it.

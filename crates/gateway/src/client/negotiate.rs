@@ -170,10 +170,7 @@ pub(super) async fn connect(
     let token = shared.tracker.token();
     Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            super::run_connection(socket, shared2, ticket, peer).await;
-            drop(token);
-        }))
+        .on_upgrade(move |socket| super::run_connection(socket, shared2, ticket, peer, token)))
 }
 
 #[cfg(test)]
