@@ -112,7 +112,7 @@ impl GatewayConfig {
             client_timeout: Duration::from_secs(30),
             max_message_size: 1024 * 1024,
             ws_read_buffer: 256,
-            ws_write_buffer: 0,
+            ws_write_buffer: 4096,
             queue_limits: QueueLimits::default(),
             connection_token_lifetime: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
