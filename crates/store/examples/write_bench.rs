@@ -9,6 +9,10 @@
 //! ```
 //! `--dir PATH` puts the data on a given file system (default: a temporary directory);
 //! `--in-flight N` overrides `StoreConfig::max_in_flight`.
+//!
+//! `--voters H:P,H:P,H:P` writes to a running cluster of store voters instead (started with
+//! `switchboard store ...`), through a `RemoteStore` — what a stateless gateway does. Log
+//! entries are then not counted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use switchboard_membership::{Command, Name};
 use switchboard_store::network::SingleNodeNetwork;
+use switchboard_store::remote::{RemoteStore, RemoteStoreConfig};
 use switchboard_store::{MembershipStore, RaftStore, StoreConfig};
 
 struct Args {
@@ -25,6 +30,7 @@ struct Args {
     seconds: u64,
     dir: Option<std::path::PathBuf>,
     in_flight: Option<usize>,
+    voters: Option<Vec<String>>,
 }
 
 fn parse_args() -> Args {
@@ -33,6 +39,7 @@ fn parse_args() -> Args {
         seconds: 10,
         dir: None,
         in_flight: None,
+        voters: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +49,7 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value.parse().expect("--seconds D"),
             "--dir" => args.dir = Some(value.into()),
             "--in-flight" => args.in_flight = Some(value.parse().expect("--in-flight N")),
+            "--voters" => args.voters = Some(value.split(',').map(str::to_owned).collect()),
             other => panic!(
                 "unknown flag {other}; use --writers N --seconds D [--dir PATH] [--in-flight N]"
             ),
@@ -62,10 +70,26 @@ async fn main() {
     if let Some(in_flight) = args.in_flight {
         config.max_in_flight = in_flight;
     }
-    let store = RaftStore::open(config, SingleNodeNetwork)
-        .await
-        .expect("open store");
-    store.initialize_single().await.expect("initialize");
+    let mut local = None;
+    let store: Arc<dyn MembershipStore> = match &args.voters {
+        Some(voters) => {
+            let remote = RemoteStore::connect(voters.clone(), RemoteStoreConfig::new(1));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !remote.status().leader_known() {
+                assert!(Instant::now() < deadline, "no leader among {voters:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            remote
+        }
+        None => {
+            let store = RaftStore::open(config, SingleNodeNetwork)
+                .await
+                .expect("open store");
+            store.initialize_single().await.expect("initialize");
+            local = Some(store.clone());
+            store
+        }
+    };
     let hub: Name = Name::from("bench");
     store
         .write(Command::NodeHeartbeat {
@@ -82,7 +106,7 @@ async fn main() {
     let deadline = started + Duration::from_secs(args.seconds);
     let mut writers = Vec::with_capacity(args.writers);
     for w in 0..args.writers {
-        let store: Arc<RaftStore> = store.clone();
+        let store = store.clone();
         let hub = hub.clone();
         writers.push(tokio::spawn(async move {
             let connection = Name::from(format!("c{w}"));
@@ -130,16 +154,21 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     // Each writer's ConnectionOpened is in the log too.
     let ops = latencies.len() + args.writers as u64;
-    let entries = store.status().last_log_index.unwrap_or(0) - start_index;
+    let entries = match &local {
+        Some(local) => local.status().last_log_index.unwrap_or(0) - start_index,
+        None => 0,
+    };
     println!("writers            {}", args.writers);
     println!("duration           {elapsed:.2} s");
     println!("writes             {ops}");
     println!("throughput         {:.0} ops/s", ops as f64 / elapsed);
-    println!("log entries        {entries}");
-    println!(
-        "mean batch         {:.1} commands/entry",
-        ops as f64 / entries.max(1) as f64
-    );
+    if local.is_some() {
+        println!("log entries        {entries}");
+        println!(
+            "mean batch         {:.1} commands/entry",
+            ops as f64 / entries.max(1) as f64
+        );
+    }
     println!(
         "latency p50        {:.2} ms",
         latencies.value_at_quantile(0.50) as f64 / 1000.0
@@ -152,5 +181,7 @@ async fn main() {
         "latency max        {:.2} ms",
         latencies.max() as f64 / 1000.0
     );
-    store.shutdown().await;
+    if let Some(local) = local {
+        local.shutdown().await;
+    }
 }

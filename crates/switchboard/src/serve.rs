@@ -237,7 +237,6 @@ fn spawn_cluster_server(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_optional_service(store.map(|s| RaftGrpcService::new(s.raft().clone()).into_server()))
@@ -248,7 +247,17 @@ fn spawn_cluster_server(
         }))
         .add_optional_service(fanout);
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // tonic applies its TCP_NODELAY setting only to listeners it binds itself: set it on
+        // every accepted socket, or responses (fan-out frames towards the dialing node, watch
+        // streams) wait for Nagle and delayed ACKs.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |socket| {
+                let socket = socket?;
+                socket.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(socket)
+            },
+        );
         if let Err(error) = router
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await

@@ -113,6 +113,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub url: Option<String>,
 
+    /// Send REST calls to this server instead of `--url` (another gateway of the same cluster:
+    /// measures delivery across gateways).
+    #[arg(long)]
+    pub rest_url: Option<String>,
+
     /// Switchboard's connection string (Endpoint, AccessKey, Port).
     #[arg(long, env = "SWITCHBOARD_CONNECTION_STRING", hide_env_values = true)]
     pub connection_string: Option<String>,

@@ -40,6 +40,9 @@ pub struct RestClient {
     base: String,
     /// `http://host` (no port): the audience prefix of REST tokens.
     audience_base: String,
+    /// Where REST calls go, when not to `base` (another gateway of a cluster), with its
+    /// audience prefix.
+    rest_base: Option<(String, String)>,
     hub: String,
     key: Option<String>,
 }
@@ -72,9 +75,21 @@ impl RestClient {
             target,
             base,
             audience_base,
+            rest_base: None,
             hub: hub.to_owned(),
             key,
         })
+    }
+
+    /// Sends REST calls to `rest` (`http://host:port`) while clients still connect to the base
+    /// URL: measures delivery across the gateways of a cluster.
+    pub fn with_rest_base(mut self, rest: &str) -> Result<Self, Error> {
+        let mut url = Url::parse(rest)
+            .map_err(|e| Error::Config(format!("--rest-url {rest:?} is not a URL: {e}")))?;
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        let _ = url.set_port(None);
+        self.rest_base = Some((base, url.as_str().trim_end_matches('/').to_owned()));
+        Ok(self)
     }
 
     fn key(&self) -> Result<&str, Error> {
@@ -169,11 +184,13 @@ impl RestClient {
         method: reqwest::Method,
         path_and_query: &str,
     ) -> Result<reqwest::RequestBuilder, Error> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path_and_query}", self.base));
+        let (base, audience_base) = match &self.rest_base {
+            Some((base, audience)) => (base.as_str(), audience.as_str()),
+            None => (self.base.as_str(), self.audience_base.as_str()),
+        };
+        let mut req = self.http.request(method, format!("{base}{path_and_query}"));
         if self.target == Target::Switchboard {
-            let audience = format!("{}{path_and_query}", self.audience_base);
+            let audience = format!("{audience_base}{path_and_query}");
             let token =
                 switchboard_auth::mint_rest_token(self.key()?, &audience, None, now_secs(), 3600);
             req = req.bearer_auth(token);

@@ -47,7 +47,11 @@ fn server(args: &RunArgs) -> Result<(String, Option<String>), Error> {
 /// What every connection and sender of this process shares.
 pub fn endpoint(args: &RunArgs) -> Result<Arc<Endpoint>, Error> {
     let (url, key) = server(args)?;
-    let rest = Arc::new(RestClient::new(args.target, &url, &args.hub, key)?);
+    let mut rest = RestClient::new(args.target, &url, &args.hub, key)?;
+    if let Some(rest_url) = &args.rest_url {
+        rest = rest.with_rest_base(rest_url)?;
+    }
+    let rest = Arc::new(rest);
     Ok(Arc::new(Endpoint {
         target: args.target,
         protocol: args.protocol.into(),
