@@ -22,7 +22,13 @@ use crate::error::StoreError;
 pub trait MembershipStore: Send + Sync + 'static {
     /// Proposes one command; resolves when it is committed AND applied to `view()` of this
     /// process (read-your-writes), with its outcome.
-    async fn write(&self, command: Command) -> Result<Outcome, StoreError>;
+    async fn write(&self, command: Command) -> Result<Outcome, StoreError> {
+        self.write_all(vec![command])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Internal("the store returned no outcome".to_owned()))
+    }
 
     /// Several commands applied atomically in one log entry, outcomes in order.
     async fn write_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, StoreError>;

@@ -570,15 +570,6 @@ impl Drop for RaftStore {
 
 #[async_trait]
 impl MembershipStore for RaftStore {
-    async fn write(&self, command: Command) -> Result<Outcome, StoreError> {
-        self.timed(vec![command], |applied| {
-            applied.outcomes.first().copied().ok_or_else(|| {
-                StoreError::Internal(format!("entry {} returned no outcome", applied.log_index))
-            })
-        })
-        .await
-    }
-
     async fn write_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, StoreError> {
         if commands.is_empty() {
             return Ok(Vec::new());

@@ -11,12 +11,18 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::value::RawValue;
 use switchboard_core::{Error, ErrorCode};
 use switchboard_protocol::Protocol;
 
 use crate::dispatch::PayloadSource;
 use crate::error::{ApiError, ApiResult};
+
+/// How much of an oversized body is still read (and discarded) before answering 413, so a
+/// client that is still sending gets the answer instead of a broken pipe. Bodies beyond this
+/// are cut off.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Reads the body, at most `limit` bytes (413 above).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
@@ -26,25 +32,32 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
             format!("The request body exceeds the limit of {limit} bytes."),
         )
     };
-    if let Some(length) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length > limit as u64 {
-            return Err(too_large());
-        }
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return too_large();
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body.into_data_stream();
+    let mut read = bytes::BytesMut::new();
+    let mut over = declared.is_some_and(|length| length > limit as u64);
+    let mut seen = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}")))?;
+        seen += chunk.len();
+        if over || seen > limit {
+            over = true;
+            read = bytes::BytesMut::new();
+            if seen > DRAIN_LIMIT {
+                break;
             }
-            source = err.source();
+            continue;
         }
-        ApiError::invalid(format!("Could not read the request body: {e}"))
-    })
+        read.extend_from_slice(&chunk);
+    }
+    if over {
+        return Err(too_large());
+    }
+    Ok(read.freeze())
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
