@@ -75,15 +75,7 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     }
 
     // Hub broadcast from a node holding none of the clients.
-    assert_status(
-        &n3.rest(
-            "POST",
-            &format!("/api/hubs/chat/:send?{V}"),
-            Some(body("message", json!(["all"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(n3, &format!("/api/hubs/chat/:send?{V}"), json!(["all"])).await?;
     for name in ["c1", "c2", "c3"] {
         assert_eq!(
             js.next_message(name).await?.args,
@@ -92,27 +84,21 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
         );
     }
     // User: both of alice's connections, on two different nodes.
-    assert_status(
-        &n3.rest(
-            "POST",
-            &format!("/api/hubs/chat/users/alice/:send?{V}"),
-            Some(body("message", json!(["alice"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        n3,
+        &format!("/api/hubs/chat/users/alice/:send?{V}"),
+        json!(["alice"]),
+    )
+    .await?;
     assert_eq!(js.next_message("c1").await?.args, vec![json!("alice")]);
     assert_eq!(js.next_message("c3").await?.args, vec![json!("alice")]);
     // Connection: straight to its node.
-    assert_status(
-        &gw.rest(
-            "POST",
-            &format!("/api/hubs/chat/connections/{c2}/:send?{V}"),
-            Some(body("message", json!(["c2 only"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        gw,
+        &format!("/api/hubs/chat/connections/{c2}/:send?{V}"),
+        json!(["c2 only"]),
+    )
+    .await?;
     assert_eq!(js.next_message("c2").await?.args, vec![json!("c2 only")]);
     // Group: joined through one node, sent through another.
     assert_status(
@@ -133,15 +119,12 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
         .await?,
         200,
     );
-    assert_status(
-        &gw.rest(
-            "POST",
-            &format!("/api/hubs/chat/groups/g/:send?{V}"),
-            Some(body("message", json!(["group"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        gw,
+        &format!("/api/hubs/chat/groups/g/:send?{V}"),
+        json!(["group"]),
+    )
+    .await?;
     assert_eq!(js.next_message("c1").await?.args, vec![json!("group")]);
     assert_eq!(js.next_message("c3").await?.args, vec![json!("group")]);
     // User group: bob added through the gateway, message through node 1.
@@ -154,15 +137,12 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
         .await?,
         200,
     );
-    assert_status(
-        &n1.rest(
-            "POST",
-            &format!("/api/hubs/chat/groups/ug/:send?{V}"),
-            Some(body("message", json!(["user group"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        n1,
+        &format!("/api/hubs/chat/groups/ug/:send?{V}"),
+        json!(["user group"]),
+    )
+    .await?;
     assert_eq!(js.next_message("c2").await?.args, vec![json!("user group")]);
     js.expect_silence("c1", SHORT).await?;
     js.expect_silence("c3", SHORT).await?;
@@ -287,20 +267,13 @@ async fn losing_the_leader_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let killed_at = Instant::now();
     // Writes through a surviving node resume once a new leader is elected.
     let survivor = &cluster.voters[other];
-    eventually(
+    until_status(
+        survivor,
+        "PUT",
+        &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
+        200,
         Duration::from_secs(5),
         "writes resume after the leader died",
-        || async {
-            let r = survivor
-                .rest(
-                    "PUT",
-                    &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
-                    None,
-                )
-                .await
-                .ok()?;
-            (r.status == 200).then_some(())
-        },
     )
     .await?;
     eprintln!(
@@ -454,55 +427,39 @@ async fn stateless_gateways_in_front_of_store_voters() -> anyhow::Result<()> {
         .await?,
         200,
     );
-    assert_status(
-        &g1.rest(
-            "POST",
-            &format!("/api/hubs/chat/groups/room/:send?{V}"),
-            Some(body("message", json!(["room"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        g1,
+        &format!("/api/hubs/chat/groups/room/:send?{V}"),
+        json!(["room"]),
+    )
+    .await?;
     assert_eq!(js.next_message("a").await?.args, vec![json!("room")]);
-    assert_status(
-        &g0.rest(
-            "POST",
-            &format!("/api/hubs/chat/users/ub/:send?{V}"),
-            Some(body("message", json!(["to b"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        g0,
+        &format!("/api/hubs/chat/users/ub/:send?{V}"),
+        json!(["to b"]),
+    )
+    .await?;
     assert_eq!(js.next_message("b").await?.args, vec![json!("to b")]);
 
     // The leader voter dies: writes through the gateways resume.
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     cluster.voters[leader].kill().await?;
-    eventually(
+    until_status(
+        g0,
+        "PUT",
+        &format!("/api/hubs/chat/users/ua/groups/after?{V}"),
+        200,
         Duration::from_secs(5),
         "writes resume through a gateway",
-        || async {
-            let r = g0
-                .rest(
-                    "PUT",
-                    &format!("/api/hubs/chat/users/ua/groups/after?{V}"),
-                    None,
-                )
-                .await
-                .ok()?;
-            (r.status == 200).then_some(())
-        },
     )
     .await?;
-    assert_status(
-        &g1.rest(
-            "POST",
-            &format!("/api/hubs/chat/groups/after/:send?{V}"),
-            Some(body("message", json!(["after failover"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        g1,
+        &format!("/api/hubs/chat/groups/after/:send?{V}"),
+        json!(["after failover"]),
+    )
+    .await?;
     assert_eq!(
         js.next_message("a").await?.args,
         vec![json!("after failover")]
@@ -521,24 +478,21 @@ async fn a_gateway_without_its_store_keeps_delivering_and_is_not_ready() -> anyh
         v.pause()?;
     }
     let gw = &cluster.gateways[0];
-    eventually(
+    until_status(
+        gw,
+        "GET",
+        "/readyz",
+        503,
         Duration::from_secs(10),
         "gateway reports not ready",
-        || async {
-            let r = gw.rest_with("GET", "/readyz", None, None).await.ok()?;
-            (r.status == 503).then_some(())
-        },
     )
     .await?;
-    assert_status(
-        &gw.rest(
-            "POST",
-            &format!("/api/hubs/chat/:send?{V}"),
-            Some(body("message", json!(["still delivering"]))),
-        )
-        .await?,
-        202,
-    );
+    send_ok(
+        gw,
+        &format!("/api/hubs/chat/:send?{V}"),
+        json!(["still delivering"]),
+    )
+    .await?;
     assert_eq!(
         js.next_message("a").await?.args,
         vec![json!("still delivering")]
@@ -579,35 +533,25 @@ async fn a_partitioned_minority_stops_acknowledging_writes() -> anyhow::Result<(
     );
 
     // It stops reporting itself ready: no quorum confirms its leadership any more.
-    eventually(
+    until_status(
+        minority,
+        "GET",
+        "/readyz",
+        503,
         Duration::from_secs(10),
         "the isolated node reports not ready",
-        || async {
-            let r = minority
-                .rest_with("GET", "/readyz", None, None)
-                .await
-                .ok()?;
-            (r.status == 503).then_some(())
-        },
     )
     .await?;
 
     // The majority elects a leader and goes on acknowledging writes.
     let majority = &cluster.voters[(leader + 1) % 3];
-    eventually(
+    until_status(
+        majority,
+        "PUT",
+        &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
+        200,
         Duration::from_secs(10),
         "the majority accepts writes",
-        || async {
-            let r = majority
-                .rest(
-                    "PUT",
-                    &format!("/api/hubs/chat/users/probe/groups/p?{V}"),
-                    None,
-                )
-                .await
-                .ok()?;
-            (r.status == 200).then_some(())
-        },
     )
     .await?;
     add_members(majority, 20, 40).await?;

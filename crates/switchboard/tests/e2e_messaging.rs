@@ -168,26 +168,18 @@ async fn send_to_connection_and_connection_existence() -> anyhow::Result<()> {
     let a = js.connect_simple("a", &server, "chat", None).await?;
     js.connect_simple("b", &server, "chat", None).await?;
 
-    assert_status(
-        &server
-            .rest(
-                "POST",
-                &format!("/api/v1/hubs/chat/connections/{a}"),
-                Some(body("message", json!(["one"]))),
-            )
-            .await?,
-        202,
-    );
-    assert_status(
-        &server
-            .rest(
-                "POST",
-                &format!("/api/hubs/chat/connections/{a}/:send?api-version=2022-06-01"),
-                Some(body("message", json!(["two"]))),
-            )
-            .await?,
-        202,
-    );
+    send_ok(
+        &server,
+        &format!("/api/v1/hubs/chat/connections/{a}"),
+        json!(["one"]),
+    )
+    .await?;
+    send_ok(
+        &server,
+        &format!("/api/hubs/chat/connections/{a}/:send?api-version=2022-06-01"),
+        json!(["two"]),
+    )
+    .await?;
     assert_eq!(js.next_message("a").await?.args, vec![json!("one")]);
     assert_eq!(js.next_message("a").await?.args, vec![json!("two")]);
     js.expect_silence("b", SHORT).await?;
@@ -479,16 +471,7 @@ async fn generated_client_tokens_connect() -> anyhow::Result<()> {
         },
     )
     .await?;
-    assert_status(
-        &server
-            .rest(
-                "POST",
-                "/api/v1/hubs/chat/users/zoe",
-                Some(body("message", json!(["hi zoe"]))),
-            )
-            .await?,
-        202,
-    );
+    send_ok(&server, "/api/v1/hubs/chat/users/zoe", json!(["hi zoe"])).await?;
     assert_eq!(js.next_message("zoe").await?.args, vec![json!("hi zoe")]);
 
     let bad = server

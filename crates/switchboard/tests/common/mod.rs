@@ -66,3 +66,33 @@ pub fn assert_error(resp: &RestResponse, status: u16, x_ms_error_code: Option<&s
 }
 
 pub const SHORT: Duration = Duration::from_millis(300);
+
+/// Repeats a REST call (with a valid token) until it answers `status`, for at most `within`.
+pub async fn until_status(
+    server: &Server,
+    method: &str,
+    path: &str,
+    status: u16,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    eventually(within, what, || async {
+        let r = server.rest(method, path, None).await.ok()?;
+        (r.status == status).then_some(())
+    })
+    .await
+}
+
+/// Sends a message with target "message" and these arguments; expects 202.
+pub async fn send_ok(server: &Server, path: &str, args: serde_json::Value) -> anyhow::Result<()> {
+    let r = server
+        .rest("POST", path, Some(body("message", args)))
+        .await?;
+    anyhow::ensure!(
+        r.status == 202,
+        "POST {path} answered {}: {}",
+        r.status,
+        r.body
+    );
+    Ok(())
+}
