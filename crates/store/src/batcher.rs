@@ -54,6 +54,19 @@ pub(crate) struct Submitter {
 }
 
 impl Submitter {
+    /// [`Submitter::submit`] for a `MembershipStore::write_all` call: the outcomes, with the
+    /// write counted and timed in the store's metrics.
+    pub(crate) async fn write_all(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<switchboard_membership::Outcome>, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.submit(commands).await.map(|applied| applied.outcomes);
+        let label = crate::metrics::result_label(&result.as_ref().map(|_| ()));
+        crate::metrics::write_done(label, started.elapsed());
+        result
+    }
+
     /// A submitter feeding `tx`, waiting at most `timeout` per call (for batchers elsewhere in
     /// the crate that consume the same requests).
     pub(crate) fn new(tx: mpsc::Sender<Request>, timeout: Duration) -> Submitter {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::error::{InitializeError, RaftError};
@@ -547,18 +547,6 @@ impl RaftStore {
         }
         tracing::info!(node_id = self.node_id, "store stopped");
     }
-
-    async fn timed<T>(
-        &self,
-        commands: Vec<Command>,
-        pick: impl FnOnce(Applied) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let result = self.submitter.submit(commands).await.and_then(pick);
-        let label = crate::metrics::result_label(&result.as_ref().map(|_| ()));
-        crate::metrics::write_done(label, started.elapsed());
-        result
-    }
 }
 
 impl Drop for RaftStore {
@@ -574,7 +562,7 @@ impl MembershipStore for RaftStore {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        self.timed(commands, |applied| Ok(applied.outcomes)).await
+        self.submitter.write_all(commands).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -284,18 +284,6 @@ impl RemoteStore {
         self.tasks.wait().await;
         self.shared.set_connected(None);
     }
-
-    async fn timed<T>(
-        &self,
-        commands: Vec<Command>,
-        pick: impl FnOnce(Applied) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let result = self.submitter.submit(commands).await.and_then(pick);
-        let label = crate::metrics::result_label(&result.as_ref().map(|_| ()));
-        crate::metrics::write_done(label, started.elapsed());
-        result
-    }
 }
 
 impl Drop for RemoteStore {
@@ -319,7 +307,7 @@ impl MembershipStore for RemoteStore {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        self.timed(commands, |applied| Ok(applied.outcomes)).await
+        self.submitter.write_all(commands).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

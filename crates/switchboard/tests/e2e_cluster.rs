@@ -101,24 +101,20 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     .await?;
     assert_eq!(js.next_message("c2").await?.args, vec![json!("c2 only")]);
     // Group: joined through one node, sent through another.
-    assert_status(
-        &n2.rest(
-            "PUT",
-            &format!("/api/hubs/chat/groups/g/connections/{c1}?{V}"),
-            None,
-        )
-        .await?,
+    expect_status(
+        n2,
+        "PUT",
+        &format!("/api/hubs/chat/groups/g/connections/{c1}?{V}"),
         200,
-    );
-    assert_status(
-        &n3.rest(
-            "PUT",
-            &format!("/api/hubs/chat/groups/g/connections/{c3}?{V}"),
-            None,
-        )
-        .await?,
+    )
+    .await?;
+    expect_status(
+        n3,
+        "PUT",
+        &format!("/api/hubs/chat/groups/g/connections/{c3}?{V}"),
         200,
-    );
+    )
+    .await?;
     send_ok(
         gw,
         &format!("/api/hubs/chat/groups/g/:send?{V}"),
@@ -128,15 +124,13 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     assert_eq!(js.next_message("c1").await?.args, vec![json!("group")]);
     assert_eq!(js.next_message("c3").await?.args, vec![json!("group")]);
     // User group: bob added through the gateway, message through node 1.
-    assert_status(
-        &gw.rest(
-            "PUT",
-            &format!("/api/hubs/chat/users/bob/groups/ug?{V}"),
-            None,
-        )
-        .await?,
+    expect_status(
+        gw,
+        "PUT",
+        &format!("/api/hubs/chat/users/bob/groups/ug?{V}"),
         200,
-    );
+    )
+    .await?;
     send_ok(
         n1,
         &format!("/api/hubs/chat/groups/ug/:send?{V}"),
@@ -148,30 +142,26 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     js.expect_silence("c3", SHORT).await?;
 
     // Closing a connection held by another node.
-    assert_status(
-        &n1.rest(
-            "DELETE",
-            &format!("/api/hubs/chat/connections/{c3}?reason=remote+close&{V}"),
-            None,
-        )
-        .await?,
+    expect_status(
+        n1,
+        "DELETE",
+        &format!("/api/hubs/chat/connections/{c3}?reason=remote+close&{V}"),
         200,
-    );
+    )
+    .await?;
     assert!(js
         .wait_closed("c3")
         .await?
         .unwrap_or_default()
         .contains("remote close"));
     // ... and every connection of a user, across nodes.
-    assert_status(
-        &n2.rest(
-            "POST",
-            &format!("/api/hubs/chat/users/alice/:closeConnections?{V}"),
-            None,
-        )
-        .await?,
+    expect_status(
+        n2,
+        "POST",
+        &format!("/api/hubs/chat/users/alice/:closeConnections?{V}"),
         204,
-    );
+    )
+    .await?;
     js.wait_closed("c1").await?;
     assert_eq!(js.state("c2").await?.0, "Connected");
     Ok(())
@@ -365,15 +355,13 @@ async fn a_killed_gateway_s_connections_vanish_within_its_lease() -> anyhow::Res
         exists(n1, &path).await.then_some(())
     })
     .await?;
-    assert_status(
-        &n1.rest(
-            "PUT",
-            &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
-            None,
-        )
-        .await?,
+    expect_status(
+        n1,
+        "PUT",
+        &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
         200,
-    );
+    )
+    .await?;
 
     cluster.gateways[0].kill().await?;
     let killed_at = Instant::now();
@@ -418,15 +406,13 @@ async fn stateless_gateways_in_front_of_store_voters() -> anyhow::Result<()> {
     )
     .await?;
     let (g0, g1) = (&cluster.gateways[0], &cluster.gateways[1]);
-    assert_status(
-        &g1.rest(
-            "PUT",
-            &format!("/api/hubs/chat/groups/room/connections/{a}?{V}"),
-            None,
-        )
-        .await?,
+    expect_status(
+        g1,
+        "PUT",
+        &format!("/api/hubs/chat/groups/room/connections/{a}?{V}"),
         200,
-    );
+    )
+    .await?;
     send_ok(
         g1,
         &format!("/api/hubs/chat/groups/room/:send?{V}"),

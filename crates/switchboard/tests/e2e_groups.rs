@@ -52,49 +52,36 @@ async fn connections_join_and_leave_groups_on_both_surfaces() -> anyhow::Result<
         .rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None)
         .await?;
     assert_error(&r, 404, Some("Warning.Group.NotExisted"));
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/groups/room/connections/{b}?{V}"),
-                None,
-            )
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/groups/room/connections/{b}?{V}"),
         200,
-    );
+    )
+    .await?;
     // The alias path /connections/{c}/groups/{g} works too.
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/connections/{c}/groups/room?{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/connections/{c}/groups/room?{V}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None)
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "HEAD",
+        &format!("/api/hubs/chat/groups/room?{V}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest("GET", "/api/v1/hubs/chat/groups/room", None)
-            .await?,
-        200,
-    );
+    )
+    .await?;
+    expect_status(&server, "GET", "/api/v1/hubs/chat/groups/room", 200).await?;
 
     group_send(&server, "room", &[&c], "hello room").await?;
     send_ok(&server, "/api/v1/hubs/chat/groups/room", json!(["v1 room"])).await?;
@@ -116,26 +103,20 @@ async fn connections_join_and_leave_groups_on_both_surfaces() -> anyhow::Result<
         "excluded only from the first send"
     );
 
-    assert_status(
-        &server
-            .rest(
-                "DELETE",
-                &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "DELETE",
+        &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest(
-                "DELETE",
-                &format!("/api/hubs/chat/connections/{c}/groups?{V}"),
-                None,
-            )
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "DELETE",
+        &format!("/api/hubs/chat/connections/{c}/groups?{V}"),
         200,
-    );
+    )
+    .await?;
     group_send(&server, "room", &[], "only b").await?;
     assert_eq!(js.next_message("b").await?.args, vec![json!("only b")]);
     js.expect_silence("a", SHORT).await?;
@@ -186,22 +167,14 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     js.connect_simple("u1", &server, "chat", Some("u")).await?;
 
     // v1: PUT/DELETE answer 202; versioned: 200 and 204.
-    assert_status(
-        &server
-            .rest("PUT", "/api/v1/hubs/chat/groups/g1/users/u", None)
-            .await?,
-        202,
-    );
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/users/u/groups/g2?{V}"),
-                None,
-            )
-            .await?,
+    expect_status(&server, "PUT", "/api/v1/hubs/chat/groups/g1/users/u", 202).await?;
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/u/groups/g2?{V}"),
         200,
-    );
+    )
+    .await?;
     // The current connection joined both.
     group_send(&server, "g1", &[], "g1").await?;
     assert_eq!(js.next_message("u1").await?.args, vec![json!("g1")]);
@@ -222,32 +195,21 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     assert_eq!(js.next_message("u2").await?.args, vec![json!("g2")]);
 
     // user-in-group: HEAD and GET (the .NET SDK uses GET), both path forms.
-    assert_status(
-        &server
-            .rest(
-                "HEAD",
-                &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "HEAD",
+        &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest(
-                "GET",
-                &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
-                None,
-            )
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "GET",
+        &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest("GET", "/api/v1/hubs/chat/groups/g2/users/u", None)
-            .await?,
-        200,
-    );
+    )
+    .await?;
+    expect_status(&server, "GET", "/api/v1/hubs/chat/groups/g2/users/u", 200).await?;
     let r = server
         .rest(
             "GET",
@@ -258,16 +220,13 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
 
     // Removing the user from a group removes the current connections from it.
-    assert_status(
-        &server
-            .rest(
-                "DELETE",
-                &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "DELETE",
+        &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
         204,
-    );
+    )
+    .await?;
     group_send(&server, "g1", &[], "after removal").await?;
     js.expect_silence("u1", SHORT).await?;
     let r = server
@@ -280,37 +239,25 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
 
     // Remove from all groups: v1 answers 200, versioned 204.
-    assert_status(
-        &server
-            .rest("DELETE", "/api/v1/hubs/chat/users/u/groups", None)
-            .await?,
-        200,
-    );
+    expect_status(&server, "DELETE", "/api/v1/hubs/chat/users/u/groups", 200).await?;
     group_send(&server, "g2", &[], "after all").await?;
     js.expect_silence("u1", SHORT).await?;
     js.expect_silence("u2", SHORT).await?;
-    assert_status(
-        &server
-            .rest("PUT", "/api/v1/hubs/chat/groups/g3/users/u", None)
-            .await?,
-        202,
-    );
-    assert_status(
-        &server
-            .rest(
-                "DELETE",
-                &format!("/api/hubs/chat/users/u/groups?{V}"),
-                None,
-            )
-            .await?,
+    expect_status(&server, "PUT", "/api/v1/hubs/chat/groups/g3/users/u", 202).await?;
+    expect_status(
+        &server,
+        "DELETE",
+        &format!("/api/hubs/chat/users/u/groups?{V}"),
         204,
-    );
-    assert_status(
-        &server
-            .rest("DELETE", "/api/v1/hubs/chat/groups/g3/users/u", None)
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "DELETE",
+        "/api/v1/hubs/chat/groups/g3/users/u",
         202,
-    );
+    )
+    .await?;
     Ok(())
 }
 
@@ -320,26 +267,20 @@ async fn user_group_ttl_expires_without_traffic() -> anyhow::Result<()> {
     let mut js = JsClients::start().await?;
     js.connect_simple("early", &server, "chat", Some("t"))
         .await?;
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/users/t/groups/brief?ttl=2&{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/t/groups/brief?ttl=2&{V}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest(
-                "HEAD",
-                &format!("/api/hubs/chat/users/t/groups/brief?{V}"),
-                None,
-            )
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "HEAD",
+        &format!("/api/hubs/chat/users/t/groups/brief?{V}"),
         200,
-    );
+    )
+    .await?;
     js.connect_simple("before-expiry", &server, "chat", Some("t"))
         .await?;
     group_send(&server, "brief", &[], "in time").await?;
@@ -379,16 +320,13 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
     let server = server().await?;
     let mut js = JsClients::start().await?;
     js.connect_simple("now", &server, "chat", Some("z")).await?;
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/users/z/groups/once?ttl=0&{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/z/groups/once?ttl=0&{V}"),
         200,
-    );
+    )
+    .await?;
     group_send(&server, "once", &[], "current").await?;
     assert_eq!(js.next_message("now").await?.args, vec![json!("current")]);
     js.stop("now").await?;
@@ -411,49 +349,37 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
 async fn only_the_latest_100_groups_without_ttl_are_kept() -> anyhow::Result<()> {
     let server = server().await?;
     for i in 0..100 {
-        assert_status(
-            &server
-                .rest(
-                    "PUT",
-                    &format!("/api/hubs/chat/users/capped/groups/g{i}?{V}"),
-                    None,
-                )
-                .await?,
+        expect_status(
+            &server,
+            "PUT",
+            &format!("/api/hubs/chat/users/capped/groups/g{i}?{V}"),
             200,
-        );
+        )
+        .await?;
     }
     // A TTL group does not count toward the cap.
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/users/capped/groups/timed?ttl=3600&{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/capped/groups/timed?ttl=3600&{V}"),
         200,
-    );
+    )
+    .await?;
     // Refreshing g0 makes g1 the least recently updated.
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/users/capped/groups/g0?{V}"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/capped/groups/g0?{V}"),
         200,
-    );
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                &format!("/api/hubs/chat/users/capped/groups/g100?{V}"),
-                None,
-            )
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/capped/groups/g100?{V}"),
         200,
-    );
+    )
+    .await?;
     let r = server
         .rest(
             "HEAD",
@@ -463,16 +389,13 @@ async fn only_the_latest_100_groups_without_ttl_are_kept() -> anyhow::Result<()>
         .await?;
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
     for g in ["g0", "g2", "g99", "g100", "timed"] {
-        assert_status(
-            &server
-                .rest(
-                    "HEAD",
-                    &format!("/api/hubs/chat/users/capped/groups/{g}?{V}"),
-                    None,
-                )
-                .await?,
+        expect_status(
+            &server,
+            "HEAD",
+            &format!("/api/hubs/chat/users/capped/groups/{g}?{V}"),
             200,
-        );
+        )
+        .await?;
     }
     // A new connection joins exactly the 100 kept groups plus the TTL one.
     let mut js = JsClients::start().await?;
@@ -494,16 +417,13 @@ async fn close_group_connections_and_list_them_in_pages() -> anyhow::Result<()> 
         let id = js
             .connect_simple(&name, &server, "chat", Some(&format!("user{i}")))
             .await?;
-        assert_status(
-            &server
-                .rest(
-                    "PUT",
-                    &format!("/api/hubs/chat/groups/big/connections/{id}?{V}"),
-                    None,
-                )
-                .await?,
+        expect_status(
+            &server,
+            "PUT",
+            &format!("/api/hubs/chat/groups/big/connections/{id}?{V}"),
             200,
-        );
+        )
+        .await?;
         ids.push(id);
     }
     // Page through with maxpagesize=2, following nextLink.

@@ -123,22 +123,14 @@ async fn send_to_user_reaches_every_connection_of_that_user_only() -> anyhow::Re
     js.expect_silence("bob", SHORT).await?;
 
     // Existence follows the user's connections.
-    assert_status(
-        &server
-            .rest(
-                "HEAD",
-                "/api/hubs/chat/users/alice?api-version=2022-06-01",
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "HEAD",
+        "/api/hubs/chat/users/alice?api-version=2022-06-01",
         200,
-    );
-    assert_status(
-        &server
-            .rest("GET", "/api/v1/hubs/chat/users/alice", None)
-            .await?,
-        200,
-    );
+    )
+    .await?;
+    expect_status(&server, "GET", "/api/v1/hubs/chat/users/alice", 200).await?;
     let r = server
         .rest(
             "HEAD",
@@ -184,22 +176,20 @@ async fn send_to_connection_and_connection_existence() -> anyhow::Result<()> {
     assert_eq!(js.next_message("a").await?.args, vec![json!("two")]);
     js.expect_silence("b", SHORT).await?;
 
-    assert_status(
-        &server
-            .rest(
-                "HEAD",
-                &format!("/api/hubs/chat/connections/{a}?api-version=2022-06-01"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "HEAD",
+        &format!("/api/hubs/chat/connections/{a}?api-version=2022-06-01"),
         200,
-    );
-    assert_status(
-        &server
-            .rest("GET", &format!("/api/v1/hubs/chat/connections/{a}"), None)
-            .await?,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "GET",
+        &format!("/api/v1/hubs/chat/connections/{a}"),
         200,
-    );
+    )
+    .await?;
     // A connection exists only in its own hub.
     let r = server
         .rest(
@@ -402,16 +392,13 @@ async fn closing_a_connection_tells_the_client_why() -> anyhow::Result<()> {
         )
         .await?;
     assert_error(&r, 404, Some("Warning.Connection.NotExisted"));
-    assert_status(
-        &server
-            .rest(
-                "DELETE",
-                &format!("/api/v1/hubs/chat/connections/{b}?reason=v1"),
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "DELETE",
+        &format!("/api/v1/hubs/chat/connections/{b}?reason=v1"),
         202,
-    );
+    )
+    .await?;
     let error = js.wait_closed("b").await?.unwrap_or_default();
     assert!(error.contains("v1"), "close error was {error:?}");
     Ok(())

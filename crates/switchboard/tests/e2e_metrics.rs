@@ -24,16 +24,13 @@ async fn metrics_after_real_traffic_pass_promtool() -> anyhow::Result<()> {
     )
     .await?;
     send_ok(&server, "/api/v1/hubs/chat", json!(["m"])).await?;
-    assert_status(
-        &server
-            .rest(
-                "PUT",
-                "/api/hubs/chat/users/u/groups/g?api-version=2022-06-01",
-                None,
-            )
-            .await?,
+    expect_status(
+        &server,
+        "PUT",
+        "/api/hubs/chat/users/u/groups/g?api-version=2022-06-01",
         200,
-    );
+    )
+    .await?;
     js.next_message("a").await?;
     js.next_message("b").await?;
     assert_eq!(

@@ -83,6 +83,23 @@ pub async fn until_status(
     .await
 }
 
+/// A REST call without a body (with a valid token) that must answer `status`.
+pub async fn expect_status(
+    server: &Server,
+    method: &str,
+    path: &str,
+    status: u16,
+) -> anyhow::Result<()> {
+    let r = server.rest(method, path, None).await?;
+    anyhow::ensure!(
+        r.status == status,
+        "{method} {path} answered {} (expected {status}): {}",
+        r.status,
+        r.body
+    );
+    Ok(())
+}
+
 /// Sends a message with target "message" and these arguments; expects 202.
 pub async fn send_ok(server: &Server, path: &str, args: serde_json::Value) -> anyhow::Result<()> {
     let r = server
