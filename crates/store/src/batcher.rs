@@ -19,10 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openraft::error::ClientWriteError;
 use openraft::BasicNode;
 use switchboard_membership::{Batch, Command};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::View;
 use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder};
 use crate::{Raft, RaftMetrics};
@@ -138,7 +139,7 @@ pub(crate) struct Batcher {
     wait: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    last_time_ms: u64,
+    view: View,
 }
 
 impl Batcher {
@@ -147,6 +148,7 @@ impl Batcher {
         config: BatcherConfig,
         raft: Raft,
         forwarder: Arc<dyn Forwarder>,
+        view: View,
         cancel: CancellationToken,
     ) -> (Batcher, Submitter) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
@@ -161,7 +163,7 @@ impl Batcher {
             wait: config.write_timeout,
             cancel,
             tasks: TaskTracker::new(),
-            last_time_ms: 0,
+            view,
         };
         (
             batcher,
@@ -219,10 +221,9 @@ impl Batcher {
             let work = self.dispatch(requests).await;
             let cancel = self.cancel.clone();
             let limit = self.wait;
-            self.tasks.spawn(async move {
-                work.finish(cancel, limit).await;
-                drop(permit);
-            });
+            let view = self.view.clone();
+            self.tasks
+                .spawn(async move { work.finish(cancel, limit, permit, view).await });
         }
         self.rx.close();
         let shutting_down = || StoreError::Unavailable("the store is shutting down".to_owned());
@@ -254,12 +255,6 @@ impl Batcher {
                 changed = self.metrics.changed() => if changed.is_err() { return None },
             }
         }
-    }
-
-    fn stamp(&mut self) -> u64 {
-        // Never let time go backwards within one leader, even if the wall clock does.
-        self.last_time_ms = self.last_time_ms.max(now_ms());
-        self.last_time_ms
     }
 
     /// Starts committing one batch: proposes it (leader) or starts forwarding it (follower).
@@ -300,7 +295,8 @@ impl Batcher {
         crate::metrics::write_batch(total);
         if leader == self.node_id {
             let batch = Batch {
-                time_ms: self.stamp(),
+                // The state machine keeps its time monotone (max of this and its own).
+                time_ms: now_ms(),
                 commands,
             };
             match self.raft.client_write_ff(batch).await {
@@ -316,13 +312,8 @@ impl Batcher {
             }
         } else {
             let forwarder = self.forwarder.clone();
-            let metrics = self.metrics.clone();
-            let wait = self.wait;
-            let forwarded = Box::pin(async move {
-                let applied = forwarder.forward(leader, leader_node, commands).await?;
-                wait_applied(metrics, applied.log_index, wait).await?;
-                Ok(applied)
-            });
+            let forwarded =
+                Box::pin(async move { forwarder.forward(leader, leader_node, commands).await });
             Work::Forwarded {
                 requests,
                 sizes,
@@ -357,7 +348,13 @@ impl Work {
     /// Waits for the work's result and answers its callers. Bounded by `limit` whatever Raft
     /// does: an entry proposed by a leader that lost its leadership may never be answered, and
     /// an unbounded wait would hold an in-flight slot (and so every later write) forever.
-    async fn finish(self, cancel: CancellationToken, limit: Duration) {
+    async fn finish(
+        self,
+        cancel: CancellationToken,
+        limit: Duration,
+        permit: OwnedSemaphorePermit,
+        view: View,
+    ) {
         // On shutdown an entry in flight still gets a moment to be applied and answered.
         let give_up = async {
             tokio::select! {
@@ -399,10 +396,20 @@ impl Work {
                 sizes,
                 forwarded,
             } => {
-                let result = tokio::select! {
+                let mut result = tokio::select! {
                     error = &mut give_up => Err(error),
                     result = forwarded => result,
                 };
+                // The leader has it: the next batch may go while this node catches up.
+                drop(permit);
+                if let Ok(applied) = &result {
+                    if !view.wait_applied(applied.log_index, limit).await {
+                        result = Err(StoreError::Unavailable(format!(
+                            "the leader applied the write at index {}, but this node has not caught up yet",
+                            applied.log_index
+                        )));
+                    }
+                }
                 distribute(requests, sizes, result);
             }
         }
@@ -441,34 +448,6 @@ pub(crate) fn distribute(
             log_index: applied.log_index,
             outcomes: mine,
         }));
-    }
-}
-
-/// Waits (bounded) until this node has applied `index`.
-async fn wait_applied(
-    mut metrics: watch::Receiver<RaftMetrics>,
-    index: u64,
-    wait: Duration,
-) -> Result<(), StoreError> {
-    let reached = async {
-        loop {
-            if metrics
-                .borrow_and_update()
-                .last_applied
-                .is_some_and(|id| id.index >= index)
-            {
-                return true;
-            }
-            if metrics.changed().await.is_err() {
-                return false;
-            }
-        }
-    };
-    match tokio::time::timeout(wait, reached).await {
-        Ok(true) => Ok(()),
-        _ => Err(StoreError::Unavailable(format!(
-            "the leader applied the write at index {index}, but this node has not caught up yet"
-        ))),
     }
 }
 

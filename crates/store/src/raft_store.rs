@@ -25,7 +25,6 @@ use tokio_util::task::TaskTracker;
 use crate::api::{MembershipStore, StoreStatus, View};
 use crate::barrier::ReadBarrier;
 use crate::batcher::{Batcher, BatcherConfig, Submitter};
-use crate::codec;
 use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder, NoForwarding};
 use crate::log_store::LogStore;
@@ -150,6 +149,9 @@ pub struct RaftStore {
     barrier: ReadBarrier,
 }
 
+/// How long a read-index request may wait for a quorum's confirmation.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A leader whose leadership no quorum confirmed for this long reports no known leader.
 const QUORUM_STALE_MS: u64 = 3_000;
 
@@ -236,6 +238,7 @@ impl RaftStore {
             },
             raft.clone(),
             forwarder,
+            view.clone(),
             cancel.child_token(),
         );
         tasks.spawn(batcher.run());
@@ -332,8 +335,7 @@ impl RaftStore {
     /// its data directory is already initialized and just rejoins; if its stored membership
     /// differs from `voters`, the stored one wins and a warning is logged.
     ///
-    /// Returns once the membership entry is written; use [`RaftStore::wait_for_leader`] to wait
-    /// for an election.
+    /// Returns once the membership entry is written, before any election.
     pub async fn initialize_cluster(
         &self,
         voters: BTreeMap<u64, String>,
@@ -389,29 +391,6 @@ impl RaftStore {
         }
     }
 
-    /// Waits (at most `timeout`) until this node knows a leader, and returns its id.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, StoreError> {
-        let mut metrics = self.metrics.clone();
-        let known = async {
-            loop {
-                if let Some(leader) = metrics.borrow_and_update().current_leader {
-                    return Some(leader);
-                }
-                if metrics.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, known).await {
-            Ok(Some(leader)) => Ok(leader),
-            Ok(None) => Err(StoreError::Unavailable("raft stopped".to_owned())),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no raft leader within {} ms",
-                timeout.as_millis()
-            ))),
-        }
-    }
-
     /// The leader this node knows of, with the address recorded for it in the membership.
     pub fn leader(&self) -> Option<(u64, Option<BasicNode>)> {
         let m = self.metrics.borrow();
@@ -457,8 +436,7 @@ impl RaftStore {
         let state = self.view.read();
         let updates = self.feed.subscribe();
         let log_index = self.view.applied_index();
-        let encoded = codec::encode_named(&*state)
-            .map_err(|e| StoreError::Internal(format!("encode state: {e}")))?;
+        let encoded = crate::encode_state(&state)?;
         drop(state);
         Ok(WatchStart {
             log_index,
@@ -470,6 +448,20 @@ impl RaftStore {
     /// A token cancelled when this store shuts down (watch streams end with it).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.cancel.child_token()
+    }
+
+    /// On the leader: confirms the leadership with a quorum (one heartbeat round) and returns
+    /// the commit point, at or above every write acknowledged before the call.
+    pub async fn read_index(&self) -> Result<u64, StoreError> {
+        match tokio::time::timeout(READ_INDEX_TIMEOUT, self.raft.get_read_log_id()).await {
+            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |id| id.index)),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+                "not a confirmed leader: {e}"
+            ))),
+            Err(_) => Err(StoreError::Unavailable(
+                "no quorum confirmed the leadership in time".to_owned(),
+            )),
+        }
     }
 
     /// The openraft handle, for the cluster's gRPC layer.
@@ -572,8 +564,16 @@ impl MembershipStore for RaftStore {
             ));
         };
         if leader == self.node_id {
-            // The leader applies an entry before it acknowledges it: its view has everything.
-            return Ok(());
+            // A new leader may not yet have applied what its predecessor acknowledged: wait for
+            // the commit point it confirms with a quorum.
+            let index = self.read_index().await?;
+            return if self.view.wait_applied(index, self.ready_timeout).await {
+                Ok(())
+            } else {
+                Err(StoreError::Unavailable(format!(
+                    "this leader has not applied index {index} yet"
+                )))
+            };
         }
         let forwarder = self.forwarder.clone();
         let index = self

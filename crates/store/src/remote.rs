@@ -321,12 +321,7 @@ impl MembershipStore for RemoteStore {
             })
             .await
             .map_err(StoreError::Unavailable)?;
-        if self
-            .shared
-            .view
-            .wait_applied(index, self.shared.config.write_timeout)
-            .await
-        {
+        if self.shared.view.wait_applied(index, SYNC_WAIT).await {
             Ok(())
         } else {
             // The voter this replica follows is behind: start over on the leader.
@@ -533,11 +528,20 @@ async fn install_snapshot(view: &View, snapshot: StateSnapshot) -> Result<(), St
 async fn apply_batch(view: &View, log_index: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
     let view = view.clone();
     tokio::task::spawn_blocking(move || {
-        let batch: Batch = codec::decode(&bytes)
-            .map_err(|e| StoreError::Internal(format!("undecodable batch {log_index}: {e}")))?;
+        // An empty batch is an entry without commands (blank, membership): only the index moves.
+        let batch: Option<Batch> =
+            if bytes.is_empty() {
+                None
+            } else {
+                Some(codec::decode(&bytes).map_err(|e| {
+                    StoreError::Internal(format!("undecodable batch {log_index}: {e}"))
+                })?)
+            };
         let mut state = view.write();
         if log_index > view.applied_index() {
-            state.apply(&batch);
+            if let Some(batch) = &batch {
+                state.apply(batch);
+            }
             view.set_applied(log_index);
         }
         Ok(())
@@ -548,6 +552,10 @@ async fn apply_batch(view: &View, log_index: u64, bytes: Vec<u8>) -> Result<(), 
 
 // ---------------------------------------------------------------------------------------------
 // Writes.
+
+/// How long a read barrier may take in all (asking the leader, then waiting for the replica).
+/// Short: callers fall back to the view they have, and a replica this far behind is resynced.
+const SYNC_WAIT: Duration = Duration::from_millis(800);
 
 /// Longest pause between two attempts of one write.
 const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -695,12 +703,14 @@ async fn write_batch(shared: &Shared, commands: Vec<Command>) -> Result<Applied,
 /// How far the leader has applied its log, asked of the leader itself (following one
 /// not-the-leader hint, since a follower's answer could be behind).
 async fn leader_applied_index(shared: &Shared) -> Result<u64, StoreError> {
-    let timeout = shared.config.write_timeout;
+    // One deadline for every hop.
+    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
     let mut addr = shared
         .target(None)
         .ok_or_else(|| StoreError::Config("the remote store has no voter addresses".to_owned()))?;
     for _ in 0..3 {
         let mut client = shared.client(&addr)?;
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut request = tonic::Request::new(StatusRequest {});
         request.set_timeout(timeout);
         let reply = match tokio::time::timeout(timeout, client.status(request)).await {
@@ -716,9 +726,9 @@ async fn leader_applied_index(shared: &Shared) -> Result<u64, StoreError> {
                 )));
             }
         };
-        if reply.leader_id != 0 && reply.leader_id == reply.node_id {
+        if reply.leader_id != 0 && reply.leader_id == reply.node_id && reply.read_index != 0 {
             shared.learn_leader(Some(reply.leader_id), Some(addr));
-            return Ok(reply.applied_index);
+            return Ok(reply.read_index);
         }
         shared.forget_leader(&addr);
         if reply.leader_id == 0 || reply.leader_addr.is_empty() {
@@ -869,6 +879,7 @@ mod tests {
     fn status_reports_a_leader_only_after_a_recent_heartbeat() {
         let s = shared(&["a:1"]);
         let reply = StatusReply {
+            read_index: 0,
             node_id: 1,
             leader_id: 2,
             leader_addr: "b:1".into(),

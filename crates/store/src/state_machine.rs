@@ -138,6 +138,9 @@ impl SnapshotDir {
 pub enum FeedEvent {
     /// The batch at `log_index` was applied on top of everything before it.
     Batch { log_index: u64, batch: Arc<Batch> },
+    /// The entry at `log_index` carried no commands (a blank or membership entry): only the
+    /// applied index moves.
+    Index { log_index: u64 },
     /// The state was replaced wholesale (a snapshot was installed): watchers must start over.
     Reset,
 }
@@ -280,7 +283,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 // watcher that snapshots the state under the read lock misses nothing.
                 let mut state = view.write();
                 match entry.payload {
-                    EntryPayload::Blank => responses.push(Vec::new()),
+                    EntryPayload::Blank => {
+                        responses.push(Vec::new());
+                        let _ = feed.send(FeedEvent::Index { log_index: index });
+                    }
                     EntryPayload::Normal(batch) => {
                         responses.push(state.apply(&batch));
                         let _ = feed.send(FeedEvent::Batch {
@@ -291,6 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
                         responses.push(Vec::new());
+                        let _ = feed.send(FeedEvent::Index { log_index: index });
                     }
                 }
                 view.set_applied(index);

@@ -603,6 +603,10 @@ async fn a_watch_reproduces_the_view_from_its_state_and_batches() {
                 replica.apply(&batch);
                 batches += 1;
             }
+            FeedEvent::Index { log_index } => {
+                assert!(log_index > position, "entries arrive in log order");
+                position = log_index;
+            }
             FeedEvent::Reset => panic!("no snapshot was installed"),
         }
     }

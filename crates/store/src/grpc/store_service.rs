@@ -31,13 +31,12 @@ use crate::raft_store::RaftStore;
 use crate::state_machine::FeedEvent;
 
 /// How often a watch stream carries a heartbeat by default.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves the store API of one voter.
 #[derive(Clone)]
 pub struct StoreGrpcService {
     store: Arc<RaftStore>,
-    heartbeat_interval: Duration,
     shutdown: CancellationToken,
 }
 
@@ -46,15 +45,8 @@ impl StoreGrpcService {
     pub fn new(store: Arc<RaftStore>) -> StoreGrpcService {
         StoreGrpcService {
             store,
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             shutdown: CancellationToken::new(),
         }
-    }
-
-    /// Sends watch heartbeats every `interval` instead of every second.
-    pub fn with_heartbeat_interval(mut self, interval: Duration) -> StoreGrpcService {
-        self.heartbeat_interval = interval.max(Duration::from_millis(1));
-        self
     }
 
     /// Also ends watch streams when `token` is cancelled (stop them before a graceful server
@@ -76,17 +68,21 @@ impl std::fmt::Debug for StoreGrpcService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreGrpcService")
             .field("node_id", &self.store.node_id())
-            .field("heartbeat_interval", &self.heartbeat_interval)
             .finish_non_exhaustive()
     }
 }
 
 /// Who leads and how far this voter is, as the proto says it.
 fn status_reply(store: &RaftStore) -> StatusReply {
+    // `status()` withholds a leadership no quorum confirmed lately: never advertise a cut-off
+    // ex-leader to gateways.
     let status = store.status();
-    let (leader_id, leader_addr) = match store.leader() {
-        Some((id, node)) => (id, node.map(|n| n.addr).unwrap_or_default()),
-        None => (0, String::new()),
+    let (leader_id, leader_addr) = match (status.leader_id, store.leader()) {
+        (Some(id), Some((known, node))) if id == known => {
+            (id, node.map(|n| n.addr).unwrap_or_default())
+        }
+        (Some(id), _) => (id, String::new()),
+        (None, _) => (0, String::new()),
     };
     StatusReply {
         node_id: store.node_id(),
@@ -94,6 +90,7 @@ fn status_reply(store: &RaftStore) -> StatusReply {
         leader_addr,
         term: status.term,
         applied_index: store.view().applied_index(),
+        read_index: 0,
     }
 }
 
@@ -124,6 +121,10 @@ impl WatchState {
                 Ok(FeedEvent::Batch { log_index, batch }) => codec::encode(&*batch)
                     .map(|batch| event(Event::Applied(AppliedBatch { log_index, batch })))
                     .map_err(|e| Status::internal(format!("cannot encode batch {log_index}: {e}"))),
+                // An empty batch moves only the watcher's applied index.
+                Ok(FeedEvent::Index { log_index }) => {
+                    Ok(event(Event::Applied(AppliedBatch { log_index, batch: Vec::new() })))
+                }
                 Ok(FeedEvent::Reset) => Err(Status::aborted(
                     "this voter installed a snapshot; watch again from the new state",
                 )),
@@ -163,12 +164,18 @@ impl StoreRpc for StoreGrpcService {
                 "a write needs at least one command",
             ));
         }
+        let started = std::time::Instant::now();
         let applied = if forwarded {
             self.store.propose_leader_only(commands).await
         } else {
             self.store.propose(commands).await
-        }
-        .map_err(|e| status_from_error(&e))?;
+        };
+        // Writes arriving over gRPC count too (a `store` voter serves only these).
+        crate::metrics::write_done(
+            crate::metrics::result_label(&applied.as_ref().map(|_| ())),
+            started.elapsed(),
+        );
+        let applied = applied.map_err(|e| status_from_error(&e))?;
         let outcomes = codec::encode(&applied.outcomes)
             .map_err(|e| Status::internal(format!("cannot encode outcomes: {e}")))?;
         Ok(Response::new(WriteReply {
@@ -189,7 +196,7 @@ impl StoreRpc for StoreGrpcService {
             .await
             .map_err(|e| Status::internal(format!("watch task failed: {e}")))?
             .map_err(|e| status_from_error(&e))?;
-        let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let state = WatchState {
             store: self.store.clone(),
@@ -213,6 +220,10 @@ impl StoreRpc for StoreGrpcService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        Ok(Response::new(status_reply(&self.store)))
+        let mut reply = status_reply(&self.store);
+        if reply.leader_id == reply.node_id {
+            reply.read_index = self.store.read_index().await.unwrap_or(0);
+        }
+        Ok(Response::new(reply))
     }
 }
