@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Fan-out payloads are cloned once per peer: make their bytes cheap to clone.
         .bytes(".switchboard.cluster.v1.Framed")
+        .bytes(".switchboard.cluster.v1.JsonInvocation")
         .bytes(".switchboard.cluster.v1.MessagePackInvocation")
         .build_client(true)
         .build_server(true)

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,8 @@ pub struct FanoutConfig {
     pub incarnation: u64,
     /// Envelopes queued per peer before new ones are dropped.
     pub queue_capacity: usize,
+    /// Encoded bytes queued per peer before new envelopes are dropped.
+    pub queue_bytes: usize,
     pub connect_timeout: Duration,
     /// Longest wait between two dial attempts.
     pub max_backoff: Duration,
@@ -52,6 +54,7 @@ impl FanoutConfig {
             node_id,
             incarnation,
             queue_capacity: 65_536,
+            queue_bytes: 64 * 1024 * 1024,
             connect_timeout: Duration::from_secs(2),
             max_backoff: Duration::from_secs(2),
             forget_after: Duration::from_secs(30),
@@ -96,11 +99,21 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// A queued frame and its encoded size (for the byte bound).
+type Queued = (PeerFrame, usize);
+
 struct Peer {
     node: NodeId,
     info: Mutex<PeerState>,
-    tx: mpsc::Sender<PeerFrame>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<PeerFrame>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    /// Encoded bytes in the queue.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Envelopes dropped so far (to log the first and then every thousandth).
+    drops: AtomicU64,
+    /// Held by the link currently reading from this peer, so a replaced link finishes its
+    /// delivery before the new one starts (one reader at a time keeps the order).
+    reading: Arc<tokio::sync::Mutex<()>>,
     /// Ends the dial loop and every link of this peer.
     cancel: CancellationToken,
     /// Ends the current link (replaced by a newer one).
@@ -136,6 +149,9 @@ impl Peer {
             }),
             tx,
             rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            drops: AtomicU64::new(0),
+            reading: Arc::new(tokio::sync::Mutex::new(())),
             cancel: parent.child_token(),
             link: Mutex::new(None),
             connected: AtomicBool::new(false),
@@ -153,7 +169,7 @@ impl Peer {
     }
 
     /// Takes the outbound queue for a link (waits for the previous link to give it back).
-    async fn take_queue(&self) -> Result<OwnedMutexGuard<mpsc::Receiver<PeerFrame>>, Status> {
+    async fn take_queue(&self) -> Result<OwnedMutexGuard<mpsc::Receiver<Queued>>, Status> {
         tokio::time::timeout(Duration::from_secs(5), self.rx.clone().lock_owned())
             .await
             .map_err(|_| Status::unavailable("the previous link to this peer did not end"))
@@ -172,11 +188,17 @@ fn hello_frame(config: &FanoutConfig) -> PeerFrame {
 /// The frames a link sends: its Hello, then the peer's queue until the link is cancelled.
 fn outbound(
     first: PeerFrame,
-    queue: OwnedMutexGuard<mpsc::Receiver<PeerFrame>>,
+    queue: OwnedMutexGuard<mpsc::Receiver<Queued>>,
+    queued_bytes: Arc<AtomicUsize>,
     until: CancellationToken,
 ) -> impl Stream<Item = PeerFrame> + Send + 'static {
-    let queued = futures::stream::unfold(queue, |mut queue| async move {
-        queue.recv().await.map(|f| (f, queue))
+    let queued = futures::stream::unfold(queue, move |mut queue| {
+        let queued_bytes = queued_bytes.clone();
+        async move {
+            let (frame, bytes) = queue.recv().await?;
+            queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            Some((frame, queue))
+        }
     });
     futures::stream::once(async move { first })
         .chain(queued)
@@ -205,10 +227,6 @@ impl Fanout {
         .max_decoding_message_size(64 * 1024 * 1024)
     }
 
-    pub fn node_id(&self) -> NodeId {
-        self.inner.config.node_id
-    }
-
     /// Queues `envelope` for `to` without waiting; false if it was dropped (queue full).
     pub fn send(&self, to: &PeerInfo, mut envelope: Envelope) -> bool {
         if envelope.sent_at_micros == 0 {
@@ -218,20 +236,24 @@ impl Fanout {
         let frame = PeerFrame {
             frame: Some(peer_frame::Frame::Envelope(envelope)),
         };
-        match peer.tx.try_send(frame) {
-            Ok(()) => {
-                peer.metrics.forwarded.increment(1);
-                true
-            }
-            Err(_) => {
-                peer.metrics.dropped.increment(1);
-                tracing::warn!(
-                    peer = to.node,
-                    "fan-out queue full or closed: message dropped"
-                );
-                false
-            }
+        let bytes = prost::Message::encoded_len(&frame);
+        let within_bytes = peer.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes
+            <= self.inner.config.queue_bytes;
+        if within_bytes && peer.tx.try_send((frame, bytes)).is_ok() {
+            peer.metrics.forwarded.increment(1);
+            return true;
         }
+        peer.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        peer.metrics.dropped.increment(1);
+        let drops = peer.drops.fetch_add(1, Ordering::Relaxed) + 1;
+        if drops == 1 || drops % 1000 == 0 {
+            tracing::warn!(
+                peer = to.node,
+                drops,
+                "fan-out queue to a peer gateway is full: messages dropped"
+            );
+        }
+        false
     }
 
     /// Reconciles the peer table with the gateways the membership view lists (this node is
@@ -401,7 +423,12 @@ impl Inner {
     ) -> Result<(), Status> {
         let token = peer.replace_link();
         let queue = peer.take_queue().await?;
-        let frames = outbound(hello_frame(&self.config), queue, token.clone());
+        let frames = outbound(
+            hello_frame(&self.config),
+            queue,
+            peer.queued_bytes.clone(),
+            token.clone(),
+        );
         let mut client = FanoutClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         let mut inbound = client.link(Request::new(frames)).await?.into_inner();
         match inbound.message().await? {
@@ -425,6 +452,11 @@ impl Inner {
         mut inbound: Streaming<PeerFrame>,
         token: CancellationToken,
     ) -> Result<(), Status> {
+        // A link that replaced another waits until the old one's delivery has finished.
+        let _reading = peer.reading.clone().lock_owned().await;
+        if token.is_cancelled() {
+            return Ok(());
+        }
         peer.connected.store(true, Ordering::Release);
         tracing::info!(peer = peer.node, "fan-out link up");
         let latency = metrics::delivery_latency();
@@ -511,7 +543,13 @@ impl FanoutRpc for FanoutService {
             }
         };
         inner.tasks.spawn(reader);
-        let frames = outbound(hello_frame(&inner.config), queue, token).map(Ok);
+        let frames = outbound(
+            hello_frame(&inner.config),
+            queue,
+            peer.queued_bytes.clone(),
+            token,
+        )
+        .map(Ok);
         Ok(Response::new(Box::pin(frames)))
     }
 }

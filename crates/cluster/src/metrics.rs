@@ -16,7 +16,7 @@ pub(crate) fn describe() {
     );
     describe_counter!(
         "switchboard_cluster_dropped_messages_total",
-        "Envelopes dropped because the peer's queue was full or the peer is unknown."
+        "Envelopes dropped because the queue to a peer gateway was full (in messages or bytes)."
     );
     describe_counter!(
         "switchboard_cluster_received_messages_total",

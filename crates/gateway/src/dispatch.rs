@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use switchboard_core::NodeId;
 use switchboard_protocol::Protocol;
 use switchboard_store::View;
@@ -22,12 +21,12 @@ use crate::outbound::{CloseRequest, Push, QueueLimits};
 use crate::registry::{ConnectionHandle, Registry};
 
 /// What a message carries, in the form it arrived in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub enum PayloadSource {
     /// From a JSON REST body: the target and the raw JSON text of the arguments array.
     Json { target: String, arguments: String },
-    /// Hub protocol values, e.g. from a MessagePack REST body (kept as MessagePack bytes of the
-    /// arguments array so the envelope stays serializable).
+    /// From a MessagePack REST body: the target and the MessagePack bytes of the arguments
+    /// array (they cross to other gateways as they are).
     MessagePack { target: String, arguments: Bytes },
     /// Frames pre-serialized by the caller for each protocol, forwarded as they are.
     Framed {
@@ -135,7 +134,7 @@ fn decode_msgpack_arguments(bytes: &[u8]) -> Result<Vec<switchboard_protocol::Va
 }
 
 /// Who a message or close command is for, within one hub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipients {
     Hub {
         excluded: Vec<String>,

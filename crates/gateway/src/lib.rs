@@ -19,6 +19,7 @@ pub mod client;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;
+pub mod observability;
 pub mod outbound;
 mod peers;
 pub mod presence;
@@ -30,9 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -51,6 +49,18 @@ use crate::dispatch::{Envelope, LocalDelivery};
 use crate::metrics::{CloseReason, GatewayMetrics};
 use crate::outbound::{CloseRequest, QueueLimits};
 use crate::registry::Registry;
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
 
 /// How long a request waits for its view to catch up before using it as it is.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
@@ -143,24 +153,45 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Whether new client connections are accepted now.
+    /// Whether new client connections are accepted now: not draining, and registered with the
+    /// store (without a lease a connection could not be registered anyway).
     pub fn is_accepting(&self) -> bool {
-        !self.is_draining()
+        !self.is_draining() && self.registered.load(Ordering::Acquire)
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Ready for traffic: registered with the store, the store has a leader, not draining.
-    pub fn is_ready(&self) -> bool {
-        !self.is_draining()
-            && self.registered.load(Ordering::Acquire)
-            && self.store.status().leader_known()
+    /// Ready for traffic (registered with the store, a store leader known, not draining), or
+    /// why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.is_draining() {
+            Err("draining")
+        } else if !self.registered.load(Ordering::Acquire) || !self.store.status().leader_known() {
+            Err("not ready: no store leader or no lease yet")
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn set_registered(&self, registered: bool) {
         self.registered.store(registered, Ordering::Release);
+    }
+
+    /// Writes one command through the store, bounded by the store timeout (a timeout is
+    /// `ErrorCode::Timeout`: the change may or may not have been applied).
+    pub async fn write(
+        &self,
+        command: Command,
+    ) -> Result<switchboard_membership::Outcome, switchboard_core::Error> {
+        match tokio::time::timeout(self.config.store_timeout, self.store.write(command)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(switchboard_core::Error::new(
+                switchboard_core::ErrorCode::Timeout,
+                "The membership store did not answer in time; the change may or may not have been applied.",
+            )),
+        }
     }
 
     /// Brings this gateway's membership view up to every write acknowledged anywhere before
@@ -235,7 +266,7 @@ impl Gateway {
         };
         let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
             let fanout = config.cluster.then(|| {
-                let inbound = Arc::new(peers::PeerInbound { shared: me.clone() });
+                let inbound = Arc::new(peers::PeerInbound::new(me.clone()));
                 Fanout::new(
                     FanoutConfig::new(config.node_id, config.incarnation),
                     inbound,
@@ -269,12 +300,11 @@ impl Gateway {
 
     /// Every HTTP route of the gateway.
     pub fn router(&self) -> Router {
+        let shared = self.shared.clone();
+        let ready: observability::ReadyCheck = Arc::new(move || shared.readiness());
         Router::new()
             .without_v07_checks()
-            .route("/api/health", get(health).head(health))
-            .route("/api/v1/health", get(health).head(health))
-            .route("/readyz", get(ready).head(ready))
-            .route("/metrics", get(render_metrics))
+            .merge(observability::router(ready, self.shared.prometheus.clone()))
             .merge(rest::routes())
             .merge(client::routes())
             .fallback(rest::not_found)
@@ -343,50 +373,12 @@ impl Gateway {
             node: shared.config.node_id,
             incarnation: shared.config.incarnation,
         };
-        if let Err(error) =
-            tokio::time::timeout(shared.config.store_timeout, shared.store.write(leave)).await
-        {
-            tracing::debug!(%error, "could not leave the store cleanly; the lease will expire");
+        if let Err(error) = shared.write(leave).await {
+            tracing::info!(%error, "could not leave the store cleanly; the lease will expire");
         }
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(result)) => result,
             _ => Ok(()),
         }
-    }
-}
-
-async fn health() -> impl IntoResponse {
-    StatusCode::OK
-}
-
-async fn ready(
-    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
-) -> impl IntoResponse {
-    if shared.is_ready() {
-        (StatusCode::OK, "ready")
-    } else if shared.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no store leader or no lease yet",
-        )
-    }
-}
-
-async fn render_metrics(
-    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
-) -> impl IntoResponse {
-    match &shared.prometheus {
-        Some(handle) => (
-            StatusCode::OK,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            handle.render(),
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
 }

@@ -151,11 +151,10 @@ impl GatewayMetrics {
     }
 
     pub fn closed(&self, reason: CloseReason) {
-        let index = CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.closed[index].increment(1);
+        // `ALL` lists the variants in declaration order (checked by a test).
+        if let Some(counter) = self.closed.get(reason as usize) {
+            counter.increment(1);
+        }
     }
 }
 
@@ -175,3 +174,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub const COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_close_reasons_are_in_declaration_order() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
+        }
+    }
+}

@@ -97,7 +97,7 @@ impl Outbound {
                 error: Some("Connection closed by the server: the client did not read its messages fast enough.".into()),
                 allow_reconnect: true,
             });
-            state.frames.clear();
+            state.frames = VecDeque::new();
             state.bytes = 0;
             drop(state);
             self.notify.notify_one();
@@ -150,16 +150,13 @@ impl Outbound {
         self.notify.notified().await
     }
 
-    /// Moves every queued frame into `into` and returns the close request, if any.
-    pub fn take(&self, into: &mut VecDeque<Message>) -> Option<CloseRequest> {
+    /// Takes every queued frame (a slow consumer's backlog is discarded) and the close
+    /// request, if any. The queue is left without an allocation: an idle connection keeps none.
+    pub fn take(&self) -> (VecDeque<Message>, Option<CloseRequest>) {
         let mut state = self.state.lock();
-        if into.is_empty() {
-            std::mem::swap(into, &mut state.frames);
-        } else {
-            into.extend(state.frames.drain(..));
-        }
         state.bytes = 0;
-        state.close.clone()
+        let frames = std::mem::take(&mut state.frames);
+        (frames, state.close.clone())
     }
 }
 
@@ -177,8 +174,8 @@ mod tests {
         let limits = QueueLimits::default();
         assert_eq!(q.push(text("a"), limits), Push::Queued);
         assert_eq!(q.push(text("b"), limits), Push::Queued);
-        let mut out = VecDeque::new();
-        assert_eq!(q.take(&mut out), None);
+        let (out, close) = q.take();
+        assert_eq!(close, None);
         assert_eq!(out, VecDeque::from(vec![text("a"), text("b")]));
     }
 
@@ -193,9 +190,11 @@ mod tests {
         assert_eq!(q.push(text("b"), limits), Push::Queued);
         assert_eq!(q.push(text("c"), limits), Push::Overflow);
         assert_eq!(q.push(text("d"), limits), Push::Closing);
-        let mut out = VecDeque::new();
-        let close = q.take(&mut out).expect("close requested");
-        assert_eq!(close.reason, CloseReason::SlowConsumer);
+        let (out, close) = q.take();
+        assert_eq!(
+            close.expect("close requested").reason,
+            CloseReason::SlowConsumer
+        );
         assert!(out.is_empty(), "a slow consumer's backlog is discarded");
     }
 
@@ -224,8 +223,7 @@ mod tests {
             error: None,
             allow_reconnect: true
         }));
-        let mut out = VecDeque::new();
-        assert_eq!(q.take(&mut out), Some(first));
+        assert_eq!(q.take().1, Some(first));
     }
 
     #[tokio::test]

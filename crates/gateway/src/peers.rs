@@ -9,6 +9,7 @@
 //! the receiver waits, briefly, until its own view has applied it too, so a membership change
 //! the sender already saw is honoured on the other side.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,8 @@ pub(crate) fn to_wire(envelope: &Envelope, min_applied_index: u64) -> proto::Env
                 PayloadSource::Json { target, arguments } => {
                     proto::payload::Source::Json(proto::JsonInvocation {
                         target: target.clone(),
-                        arguments_json: arguments.clone(),
+                        // Copied once here; every peer's clone then shares the bytes.
+                        arguments_json: bytes::Bytes::from(arguments.clone().into_bytes()),
                     })
                 }
                 PayloadSource::MessagePack { target, arguments } => {
@@ -182,7 +184,8 @@ pub(crate) fn from_wire(envelope: proto::Envelope) -> Result<Envelope, WireError
             let source = match payload.source.ok_or(WireError("no payload"))? {
                 proto::payload::Source::Json(j) => PayloadSource::Json {
                     target: j.target,
-                    arguments: j.arguments_json,
+                    arguments: String::from_utf8(j.arguments_json.to_vec())
+                        .map_err(|_| WireError("arguments are not UTF-8"))?,
                 },
                 proto::payload::Source::Messagepack(m) => PayloadSource::MessagePack {
                     target: m.target,
@@ -205,6 +208,19 @@ pub(crate) fn from_wire(envelope: proto::Envelope) -> Result<Envelope, WireError
 /// Delivers envelopes from other gateways to this gateway's connections.
 pub(crate) struct PeerInbound {
     pub(crate) shared: Weak<Shared>,
+    /// The view's applied index when a catch-up wait last timed out (`u64::MAX`: none). While
+    /// the view has not moved since, envelopes are delivered without waiting again: a stalled
+    /// view must not slow every link down to one envelope per wait.
+    stalled_at: AtomicU64,
+}
+
+impl PeerInbound {
+    pub(crate) fn new(shared: Weak<Shared>) -> Self {
+        PeerInbound {
+            shared,
+            stalled_at: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 #[async_trait]
@@ -223,12 +239,18 @@ impl Inbound for PeerInbound {
             }
         };
         let view = shared.store.view();
-        if view.applied_index() < min_index && !view.wait_applied(min_index, CATCH_UP_WAIT).await {
-            tracing::debug!(
+        let applied = view.applied_index();
+        if applied < min_index
+            && applied != self.stalled_at.load(Ordering::Relaxed)
+            && !view.wait_applied(min_index, CATCH_UP_WAIT).await
+        {
+            let applied = view.applied_index();
+            self.stalled_at.store(applied, Ordering::Relaxed);
+            tracing::warn!(
                 peer = from,
                 min_index,
-                applied = view.applied_index(),
-                "view did not catch up; delivering anyway"
+                applied,
+                "this gateway's view is not catching up; delivering with it as it is"
             );
         }
         shared.delivery.deliver(&envelope, received);

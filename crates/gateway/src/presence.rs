@@ -51,6 +51,7 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
     let renew_every = config.lease / 3;
     let mut registered_before = false;
     let mut failures = 0u32;
+    let mut refusals = 0u32;
     loop {
         let command = Command::NodeHeartbeat {
             node: config.node_id,
@@ -60,15 +61,16 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
         };
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(config.store_timeout, shared.store.write(command)) => r,
+            r = shared.write(command) => r,
         };
         let wait = match result {
-            Ok(Ok(Outcome::Renewed)) => {
+            Ok(Outcome::Renewed) => {
                 shared.set_registered(true);
                 failures = 0;
+                refusals = 0;
                 renew_every
             }
-            Ok(Ok(Outcome::Registered)) => {
+            Ok(Outcome::Registered) => {
                 if registered_before {
                     tracing::warn!(
                         "lease had lapsed: the store dropped this node's connections; closing them"
@@ -87,10 +89,14 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
                 registered_before = true;
                 shared.set_registered(true);
                 failures = 0;
+                refusals = 0;
                 renew_every
             }
-            Ok(Ok(other)) => {
-                tracing::error!(outcome = ?other, node = config.node_id, "the store refused this node: is another process using the same --node-id?");
+            Ok(other) => {
+                refusals += 1;
+                if refusals == 1 || refusals % 30 == 0 {
+                    tracing::error!(outcome = ?other, node = config.node_id, refusals, "the store refused this node: is another process using the same --node-id?");
+                }
                 shared.set_registered(false);
                 shared.close_all(
                     CloseReason::Store,
@@ -98,18 +104,10 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
                 );
                 RETRY_EVERY * 4
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 failures += 1;
                 if failures == 1 || failures % 20 == 0 {
                     tracing::warn!(%error, failures, "heartbeat failed");
-                }
-                shared.set_registered(false);
-                RETRY_EVERY
-            }
-            Err(_) => {
-                failures += 1;
-                if failures == 1 || failures % 20 == 0 {
-                    tracing::warn!(failures, "heartbeat timed out");
                 }
                 shared.set_registered(false);
                 RETRY_EVERY

@@ -65,18 +65,28 @@ impl Registry {
         Self::default()
     }
 
-    pub fn insert(&self, handle: Arc<ConnectionHandle>) {
+    /// Adds the handle; false (and nothing changes) if its id is already taken — a connection
+    /// token presented twice.
+    pub fn insert(&self, handle: Arc<ConnectionHandle>) -> bool {
         let mut hubs = self.hubs.write();
-        hubs.entry(handle.hub.clone())
-            .or_default()
-            .insert(handle.id.clone(), handle);
+        let conns = hubs.entry(handle.hub.clone()).or_default();
+        if conns.contains_key(&handle.id) {
+            return false;
+        }
+        conns.insert(handle.id.clone(), handle);
+        true
     }
 
-    /// Removes the handle if it is still the registered one for its id.
+    /// Removes the handle if it is the one registered for its id.
     pub fn remove(&self, handle: &ConnectionHandle) {
         let mut hubs = self.hubs.write();
         if let Some(conns) = hubs.get_mut(&handle.hub) {
-            conns.remove(&handle.id);
+            if conns
+                .get(&handle.id)
+                .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), handle))
+            {
+                conns.remove(&handle.id);
+            }
             if conns.is_empty() {
                 hubs.remove(&handle.hub);
             }
@@ -134,8 +144,13 @@ mod tests {
     fn hubs_are_separate_and_empty_hubs_vanish() {
         let r = Registry::new();
         let a = handle("h1", "a");
-        r.insert(a.clone());
-        r.insert(handle("h2", "b"));
+        assert!(r.insert(a.clone()));
+        assert!(r.insert(handle("h2", "b")));
+        // The same id again is refused, and removing the newcomer leaves the first in place.
+        let twin = handle("h1", "a");
+        assert!(!r.insert(twin.clone()));
+        r.remove(&twin);
+        assert!(r.contains("h1", "a"));
         assert!(r.contains("h1", "a"));
         assert!(!r.contains("h2", "a"));
         let mut seen = 0;

@@ -9,12 +9,16 @@ use anyhow::{bail, Context};
 const KEY_FILE: &str = "access-key";
 
 /// The configured keys, or the data dir's generated key (created on first start).
-pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Result<Vec<String>> {
-    let configured: Vec<String> = configured
-        .iter()
+/// The keys given on the command line, trimmed, empty ones dropped.
+pub fn configured(keys: &[String]) -> Vec<String> {
+    keys.iter()
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
-        .collect();
+        .collect()
+}
+
+pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let configured = self::configured(configured);
     if !configured.is_empty() {
         return Ok(configured);
     }

@@ -11,12 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
-use switchboard_gateway::{Gateway, GatewayConfig};
+use switchboard_gateway::{observability, Gateway, GatewayConfig};
 use switchboard_store::grpc::{
     Channels, GrpcForwarder, GrpcNetwork, RaftGrpcService, StoreGrpcService,
 };
@@ -124,6 +121,9 @@ pub fn validate_store(args: &StoreArgs) -> anyhow::Result<()> {
 
 pub fn validate_gateway_role(args: &GatewayArgs) -> anyhow::Result<()> {
     validate_gateway(&args.gateway)?;
+    if keys::configured(&args.gateway.access_keys).is_empty() {
+        anyhow::bail!("a gateway needs --access-key (the same keys as the rest of the cluster)");
+    }
     if let Some(id) = args.node_id {
         id.resolve().map_err(anyhow::Error::msg)?;
     }
@@ -355,16 +355,7 @@ pub async fn gateway(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::
         // Stateless gateways need only a unique id for their lifetime.
         None => rand_node_id(),
     };
-    if args.gateway.access_keys.is_empty() {
-        anyhow::bail!("a gateway needs --access-key (the same keys as the rest of the cluster)");
-    }
-    let keys: Vec<String> = args
-        .gateway
-        .access_keys
-        .iter()
-        .map(|k| k.trim().to_owned())
-        .filter(|k| !k.is_empty())
-        .collect();
+    let keys = keys::configured(&args.gateway.access_keys);
     let keyset = KeySet::new(keys.clone()).context("access keys")?;
     let listener = bind(args.listen, "--listen").await?;
     let cluster_listener = bind(args.cluster_listen, "--cluster-listen").await?;
@@ -449,44 +440,14 @@ pub async fn store(args: StoreArgs, shutdown: CancellationToken) -> anyhow::Resu
 
 /// `/api/health`, `/readyz` and `/metrics` for a voter without a gateway.
 fn health_router(store: Arc<RaftStore>, prometheus: PrometheusHandle) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/api/health",
-            get(|| async { StatusCode::OK }).head(|| async { StatusCode::OK }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let store = store.clone();
-                async move {
-                    if store.status().leader_known() {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: no raft leader known",
-                        )
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let handle = prometheus.clone();
-                async move {
-                    (
-                        StatusCode::OK,
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        handle.render(),
-                    )
-                        .into_response()
-                }
-            }),
-        )
+    let ready: observability::ReadyCheck = Arc::new(move || {
+        if store.status().leader_known() {
+            Ok(())
+        } else {
+            Err("not ready: no raft leader known")
+        }
+    });
+    observability::router(ready, Some(prometheus))
 }
 
 fn rand_node_id() -> u64 {

@@ -128,7 +128,6 @@ where
         if let Err(error) = self.register(&handle).await {
             metrics.handshake_failures.increment(1);
             tracing::warn!(%error, "connection could not be registered");
-            self.shared.registry.remove(&handle);
             self.reply_handshake(protocol, Some(&error)).await;
             self.close_socket().await;
             return None;
@@ -218,32 +217,49 @@ where
 
     /// Makes the connection routable: in the local registry, then in the store.
     async fn register(&mut self, handle: &Arc<ConnectionHandle>) -> Result<(), String> {
-        self.shared.registry.insert(handle.clone());
+        const IN_USE: &str = "This connection token is already in use; negotiate again.";
+        if !self.shared.registry.insert(handle.clone()) {
+            // Not ours to remove: the first connection with this id keeps it.
+            return Err(IN_USE.into());
+        }
+        let node = self.shared.config.node_id;
         let command = Command::ConnectionOpened {
             hub: handle.hub.clone(),
             connection: handle.id.clone(),
             user: handle.user.clone(),
-            node: self.shared.config.node_id,
+            node,
             incarnation: self.shared.config.incarnation,
         };
-        match timeout(
-            self.shared.config.store_timeout,
-            self.shared.store.write(command),
-        )
-        .await
-        {
-            Ok(Ok(Outcome::Ok)) => {
-                handle.mark_registered();
-                Ok(())
+        match self.shared.write(command).await {
+            Ok(Outcome::Ok) => {}
+            Ok(other) => {
+                self.shared.registry.remove(handle);
+                return Err(format!(
+                    "This gateway is not registered with the store ({other:?}); try again."
+                ));
             }
-            Ok(Ok(other)) => Err(format!(
-                "This gateway is not registered with the store ({other:?}); try again."
-            )),
-            Ok(Err(e)) => Err(format!(
-                "The membership store is unavailable ({e}); try again."
-            )),
-            Err(_) => Err("The membership store did not answer in time; try again.".into()),
+            Err(e) => {
+                self.shared.registry.remove(handle);
+                return Err(format!(
+                    "The membership store is unavailable ({}); try again.",
+                    e.message
+                ));
+            }
         }
+        // The same ticket may have been presented to another gateway first.
+        let owner = self
+            .shared
+            .store
+            .view()
+            .read()
+            .connection(&handle.hub, &handle.id)
+            .map(|c| c.node);
+        if owner != Some(node) {
+            self.shared.registry.remove(handle);
+            return Err(IN_USE.into());
+        }
+        handle.mark_registered();
+        Ok(())
     }
 
     async fn unregister(&mut self, handle: &Arc<ConnectionHandle>, reason: CloseReason) {
@@ -256,18 +272,9 @@ where
             hub: handle.hub.clone(),
             connection: handle.id.clone(),
         };
-        match timeout(
-            self.shared.config.store_timeout,
-            self.shared.store.write(command),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
+        if let Err(error) = self.shared.write(command).await {
             // The reconciler retries: the store still lists a connection the registry lost.
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "could not record the disconnect; will retry")
-            }
-            Err(_) => tracing::debug!("recording the disconnect timed out; will retry"),
+            tracing::debug!(%error, "could not record the disconnect; will retry");
         }
     }
 
@@ -282,7 +289,8 @@ where
         let config = &shared.config;
         let metrics = shared.metrics.clone();
         let mut reader = FrameReader::new(protocol, config.max_message_size);
-        let mut pending: VecDeque<Message> = VecDeque::new();
+        // How long a write may make no progress before the client counts as gone.
+        let stall = config.client_timeout;
         let mut last_received = Instant::now();
         let mut last_sent = Instant::now();
         if !leftover.is_empty() {
@@ -296,20 +304,18 @@ where
                 (last_sent + config.keep_alive_interval).min(last_received + config.client_timeout);
             tokio::select! {
                 _ = handle.outbound.ready() => {
-                    let close = handle.outbound.take(&mut pending);
-                    if close.as_ref().is_some_and(|c| c.reason == CloseReason::SlowConsumer) {
-                        pending.clear();
-                    }
+                    let (mut pending, close) = handle.outbound.take();
                     if !pending.is_empty() {
                         // A stalled socket must not keep us from noticing a close request
-                        // (the queue overflowing while we wait is exactly the slow-consumer case).
+                        // (the queue overflowing while we wait is exactly the slow-consumer
+                        // case), nor hold the task forever once one was made.
                         let written = tokio::select! {
                             written = self.write_all(&mut pending) => Some(written),
                             _ = handle.outbound.closing(), if close.is_none() => None,
+                            _ = tokio::time::sleep(stall), if close.is_some() => None,
                         };
                         let Some(written) = written else {
-                            let mut discard = VecDeque::new();
-                            let close = handle.outbound.take(&mut discard);
+                            let close = handle.outbound.take().1.or(close);
                             let reason = close.as_ref().map_or(CloseReason::TransportError, |c| c.reason);
                             return Ending { reason, close };
                         };
@@ -369,7 +375,13 @@ where
                     }
                     if now >= last_sent + config.keep_alive_interval {
                         if let Some(ping) = to_message(protocol, protocol::ping_frame(protocol)) {
-                            if self.socket.send(ping).await.is_err() {
+                            // A client that has not read for the whole client timeout is gone.
+                            let sent = tokio::select! {
+                                sent = self.socket.send(ping) => sent.is_ok(),
+                                _ = handle.outbound.closing() => true,
+                                _ = tokio::time::sleep(stall) => false,
+                            };
+                            if !sent {
                                 return Ending { reason: CloseReason::TransportError, close: None };
                             }
                         }
@@ -440,7 +452,12 @@ where
                         .ok()
                         .and_then(|b| to_message(protocol, b))
                     {
-                        handle.outbound.push(frame, self.shared.config.queue_limits);
+                        if handle.outbound.push(frame, self.shared.config.queue_limits)
+                            == crate::outbound::Push::Overflow
+                        {
+                            self.shared.metrics.slow_consumer_closes.increment(1);
+                            self.shared.metrics.queue_dropped.increment(1);
+                        }
                     }
                 }
                 // Accepted and ignored: pings, fire-and-forget invocations, stream items,

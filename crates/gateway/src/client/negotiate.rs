@@ -52,15 +52,7 @@ fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
 
 /// The bearer token of a client request: the `Authorization` header, else `access_token`.
 fn bearer<'a>(headers: &'a HeaderMap, query: &'a ClientQuery) -> Option<&'a str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .or(query.access_token.as_deref())
+    crate::bearer(headers).or(query.access_token.as_deref())
 }
 
 fn verify_client_token(

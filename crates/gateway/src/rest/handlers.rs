@@ -46,10 +46,7 @@ async fn send(
 
 /// Writes one command through the store, bounded by the store timeout.
 async fn write(shared: &Shared, command: Command) -> ApiResult<Outcome> {
-    match tokio::time::timeout(shared.config.store_timeout, shared.store.write(command)).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(ApiError::new(ErrorCode::Timeout, "The membership store did not answer in time; the change may or may not have been applied.")),
-    }
+    Ok(shared.write(command).await?)
 }
 
 async fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
@@ -138,8 +135,8 @@ pub(super) async fn send_to_connection(
 }
 
 pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
-    shared.sync_view().await;
     let connection = call.connection()?;
+    shared.sync_view().await;
     let found = shared
         .store
         .view()
@@ -150,8 +147,8 @@ pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> Api
 }
 
 pub(super) async fn close_connection(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
-    shared.sync_view().await;
     let connection = call.connection()?;
+    shared.sync_view().await;
     let found = shared
         .store
         .view()
@@ -262,8 +259,8 @@ pub(super) async fn send_to_user(
 }
 
 pub(super) async fn user_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
-    shared.sync_view().await;
     let user = call.user()?;
+    shared.sync_view().await;
     let found = shared
         .store
         .view()
@@ -349,8 +346,8 @@ pub(super) async fn remove_user_from_all_groups(
 }
 
 pub(super) async fn user_in_group(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
-    shared.sync_view().await;
     let (user, group) = (call.user()?, call.group()?);
+    shared.sync_view().await;
     let found = shared
         .store
         .view()
@@ -380,8 +377,8 @@ pub(super) async fn send_to_group(
 }
 
 pub(super) async fn group_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
-    shared.sync_view().await;
     let group = call.group()?;
+    shared.sync_view().await;
     let found = shared
         .store
         .view()
@@ -425,8 +422,8 @@ pub(super) async fn list_group_connections(
     State(shared): Ctx,
     call: RestCall,
 ) -> ApiResult<Response> {
-    shared.sync_view().await;
     let group = call.group()?;
+    shared.sync_view().await;
     let page_size = parse_count(
         call.query.max_page_size.as_deref(),
         "maxpagesize",

@@ -122,14 +122,6 @@ impl RestCall {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim())
-}
-
 fn base_url(parts: &Parts) -> String {
     let host = parts
         .headers
@@ -160,7 +152,7 @@ impl FromRequestParts<Arc<Shared>> for RestCall {
         };
         let query = RestQuery::parse(parts.uri.query());
 
-        let token = bearer(parts)
+        let token = crate::bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> is required."))?;
         let claims = shared.keys.verify(token, now_secs())?;
         check_audience(&claims, &Audience::Rest { path: &path })?;
