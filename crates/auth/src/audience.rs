@@ -2,10 +2,17 @@
 //!
 //! The SDKs and samples disagree on the exact `aud` string (the .NET SDK drops the port and adds
 //! `?api-version=...`, the docs drop the query, the JS sample keeps the port), so the check is
-//! lenient about everything but the path: scheme, host, port, trailing slash and unrelated query
-//! parameters are ignored; the path is percent-decoded and compared case-insensitively. That is
-//! still strict enough that a client token (`/client/?hub=...`) can never call the REST API and a
-//! REST token only opens the one path it names.
+//! lenient about everything but what names the resource: scheme, host, port, trailing slash and
+//! unrelated query parameters are ignored. What must match:
+//! - the path, compared case-insensitively after percent-decoding everything but `%2F`, `%3F`,
+//!   `%23` and `%25` (so an encoded `/` inside a name can never make a token for
+//!   `users/u/groups/g` open `users/u%2Fgroups%2Fg`, a different resource);
+//! - for REST, the `application` query parameter: the one in the `aud` (the .NET SDK puts it
+//!   there) must equal the request's, and an `aud` without one opens only requests without one;
+//! - for clients, the `hub` query parameter (which carries the application prefix).
+//!
+//! So a client token (`/client/?hub=...`) can never call the REST API, and a REST token opens only
+//! the one path of the one application it names.
 
 use serde_json::Value;
 
@@ -17,11 +24,13 @@ use crate::uri::{normalize_path, path_and_query, query_values};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience<'a> {
     /// REST: the aud's path must equal the request path (e.g. `/api/v1/hubs/chat/users/u1` or
-    /// `/api/hubs/chat/:send`). Pass the raw (still percent-encoded) request path; a query part, if
-    /// included, is ignored.
+    /// `/api/hubs/chat/:send`), and its `application` parameter the request's. Pass the raw
+    /// (still percent-encoded) request path; a query part, if included, is ignored.
     Rest {
-        /// The request path.
+        /// The request path, as received.
         path: &'a str,
+        /// The request's `application` query parameter, if it has one.
+        application: Option<&'a str>,
     },
     /// Client connection or negotiate: the aud's path must be `/client` (trailing slash optional)
     /// and its `hub` query parameter must equal `hub` (case-insensitive; `hub` carries the
@@ -41,12 +50,12 @@ impl Audience<'_> {
     /// A readable form of what is expected, for error messages.
     fn describe(&self) -> String {
         match self {
-            Audience::Rest { path } => {
+            Audience::Rest { path, application } => {
                 let p = normalize_path(path);
-                if p.is_empty() {
-                    "/".to_string()
-                } else {
-                    p
+                let p = if p.is_empty() { "/".to_string() } else { p };
+                match application {
+                    Some(app) => format!("{p}?application={}", app.to_lowercase()),
+                    None => p,
                 }
             }
             Audience::Client { hub } => format!("/client/?hub={}", hub.to_lowercase()),
@@ -61,7 +70,20 @@ impl Audience<'_> {
         };
         let aud_path = normalize_path(aud_path);
         let (want_path, hub) = match self {
-            Audience::Rest { path } => return aud_path == normalize_path(path),
+            Audience::Rest { path, application } => {
+                if aud_path != normalize_path(path) {
+                    return false;
+                }
+                // At most one application parameter: a repeated one is ambiguous.
+                return match (
+                    query_values(aud_query, "application").as_slice(),
+                    application,
+                ) {
+                    ([], None) => true,
+                    ([only], Some(want)) => only.to_lowercase() == want.to_lowercase(),
+                    _ => false,
+                };
+            }
             Audience::Client { hub } => ("/client", hub),
             Audience::Server { hub } => ("/server", hub),
         };
@@ -128,7 +150,11 @@ mod tests {
     }
 
     fn rest_ok(a: &str, path: &str) -> bool {
-        check_audience(&aud(json!(a)), &Audience::Rest { path }).is_ok()
+        rest_app_ok(a, path, None)
+    }
+
+    fn rest_app_ok(a: &str, path: &str, application: Option<&str>) -> bool {
+        check_audience(&aud(json!(a)), &Audience::Rest { path, application }).is_ok()
     }
 
     fn client_ok(a: &str, hub: &str) -> bool {
@@ -143,9 +169,10 @@ mod tests {
             "https://sb.example.com/api/hubs/chat/:send?api-version=2022-06-01",
             send
         ));
-        assert!(rest_ok(
+        assert!(rest_app_ok(
             "http://localhost/api/hubs/chat/:send?application=x&api-version=2022-06-01",
-            send
+            send,
+            Some("X")
         ));
         // Docs: the request URL without trailing slash or query.
         assert!(rest_ok(
@@ -175,14 +202,17 @@ mod tests {
     }
 
     #[test]
-    fn rest_paths_are_percent_decoded() {
+    fn rest_paths_are_percent_decoded_within_segments() {
         // Uri.EscapeDataString in the SDK vs a request path encoded differently.
         let req = "/api/hubs/chat/users/a%20b/groups/g%2F1";
         assert!(rest_ok(
             "https://h/api/hubs/chat/users/a%20b/groups/g%2f1?api-version=2022-06-01",
             req
         ));
-        assert!(rest_ok("https://h/api/hubs/chat/users/a b/groups/g/1", req));
+        assert!(rest_ok(
+            "https://h/api/hubs/chat/users/a b/groups/g%2F1",
+            req
+        ));
         assert!(rest_ok(
             "https://h/api/hubs/chat/users/%C3%A9",
             "/api/hubs/chat/users/%c3%a9"
@@ -191,7 +221,70 @@ mod tests {
             "https://h/api/hubs/chat/users/%C3%89",
             "/api/hubs/chat/users/%c3%a9"
         ));
+        assert!(rest_ok(
+            "https://h/api/hubs/chat/users/%61",
+            "/api/hubs/chat/users/a"
+        ));
         assert!(!rest_ok("https://h/api/hubs/chat/users/a%20c", req));
+    }
+
+    #[test]
+    fn an_encoded_slash_is_not_a_segment_boundary() {
+        // A token for user u in group g does not open send-to-user "u/groups/g", nor back.
+        assert!(!rest_ok(
+            "https://h/api/hubs/chat/users/u/groups/g",
+            "/api/hubs/chat/users/u%2Fgroups%2Fg"
+        ));
+        assert!(!rest_ok(
+            "https://h/api/hubs/chat/users/u%2Fgroups%2Fg",
+            "/api/hubs/chat/users/u/groups/g"
+        ));
+        assert!(!rest_ok(
+            "https://h/api/hubs/chat/users/a%3Fb",
+            "/api/hubs/chat/users/a?b"
+        ));
+        assert!(!rest_ok(
+            "https://h/api/hubs/chat/users/a%2541",
+            "/api/hubs/chat/users/aA"
+        ));
+        assert!(rest_ok(
+            "https://h/api/hubs/chat/users/u%2fgroups%2fg",
+            "/api/hubs/chat/users/u%2Fgroups%2Fg"
+        ));
+    }
+
+    #[test]
+    fn the_application_must_match() {
+        let path = "/api/hubs/chat/:send";
+        let app1 = "https://h/api/hubs/chat/:send?application=app1&api-version=2022-06-01";
+        assert!(rest_app_ok(app1, path, Some("app1")));
+        assert!(rest_app_ok(app1, path, Some("APP1")));
+        assert!(!rest_app_ok(app1, path, Some("app2")));
+        assert!(!rest_app_ok(app1, path, None));
+        // No application in the aud opens only requests without one.
+        assert!(!rest_app_ok(
+            "https://h/api/hubs/chat/:send",
+            path,
+            Some("app1")
+        ));
+        // Repeated: ambiguous.
+        assert!(!rest_app_ok(
+            "https://h/api/hubs/chat/:send?application=app1&application=app1",
+            path,
+            Some("app1")
+        ));
+        let err = check_audience(
+            &aud(json!(app1)),
+            &Audience::Rest {
+                path,
+                application: Some("App2"),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::AudienceMismatch { expected, .. } if expected == "/api/hubs/chat/:send?application=app2"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -272,7 +365,8 @@ mod tests {
         assert!(check_audience(
             &c,
             &Audience::Rest {
-                path: "/api/v1/hubs/chat"
+                path: "/api/v1/hubs/chat",
+                application: None,
             }
         )
         .is_ok());
@@ -301,6 +395,7 @@ mod tests {
             &aud(json!("https://h/client/?hub=chat")),
             &Audience::Rest {
                 path: "/api/v1/hubs/Chat/",
+                application: None,
             },
         )
         .unwrap_err();
@@ -356,7 +451,8 @@ mod tests {
         #[test]
         fn garbage_never_panics(a in ".{0,200}", path in ".{0,60}", hub in ".{0,20}") {
             let c = aud(json!(a));
-            let _ = check_audience(&c, &Audience::Rest { path: &path });
+            let _ = check_audience(&c, &Audience::Rest { path: &path, application: None });
+            let _ = check_audience(&c, &Audience::Rest { path: &path, application: Some(&hub) });
             let _ = check_audience(&c, &Audience::Client { hub: &hub });
         }
 

@@ -30,13 +30,14 @@
 //!
 //! let keys = KeySet::new(vec!["secret".to_string(), "old-secret".to_string()])?;
 //! let claims = keys.verify(&token, now)?;
-//! check_audience(&claims, &Audience::Rest { path: "/api/v1/hubs/chat/users/u1" })?;
+//! check_audience(&claims, &Audience::Rest { path: "/api/v1/hubs/chat/users/u1", application: None })?;
 //! assert_eq!(user_id(&claims).as_deref(), Some("server-1"));
 //! assert!(check_audience(&claims, &Audience::Client { hub: "chat" }).is_err());
 //! # Ok::<(), switchboard_auth::AuthError>(())
 //! ```
 
 pub mod audience;
+pub mod cluster;
 pub mod connection_string;
 mod error;
 pub mod jwt;
@@ -45,6 +46,7 @@ pub mod ticket;
 mod uri;
 
 pub use audience::{check_audience, claim_str, user_id, Audience};
+pub use cluster::{ClusterAuthError, ClusterIdentity, ClusterKeys};
 pub use connection_string::ConnectionString;
 pub use error::AuthError;
 pub use jwt::{generate_access_key, sign, Algorithm, Claims, KeySet, LEEWAY_SECS, MAX_TOKEN_LEN};

@@ -123,7 +123,8 @@ mod tests {
         assert!(check_audience(
             &c,
             &Audience::Rest {
-                path: "/api/v1/hubs/app_chat"
+                path: "/api/v1/hubs/app_chat",
+                application: None,
             }
         )
         .is_err());
@@ -169,14 +170,16 @@ mod tests {
         assert!(check_audience(
             &c,
             &Audience::Rest {
-                path: "/api/hubs/chat/users/u%201/:send"
+                path: "/api/hubs/chat/users/u%201/:send",
+                application: None,
             }
         )
         .is_ok());
         assert!(check_audience(
             &c,
             &Audience::Rest {
-                path: "/api/hubs/chat/users/u2/:send"
+                path: "/api/hubs/chat/users/u2/:send",
+                application: None,
             }
         )
         .is_err());

@@ -122,14 +122,46 @@ pub(crate) fn path_and_query(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Normalises a URL path for audience comparison: query/fragment dropped, trailing `/` removed
-/// (the root becomes the empty string), percent-decoded, lower-cased. Trimming happens before
-/// decoding so that an encoded trailing `%2F` (part of a name) is kept.
+/// (the root becomes the empty string), percent-decoded except where decoding would change the
+/// path's structure, lower-cased. `%2F` (and `%3F`, `%23`, `%25`) stay encoded, so a name that
+/// contains a `/` never reads as two segments: `users/u%2Fgroups%2Fg` is one user, not the user
+/// `u` in group `g`. Trimming happens before decoding, so an encoded trailing `%2F` is kept.
 pub(crate) fn normalize_path(raw: &str) -> String {
     let raw = match raw.find(['?', '#']) {
         Some(i) => &raw[..i],
         None => raw,
     };
-    percent_decode(raw.trim_end_matches('/')).to_lowercase()
+    decode_within_segments(raw.trim_end_matches('/')).to_lowercase()
+}
+
+/// Percent-decodes `s` except escapes of `/`, `?`, `#` and `%`, which are kept (upper-cased) so
+/// the result has the same segments as the input.
+fn decode_within_segments(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_val);
+            let lo = bytes.get(i + 2).copied().and_then(hex_val);
+            if let (Some(h), Some(l)) = (hi, lo) {
+                let decoded = h << 4 | l;
+                if matches!(decoded, b'/' | b'?' | b'#' | b'%') {
+                    out.extend_from_slice(format!("%{decoded:02X}").as_bytes());
+                } else {
+                    out.push(decoded);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Values of query parameter `name` (matched case-insensitively after decoding), decoded.
@@ -251,7 +283,8 @@ mod tests {
     #[test]
     fn normalizes_paths() {
         assert_eq!(normalize_path("/API/V1/Hubs/Chat/"), "/api/v1/hubs/chat");
-        assert_eq!(normalize_path("/a%20b/%2F?x=1"), "/a b//");
+        assert_eq!(normalize_path("/a%20b/%2F?x=1"), "/a b/%2f");
+        assert_eq!(normalize_path("/u%2fg/%3F%23%25%41"), "/u%2fg/%3f%23%25a");
         assert_eq!(normalize_path("/"), "");
         assert_eq!(normalize_path("/100%"), "/100%");
         assert_eq!(normalize_path("/%zz%4"), "/%zz%4");

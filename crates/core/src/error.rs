@@ -14,8 +14,21 @@ pub enum ErrorCode {
     InvalidArgument,
     /// Missing, malformed, expired or wrongly signed token (401).
     Unauthenticated,
+    /// The caller proved a key but may not do this (403; on the cluster plane: a peer acting for
+    /// another node).
+    PermissionDenied,
     /// The request body exceeds the limit (413).
     PayloadTooLarge,
+    /// The request line (URI) is too long (414).
+    UriTooLong,
+    /// The request headers are too large or too many (431).
+    HeadersTooLarge,
+    /// The request did not arrive in time (408).
+    RequestTimeout,
+    /// The connection token is already used by an open connection (409).
+    ConnectionInUse,
+    /// The process has as many client connections as it may hold (429).
+    ConnectionLimit,
     /// Existence check: the connection does not exist (404, `Warning.Connection.NotExisted`).
     ConnectionNotExisted,
     /// Operation on a connection that does not exist (404, `Error.Connection.NotExisted`).
@@ -44,7 +57,13 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UriTooLong => 414,
+            ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::ConnectionInUse => 409,
+            ErrorCode::ConnectionLimit => 429,
             ErrorCode::ConnectionNotExisted
             | ErrorCode::ConnectionNotExistedError
             | ErrorCode::UserNotExisted
@@ -63,7 +82,13 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => "Error.Request.Invalid",
             ErrorCode::Unauthenticated => "Error.Request.Unauthorized",
+            ErrorCode::PermissionDenied => "Error.Request.Forbidden",
             ErrorCode::PayloadTooLarge => "Error.Request.TooLarge",
+            ErrorCode::UriTooLong => "Error.Request.UriTooLong",
+            ErrorCode::HeadersTooLarge => "Error.Request.HeadersTooLarge",
+            ErrorCode::RequestTimeout => "Error.Request.Timeout",
+            ErrorCode::ConnectionInUse => "Error.Connection.InUse",
+            ErrorCode::ConnectionLimit => "Error.Connection.LimitReached",
             ErrorCode::ConnectionNotExisted => "Warning.Connection.NotExisted",
             ErrorCode::ConnectionNotExistedError => "Error.Connection.NotExisted",
             ErrorCode::UserNotExisted => "Warning.User.NotExisted",
@@ -92,8 +117,16 @@ impl ErrorCode {
     /// The canonical gRPC status code number (as in `tonic::Code`).
     pub fn grpc_code(self) -> i32 {
         match self {
-            ErrorCode::InvalidArgument | ErrorCode::PayloadTooLarge => 3,
+            ErrorCode::InvalidArgument
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::UriTooLong
+            | ErrorCode::HeadersTooLarge
+            // The client was too slow: its fault, unlike a deadline we missed.
+            | ErrorCode::RequestTimeout => 3,
             ErrorCode::Unauthenticated => 16,
+            ErrorCode::PermissionDenied => 7,
+            ErrorCode::ConnectionInUse => 6,
+            ErrorCode::ConnectionLimit => 8,
             ErrorCode::ConnectionNotExisted
             | ErrorCode::ConnectionNotExistedError
             | ErrorCode::UserNotExisted
@@ -112,6 +145,9 @@ impl ErrorCode {
         match code {
             3 => ErrorCode::InvalidArgument,
             16 => ErrorCode::Unauthenticated,
+            7 => ErrorCode::PermissionDenied,
+            6 => ErrorCode::ConnectionInUse,
+            8 => ErrorCode::ConnectionLimit,
             5 => ErrorCode::RouteNotFound,
             12 => ErrorCode::MethodNotAllowed,
             14 => ErrorCode::Unavailable,
@@ -180,10 +216,16 @@ impl Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::ConnectionInUse,
+        ErrorCode::ConnectionLimit,
         ErrorCode::ConnectionNotExisted,
         ErrorCode::ConnectionNotExistedError,
         ErrorCode::UserNotExisted,

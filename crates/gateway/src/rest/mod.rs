@@ -47,6 +47,8 @@ pub struct RestQuery {
     pub reason: Option<String>,
     pub ttl: Option<String>,
     pub application: Option<String>,
+    /// `application` appeared more than once (ambiguous: refused).
+    pub application_repeated: bool,
     pub api_version: Option<String>,
     pub max_page_size: Option<String>,
     pub top: Option<String>,
@@ -64,7 +66,10 @@ impl RestQuery {
                 "excluded" => q.excluded.push(v),
                 "reason" => q.reason = Some(v),
                 "ttl" => q.ttl = Some(v),
-                "application" => q.application = Some(v),
+                "application" => {
+                    q.application_repeated |= q.application.is_some();
+                    q.application = Some(v);
+                }
                 "api-version" => q.api_version = Some(v),
                 "maxpagesize" | "maxPageSize" => q.max_page_size = Some(v),
                 "top" => q.top = Some(v),
@@ -155,7 +160,19 @@ impl FromRequestParts<Arc<Shared>> for RestCall {
         let token = crate::bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> is required."))?;
         let claims = shared.keys.verify(token, now_secs())?;
-        check_audience(&claims, &Audience::Rest { path: &path })?;
+        if query.application_repeated {
+            return Err(ApiError(
+                switchboard_core::Error::invalid("The application query parameter is repeated.")
+                    .with_target("application"),
+            ));
+        }
+        check_audience(
+            &claims,
+            &Audience::Rest {
+                path: &path,
+                application: query.application.as_deref(),
+            },
+        )?;
 
         if surface == Surface::Versioned {
             match query.api_version.as_deref() {
