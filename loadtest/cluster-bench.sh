@@ -64,6 +64,7 @@ PEERS=1=127.0.0.1:17201,2=127.0.0.2:17202,3=127.0.0.3:17203
 for i in 1 2 3; do
     "$BIN_DIR/switchboard" store --node-id "$i" --listen "127.0.0.$i:1820$i" \
         --cluster-listen "127.0.0.$i:1720$i" --peers "$PEERS" --data-dir "$DATA/store-$i" \
+        --access-key "$KEY" \
         2>"$DATA/store-$i.log" &
     PIDS+=($!)
 done

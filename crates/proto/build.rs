@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".switchboard.cluster.v1.Framed")
         .bytes(".switchboard.cluster.v1.JsonInvocation")
         .bytes(".switchboard.cluster.v1.MessagePackInvocation")
+        // Watch states are split into chunks without copying.
+        .bytes(".switchboard.cluster.v1.StateChunk")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -230,7 +230,7 @@ def check_container_common(f: Failures, where: str, pod: dict, values: dict, cli
     if not clients:
         # `switchboard store` takes no --shutdown-grace or --lease and serves no clients.
         f.check("lifecycle" not in c, f"{where}: a store voter needs no preStop sleep")
-        for name in ("SWITCHBOARD_SHUTDOWN_GRACE", "SWITCHBOARD_LEASE", "SWITCHBOARD_ACCESS_KEY"):
+        for name in ("SWITCHBOARD_SHUTDOWN_GRACE", "SWITCHBOARD_LEASE"):
             f.check(name not in env_map(c), f"{where}: {name} is not a flag of `switchboard store`")
     elif f.check(isinstance(sleep, int) and grace is not None and isinstance(tgps, int),
                  f"{where}: preStop sleep, SWITCHBOARD_SHUTDOWN_GRACE and terminationGracePeriodSeconds must be set"):
@@ -388,10 +388,8 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         f.check(env_map(c).get("SWITCHBOARD_SNAPSHOT_KEEP_LOGS", {}).get("value") == str(vvals["snapshotKeepLogs"]),
                 f"{tag} voters: SWITCHBOARD_SNAPSHOT_KEEP_LOGS")
         f.check("--access-key" not in args, f"{tag} voters: access keys go through the Secret, not the command line")
-        if all_in_one:
-            check_access_key_env(f, f"{tag} serve nodes", c, values, secret_name)
-        else:
-            f.check("SWITCHBOARD_ACCESS_KEY" not in env_map(c), f"{tag} store voters need no access key")
+        # Every process proves the key on the cluster listener, store voters included.
+        check_access_key_env(f, f"{tag} {'serve nodes' if all_in_one else 'store voters'}", c, values, secret_name)
         check_container_common(f, f"{tag} voters", pod, values, clients=all_in_one)
 
     hl = get("Service", headless)

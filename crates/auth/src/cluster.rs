@@ -18,6 +18,11 @@
 //! [`CLUSTER_TOKEN_REFRESH_MS`]. The token binds the claimed identity, not the connection: on a
 //! network an attacker can read, only TLS stops replay within the lifetime.
 //!
+//! The answering node proves itself too, so an impostor at a peer's address cannot feed a node
+//! forged answers: its reply carries a [`ClusterKeys::reply_proof`] — a MAC over its own identity
+//! and the caller's token (`sb1r.<node>.<incarnation>.<MAC>`), different in form and in MAC
+//! input from a token, so neither can stand in for the other.
+//!
 //! Pure: the time is a parameter.
 
 use std::fmt;
@@ -39,6 +44,7 @@ pub const CLUSTER_TOKEN_REFRESH_MS: u64 = 60 * 1000;
 pub const MAX_CLUSTER_TOKEN_LEN: usize = 128;
 
 const VERSION: &str = "sb1";
+const REPLY_VERSION: &str = "sb1r";
 /// Domain separation: the MAC key is HMAC(secret, this), never the secret itself.
 const KEY_CONTEXT: &[u8] = b"switchboard cluster plane v1";
 
@@ -111,6 +117,15 @@ fn derive(secret: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A decimal number in its one canonical spelling (the MAC input must have exactly one).
+fn canonical_number(s: &str) -> Result<u64, ClusterAuthError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
+        return Err(ClusterAuthError::Malformed);
+    }
+    s.parse().map_err(|_| ClusterAuthError::Malformed)
+}
+
 fn mac_input(node: u64, incarnation: u64, issued_ms: u64) -> String {
     format!("{VERSION}.{node}.{incarnation}.{issued_ms}")
 }
@@ -148,6 +163,57 @@ impl ClusterKeys {
         format!("{input}.{tag}")
     }
 
+    /// The proof that this node (`identity`) answers the call that carried `request_token`.
+    pub fn reply_proof(&self, identity: ClusterIdentity, request_token: &str) -> String {
+        let prefix = format!("{REPLY_VERSION}.{}.{}", identity.node, identity.incarnation);
+        // `new` guarantees at least one key.
+        let key = self.derived.first().map_or(&[0u8; 32], |k| k);
+        let mut mac = hmac(key);
+        mac.update(prefix.as_bytes());
+        mac.update(b"\n");
+        mac.update(request_token.as_bytes());
+        format!("{prefix}.{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The identity of the node that answered the call carrying `request_token`, if `proof` is
+    /// its valid reply proof under any key.
+    pub fn verify_reply(
+        &self,
+        proof: &str,
+        request_token: &str,
+    ) -> Result<ClusterIdentity, ClusterAuthError> {
+        if proof.is_empty() {
+            return Err(ClusterAuthError::Missing);
+        }
+        if proof.len() > MAX_CLUSTER_TOKEN_LEN {
+            return Err(ClusterAuthError::Malformed);
+        }
+        let (prefix, tag) = proof.rsplit_once('.').ok_or(ClusterAuthError::Malformed)?;
+        let mut fields = prefix.split('.');
+        let (Some(REPLY_VERSION), Some(node), Some(incarnation), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(ClusterAuthError::Malformed);
+        };
+        let identity = ClusterIdentity {
+            node: canonical_number(node)?,
+            incarnation: canonical_number(incarnation)?,
+        };
+        let tag = B64.decode(tag).map_err(|_| ClusterAuthError::Malformed)?;
+        let signed = self.derived.iter().any(|key| {
+            let mut mac = hmac(key);
+            mac.update(prefix.as_bytes());
+            mac.update(b"\n");
+            mac.update(request_token.as_bytes());
+            mac.verify_slice(&tag).is_ok()
+        });
+        if signed {
+            Ok(identity)
+        } else {
+            Err(ClusterAuthError::BadSignature)
+        }
+    }
+
     /// The identity a token proves, if it is signed by any key and valid at `now_ms`.
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<ClusterIdentity, ClusterAuthError> {
         if token.is_empty() {
@@ -167,16 +233,7 @@ impl ClusterKeys {
         ) else {
             return Err(ClusterAuthError::Malformed);
         };
-        let number = |s: &str| -> Result<u64, ClusterAuthError> {
-            // Canonical decimal only: the MAC input must have exactly one spelling.
-            if s.is_empty()
-                || !s.bytes().all(|b| b.is_ascii_digit())
-                || (s.len() > 1 && s.starts_with('0'))
-            {
-                return Err(ClusterAuthError::Malformed);
-            }
-            s.parse().map_err(|_| ClusterAuthError::Malformed)
-        };
+        let number = canonical_number;
         let identity = ClusterIdentity {
             node: number(node)?,
             incarnation: number(incarnation)?,
@@ -285,6 +342,43 @@ mod tests {
         mac.update(input.as_bytes());
         let raw = format!("{input}.{}", B64.encode(mac.finalize().into_bytes()));
         assert_eq!(keys.verify(&raw, NOW), Err(ClusterAuthError::BadSignature));
+    }
+
+    #[test]
+    fn reply_proofs_bind_the_answering_node_to_the_call() {
+        let keys = ClusterKeys::new(&["k"]).unwrap();
+        let token = keys.mint(id(1, 2), NOW);
+        let proof = keys.reply_proof(id(3, 4), &token);
+        assert!(proof.starts_with("sb1r.3.4."));
+        assert!(proof.len() <= MAX_CLUSTER_TOKEN_LEN);
+        assert_eq!(keys.verify_reply(&proof, &token), Ok(id(3, 4)));
+        // Bound to the call: useless for another token.
+        let other = keys.mint(id(1, 2), NOW + CLUSTER_TOKEN_REFRESH_MS);
+        assert_eq!(
+            keys.verify_reply(&proof, &other),
+            Err(ClusterAuthError::BadSignature)
+        );
+        // A proof is not a token and a token is not a proof.
+        assert_eq!(keys.verify(&proof, NOW), Err(ClusterAuthError::Malformed));
+        assert_eq!(
+            keys.verify_reply(&token, &token),
+            Err(ClusterAuthError::Malformed)
+        );
+        // Another key set cannot prove anything, and forging the node breaks the MAC.
+        let stranger = ClusterKeys::new(&["x"]).unwrap();
+        assert_eq!(
+            keys.verify_reply(&stranger.reply_proof(id(3, 4), &token), &token),
+            Err(ClusterAuthError::BadSignature)
+        );
+        let forged = proof.replacen("sb1r.3.", "sb1r.5.", 1);
+        assert_eq!(
+            keys.verify_reply(&forged, &token),
+            Err(ClusterAuthError::BadSignature)
+        );
+        assert_eq!(
+            keys.verify_reply("", &token),
+            Err(ClusterAuthError::Missing)
+        );
     }
 
     #[test]

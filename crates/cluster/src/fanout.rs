@@ -9,6 +9,11 @@
 //! Who dials: the node with the lower id dials the higher (one stream per pair, both directions
 //! on it). A newer link from the same peer replaces an older one. A peer whose known incarnation
 //! is newer than the one a link announces is refused (a stale process).
+//!
+//! Links run over the process's authenticated [`Channels`]: a link is accepted only from the
+//! node its cluster credentials prove (the Hello must name that node and incarnation, so no one
+//! can take over another gateway's traffic), and a dialed link only if the answering node is the
+//! peer that was dialed.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -20,16 +25,18 @@ use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use switchboard_core::NodeId;
+use switchboard_net::{peer_identity, refuse_identity, reply_identity, Channels, ClusterChannel};
 use switchboard_proto::v1::fanout_client::FanoutClient;
 use switchboard_proto::v1::fanout_server::{Fanout as FanoutRpc, FanoutServer};
 use switchboard_proto::v1::{peer_frame, Envelope, Hello, PeerFrame};
 use tokio::sync::{mpsc, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::{self, PeerMetrics};
+
+static REFUSED_LOG: switchboard_core::Throttle = switchboard_core::Throttle::new(10_000);
 
 /// Settings of the fan-out.
 #[derive(Debug, Clone)]
@@ -40,7 +47,6 @@ pub struct FanoutConfig {
     pub queue_capacity: usize,
     /// Encoded bytes queued per peer before new envelopes are dropped.
     pub queue_bytes: usize,
-    pub connect_timeout: Duration,
     /// Longest wait between two dial attempts.
     pub max_backoff: Duration,
     /// How long a peer no longer listed by the membership view is kept (its messages may still
@@ -55,7 +61,6 @@ impl FanoutConfig {
             incarnation,
             queue_capacity: 65_536,
             queue_bytes: 64 * 1024 * 1024,
-            connect_timeout: Duration::from_secs(2),
             max_backoff: Duration::from_secs(2),
             forget_after: Duration::from_secs(30),
         }
@@ -94,6 +99,7 @@ pub struct Fanout {
 struct Inner {
     config: FanoutConfig,
     inbound: Arc<dyn Inbound>,
+    channels: Channels,
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -206,12 +212,15 @@ fn outbound(
 }
 
 impl Fanout {
-    pub fn new(config: FanoutConfig, inbound: Arc<dyn Inbound>) -> Fanout {
+    /// The fan-out of this node, dialing peers through `channels` (whose credentials must be
+    /// this node's: `config.node_id` and `config.incarnation`).
+    pub fn new(config: FanoutConfig, inbound: Arc<dyn Inbound>, channels: Channels) -> Fanout {
         metrics::describe();
         Fanout {
             inner: Arc::new(Inner {
                 config,
                 inbound,
+                channels,
                 peers: RwLock::new(HashMap::new()),
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -219,12 +228,15 @@ impl Fanout {
         }
     }
 
-    /// The gRPC service to mount on this node's cluster listener.
+    /// The gRPC service to mount on this node's cluster listener (behind its authentication
+    /// layer).
     pub fn service(&self) -> FanoutServer<FanoutService> {
+        let max = self.inner.channels.max_message_bytes();
         FanoutServer::new(FanoutService {
             inner: self.inner.clone(),
         })
-        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max)
     }
 
     /// Queues `envelope` for `to` without waiting; false if it was dropped (queue full).
@@ -365,27 +377,28 @@ impl Inner {
 
     async fn dial_loop(self: Arc<Self>, peer: Arc<Peer>) {
         let mut backoff = Duration::from_millis(50);
-        let mut channel: Option<(String, Channel)> = None;
         loop {
             if peer.cancel.is_cancelled() {
                 return;
             }
             let address = peer.info.lock().address.clone();
-            let reuse = channel
-                .as_ref()
-                .filter(|(a, _)| *a == address)
-                .map(|(_, c)| c.clone());
-            let chan = match reuse {
-                Some(c) => Ok(c),
-                None => self.connect(&address).await,
-            };
             let started = Instant::now();
-            match chan {
+            match self.channels.get(&address) {
                 Ok(c) => {
-                    channel = Some((address.clone(), c.clone()));
                     if let Err(status) = self.run_dialed_link(&peer, c).await {
                         peer.metrics.link_failures.increment(1);
-                        tracing::debug!(peer = peer.node, %address, error = %status.message(), "fan-out link ended");
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        ) {
+                            if let Some(suppressed) =
+                                REFUSED_LOG.allow(switchboard_core::throttle::now_ms())
+                            {
+                                tracing::error!(peer = peer.node, %address, error = %status.message(), suppressed, "a fan-out link was refused: every node needs the same --cluster-key (or --access-key)");
+                            }
+                        } else {
+                            tracing::debug!(peer = peer.node, %address, error = %status.message(), "fan-out link ended");
+                        }
                     }
                 }
                 Err(error) => {
@@ -404,22 +417,11 @@ impl Inner {
         }
     }
 
-    async fn connect(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
-        Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-    }
-
     /// One link, dialed by this node: runs until it breaks or is replaced.
     async fn run_dialed_link(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
-        channel: Channel,
+        channel: ClusterChannel,
     ) -> Result<(), Status> {
         let token = peer.replace_link();
         let queue = peer.take_queue().await?;
@@ -429,8 +431,19 @@ impl Inner {
             peer.queued_bytes.clone(),
             token.clone(),
         );
-        let mut client = FanoutClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        let mut inbound = client.link(Request::new(frames)).await?.into_inner();
+        let max = self.channels.max_message_bytes();
+        let mut client = FanoutClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let response = client.link(Request::new(frames)).await?;
+        if reply_identity(&response).map(|id| id.node) != Some(peer.node) {
+            token.cancel();
+            return Err(Status::permission_denied(format!(
+                "the node at this address is not node {}",
+                peer.node
+            )));
+        }
+        let mut inbound = response.into_inner();
         match inbound.message().await? {
             Some(PeerFrame {
                 frame: Some(peer_frame::Frame::Hello(h)),
@@ -504,6 +517,7 @@ impl FanoutRpc for FanoutService {
         request: Request<Streaming<PeerFrame>>,
     ) -> Result<Response<FrameStream>, Status> {
         let inner = &self.inner;
+        let caller = peer_identity(&request)?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(PeerFrame {
@@ -511,6 +525,16 @@ impl FanoutRpc for FanoutService {
             }) => h,
             _ => return Err(Status::invalid_argument("a link starts with a Hello frame")),
         };
+        if (hello.node_id, hello.incarnation) != (caller.node, caller.incarnation) {
+            return Err(refuse_identity(
+                "fanout",
+                caller,
+                &format!(
+                    "link as node {} (incarnation {})",
+                    hello.node_id, hello.incarnation
+                ),
+            ));
+        }
         if hello.node_id == inner.config.node_id {
             return Err(Status::invalid_argument(
                 "a node cannot link to itself (duplicate --node-id?)",

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use switchboard_cluster::proto::{envelope, payload, Envelope, JsonInvocation, Payload};
 use switchboard_cluster::{Fanout, FanoutConfig, Inbound, PeerInfo};
+use switchboard_net::{Channels, ClusterIdentity, ClusterKeys, ClusterSecurity};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +40,24 @@ async fn node(id: u64, incarnation: u64, listener: Option<TcpListener>) -> Node 
     };
     let address = listener.local_addr().unwrap().to_string();
     let inbox = Arc::new(Collect::default());
-    let fanout = Fanout::new(FanoutConfig::new(id, incarnation), inbox.clone());
+    let security = ClusterSecurity::new(
+        ClusterKeys::new(&["test-cluster-key"]).unwrap(),
+        ClusterIdentity {
+            node: id,
+            incarnation,
+        },
+    );
+    let fanout = Fanout::new(
+        FanoutConfig::new(id, incarnation),
+        inbox.clone(),
+        Channels::new(security.clone()),
+    );
     let stop = CancellationToken::new();
     let service = fanout.service();
     let token = stop.clone();
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        switchboard_net::server_builder()
+            .layer(security.server_layer())
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -106,9 +106,9 @@ pub struct GatewayConfig {
     pub store_timeout: Duration,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace: Duration,
-    /// Forward messages to other gateways (a cluster); `advertise` must then be this node's
-    /// cluster (gRPC) address.
-    pub cluster: bool,
+    /// Forward messages to other gateways (a cluster) over these channels, which carry this
+    /// node's cluster credentials; `advertise` must then be this node's cluster (gRPC) address.
+    pub cluster: Option<switchboard_net::Channels>,
 }
 
 impl GatewayConfig {
@@ -129,7 +129,7 @@ impl GatewayConfig {
             lease: Duration::from_secs(10),
             store_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
-            cluster: false,
+            cluster: None,
         }
     }
 }
@@ -265,11 +265,12 @@ impl Gateway {
             limits: config.queue_limits,
         };
         let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
-            let fanout = config.cluster.then(|| {
+            let fanout = config.cluster.clone().map(|channels| {
                 let inbound = Arc::new(peers::PeerInbound::new(me.clone()));
                 Fanout::new(
                     FanoutConfig::new(config.node_id, config.incarnation),
                     inbound,
+                    channels,
                 )
             });
             Shared {

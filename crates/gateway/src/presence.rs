@@ -19,6 +19,8 @@ use crate::outbound::CloseRequest;
 use crate::Shared;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// Connections closed per reconciliation write.
+const RECONCILE_CHUNK: usize = 256;
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 const PEER_SYNC_EVERY: Duration = Duration::from_millis(500);
 
@@ -174,11 +176,15 @@ pub async fn reconcile(shared: &Shared) {
         count = stale.len(),
         "removing connections that ended locally from the store"
     );
-    let commands = stale
+    let commands: Vec<Command> = stale
         .into_iter()
         .map(|(hub, connection)| Command::ConnectionClosed { hub, connection })
         .collect();
-    if let Err(error) = shared.store.write_all(commands).await {
-        tracing::debug!(%error, "reconciliation write failed; will retry");
+    // In entries of bounded size: these need no atomicity, and one entry must stay small.
+    for chunk in commands.chunks(RECONCILE_CHUNK) {
+        if let Err(error) = shared.store.write_all(chunk.to_vec()).await {
+            tracing::debug!(%error, "reconciliation write failed; will retry");
+            return;
+        }
     }
 }

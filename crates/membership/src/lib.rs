@@ -18,7 +18,8 @@
 //!   all its connections go; its next heartbeat registers it afresh, which tells the gateway that
 //!   its connections were dropped.
 //! - **Connections** open only on the live registration of their node and join every live group
-//!   of their user; opening one that exists changes nothing. Connection↔group is many-to-many
+//!   of their user; opening one that exists changes nothing (and answers
+//!   [`Outcome::ConnectionExists`] when it exists on another node: a connection token used twice). Connection↔group is many-to-many
 //!   and ends with the connection.
 //! - **User groups.** An entry without TTL lasts a year and counts toward a per-(hub, user) cap
 //!   of [`MAX_GROUPS_WITHOUT_TTL`]: one more evicts the least recently updated (by a sequence
@@ -116,6 +117,63 @@ pub enum Command {
     Tick,
 }
 
+impl Command {
+    /// An upper bound on the bytes this command takes encoded (its strings plus room for the
+    /// numbers and tags), so batches can be kept below a message size without encoding them.
+    pub fn size_bound(&self) -> usize {
+        const FIXED: usize = 64;
+        let strings = match self {
+            Command::NodeHeartbeat { address, .. } => address.len(),
+            Command::NodeLeft { .. } | Command::Tick => 0,
+            Command::ConnectionOpened {
+                hub,
+                connection,
+                user,
+                ..
+            } => hub.len() + connection.len() + user.as_ref().map_or(0, |u| u.len()),
+            Command::ConnectionClosed { hub, connection }
+            | Command::RemoveConnectionFromAllGroups { hub, connection } => {
+                hub.len() + connection.len()
+            }
+            Command::AddConnectionToGroup {
+                hub,
+                group,
+                connection,
+            }
+            | Command::RemoveConnectionFromGroup {
+                hub,
+                group,
+                connection,
+            } => hub.len() + group.len() + connection.len(),
+            Command::AddUserToGroup {
+                hub, user, group, ..
+            }
+            | Command::RemoveUserFromGroup { hub, user, group } => {
+                hub.len() + user.len() + group.len()
+            }
+            Command::RemoveUserFromAllGroups { hub, user } => hub.len() + user.len(),
+        };
+        // Each string carries a length prefix of at most 5 bytes.
+        FIXED + strings + 15
+    }
+
+    /// The node (and incarnation) this command speaks for, if it is one only that node may
+    /// send: its lease, its leaving, a connection opening on it. The store refuses such a
+    /// command from a caller with another identity.
+    pub fn acts_for(&self) -> Option<(NodeId, u64)> {
+        match self {
+            Command::NodeHeartbeat {
+                node, incarnation, ..
+            }
+            | Command::NodeLeft { node, incarnation }
+            | Command::ConnectionOpened {
+                node, incarnation, ..
+            } => Some((*node, *incarnation)),
+            _ => None,
+        }
+    }
+}
+
 /// The unit of replication: commands applied together at one leader-stamped time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
@@ -136,6 +194,8 @@ pub enum Outcome {
     Renewed,
     /// The command names an incarnation older than the one registered, or one whose lease ended.
     StaleIncarnation,
+    /// `ConnectionOpened` for a connection id that is open on another node: the first keeps it.
+    ConnectionExists,
 }
 
 /// A registered gateway node, as the last heartbeat described it.

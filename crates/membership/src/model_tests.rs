@@ -147,8 +147,12 @@ impl Model {
                 if self.nodes.get(node).map(|n| n.incarnation) != Some(*incarnation) {
                     return Outcome::StaleIncarnation;
                 }
-                if self.has_connection(hub, connection) {
-                    return Outcome::Ok;
+                if let Some((_, owner)) = self.conns.get(&(s(hub), s(connection))) {
+                    return if owner == node {
+                        Outcome::Ok
+                    } else {
+                        Outcome::ConnectionExists
+                    };
                 }
                 self.conns
                     .insert((s(hub), s(connection)), (user.as_ref().map(s), *node));

@@ -505,12 +505,16 @@ impl Membership {
             Some(n) if n.info.incarnation == incarnation => {}
             _ => return Outcome::StaleIncarnation,
         }
-        if self
+        if let Some(existing) = self
             .hubs
             .get(&**hub)
-            .is_some_and(|h| h.connections.contains_key(&**connection))
+            .and_then(|h| h.connections.get(&**connection))
         {
-            return Outcome::Ok;
+            return if existing.node == node {
+                Outcome::Ok
+            } else {
+                Outcome::ConnectionExists
+            };
         }
         let hub_key = canonical(&self.hubs, hub);
         let now = self.now_ms;

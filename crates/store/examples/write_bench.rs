@@ -11,7 +11,8 @@
 //! `--in-flight N` overrides `StoreConfig::max_in_flight`.
 //!
 //! `--voters H:P,H:P,H:P` writes to a running cluster of store voters instead (started with
-//! `switchboard store ...`), through a `RemoteStore` — what a stateless gateway does. Log
+//! `switchboard store ...`), through a `RemoteStore` — what a stateless gateway does; `--key K`
+//! is the cluster's key (default `cluster-bench-key`, as `loadtest/cluster-bench.sh` uses). Log
 //! entries are then not counted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,6 +32,7 @@ struct Args {
     dir: Option<std::path::PathBuf>,
     in_flight: Option<usize>,
     voters: Option<Vec<String>>,
+    key: String,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +42,7 @@ fn parse_args() -> Args {
         dir: None,
         in_flight: None,
         voters: None,
+        key: "cluster-bench-key".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +53,7 @@ fn parse_args() -> Args {
             "--dir" => args.dir = Some(value.into()),
             "--in-flight" => args.in_flight = Some(value.parse().expect("--in-flight N")),
             "--voters" => args.voters = Some(value.split(',').map(str::to_owned).collect()),
+            "--key" => args.key = value,
             other => panic!(
                 "unknown flag {other}; use --writers N --seconds D [--dir PATH] [--in-flight N]"
             ),
@@ -73,7 +77,14 @@ async fn main() {
     let mut local = None;
     let store: Arc<dyn MembershipStore> = match &args.voters {
         Some(voters) => {
-            let remote = RemoteStore::connect(voters.clone(), RemoteStoreConfig::new(1));
+            let security = switchboard_net::ClusterSecurity::new(
+                switchboard_net::ClusterKeys::new(&[args.key.as_str()]).expect("a key"),
+                switchboard_net::ClusterIdentity {
+                    node: 1,
+                    incarnation: 1,
+                },
+            );
+            let remote = RemoteStore::connect(voters.clone(), RemoteStoreConfig::new(1), security);
             let deadline = Instant::now() + Duration::from_secs(30);
             while !remote.status().leader_known() {
                 assert!(Instant::now() < deadline, "no leader among {voters:?}");

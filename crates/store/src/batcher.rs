@@ -118,10 +118,57 @@ impl Submitter {
     }
 }
 
+/// How much one batch (one log entry, one write RPC) may carry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    pub(crate) commands: usize,
+    /// Bound on the encoded size ([`Command::size_bound`] summed).
+    pub(crate) bytes: usize,
+}
+
+fn request_bytes(request: &Request) -> usize {
+    request.commands.iter().map(Command::size_bound).sum()
+}
+
+/// Takes `first` and whatever else is queued in `rx` right now, up to `limits`, never splitting
+/// one caller's commands. Returns the batch and the request that did not fit (to start the next
+/// one); a caller whose commands alone exceed the byte limit is answered with an error.
+pub(crate) fn gather(
+    first: Request,
+    rx: &mut mpsc::Receiver<Request>,
+    limits: BatchLimits,
+) -> (Vec<Request>, Option<Request>) {
+    let mut bytes = request_bytes(&first);
+    if bytes > limits.bytes {
+        fail(
+            vec![first],
+            StoreError::Internal(format!(
+                "one write of {bytes} bytes exceeds the {} bytes a log entry may carry",
+                limits.bytes
+            )),
+        );
+        return (Vec::new(), None);
+    }
+    let mut commands = first.commands.len();
+    let mut requests = vec![first];
+    while commands < limits.commands {
+        let Ok(request) = rx.try_recv() else { break };
+        let more = request_bytes(&request);
+        if commands + request.commands.len() > limits.commands || bytes + more > limits.bytes {
+            return (requests, Some(request));
+        }
+        commands += request.commands.len();
+        bytes += more;
+        requests.push(request);
+    }
+    (requests, None)
+}
+
 /// Settings of the batcher.
 pub(crate) struct BatcherConfig {
     pub(crate) node_id: u64,
     pub(crate) max_batch_commands: usize,
+    pub(crate) max_batch_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) write_timeout: Duration,
@@ -134,7 +181,7 @@ pub(crate) struct Batcher {
     metrics: watch::Receiver<RaftMetrics>,
     rx: mpsc::Receiver<Request>,
     forwarder: Arc<dyn Forwarder>,
-    max_batch_commands: usize,
+    limits: BatchLimits,
     in_flight: Arc<Semaphore>,
     wait: Duration,
     cancel: CancellationToken,
@@ -158,7 +205,10 @@ impl Batcher {
             raft,
             rx,
             forwarder,
-            max_batch_commands: config.max_batch_commands.max(1),
+            limits: BatchLimits {
+                commands: config.max_batch_commands.max(1),
+                bytes: config.max_batch_bytes.max(1),
+            },
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             wait: config.write_timeout,
             cancel,
@@ -198,21 +248,8 @@ impl Batcher {
                     },
                 },
             };
-            let mut commands = first.commands.len();
-            let mut requests = vec![first];
-            while commands < self.max_batch_commands {
-                match self.rx.try_recv() {
-                    Ok(request) if commands + request.commands.len() > self.max_batch_commands => {
-                        carry = Some(request);
-                        break;
-                    }
-                    Ok(request) => {
-                        commands += request.commands.len();
-                        requests.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let (mut requests, rest) = gather(first, &mut self.rx, self.limits);
+            carry = rest;
             // Callers that gave up (timeout, dropped request) need no work done.
             requests.retain(|r| !r.reply.is_closed());
             if requests.is_empty() {

@@ -144,5 +144,31 @@ mod tests {
             prop_assert_eq!(m, &meta[..]);
             prop_assert_eq!(d, &data[..]);
         }
+
+        #[test]
+        fn commands_encode_within_their_size_bound(
+            pick in 0u8..11,
+            a in ".{0,300}", b in ".{0,1100}", c in ".{0,300}",
+            n in any::<u64>(), m in any::<u64>(), ttl in proptest::option::of(any::<u32>()),
+            user in proptest::option::of(".{0,1100}"),
+        ) {
+            use switchboard_membership::Command;
+            let (a, b, c): (switchboard_membership::Name, switchboard_membership::Name, switchboard_membership::Name) = (a.as_str().into(), b.as_str().into(), c.as_str().into());
+            let command = match pick {
+                0 => Command::NodeHeartbeat { node: n, incarnation: m, address: b.to_string(), lease_ms: n },
+                1 => Command::NodeLeft { node: n, incarnation: m },
+                2 => Command::ConnectionOpened { hub: a, connection: c, user: user.map(|u| u.as_str().into()), node: n, incarnation: m },
+                3 => Command::ConnectionClosed { hub: a, connection: c },
+                4 => Command::AddConnectionToGroup { hub: a, group: b, connection: c },
+                5 => Command::RemoveConnectionFromGroup { hub: a, group: b, connection: c },
+                6 => Command::RemoveConnectionFromAllGroups { hub: a, connection: c },
+                7 => Command::AddUserToGroup { hub: a, user: c, group: b, ttl_secs: ttl },
+                8 => Command::RemoveUserFromGroup { hub: a, user: c, group: b },
+                9 => Command::RemoveUserFromAllGroups { hub: a, user: c },
+                _ => Command::Tick,
+            };
+            let encoded = encode(&command).unwrap();
+            prop_assert!(encoded.len() <= command.size_bound(), "{} > {}", encoded.len(), command.size_bound());
+        }
     }
 }

@@ -20,6 +20,11 @@ pub enum StoreError {
         leader_id: Option<NodeId>,
         leader_addr: Option<String>,
     },
+    /// A peer refused this node's cluster credentials (wrong or missing key, a node acting for
+    /// another), or did not prove it is a cluster node. A configuration fault, not the caller's:
+    /// API callers see it as unavailability.
+    #[error("refused by the cluster: {0}")]
+    Refused(String),
     /// The configuration is invalid or does not match the data directory.
     #[error("invalid store configuration: {0}")]
     Config(String),
@@ -43,16 +48,19 @@ impl StoreError {
     /// The shared error code this error is answered with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::Unavailable(_) | StoreError::NotLeader { .. } => ErrorCode::Unavailable,
+            StoreError::Unavailable(_) | StoreError::NotLeader { .. } | StoreError::Refused(_) => {
+                ErrorCode::Unavailable
+            }
             StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => {
                 ErrorCode::Internal
             }
         }
     }
 
-    /// Whether the same request may succeed if retried.
+    /// Whether the same request may succeed if retried (a refusal will not: it needs the
+    /// configuration fixed).
     pub fn retryable(&self) -> bool {
-        self.code().retryable()
+        !matches!(self, StoreError::Refused(_)) && self.code().retryable()
     }
 }
 

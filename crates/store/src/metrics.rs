@@ -39,6 +39,8 @@ pub(crate) const WRITES_TOTAL: &str = "switchboard_store_writes_total";
 pub(crate) const WATCHERS_LAGGED: &str = "switchboard_store_watchers_lagged_total";
 pub(crate) const WATCH_CONNECTED: &str = "switchboard_store_watch_connected";
 pub(crate) const WATCH_RESYNCS: &str = "switchboard_store_watch_resyncs_total";
+pub(crate) const RAFT_RPCS_REFUSED: &str = "switchboard_raft_rpcs_refused_total";
+pub(crate) const WRITES_REFUSED: &str = "switchboard_store_writes_refused_total";
 
 /// Registers help text for every store metric (call once the recorder is installed).
 pub(crate) fn describe() {
@@ -86,6 +88,24 @@ pub(crate) fn describe() {
         WATCH_RESYNCS,
         "Times this gateway's replica started its watch over."
     );
+    describe_counter!(
+        RAFT_RPCS_REFUSED,
+        "Raft RPCs from authenticated peers refused before Raft saw them: implausible terms or indexes (reason implausible), or a vote while a leader is alive (reason leader_alive)."
+    );
+    describe_counter!(
+        WRITES_REFUSED,
+        "Store writes refused because a command acts for another node than the caller."
+    );
+}
+
+/// A Raft RPC was refused before openraft saw it.
+pub(crate) fn raft_rpc_refused(reason: &'static str) {
+    metrics::counter!(RAFT_RPCS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// A store write was refused: it acts for another node.
+pub(crate) fn write_refused() {
+    metrics::counter!(WRITES_REFUSED).increment(1);
 }
 
 /// A voter ended a watch stream whose watcher fell behind the feed.

@@ -34,6 +34,14 @@ use crate::{Raft, RaftMetrics, TypeConfig};
 /// How long [`RaftStore::trigger_snapshot`] waits for the snapshot to be written.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
+/// The default bound on one log entry's commands: 128 KiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 128 * 1024;
+/// Most log entries in one append: with entries of at most [`DEFAULT_MAX_BATCH_BYTES`], an
+/// append stays near 2 MiB.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 16;
+/// Largest piece of a snapshot in one install RPC.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+
 /// Settings of a [`RaftStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -59,6 +67,9 @@ pub struct StoreConfig {
     pub write_timeout: Duration,
     /// Most commands carried by one log entry.
     pub max_batch_commands: usize,
+    /// Bound on the encoded commands of one log entry. With [`MAX_PAYLOAD_ENTRIES`] entries per
+    /// append, it keeps every Raft message well below the cluster's message size.
+    pub max_batch_bytes: usize,
     /// Most log entries proposed and not yet applied at once. 1 (the default) makes every
     /// write that arrives during a commit wait for the next, larger entry; on two cores that
     /// measured faster than overlapping commits with smaller entries.
@@ -83,6 +94,7 @@ impl StoreConfig {
             election_timeout_max_ms: 800,
             write_timeout: Duration::from_secs(5),
             max_batch_commands: 1024,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_in_flight: 1,
             queue_capacity: 4096,
             tick_interval: Duration::from_millis(250),
@@ -111,6 +123,8 @@ impl StoreConfig {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         };
         config
@@ -232,6 +246,7 @@ impl RaftStore {
             BatcherConfig {
                 node_id,
                 max_batch_commands: config.max_batch_commands,
+                max_batch_bytes: config.max_batch_bytes,
                 max_in_flight: config.max_in_flight,
                 queue_capacity: config.queue_capacity,
                 write_timeout: config.write_timeout,
@@ -467,6 +482,25 @@ impl RaftStore {
     /// The openraft handle, for the cluster's gRPC layer.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Whether `node` is a voter of this node's current membership.
+    pub fn is_voter(&self, node: u64) -> bool {
+        self.metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == node)
+    }
+
+    /// Whether this node leads and a quorum confirmed it within `within`.
+    pub fn leadership_confirmed_within(&self, within: Duration) -> bool {
+        if self.metrics.borrow().current_leader != Some(self.node_id) {
+            return false;
+        }
+        let confirmed = self.quorum_confirmed_ms.load(Ordering::Acquire);
+        crate::batcher::now_ms().saturating_sub(confirmed) <= within.as_millis() as u64
     }
 
     /// This node's id.

@@ -41,7 +41,6 @@ use switchboard_proto::v1::{
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::api::{MembershipStore, StoreStatus, View};
 use crate::barrier::ReadBarrier;
@@ -49,7 +48,8 @@ use crate::batcher::{distribute, fail, Request, Submitter};
 use crate::codec;
 use crate::error::StoreError;
 use crate::forward::Applied;
-use crate::grpc::{error_from_status, ChannelSettings, Channels, MAX_MESSAGE_BYTES};
+use crate::grpc::{error_from_status, ChannelSettings, Channels, ClusterChannel};
+use crate::raft_store::DEFAULT_MAX_BATCH_BYTES;
 
 /// Settings of a [`RemoteStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +69,17 @@ pub struct RemoteStoreConfig {
     pub reconnect_max: Duration,
     /// Most commands in one write RPC.
     pub max_batch_commands: usize,
+    /// Bound on the encoded commands of one write RPC (keep it well below the cluster's
+    /// message size).
+    pub max_batch_bytes: usize,
     /// Most write RPCs in flight at once.
     pub max_in_flight: usize,
     /// Capacity of the write queue, in write calls; senders wait when it is full.
     pub queue_capacity: usize,
     /// How channels to the voters dial.
     pub channel: ChannelSettings,
+    /// The largest membership state accepted from a voter, encoded.
+    pub max_state_bytes: u64,
 }
 
 impl RemoteStoreConfig {
@@ -88,9 +93,11 @@ impl RemoteStoreConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
             max_batch_commands: 1024,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_in_flight: 2,
             queue_capacity: 4096,
             channel: ChannelSettings::default(),
+            max_state_bytes: 4 << 30,
         }
     }
 }
@@ -127,14 +134,14 @@ struct Shared {
 }
 
 impl Shared {
-    fn client(&self, addr: &str) -> Result<StoreClient<Channel>, StoreError> {
+    fn client(&self, addr: &str) -> Result<StoreClient<ClusterChannel>, StoreError> {
         let channel = self
             .channels
             .get(addr)
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(StoreClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+            .max_decoding_message_size(self.channels.max_message_bytes())
+            .max_encoding_message_size(self.channels.max_message_bytes()))
     }
 
     /// The next voter in turn.
@@ -227,7 +234,15 @@ impl RemoteStore {
     /// addresses, `host:port`). Returns at once: the watch connects in the background, and
     /// [`MembershipStore::status`] reports no leader until it is up. Must be called inside a
     /// Tokio runtime.
-    pub fn connect(voters: Vec<String>, config: RemoteStoreConfig) -> Arc<RemoteStore> {
+    ///
+    /// Every call carries this gateway's cluster credentials (`security`); a voter that refuses
+    /// them is reported in the log as the configuration error it is, and the store stays
+    /// unavailable (the gateway never becomes ready).
+    pub fn connect(
+        voters: Vec<String>,
+        config: RemoteStoreConfig,
+        security: switchboard_net::ClusterSecurity,
+    ) -> Arc<RemoteStore> {
         crate::metrics::describe();
         let voters: Vec<String> = voters
             .into_iter()
@@ -244,7 +259,7 @@ impl RemoteStore {
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let shared = Arc::new(Shared {
-            channels: Channels::with_settings(config.channel.clone()),
+            channels: Channels::with_settings(security, config.channel.clone()),
             voters,
             view: View::new(switchboard_membership::Membership::new()),
             leader: Mutex::default(),
@@ -363,6 +378,8 @@ impl MembershipStore for RemoteStore {
 // ---------------------------------------------------------------------------------------------
 // The watch.
 
+static REFUSED_LOG: switchboard_core::Throttle = switchboard_core::Throttle::new(10_000);
+
 /// Follows voters' watch streams until cancelled, starting over after every failure.
 async fn run_watch(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut pause = shared.config.reconnect_min;
@@ -385,6 +402,11 @@ async fn run_watch(shared: Arc<Shared>, cancel: CancellationToken) {
         crate::metrics::watch_resync();
         match &result {
             Ok(()) => tracing::info!(voter = %addr, "store watch ended; watching again"),
+            Err(StoreError::Refused(why)) => {
+                if let Some(suppressed) = REFUSED_LOG.allow(switchboard_core::throttle::now_ms()) {
+                    tracing::error!(voter = %addr, error = %why, suppressed, "the store refused this gateway's cluster credentials: every node needs the same --cluster-key (or --access-key); this gateway stays not ready");
+                }
+            }
             Err(error) => {
                 tracing::warn!(voter = %addr, error = %error, "store watch failed; watching again")
             }
@@ -414,16 +436,37 @@ async fn watch_once(
     synced: &mut bool,
 ) -> Result<(), StoreError> {
     let mut client = shared.client(addr)?;
+    let max_state = shared.config.max_state_bytes;
     let opening = async {
         let mut stream = client
             .watch(WatchRequest {})
             .await
             .map_err(|s| error_from_status(&s))?
             .into_inner();
-        let first = stream.message().await.map_err(|s| error_from_status(&s))?;
-        Ok::<_, StoreError>((stream, first))
+        let mut state = StateAssembly::default();
+        loop {
+            let event = stream.message().await.map_err(|s| error_from_status(&s))?;
+            match event.and_then(|e| e.event) {
+                // From a voter of an older version: the state in one message.
+                Some(Event::Snapshot(snapshot)) if state.is_empty() => {
+                    return Ok::<_, StoreError>((stream, snapshot))
+                }
+                Some(Event::Chunk(chunk)) => {
+                    if let Some(snapshot) = state.add(chunk, max_state).map_err(|why| {
+                        StoreError::Internal(format!("the watch on {addr} sent a bad state: {why}"))
+                    })? {
+                        return Ok((stream, snapshot));
+                    }
+                }
+                _ => {
+                    return Err(StoreError::Internal(format!(
+                        "the watch on {addr} did not start with the state"
+                    )))
+                }
+            }
+        }
     };
-    let (mut stream, first) = tokio::time::timeout(shared.config.snapshot_timeout, opening)
+    let (mut stream, snapshot) = tokio::time::timeout(shared.config.snapshot_timeout, opening)
         .await
         .map_err(|_| {
             StoreError::Unavailable(format!(
@@ -431,11 +474,6 @@ async fn watch_once(
                 shared.config.snapshot_timeout.as_millis()
             ))
         })??;
-    let Some(Event::Snapshot(snapshot)) = first.and_then(|e| e.event) else {
-        return Err(StoreError::Internal(format!(
-            "the watch on {addr} did not start with the state"
-        )));
-    };
     let mut position = snapshot.log_index;
     let mut leaderless_since: Option<Instant> = None;
     install_snapshot(&shared.view, snapshot).await?;
@@ -490,13 +528,66 @@ async fn watch_once(
                     )));
                 }
             }
-            Some(Event::Snapshot(_)) => {
+            Some(Event::Snapshot(_) | Event::Chunk(_)) => {
                 return Err(StoreError::Internal(format!(
                     "the watch on {addr} sent a second state"
                 )))
             }
             None => {}
         }
+    }
+}
+
+/// The chunks of a watch's state, put back together.
+#[derive(Default)]
+struct StateAssembly {
+    log_index: u64,
+    total: u64,
+    data: Vec<u8>,
+    chunks: usize,
+}
+
+impl StateAssembly {
+    fn is_empty(&self) -> bool {
+        self.chunks == 0
+    }
+
+    /// Adds one chunk; the whole state once the last one arrived. Refuses a state larger than
+    /// `max` bytes before buffering it, and chunks that disagree with each other.
+    fn add(
+        &mut self,
+        chunk: switchboard_proto::v1::StateChunk,
+        max: u64,
+    ) -> Result<Option<StateSnapshot>, String> {
+        if self.chunks == 0 {
+            if chunk.total_bytes > max {
+                return Err(format!(
+                    "{} bytes, more than the {max} bytes a replica accepts",
+                    chunk.total_bytes
+                ));
+            }
+            self.log_index = chunk.log_index;
+            self.total = chunk.total_bytes;
+            self.data
+                .reserve_exact(usize::try_from(chunk.total_bytes).unwrap_or(0));
+        } else if chunk.log_index != self.log_index || chunk.total_bytes != self.total {
+            return Err("chunks of different states".into());
+        }
+        self.chunks += 1;
+        if self.data.len() as u64 + chunk.data.len() as u64 > self.total {
+            return Err("more data than announced".into());
+        }
+        self.data.extend_from_slice(&chunk.data);
+        if !chunk.last {
+            return Ok(None);
+        }
+        if self.data.len() as u64 != self.total {
+            return Err("less data than announced".into());
+        }
+        Ok(Some(StateSnapshot {
+            log_index: self.log_index,
+            state: std::mem::take(&mut self.data),
+        }))
     }
 }
 
@@ -566,7 +657,10 @@ async fn run_writes(
     mut rx: mpsc::Receiver<Request>,
     cancel: CancellationToken,
 ) {
-    let max_commands = shared.config.max_batch_commands.max(1);
+    let limits = crate::batcher::BatchLimits {
+        commands: shared.config.max_batch_commands.max(1),
+        bytes: shared.config.max_batch_bytes.max(1),
+    };
     let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight.max(1)));
     let tasks = TaskTracker::new();
     let mut carry: Option<Request> = None;
@@ -590,21 +684,8 @@ async fn run_writes(
                 },
             },
         };
-        let mut commands = first.commands.len();
-        let mut requests = vec![first];
-        while commands < max_commands {
-            match rx.try_recv() {
-                Ok(request) if commands + request.commands.len() > max_commands => {
-                    carry = Some(request);
-                    break;
-                }
-                Ok(request) => {
-                    commands += request.commands.len();
-                    requests.push(request);
-                }
-                Err(_) => break,
-            }
-        }
+        let (mut requests, rest) = crate::batcher::gather(first, &mut rx, limits);
+        carry = rest;
         requests.retain(|r| !r.reply.is_closed());
         if requests.is_empty() {
             continue;
@@ -613,7 +694,7 @@ async fn run_writes(
         let cancel = cancel.clone();
         tasks.spawn(async move {
             let mut sizes = Vec::with_capacity(requests.len());
-            let mut batch = Vec::with_capacity(commands);
+            let mut batch = Vec::with_capacity(requests.iter().map(|r| r.commands.len()).sum());
             for request in &mut requests {
                 sizes.push(request.commands.len());
                 batch.append(&mut request.commands);
@@ -776,7 +857,7 @@ mod tests {
         Shared {
             config: RemoteStoreConfig::new(1),
             voters: voters.iter().map(|v| (*v).to_owned()).collect(),
-            channels: Channels::new(),
+            channels: crate::grpc::test_channels(),
             view: View::new(Membership::new()),
             leader: Mutex::default(),
             health: Mutex::default(),

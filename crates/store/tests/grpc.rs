@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_membership::{Command, Membership, Name, Outcome};
+use switchboard_net::{ClusterIdentity, ClusterKeys, ClusterSecurity};
 use switchboard_proto::v1::store_client::StoreClient;
 use switchboard_proto::v1::StatusRequest;
 use switchboard_store::grpc::{
@@ -28,6 +29,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+
+/// The cluster credentials of test node `node`.
+fn security(node: u64) -> ClusterSecurity {
+    ClusterSecurity::new(
+        ClusterKeys::new(&["test-cluster-key"]).unwrap(),
+        ClusterIdentity {
+            node,
+            incarnation: 1,
+        },
+    )
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Generous bound on how long writes may fail after the leader is lost.
@@ -57,7 +69,8 @@ impl Node {
         let mut config = StoreConfig::new(id, dir);
         config.advertise_addr = addr.clone();
         tune(&mut config);
-        let channels = Channels::new();
+        let security = security(id);
+        let channels = Channels::new(security.clone());
         let store = RaftStore::open_with_forwarder(
             config,
             GrpcNetwork::new(id, channels.clone()),
@@ -66,12 +79,14 @@ impl Node {
         .await
         .unwrap();
         let stop = CancellationToken::new();
-        let server = tonic::transport::Server::builder()
-            .add_service(RaftGrpcService::new(store.raft().clone()).into_server())
+        let max = security.max_message_bytes();
+        let server = switchboard_net::server_builder()
+            .layer(security.server_layer())
+            .add_service(RaftGrpcService::new(store.clone()).into_server(max))
             .add_service(
                 StoreGrpcService::new(store.clone())
                     .with_shutdown(stop.clone())
-                    .into_server(),
+                    .into_server(max),
             )
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
@@ -330,9 +345,7 @@ async fn concurrent_bootstrap_forwarding_and_a_remote_replica() {
     }
 
     // Status over gRPC names the leader.
-    let mut client = StoreClient::connect(format!("http://{}", follower.addr))
-        .await
-        .unwrap();
+    let mut client = StoreClient::new(Channels::new(security(50)).get(&follower.addr).unwrap());
     let status = client.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.node_id, follower.id);
     assert_eq!(status.leader_id, leader);
@@ -340,7 +353,7 @@ async fn concurrent_bootstrap_forwarding_and_a_remote_replica() {
     assert!(status.applied_index > 0);
 
     // A remote replica: its own writes are visible when they return.
-    let remote = RemoteStore::connect(cluster.addrs(), remote_config(50));
+    let remote = RemoteStore::connect(cluster.addrs(), remote_config(50), security(50));
     wait_ready(&remote).await;
     assert!(
         in_group(&*remote, "g1"),
@@ -401,7 +414,7 @@ async fn concurrent_bootstrap_forwarding_and_a_remote_replica() {
 async fn losing_the_leader_loses_no_acknowledged_write() {
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(|_| {}).await;
-    let remote = RemoteStore::connect(cluster.addrs(), remote_config(51));
+    let remote = RemoteStore::connect(cluster.addrs(), remote_config(51), security(9));
     wait_ready(&remote).await;
     register(&*remote).await;
     let mut acknowledged = Vec::new();
@@ -528,7 +541,7 @@ async fn the_replica_resyncs_when_its_voter_goes_away() {
             .filter(|(id, _)| **id != follower)
             .map(|(_, a)| a.clone()),
     );
-    let remote = RemoteStore::connect(voters, remote_config(3));
+    let remote = RemoteStore::connect(voters, remote_config(3), security(3));
     wait_ready(&remote).await;
     assert_eq!(
         remote.watched_voter().as_deref(),

@@ -156,16 +156,116 @@ impl FromStr for Voters {
     }
 }
 
-/// Settings of the client-facing gateway, shared by `serve` and `gateway`.
-#[derive(Args, Debug, Clone)]
-pub struct GatewayFlags {
-    /// Access key accepted for tokens; repeat for key rotation (the first one signs).
+/// The access keys: every key is accepted, the first signs (key rotation).
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyFlags {
+    /// Access key accepted for tokens (and, without --cluster-key, proved between the nodes of
+    /// a cluster); repeat for key rotation (the first one signs).
     #[arg(
         long = "access-key",
         env = "SWITCHBOARD_ACCESS_KEY",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub access_keys: Vec<String>,
+
+    /// File holding access keys, one per line (the first signs), read at start: keeps keys out
+    /// of `ps` and the environment. Repeatable; combined with --access-key.
+    #[arg(
+        long = "access-key-file",
+        env = "SWITCHBOARD_ACCESS_KEY_FILE",
+        value_delimiter = ','
+    )]
+    pub access_key_files: Vec<PathBuf>,
+}
+
+/// How the nodes of a cluster authenticate each other.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterFlags {
+    /// Secret every node of the cluster proves on the cluster listener, instead of the access
+    /// keys; repeat for rotation (the first one signs, every one is accepted).
+    #[arg(
+        long = "cluster-key",
+        env = "SWITCHBOARD_CLUSTER_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub cluster_keys: Vec<String>,
+
+    /// File holding cluster keys, one per line; combined with --cluster-key.
+    #[arg(
+        long = "cluster-key-file",
+        env = "SWITCHBOARD_CLUSTER_KEY_FILE",
+        value_delimiter = ','
+    )]
+    pub cluster_key_files: Vec<PathBuf>,
+
+    /// PEM certificate (chain) this node presents on the cluster plane (mutual TLS; with
+    /// --cluster-tls-key and --cluster-tls-ca). Re-read when the file changes.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): peers must present a certificate signed by one of them.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
+
+    /// Largest gRPC message between nodes, in bytes, each way (at least 4 MiB).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_MAX_MESSAGE_SIZE",
+        default_value_t = switchboard_net::DEFAULT_MAX_MESSAGE_BYTES
+    )]
+    pub cluster_max_message_size: usize,
+}
+
+/// The public HTTP listener (`--listen`).
+#[derive(Args, Debug, Clone)]
+pub struct HttpFlags {
+    /// PEM certificate (chain) for HTTPS on --listen (with --tls-key). Re-read when it changes.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds a client has to send a request's head once it started it (or, on a new
+    /// connection, its first byte), and the grace before a slow body must keep pace.
+    #[arg(long, env = "SWITCHBOARD_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    pub http_header_timeout: u64,
+
+    /// Seconds an HTTP connection may stay open between requests (WebSockets are not idle:
+    /// they have their own keep-alive and client timeout).
+    #[arg(long, env = "SWITCHBOARD_HTTP_IDLE_TIMEOUT", default_value_t = 120)]
+    pub http_idle_timeout: u64,
+}
+
+/// Settings of the client-facing gateway, shared by `serve` and `gateway`.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayFlags {
+    #[command(flatten)]
+    pub keys: KeyFlags,
+
+    #[command(flatten)]
+    pub http: HttpFlags,
+
+    /// Client connections this process holds at most; negotiate and connect are answered 429
+    /// beyond (default: derived from the open-file limit, leaving room for REST, the store and
+    /// the cluster).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a connection token from negotiate stays valid for connecting.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CONNECTION_TOKEN_LIFETIME",
+        default_value_t = 5
+    )]
+    pub connection_token_lifetime: u64,
 
     /// The endpoint printed in the connection string (default: derived from --listen).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_ENDPOINT")]
@@ -263,6 +363,9 @@ pub struct ServeArgs {
     pub gateway: GatewayFlags,
 
     #[command(flatten)]
+    pub cluster: ClusterFlags,
+
+    #[command(flatten)]
     pub common: CommonFlags,
 }
 
@@ -290,6 +393,9 @@ pub struct GatewayArgs {
 
     #[command(flatten)]
     pub gateway: GatewayFlags,
+
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
 
     #[command(flatten)]
     pub common: CommonFlags,
@@ -334,14 +440,14 @@ pub struct StoreArgs {
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_KEEP_LOGS", default_value_t = 1_000)]
     pub snapshot_keep_logs: u64,
 
-    /// Accepted so voters take the same flags as `serve`; a voter does not check tokens.
-    #[arg(
-        long = "access-key",
-        env = "SWITCHBOARD_ACCESS_KEY",
-        value_delimiter = ',',
-        hide = true
-    )]
-    pub access_keys: Vec<String>,
+    #[command(flatten)]
+    pub keys: KeyFlags,
+
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+
+    #[command(flatten)]
+    pub http: HttpFlags,
 
     #[command(flatten)]
     pub common: CommonFlags,

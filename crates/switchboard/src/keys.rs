@@ -1,4 +1,6 @@
-//! Access keys: from the command line, or generated once and kept in the data directory.
+//! Access and cluster keys: from the command line, from key files, or (access keys of `serve`)
+//! generated once and kept in the data directory. No function here logs or prints a key, and
+//! errors name the file, never its contents.
 
 use std::fs;
 use std::io::Write;
@@ -8,19 +10,39 @@ use anyhow::{bail, Context};
 
 const KEY_FILE: &str = "access-key";
 
-/// The configured keys, or the data dir's generated key (created on first start).
-/// The keys given on the command line, trimmed, empty ones dropped.
-pub fn configured(keys: &[String]) -> Vec<String> {
-    keys.iter()
+/// The keys given on the command line, trimmed, empty ones dropped, then those of each key
+/// file (one per line; blank lines and lines starting with `#` are skipped).
+pub fn configured(
+    keys: &[String],
+    files: &[std::path::PathBuf],
+    flag: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = keys
+        .iter()
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
-        .collect()
+        .collect();
+    for file in files {
+        let text = fs::read_to_string(file)
+            .with_context(|| format!("reading {flag} {}", file.display()))?;
+        let before = out.len();
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if out.len() == before {
+            bail!("{flag} {} holds no key", file.display());
+        }
+    }
+    Ok(out)
 }
 
+/// The configured keys, or the data dir's generated key (created on first start).
 pub fn load_or_generate(configured: &[String], data_dir: &Path) -> anyhow::Result<Vec<String>> {
-    let configured = self::configured(configured);
     if !configured.is_empty() {
-        return Ok(configured);
+        return Ok(configured.to_vec());
     }
     let path = data_dir.join(KEY_FILE);
     match fs::read_to_string(&path) {
@@ -67,9 +89,39 @@ mod tests {
         let second = load_or_generate(&[], &dir).expect("reused");
         assert_eq!(first, second);
         assert_eq!(first[0].len(), 44);
-        let configured =
-            load_or_generate(&["  k1 ".into(), "k2".into()], &dir).expect("configured");
+        let given = configured(
+            &["  k1 ".into(), "".into(), "k2".into()],
+            &[],
+            "--access-key-file",
+        )
+        .expect("configured");
+        let configured = load_or_generate(&given, &dir).expect("configured");
         assert_eq!(configured, vec!["k1".to_string(), "k2".to_string()]);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn key_files_add_keys_and_errors_name_the_file_not_the_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("keys");
+        fs::write(&file, "# rotated 2026-11\n\n  new-key  \nold-key\n").expect("write");
+        let keys = configured(
+            &["flag-key".into()],
+            std::slice::from_ref(&file),
+            "--access-key-file",
+        )
+        .expect("read");
+        assert_eq!(keys, ["flag-key", "new-key", "old-key"]);
+        let empty = dir.path().join("empty");
+        fs::write(&empty, "# nothing\n").expect("write");
+        let error = configured(&[], &[empty], "--access-key-file")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("holds no key"), "{error}");
+        let error = format!(
+            "{:#}",
+            configured(&[], &[dir.path().join("missing")], "--access-key-file").unwrap_err()
+        );
+        assert!(error.contains("missing"), "{error}");
     }
 }

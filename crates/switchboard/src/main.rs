@@ -9,6 +9,7 @@
 
 mod cli;
 mod keys;
+mod security;
 mod serve;
 mod telemetry;
 mod token;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
             serve::main(
                 &common,
                 || serve::validate_serve(&args),
-                |stop| serve::serve(args.clone(), stop),
+                |secrets, stop| serve::serve(args.clone(), secrets, stop),
             )
         }
         cli::Command::Gateway(args) => {
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
             serve::main(
                 &common,
                 || serve::validate_gateway_role(&args),
-                |stop| serve::gateway(args.clone(), stop),
+                |secrets, stop| serve::gateway(args.clone(), secrets, stop),
             )
         }
         cli::Command::Store(args) => {
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
             serve::main(
                 &common,
                 || serve::validate_store(&args),
-                |stop| serve::store(args.clone(), stop),
+                |secrets, stop| serve::store(args.clone(), secrets, stop),
             )
         }
     }

@@ -14,6 +14,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
 use switchboard_gateway::{observability, Gateway, GatewayConfig};
+use switchboard_net::{ClusterIdentity, ClusterSecurity, ListenerLimits};
 use switchboard_store::grpc::{
     Channels, GrpcForwarder, GrpcNetwork, RaftGrpcService, StoreGrpcService,
 };
@@ -23,26 +24,37 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{CommonFlags, GatewayArgs, GatewayFlags, ServeArgs, StoreArgs};
+use crate::security::{self, Secrets};
 use crate::{keys, telemetry};
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// How often certificate files are checked for changes.
+const TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// The message for a cluster without a shared key.
+const NO_CLUSTER_KEY: &str = "a cluster needs the same --access-key (or --cluster-key) on every node: the nodes prove it to each other";
+
 /// Runs one role to completion with logging, a runtime and configuration errors handled.
+/// `validate` checks the flags and reads the secrets they name, before anything is bound.
 pub fn main<F, Fut>(
     common: &CommonFlags,
-    validate: impl FnOnce() -> anyhow::Result<()>,
+    validate: impl FnOnce() -> anyhow::Result<Secrets>,
     run: F,
 ) -> ExitCode
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(Secrets, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     telemetry::init_logging(common.log_format);
-    if let Err(e) = validate() {
-        eprintln!("switchboard: invalid configuration: {e:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let secrets = match validate() {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            eprintln!("switchboard: invalid configuration: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,7 +68,15 @@ where
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
-        run(shutdown).await
+        let materials = secrets.tls_materials();
+        if !materials.is_empty() {
+            tokio::spawn(switchboard_net::tls::watch(
+                materials,
+                TLS_RELOAD_EVERY,
+                shutdown.clone(),
+            ));
+        }
+        run(secrets, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,10 +106,16 @@ pub fn validate_gateway(flags: &GatewayFlags) -> anyhow::Result<()> {
             anyhow::bail!("--public-endpoint must start with http:// or https://");
         }
     }
+    if flags.max_connections == Some(0) {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    if flags.connection_token_lifetime == 0 {
+        anyhow::bail!("--connection-token-lifetime must be at least 1 second");
+    }
     Ok(())
 }
 
-pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<()> {
+pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<Secrets> {
     validate_gateway(&args.gateway)?;
     let node = args.node_id.resolve().map_err(anyhow::Error::msg)?;
     if args.snapshot_every == 0 {
@@ -105,10 +131,18 @@ pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    let secrets = security::read(
+        &args.gateway.keys,
+        Some(&args.cluster),
+        Some(&args.gateway.http),
+    )?;
+    if args.cluster_listen.is_some() && !secrets.has_cluster_key() {
+        anyhow::bail!(NO_CLUSTER_KEY);
+    }
+    Ok(secrets)
 }
 
-pub fn validate_store(args: &StoreArgs) -> anyhow::Result<()> {
+pub fn validate_store(args: &StoreArgs) -> anyhow::Result<Secrets> {
     let node = args.node_id.resolve().map_err(anyhow::Error::msg)?;
     if args.snapshot_every == 0 {
         anyhow::bail!("--snapshot-every must be at least 1");
@@ -116,18 +150,27 @@ pub fn validate_store(args: &StoreArgs) -> anyhow::Result<()> {
     if !args.peers.0.contains_key(&node) {
         anyhow::bail!("--peers must list this node ({node})");
     }
-    Ok(())
+    let secrets = security::read(&args.keys, Some(&args.cluster), Some(&args.http))?;
+    if !secrets.has_cluster_key() {
+        anyhow::bail!(NO_CLUSTER_KEY);
+    }
+    Ok(secrets)
 }
 
-pub fn validate_gateway_role(args: &GatewayArgs) -> anyhow::Result<()> {
+pub fn validate_gateway_role(args: &GatewayArgs) -> anyhow::Result<Secrets> {
     validate_gateway(&args.gateway)?;
-    if keys::configured(&args.gateway.access_keys).is_empty() {
-        anyhow::bail!("a gateway needs --access-key (the same keys as the rest of the cluster)");
-    }
     if let Some(id) = args.node_id {
         id.resolve().map_err(anyhow::Error::msg)?;
     }
-    Ok(())
+    let secrets = security::read(
+        &args.gateway.keys,
+        Some(&args.cluster),
+        Some(&args.gateway.http),
+    )?;
+    if secrets.access_keys.is_empty() {
+        anyhow::bail!("a gateway needs --access-key or --access-key-file (the same keys as the rest of the cluster)");
+    }
+    Ok(secrets)
 }
 
 /// The endpoint clients and app servers use, for the printed connection string.
@@ -150,11 +193,14 @@ fn public_endpoint(flags: &GatewayFlags, bound: SocketAddr) -> String {
 
 fn gateway_config(
     node_id: u64,
+    incarnation: u64,
     advertise: String,
     flags: &GatewayFlags,
-    cluster: bool,
+    cluster: Option<Channels>,
 ) -> GatewayConfig {
     let mut config = GatewayConfig::new(node_id, advertise);
+    config.incarnation = incarnation;
+    config.connection_token_lifetime = Duration::from_secs(flags.connection_token_lifetime);
     config.shutdown_grace = Duration::from_secs(flags.shutdown_grace);
     config.keep_alive_interval = Duration::from_secs(flags.keep_alive_interval);
     config.client_timeout = Duration::from_secs(flags.client_timeout);
@@ -194,6 +240,7 @@ async fn open_store(
     snapshots: (u64, u64),
     advertise: String,
     peers: Option<&BTreeMap<u64, String>>,
+    security: Option<&ClusterSecurity>,
 ) -> anyhow::Result<Arc<RaftStore>> {
     let mut config = StoreConfig::new(node_id, data_dir.to_path_buf());
     (config.snapshot_every, config.keep_logs_after_snapshot) = snapshots;
@@ -210,7 +257,8 @@ async fn open_store(
             Ok(store)
         }
         Some(peers) => {
-            let channels = Channels::new();
+            let security = security.context("a cluster store needs cluster credentials")?;
+            let channels = Channels::new(security.clone());
             let network = GrpcNetwork::new(node_id, channels.clone()).with_addresses(peers.clone());
             let forwarder = Arc::new(GrpcForwarder::new(channels).with_addresses(peers.clone()));
             let store = RaftStore::open_with_forwarder(config, network, forwarder)
@@ -225,9 +273,10 @@ async fn open_store(
     }
 }
 
-/// Serves the cluster gRPC services on `listener` until `stop`.
+/// Serves the cluster gRPC services on `listener` until `stop`, every call authenticated.
 fn spawn_cluster_server(
     listener: TcpListener,
+    security: &ClusterSecurity,
     store: Option<&Arc<RaftStore>>,
     fanout: Option<
         switchboard_cluster::proto::fanout_server::FanoutServer<
@@ -236,28 +285,19 @@ fn spawn_cluster_server(
     >,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_optional_service(store.map(|s| RaftGrpcService::new(s.raft().clone()).into_server()))
+    let max = security.max_message_bytes();
+    let router = switchboard_net::server_builder()
+        .layer(security.server_layer())
+        .add_optional_service(store.map(|s| RaftGrpcService::new(s.clone()).into_server(max)))
         .add_optional_service(store.map(|s| {
             StoreGrpcService::new(s.clone())
                 .with_shutdown(stop.clone())
-                .into_server()
+                .into_server(max)
         }))
         .add_optional_service(fanout);
+    let incoming =
+        switchboard_net::incoming(listener, security, ListenerLimits::default(), stop.clone());
     tokio::spawn(async move {
-        // tonic applies its TCP_NODELAY setting only to listeners it binds itself: set it on
-        // every accepted socket, or responses (fan-out frames towards the dialing node, watch
-        // streams) wait for Nagle and delayed ACKs.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |socket| {
-                let socket = socket?;
-                socket.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(socket)
-            },
-        );
         if let Err(error) = router
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
@@ -265,6 +305,12 @@ fn spawn_cluster_server(
             tracing::error!(%error, "cluster listener failed");
         }
     })
+}
+
+/// An incarnation for this process: milliseconds since the epoch at start (a restart of the
+/// same node id announces a higher one).
+fn incarnation() -> u64 {
+    switchboard_core::throttle::now_ms()
 }
 
 /// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`): a
@@ -288,12 +334,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// `switchboard serve`.
-pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    args: ServeArgs,
+    secrets: Secrets,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let prometheus = telemetry::init_metrics()?;
     let node_id = args.node_id.resolve().map_err(anyhow::Error::msg)?;
+    let incarnation = incarnation();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let keys = keys::load_or_generate(&args.gateway.access_keys, &args.data_dir)?;
+    let keys = keys::load_or_generate(&secrets.access_keys, &args.data_dir)?;
     let keyset = KeySet::new(keys.clone()).context("access keys")?;
 
     let listener = bind(args.listen, "--listen").await?;
@@ -306,18 +357,30 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
         (Some(_), Some(addr)) => advertise(args.advertise.as_ref(), peers, node_id, addr),
         _ => listener.local_addr()?.to_string(),
     };
+    let security = match &cluster_listener {
+        Some(_) => Some(secrets.cluster_security(
+            &keys,
+            ClusterIdentity {
+                node: node_id,
+                incarnation,
+            },
+        )?),
+        None => None,
+    };
     let store = open_store(
         node_id,
         &args.data_dir,
         (args.snapshot_every, args.snapshot_keep_logs),
         advertise.clone(),
         peers,
+        security.as_ref(),
     )
     .await?;
 
     let bound = listener.local_addr()?;
-    let cluster = cluster_listener.is_some();
-    let config = gateway_config(node_id, advertise, &args.gateway, cluster);
+    let channels = security.clone().map(Channels::new);
+    let cluster = channels.is_some();
+    let config = gateway_config(node_id, incarnation, advertise, &args.gateway, channels);
     let gateway = Gateway::new(
         config,
         keyset,
@@ -325,16 +388,18 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
         Some(prometheus),
     );
     let stop_cluster = CancellationToken::new();
-    let cluster_server = cluster_listener.map(|l| {
-        spawn_cluster_server(
+    let cluster_server = match (cluster_listener, &security) {
+        (Some(l), Some(security)) => Some(spawn_cluster_server(
             l,
+            security,
             Some(&store),
             gateway.fanout_service(),
             stop_cluster.clone(),
-        )
-    });
+        )),
+        _ => None,
+    };
 
-    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, "switchboard is serving");
+    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, tls = secrets.cluster_tls.is_some(), "switchboard is serving");
     print_connection_string(&args.gateway, bound, &keys[0], Some(&args.data_dir))?;
 
     gateway.run(listener, shutdown).await.context("serving")?;
@@ -348,21 +413,43 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
 }
 
 /// `switchboard gateway`.
-pub async fn gateway(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn gateway(
+    args: GatewayArgs,
+    secrets: Secrets,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let prometheus = telemetry::init_metrics()?;
     let node_id = match args.node_id {
         Some(id) => id.resolve().map_err(anyhow::Error::msg)?,
         // Stateless gateways need only a unique id for their lifetime.
         None => rand_node_id(),
     };
-    let keys = keys::configured(&args.gateway.access_keys);
+    let incarnation = incarnation();
+    let keys = secrets.access_keys.clone();
     let keyset = KeySet::new(keys.clone()).context("access keys")?;
+    let security = secrets.cluster_security(
+        &keys,
+        ClusterIdentity {
+            node: node_id,
+            incarnation,
+        },
+    )?;
     let listener = bind(args.listen, "--listen").await?;
     let cluster_listener = bind(args.cluster_listen, "--cluster-listen").await?;
     let advertise = advertise(args.advertise.as_ref(), None, node_id, args.cluster_listen);
 
-    let store = RemoteStore::connect(args.store.0.clone(), RemoteStoreConfig::new(node_id));
-    let config = gateway_config(node_id, advertise, &args.gateway, true);
+    let store = RemoteStore::connect(
+        args.store.0.clone(),
+        RemoteStoreConfig::new(node_id),
+        security.clone(),
+    );
+    let config = gateway_config(
+        node_id,
+        incarnation,
+        advertise,
+        &args.gateway,
+        Some(Channels::new(security.clone())),
+    );
     let gateway = Gateway::new(
         config,
         keyset,
@@ -372,12 +459,13 @@ pub async fn gateway(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::
     let stop_cluster = CancellationToken::new();
     let cluster_server = spawn_cluster_server(
         cluster_listener,
+        &security,
         None,
         gateway.fanout_service(),
         stop_cluster.clone(),
     );
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, node_id, store = ?args.store.0, "switchboard gateway is serving");
+    tracing::info!(listen = %bound, node_id, store = ?args.store.0, tls = secrets.cluster_tls.is_some(), "switchboard gateway is serving");
     print_connection_string(&args.gateway, bound, &keys[0], None)?;
 
     gateway.run(listener, shutdown).await.context("serving")?;
@@ -389,11 +477,22 @@ pub async fn gateway(args: GatewayArgs, shutdown: CancellationToken) -> anyhow::
 }
 
 /// `switchboard store`.
-pub async fn store(args: StoreArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn store(
+    args: StoreArgs,
+    secrets: Secrets,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let prometheus = telemetry::init_metrics()?;
     let node_id = args.node_id.resolve().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let security = secrets.cluster_security(
+        &secrets.access_keys,
+        ClusterIdentity {
+            node: node_id,
+            incarnation: incarnation(),
+        },
+    )?;
     let http = match args.listen {
         Some(addr) => Some(bind(addr, "--listen").await?),
         None => None,
@@ -411,11 +510,17 @@ pub async fn store(args: StoreArgs, shutdown: CancellationToken) -> anyhow::Resu
         (args.snapshot_every, args.snapshot_keep_logs),
         advertise,
         Some(&args.peers.0),
+        Some(&security),
     )
     .await?;
     let stop_cluster = CancellationToken::new();
-    let cluster_server =
-        spawn_cluster_server(cluster_listener, Some(&store), None, stop_cluster.clone());
+    let cluster_server = spawn_cluster_server(
+        cluster_listener,
+        &security,
+        Some(&store),
+        None,
+        stop_cluster.clone(),
+    );
     let http_server = http.map(|listener| {
         let app = health_router(store.clone(), prometheus);
         let stop = shutdown.clone();
@@ -425,7 +530,7 @@ pub async fn store(args: StoreArgs, shutdown: CancellationToken) -> anyhow::Resu
                 .await;
         })
     });
-    tracing::info!(node_id, cluster_listen = %args.cluster_listen, "switchboard store voter is serving");
+    tracing::info!(node_id, cluster_listen = %args.cluster_listen, tls = secrets.cluster_tls.is_some(), "switchboard store voter is serving");
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     stop_cluster.cancel();

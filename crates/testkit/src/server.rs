@@ -138,10 +138,8 @@ impl Server {
         if role != Role::Gateway {
             cmd.arg("--data-dir").arg(self.data_dir.path());
         }
-        if role != Role::Store {
-            for key in &self.keys {
-                cmd.arg("--access-key").arg(key);
-            }
+        for key in &self.keys {
+            cmd.arg("--access-key").arg(key);
         }
         cmd.args(&self.options.args);
         for (k, v) in &self.options.env {

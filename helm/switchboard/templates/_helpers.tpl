@@ -153,6 +153,13 @@ app.kubernetes.io/part-of: switchboard
   valueFrom:
     fieldRef:
       fieldPath: status.podIP
+# Every process proves the key to the others on the cluster listener; gateways also check
+# tokens with it.
+- name: SWITCHBOARD_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: {{ .Values.accessKey.secretKey }}
 - name: SWITCHBOARD_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 {{- with .Values.logFilter }}
@@ -166,11 +173,6 @@ Environment of the processes that hold client connections (gateways, serve nodes
 `switchboard gateway` and `switchboard serve` that `switchboard store` does not take.
 */}}
 {{- define "switchboard.clientEnv" -}}
-- name: SWITCHBOARD_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "switchboard.secretName" . }}
-      key: {{ .Values.accessKey.secretKey }}
 # Logs are collected: keep the access key out of them (NOTES.txt shows how to read it).
 - name: SWITCHBOARD_PRINT_CONNECTION_STRING
   value: "false"

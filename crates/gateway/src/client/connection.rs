@@ -230,33 +230,21 @@ where
             node,
             incarnation: self.shared.config.incarnation,
         };
-        match self.shared.write(command).await {
-            Ok(Outcome::Ok) => {}
-            Ok(other) => {
-                self.shared.registry.remove(handle);
-                return Err(format!(
-                    "This gateway is not registered with the store ({other:?}); try again."
-                ));
-            }
-            Err(e) => {
-                self.shared.registry.remove(handle);
-                return Err(format!(
-                    "The membership store is unavailable ({}); try again.",
-                    e.message
-                ));
-            }
-        }
-        // The same ticket may have been presented to another gateway first.
-        let owner = self
-            .shared
-            .store
-            .view()
-            .read()
-            .connection(&handle.hub, &handle.id)
-            .map(|c| c.node);
-        if owner != Some(node) {
+        let refusal = match self.shared.write(command).await {
+            Ok(Outcome::Ok) => None,
+            // The same ticket was presented to another gateway first: that connection keeps it.
+            Ok(Outcome::ConnectionExists) => Some(IN_USE.to_owned()),
+            Ok(other) => Some(format!(
+                "This gateway is not registered with the store ({other:?}); try again."
+            )),
+            Err(e) => Some(format!(
+                "The membership store is unavailable ({}); try again.",
+                e.message
+            )),
+        };
+        if let Some(refusal) = refusal {
             self.shared.registry.remove(handle);
-            return Err(IN_USE.into());
+            return Err(refusal);
         }
         handle.mark_registered();
         Ok(())

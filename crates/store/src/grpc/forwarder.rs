@@ -18,7 +18,7 @@ use switchboard_proto::v1::store_client::StoreClient;
 use switchboard_proto::v1::{StatusRequest, WriteRequest};
 use tonic::metadata::MetadataValue;
 
-use super::{error_from_status, Channels, FORWARDED_KEY, MAX_MESSAGE_BYTES};
+use super::{error_from_status, Channels, FORWARDED_KEY};
 use crate::codec;
 use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder};
@@ -81,9 +81,10 @@ impl Forwarder for GrpcForwarder {
         let channel = self.channels.get(&addr).map_err(|e| {
             StoreError::Config(format!("the leader (node {leader}) has a bad address: {e}"))
         })?;
+        let max = self.channels.max_message_bytes();
         let mut client = StoreClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         let encoded = codec::encode(&commands)
             .map_err(|e| StoreError::Internal(format!("encode commands: {e}")))?;
         let mut request = tonic::Request::new(WriteRequest { commands: encoded });

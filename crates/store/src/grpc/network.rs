@@ -8,8 +8,10 @@
 //! conflict, a fatal stop).
 //!
 //! Failures that are not the remote Raft's answer — connection refused, a broken stream, an
-//! unreadable reply — are `Unreachable`, so openraft backs off before retrying that peer; a call
-//! that outlives the `RPCOption` hard TTL is a `Timeout`.
+//! unreadable reply, an answer from another node than the one dialled, a term that cannot be
+//! real — are `Unreachable`, so openraft backs off before retrying that peer; a call that
+//! outlives the `RPCOption` hard TTL is a `Timeout`. A peer that refuses this node's
+//! credentials is logged (at a limited rate) as the configuration error it is.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,12 +27,12 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use switchboard_core::throttle::{now_ms, Throttle};
 use switchboard_proto::v1::raft_client::RaftClient;
 use switchboard_proto::v1::{RaftReply, RaftRequest};
-use tonic::transport::Channel;
 use tonic::Code;
 
-use super::{Channels, InvalidAddress, MAX_MESSAGE_BYTES};
+use super::{Channels, ClusterChannel, InvalidAddress};
 use crate::codec;
 use crate::TypeConfig;
 
@@ -68,10 +70,11 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcPeer {
         let addr = self.addresses.get(&target).unwrap_or(&node.addr);
         let node = &BasicNode::new(addr);
+        let max = self.channels.max_message_bytes();
         let client = self.channels.get(addr).map(|channel| {
             RaftClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
         });
         if let Err(error) = &client {
             tracing::warn!(target_id = target, error = %error, "cannot dial raft peer");
@@ -91,8 +94,10 @@ pub struct GrpcPeer {
     node_id: u64,
     target: u64,
     node: BasicNode,
-    client: Result<RaftClient<Channel>, InvalidAddress>,
+    client: Result<RaftClient<ClusterChannel>, InvalidAddress>,
 }
+
+static REFUSED_LOG: Throttle = Throttle::new(10_000);
 
 /// Why an RPC failed on our side of the wire.
 #[derive(thiserror::Error, Debug)]
@@ -105,6 +110,10 @@ enum CallError {
     },
     #[error(transparent)]
     Address(#[from] InvalidAddress),
+    #[error("raft rpc to node {target} was answered by node {answered}: check --peers")]
+    WrongNode { target: u64, answered: u64 },
+    #[error("raft rpc to node {target}: the answer has term {term}, beyond any real one")]
+    Implausible { target: u64, term: u64 },
     #[error("raft rpc to node {target}: {what}: {error}")]
     Codec {
         target: u64,
@@ -123,7 +132,7 @@ impl GrpcPeer {
     ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + AnswerTerm,
         E: std::error::Error + DeserializeOwned,
     {
         let target = self.target;
@@ -160,13 +169,36 @@ impl GrpcPeer {
             Err(_) => return Err(timeout()),
             Ok(Err(status)) if status.code() == Code::DeadlineExceeded => return Err(timeout()),
             Ok(Err(status)) => {
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) {
+                    if let Some(suppressed) = REFUSED_LOG.allow(now_ms()) {
+                        tracing::error!(
+                            target_id = target,
+                            addr = %self.node.addr,
+                            error = %status.message(),
+                            suppressed,
+                            "a voter refused this node's cluster credentials: every node needs the same --cluster-key (or --access-key)"
+                        );
+                    }
+                }
                 return Err(unreachable(&CallError::Transport {
                     target,
                     addr: self.node.addr.clone(),
                     status: Box::new(status),
-                }))
+                }));
             }
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                let answered = switchboard_net::reply_identity(&reply).map(|id| id.node);
+                if answered != Some(target) {
+                    return Err(unreachable(&CallError::WrongNode {
+                        target,
+                        answered: answered.unwrap_or(0),
+                    }));
+                }
+                reply.into_inner()
+            }
         };
         let codec_error = |what, error| {
             unreachable(&CallError::Codec {
@@ -184,7 +216,39 @@ impl GrpcPeer {
                 error,
             )));
         }
-        codec::decode(&reply.payload).map_err(|e| codec_error("decode response", e))
+        let response: Resp =
+            codec::decode(&reply.payload).map_err(|e| codec_error("decode response", e))?;
+        let term = response.term();
+        if term > super::raft_guard::MAX_TERM {
+            return Err(unreachable(&CallError::Implausible { target, term }));
+        }
+        Ok(response)
+    }
+}
+
+/// The term an answer carries (adopted by openraft if higher than ours): checked like requests'.
+trait AnswerTerm {
+    fn term(&self) -> u64;
+}
+
+impl AnswerTerm for VoteResponse<u64> {
+    fn term(&self) -> u64 {
+        self.vote.leader_id.term
+    }
+}
+
+impl AnswerTerm for AppendEntriesResponse<u64> {
+    fn term(&self) -> u64 {
+        match self {
+            AppendEntriesResponse::HigherVote(vote) => vote.leader_id.term,
+            _ => 0,
+        }
+    }
+}
+
+impl AnswerTerm for InstallSnapshotResponse<u64> {
+    fn term(&self) -> u64 {
+        self.vote.leader_id.term
     }
 }
 
@@ -231,6 +295,8 @@ mod tests {
 
     use super::*;
 
+    use crate::grpc::test_channels as channels;
+
     #[tokio::test]
     async fn a_peer_that_is_down_is_unreachable() {
         // Bind and drop a listener so the port is (very likely) closed.
@@ -239,7 +305,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut network = GrpcNetwork::new(1, Channels::new());
+        let mut network = GrpcNetwork::new(1, channels());
         let mut peer = network
             .new_client(2, &BasicNode::new(format!("127.0.0.1:{port}")))
             .await;
@@ -253,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_address_is_unreachable() {
-        let mut network = GrpcNetwork::new(1, Channels::new());
+        let mut network = GrpcNetwork::new(1, channels());
         let mut peer = network.new_client(2, &BasicNode::new("")).await;
         let option = RPCOption::new(Duration::from_millis(100));
         let err = peer

@@ -1,8 +1,12 @@
 //! The proto `Store` service: writes, the watch stream and status, served by every voter.
 //!
 //! `Write` goes through [`RaftStore::propose`], so a follower forwards it to the leader (once:
-//! a write that arrives already forwarded is only proposed if this node leads). `Watch` sends
-//! the applied state, then every batch applied after it in log order, plus a heartbeat with the
+//! a write that arrives already forwarded is only proposed if this node leads). A write acts
+//! only for its caller: a command that only one node may send (its lease, its leaving, a
+//! connection opening on it; [`Command::acts_for`]) must name the caller's proven node id and
+//! incarnation, and a forwarded write must come from a voter, which checked its own caller.
+//! `Watch` sends the applied state (in chunks below the message size limit), then every batch
+//! applied after it in log order, plus a heartbeat with the
 //! leader about every second; when the watcher cannot be kept exact — it fell behind the feed,
 //! or a snapshot replaced this voter's state — the stream ends with an error and the watcher
 //! starts over. A lagging watcher never slows the voter down: the feed is a bounded broadcast.
@@ -13,10 +17,11 @@ use std::time::Duration;
 
 use futures::Stream;
 use switchboard_membership::Command;
+use switchboard_net::{peer_identity, refuse_identity};
 use switchboard_proto::v1::store_server::{Store as StoreRpc, StoreServer};
 use switchboard_proto::v1::watch_event::Event;
 use switchboard_proto::v1::{
-    AppliedBatch, StateSnapshot, StatusReply, StatusRequest, WatchEvent, WatchRequest, WriteReply,
+    AppliedBatch, StateChunk, StatusReply, StatusRequest, WatchEvent, WatchRequest, WriteReply,
     WriteRequest,
 };
 use tokio::sync::broadcast;
@@ -24,7 +29,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::{status_from_error, FORWARDED_KEY, MAX_MESSAGE_BYTES};
+use super::{status_from_error, FORWARDED_KEY};
 use crate::api::MembershipStore;
 use crate::codec;
 use crate::raft_store::RaftStore;
@@ -38,6 +43,17 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct StoreGrpcService {
     store: Arc<RaftStore>,
     shutdown: CancellationToken,
+    /// The largest piece of a watch state in one message.
+    chunk_bytes: usize,
+}
+
+/// Room left in a message for everything but a state chunk's data.
+const CHUNK_OVERHEAD: usize = 1024;
+
+fn chunk_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_sub(CHUNK_OVERHEAD)
+        .max(CHUNK_OVERHEAD)
 }
 
 impl StoreGrpcService {
@@ -46,6 +62,7 @@ impl StoreGrpcService {
         StoreGrpcService {
             store,
             shutdown: CancellationToken::new(),
+            chunk_bytes: chunk_bytes(switchboard_net::DEFAULT_MAX_MESSAGE_BYTES),
         }
     }
 
@@ -56,11 +73,13 @@ impl StoreGrpcService {
         self
     }
 
-    /// The tonic server for this service, with the store's message size limits.
-    pub fn into_server(self) -> StoreServer<StoreGrpcService> {
+    /// The tonic server for this service, accepting and sending messages up to
+    /// `max_message_bytes` (watch states go in chunks below it).
+    pub fn into_server(mut self, max_message_bytes: usize) -> StoreServer<StoreGrpcService> {
+        self.chunk_bytes = chunk_bytes(max_message_bytes);
         StoreServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 }
 
@@ -97,7 +116,10 @@ fn status_reply(store: &RaftStore) -> StatusReply {
 /// A watch stream in progress.
 struct WatchState {
     store: Arc<RaftStore>,
-    start: Option<StateSnapshot>,
+    /// The encoded state still to send, from `sent` on, at `log_index`.
+    start: Option<(u64, bytes::Bytes)>,
+    total_bytes: u64,
+    chunk_bytes: usize,
     updates: broadcast::Receiver<FeedEvent>,
     heartbeat: Interval,
     shutdown: CancellationToken,
@@ -110,8 +132,24 @@ impl WatchState {
         if self.done {
             return None;
         }
-        if let Some(snapshot) = self.start.take() {
-            return Some(Ok(event(Event::Snapshot(snapshot))));
+        if let Some((log_index, state)) = self.start.take() {
+            let (data, rest) = if state.len() > self.chunk_bytes {
+                let mut state = state;
+                let rest = state.split_off(self.chunk_bytes);
+                (state, Some(rest))
+            } else {
+                (state, None)
+            };
+            let last = rest.is_none();
+            if let Some(rest) = rest {
+                self.start = Some((log_index, rest));
+            }
+            return Some(Ok(event(Event::Chunk(StateChunk {
+                log_index,
+                total_bytes: self.total_bytes,
+                data,
+                last,
+            }))));
         }
         let result = tokio::select! {
             biased;
@@ -156,12 +194,35 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 #[tonic::async_trait]
 impl StoreRpc for StoreGrpcService {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        let caller = peer_identity(&request)?;
         let forwarded = request.metadata().contains_key(FORWARDED_KEY);
         let commands: Vec<Command> = codec::decode(&request.into_inner().commands)
             .map_err(|e| Status::invalid_argument(format!("undecodable commands: {e}")))?;
         if commands.is_empty() {
             return Err(Status::invalid_argument(
                 "a write needs at least one command",
+            ));
+        }
+        if forwarded {
+            // Only a voter forwards, and it checked the commands' caller itself.
+            if !self.store.is_voter(caller.node) {
+                crate::metrics::write_refused();
+                return Err(refuse_identity(
+                    "store",
+                    caller,
+                    "forward writes: it is not a voter",
+                ));
+            }
+        } else if let Some((node, incarnation)) = commands
+            .iter()
+            .filter_map(Command::acts_for)
+            .find(|&(node, incarnation)| (node, incarnation) != (caller.node, caller.incarnation))
+        {
+            crate::metrics::write_refused();
+            return Err(refuse_identity(
+                "store",
+                caller,
+                &format!("write for node {node} (incarnation {incarnation})"),
             ));
         }
         let started = std::time::Instant::now();
@@ -200,10 +261,9 @@ impl StoreRpc for StoreGrpcService {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let state = WatchState {
             store: self.store.clone(),
-            start: Some(StateSnapshot {
-                log_index: start.log_index,
-                state: start.state,
-            }),
+            total_bytes: start.state.len() as u64,
+            start: Some((start.log_index, bytes::Bytes::from(start.state))),
+            chunk_bytes: self.chunk_bytes,
             updates: start.updates,
             heartbeat,
             shutdown: self.shutdown.clone(),

@@ -1,0 +1,2 @@
+//! The public HTTP edge.
+pub mod head;
