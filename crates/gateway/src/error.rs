@@ -89,3 +89,9 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The response to a request the HTTP edge refused before routing (malformed, too large, too
+/// slow): the same `ErrorDetail` as every other error.
+pub fn reject(error: Error) -> Response {
+    ApiError(error).into_response()
+}

@@ -26,12 +26,10 @@ pub mod presence;
 pub mod registry;
 pub mod rest;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
@@ -106,6 +104,8 @@ pub struct GatewayConfig {
     pub store_timeout: Duration,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace: Duration,
+    /// Client connections this gateway holds at most (negotiate and connect answer 429 beyond).
+    pub max_connections: usize,
     /// Forward messages to other gateways (a cluster) over these channels, which carry this
     /// node's cluster credentials; `advertise` must then be this node's cluster (gRPC) address.
     pub cluster: Option<switchboard_net::Channels>,
@@ -129,6 +129,7 @@ impl GatewayConfig {
             lease: Duration::from_secs(10),
             store_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 10_000,
             cluster: None,
         }
     }
@@ -146,6 +147,8 @@ pub struct Shared {
     /// Links to the other gateways, in a cluster.
     pub fanout: Option<Fanout>,
     pub(crate) tracker: TaskTracker,
+    /// One permit per client connection this gateway may still take (`max_connections`).
+    pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
     /// The node holds a live lease in the store.
     registered: AtomicBool,
     /// Shutdown has begun: not ready, no new connections.
@@ -273,6 +276,11 @@ impl Gateway {
                     channels,
                 )
             });
+            let connection_slots = Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .max_connections
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ));
             Shared {
                 config,
                 keys,
@@ -283,6 +291,7 @@ impl Gateway {
                 prometheus,
                 fanout,
                 tracker: TaskTracker::new(),
+                connection_slots,
                 registered: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }
@@ -327,6 +336,7 @@ impl Gateway {
     pub async fn run(
         self,
         listener: TcpListener,
+        edge: switchboard_edge::EdgeConfig,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let shared = self.shared.clone();
@@ -334,18 +344,13 @@ impl Gateway {
         let presence = tokio::spawn(presence::run(shared.clone(), background.clone()));
 
         let stop_accepting = CancellationToken::new();
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // Frames are written whole and flushed on purpose: Nagle would only add latency.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(switchboard_edge::serve(
+            listener,
+            self.router(),
+            edge,
+            stop_accepting.clone(),
+            Duration::from_secs(5),
+        ));
 
         shutdown.cancelled().await;
         tracing::info!(
@@ -377,9 +382,7 @@ impl Gateway {
         if let Err(error) = shared.write(leave).await {
             tracing::info!(%error, "could not leave the store cleanly; the lease will expire");
         }
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(result)) => result,
-            _ => Ok(()),
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        Ok(())
     }
 }

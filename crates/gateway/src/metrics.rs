@@ -68,6 +68,10 @@ pub struct GatewayMetrics {
     pub bytes_sent: Counter,
     pub slow_consumer_closes: Counter,
     pub queue_dropped: Counter,
+    /// Negotiates and connects refused: the connection limit was reached.
+    pub refused_limit: Counter,
+    /// Connects refused: the connection token is used by an open connection.
+    pub refused_in_use: Counter,
     /// Time from a message entering the gateway (REST or peer) until it is queued for every
     /// local recipient.
     pub fanout_seconds: Histogram,
@@ -118,6 +122,10 @@ impl GatewayMetrics {
             "switchboard_queue_dropped_messages_total",
             "Messages dropped because a connection's outbound queue was full or closing."
         );
+        describe_counter!(
+            "switchboard_connections_refused_total",
+            "Negotiates and connects refused, by reason: limit (--max-connections reached), in_use (the connection token belongs to an open connection)."
+        );
         describe_histogram!("switchboard_fanout_duration_seconds", Unit::Seconds, "Time from a message entering the gateway until it is queued for every local recipient.");
         describe_histogram!(
             "switchboard_fanout_recipients",
@@ -145,6 +153,8 @@ impl GatewayMetrics {
             bytes_sent: counter!("switchboard_sent_bytes_total"),
             slow_consumer_closes: counter!("switchboard_slow_consumer_closes_total"),
             queue_dropped: counter!("switchboard_queue_dropped_messages_total"),
+            refused_limit: counter!("switchboard_connections_refused_total", "reason" => "limit"),
+            refused_in_use: counter!("switchboard_connections_refused_total", "reason" => "in_use"),
             fanout_seconds: histogram!("switchboard_fanout_duration_seconds"),
             recipients: histogram!("switchboard_fanout_recipients"),
         }

@@ -23,9 +23,11 @@ use switchboard_store::{MembershipStore, RaftStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CommonFlags, GatewayArgs, GatewayFlags, ServeArgs, StoreArgs};
+use crate::cli::{CommonFlags, GatewayArgs, GatewayFlags, HttpFlags, ServeArgs, StoreArgs};
 use crate::security::{self, Secrets};
 use crate::{keys, telemetry};
+use switchboard_edge::conn::Timeouts;
+use switchboard_edge::EdgeConfig;
 
 /// Exit code for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -174,7 +176,7 @@ pub fn validate_gateway_role(args: &GatewayArgs) -> anyhow::Result<Secrets> {
 }
 
 /// The endpoint clients and app servers use, for the printed connection string.
-fn public_endpoint(flags: &GatewayFlags, bound: SocketAddr) -> String {
+fn public_endpoint(flags: &GatewayFlags, bound: SocketAddr, https: bool) -> String {
     if let Some(e) = &flags.public_endpoint {
         return e.trim_end_matches('/').to_owned();
     }
@@ -188,7 +190,20 @@ fn public_endpoint(flags: &GatewayFlags, bound: SocketAddr) -> String {
     } else {
         host
     };
-    format!("http://{host}:{}", bound.port())
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}:{}", bound.port())
+}
+
+/// How the public listener treats connections: the flags' timeouts, TLS, and room for
+/// `max_sockets` at once.
+fn edge_config(flags: &HttpFlags, secrets: &Secrets, max_sockets: usize) -> EdgeConfig {
+    let mut edge = EdgeConfig::new(max_sockets, Arc::new(switchboard_gateway::error::reject));
+    edge.timeouts = Timeouts {
+        header: Duration::from_secs(flags.http_header_timeout),
+        idle: Duration::from_secs(flags.http_idle_timeout),
+    };
+    edge.tls = secrets.public_tls.as_ref().map(|t| t.server_config());
+    edge
 }
 
 fn gateway_config(
@@ -197,9 +212,12 @@ fn gateway_config(
     advertise: String,
     flags: &GatewayFlags,
     cluster: Option<Channels>,
+    max_sockets: usize,
 ) -> GatewayConfig {
     let mut config = GatewayConfig::new(node_id, advertise);
     config.incarnation = incarnation;
+    // Below the socket cap, so REST and health keep a share of sockets at the limit.
+    config.max_connections = flags.max_connections.unwrap_or(max_sockets / 10 * 9);
     config.connection_token_lifetime = Duration::from_secs(flags.connection_token_lifetime);
     config.shutdown_grace = Duration::from_secs(flags.shutdown_grace);
     config.keep_alive_interval = Duration::from_secs(flags.keep_alive_interval);
@@ -380,7 +398,16 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let channels = security.clone().map(Channels::new);
     let cluster = channels.is_some();
-    let config = gateway_config(node_id, incarnation, advertise, &args.gateway, channels);
+    let max_sockets = switchboard_edge::socket_budget();
+    let config = gateway_config(
+        node_id,
+        incarnation,
+        advertise,
+        &args.gateway,
+        channels,
+        max_sockets,
+    );
+    let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
     let gateway = Gateway::new(
         config,
         keyset,
@@ -399,10 +426,19 @@ pub async fn serve(
         _ => None,
     };
 
-    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, tls = secrets.cluster_tls.is_some(), "switchboard is serving");
-    print_connection_string(&args.gateway, bound, &keys[0], Some(&args.data_dir))?;
+    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, "switchboard is serving");
+    print_connection_string(
+        &args.gateway,
+        bound,
+        &keys[0],
+        Some(&args.data_dir),
+        edge.tls.is_some(),
+    )?;
 
-    gateway.run(listener, shutdown).await.context("serving")?;
+    gateway
+        .run(listener, edge, shutdown)
+        .await
+        .context("serving")?;
     stop_cluster.cancel();
     if let Some(server) = cluster_server {
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
@@ -443,13 +479,16 @@ pub async fn gateway(
         RemoteStoreConfig::new(node_id),
         security.clone(),
     );
+    let max_sockets = switchboard_edge::socket_budget();
     let config = gateway_config(
         node_id,
         incarnation,
         advertise,
         &args.gateway,
         Some(Channels::new(security.clone())),
+        max_sockets,
     );
+    let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
     let gateway = Gateway::new(
         config,
         keyset,
@@ -465,10 +504,13 @@ pub async fn gateway(
         stop_cluster.clone(),
     );
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, node_id, store = ?args.store.0, tls = secrets.cluster_tls.is_some(), "switchboard gateway is serving");
-    print_connection_string(&args.gateway, bound, &keys[0], None)?;
+    tracing::info!(listen = %bound, node_id, store = ?args.store.0, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, "switchboard gateway is serving");
+    print_connection_string(&args.gateway, bound, &keys[0], None, edge.tls.is_some())?;
 
-    gateway.run(listener, shutdown).await.context("serving")?;
+    gateway
+        .run(listener, edge, shutdown)
+        .await
+        .context("serving")?;
     stop_cluster.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), cluster_server).await;
     store.shutdown().await;
@@ -523,12 +565,15 @@ pub async fn store(
     );
     let http_server = http.map(|listener| {
         let app = health_router(store.clone(), prometheus);
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        })
+        // Health and metrics only: a small share of the process's sockets.
+        let edge = edge_config(&args.http, &secrets, 256);
+        tokio::spawn(switchboard_edge::serve(
+            listener,
+            app,
+            edge,
+            shutdown.clone(),
+            Duration::from_secs(2),
+        ))
     });
     tracing::info!(node_id, cluster_listen = %args.cluster_listen, tls = secrets.cluster_tls.is_some(), "switchboard store voter is serving");
     shutdown.cancelled().await;
@@ -565,8 +610,9 @@ fn print_connection_string(
     bound: SocketAddr,
     key: &str,
     data_dir: Option<&std::path::Path>,
+    https: bool,
 ) -> anyhow::Result<()> {
-    let endpoint = public_endpoint(flags, bound);
+    let endpoint = public_endpoint(flags, bound, https);
     // The connection string app servers use; scripts look for the line starting with `Endpoint=`.
     let connection_string = format!("Endpoint={endpoint};AccessKey={key};Version=1.0;");
     if flags.print_connection_string {

@@ -39,6 +39,7 @@ pub(crate) fn run<S, E>(
     ticket: ConnectionTicket,
     peer: SocketAddr,
     token: TaskTrackerToken,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
@@ -54,6 +55,7 @@ where
         socket,
         shared,
         _token: token,
+        _slot: slot,
     }
     .run(Box::new(ticket))
     .instrument(span)
@@ -63,6 +65,8 @@ struct Connection<S> {
     socket: S,
     shared: Arc<Shared>,
     _token: TaskTrackerToken,
+    /// This connection's place under `max_connections`, given back when it ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Why the main loop ended and what the client should be told.

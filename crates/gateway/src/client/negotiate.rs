@@ -85,6 +85,10 @@ pub(super) async fn negotiate(
             "This gateway is not accepting connections right now; try again.",
         )));
     }
+    if shared.connection_slots.available_permits() == 0 {
+        shared.metrics.refused_limit.increment(1);
+        return Err(connection_limit());
+    }
     let user = user_id(&claims);
     claims.retain(|k, _| !TOKEN_CLAIMS.contains(&k.as_str()));
     let connection_id = new_connection_id(shared.config.node_id);
@@ -152,6 +156,19 @@ pub(super) async fn connect(
             "This gateway is not accepting connections right now; try again.",
         )));
     }
+    // A connection token opens one connection: a second transport is refused, the first
+    // keeps working. (The store refuses a race between two gateways the same way.)
+    if in_use(&shared, &ticket) {
+        shared.metrics.refused_in_use.increment(1);
+        return Err(ApiError::new(
+            ErrorCode::ConnectionInUse,
+            "This connection token is already used by an open connection; negotiate again.",
+        ));
+    }
+    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
+        shared.metrics.refused_limit.increment(1);
+        return Err(connection_limit());
+    };
     let config = &shared.config;
     let upgrade = upgrade
         .read_buffer_size(config.ws_read_buffer)
@@ -162,7 +179,31 @@ pub(super) async fn connect(
     let token = shared.tracker.token();
     Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| super::run_connection(socket, shared2, ticket, peer, token)))
+        .on_upgrade(move |socket| {
+            super::run_connection(socket, shared2, ticket, peer, token, slot)
+        }))
+}
+
+/// Azure's answer when the connection quota is reached.
+fn connection_limit() -> ApiError {
+    ApiError::new(
+        ErrorCode::ConnectionLimit,
+        "Connection count reaches limit.",
+    )
+}
+
+/// Whether the ticket's connection is open: here, or (as far as this gateway's view knows)
+/// anywhere. A replay within the view's lag is refused by the store instead.
+fn in_use(shared: &Shared, ticket: &ConnectionTicket) -> bool {
+    if shared.registry.contains(&ticket.hub, &ticket.connection_id) {
+        return true;
+    }
+    shared
+        .store
+        .view()
+        .read()
+        .connection(&ticket.hub, &ticket.connection_id)
+        .is_some()
 }
 
 #[cfg(test)]

@@ -7,6 +7,12 @@
 //! - `application/x-msgpack`: the same object as a MessagePack map.
 //! - `application/octet-stream`: a MessagePack map `{json: bin, messagepack: bin}` of frames the
 //!   caller serialized for each protocol; they are checked and forwarded as they are.
+//!
+//! One rule for the arguments of JSON and MessagePack bodies alike: they must reach clients of
+//! both protocols, so anything one of them cannot carry is refused with 400 here rather than
+//! accepted and silently lost later — nesting deeper than [`MAX_ARGUMENT_DEPTH`] levels inside
+//! the arguments array, JSON numbers no 64-bit integer or float can hold (`1e400`), strings
+//! that are not Unicode (a lone `\ud800` escape, MessagePack strings that are not UTF-8).
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
@@ -93,6 +99,72 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<PayloadSource> {
     }
 }
 
+/// How deep argument values may nest inside the arguments array, for every body form: what the
+/// MessagePack codec accepts (its depth limit counts the message array and the arguments array).
+pub const MAX_ARGUMENT_DEPTH: usize = switchboard_protocol::MAX_DEPTH - 2;
+
+fn unportable(detail: impl std::fmt::Display) -> ApiError {
+    ApiError(
+        Error::invalid(format!(
+            "The arguments cannot be delivered to every client protocol: {detail}"
+        ))
+        .with_target("arguments"),
+    )
+}
+
+fn too_deep() -> ApiError {
+    unportable(format!(
+        "values nest deeper than {MAX_ARGUMENT_DEPTH} levels"
+    ))
+}
+
+/// Checks the nesting of JSON argument values (numbers and strings were checked by the parse).
+fn check_json_depth(values: &[serde_json::Value]) -> ApiResult<()> {
+    // Iteratively: the values came from the network.
+    let mut stack: Vec<(&serde_json::Value, usize)> = values.iter().map(|v| (v, 1)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        let children: Vec<&serde_json::Value> = match value {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            serde_json::Value::Object(map) => map.values().collect(),
+            _ => continue,
+        };
+        if depth >= MAX_ARGUMENT_DEPTH {
+            return Err(too_deep());
+        }
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+    }
+    Ok(())
+}
+
+/// Checks MessagePack argument values against the rule in the module docs.
+fn check_msgpack_arguments(values: &[rmpv::Value]) -> ApiResult<()> {
+    let mut stack: Vec<(&rmpv::Value, usize)> = values.iter().map(|v| (v, 1)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            rmpv::Value::String(s) if s.as_str().is_none() => {
+                return Err(unportable("a string is not valid UTF-8"))
+            }
+            rmpv::Value::Array(items) => {
+                if depth >= MAX_ARGUMENT_DEPTH {
+                    return Err(too_deep());
+                }
+                stack.extend(items.iter().map(|c| (c, depth + 1)));
+            }
+            rmpv::Value::Map(entries) => {
+                if depth >= MAX_ARGUMENT_DEPTH {
+                    return Err(too_deep());
+                }
+                for (k, v) in entries {
+                    stack.push((k, depth + 1));
+                    stack.push((v, depth + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn parse_json(body: &[u8]) -> ApiResult<PayloadSource> {
     let object: Vec<(String, &RawValue)> =
         serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(body)
@@ -122,7 +194,19 @@ fn parse_json(body: &[u8]) -> ApiResult<PayloadSource> {
         Some(raw) => {
             let text = raw.get();
             match text.trim_start().as_bytes().first() {
-                Some(b'[') => text.to_owned(),
+                Some(b'[') => {
+                    // What a MessagePack client will be sent: it must exist.
+                    let values: Vec<serde_json::Value> =
+                        serde_json::from_str(text).map_err(|e| {
+                            if e.to_string().contains("recursion limit") {
+                                too_deep()
+                            } else {
+                                unportable(e)
+                            }
+                        })?;
+                    check_json_depth(&values)?;
+                    text.to_owned()
+                }
                 _ if text.trim() == "null" => "[]".to_owned(),
                 _ => {
                     return Err(ApiError(
@@ -146,7 +230,10 @@ fn msgpack_error(detail: impl std::fmt::Display) -> ApiError {
 
 fn read_msgpack_map(body: &[u8]) -> ApiResult<Vec<(rmpv::Value, rmpv::Value)>> {
     let mut reader = body;
-    let value = rmpv::decode::read_value(&mut reader).map_err(msgpack_error)?;
+    let value = rmpv::decode::read_value(&mut reader).map_err(|e| match e {
+        rmpv::decode::Error::DepthLimitExceeded => too_deep(),
+        e => msgpack_error(e),
+    })?;
     match value {
         rmpv::Value::Map(entries) => Ok(entries),
         _ => Err(msgpack_error("expected a map")),
@@ -172,7 +259,10 @@ fn parse_msgpack(body: &[u8]) -> ApiResult<PayloadSource> {
         .map(|(_, v)| v)
     {
         None | Some(rmpv::Value::Nil) => rmpv::Value::Array(Vec::new()),
-        Some(v @ rmpv::Value::Array(_)) => v.clone(),
+        Some(v @ rmpv::Value::Array(items)) => {
+            check_msgpack_arguments(items)?;
+            v.clone()
+        }
         Some(_) => {
             return Err(ApiError(
                 Error::invalid("'arguments' must be an array.").with_target("arguments"),
@@ -252,6 +342,88 @@ mod tests {
             let err = json(body).expect_err(body);
             assert_eq!(err.code(), ErrorCode::InvalidArgument, "{body}");
         }
+    }
+
+    fn msgpack(value: rmpv::Value) -> ApiResult<PayloadSource> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-msgpack".parse().expect("header"),
+        );
+        let body = rmpv::Value::Map(vec![
+            (rmpv::Value::from("target"), rmpv::Value::from("t")),
+            (rmpv::Value::from("arguments"), value),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &body).expect("encode");
+        parse(&headers, &bytes)
+    }
+
+    fn nested_json(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    fn nested_msgpack(depth: usize) -> rmpv::Value {
+        (0..depth).fold(rmpv::Value::from(1), |v, _| rmpv::Value::Array(vec![v]))
+    }
+
+    #[test]
+    fn arguments_must_reach_every_protocol_by_one_rule() {
+        // The same nesting limit for both body forms, just at and just beyond it.
+        let limit = MAX_ARGUMENT_DEPTH;
+        assert!(json(&format!(
+            r#"{{"target":"t","arguments":{}}}"#,
+            nested_json(limit)
+        ))
+        .is_ok());
+        assert!(msgpack(nested_msgpack(limit)).is_ok());
+        for depth in [limit + 1, 10_000] {
+            let error = json(&format!(
+                r#"{{"target":"t","arguments":{}}}"#,
+                nested_json(depth)
+            ))
+            .expect_err("too deep");
+            assert!(
+                error.0.message.contains("nest deeper"),
+                "{}",
+                error.0.message
+            );
+            let error = msgpack(nested_msgpack(depth.min(1_000))).expect_err("too deep");
+            assert!(
+                error.0.message.contains("nest deeper"),
+                "{}",
+                error.0.message
+            );
+        }
+        // What MessagePack clients could never be sent.
+        for args in [
+            r#"[1e400]"#,
+            r#"[-1e400]"#,
+            r#"["\ud800"]"#,
+            r#"[{"k":"\udfff x"}]"#,
+        ] {
+            let error = json(&format!(r#"{{"target":"t","arguments":{args}}}"#)).expect_err(args);
+            assert_eq!(error.code(), ErrorCode::InvalidArgument, "{args}");
+            assert_eq!(error.0.target.as_deref(), Some("arguments"), "{args}");
+        }
+        // ... and what JSON clients could never be sent.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-msgpack".parse().expect("header"),
+        );
+        let mut body = vec![0x82, 0xa6];
+        body.extend_from_slice(b"target");
+        body.extend_from_slice(&[0xa1, b't', 0xa9]);
+        body.extend_from_slice(b"arguments");
+        body.extend_from_slice(&[0x91, 0xa2, 0xff, 0xfe]);
+        let error = parse(&headers, &body).expect_err("a string that is not UTF-8");
+        assert!(error.0.message.contains("UTF-8"), "{}", error.0.message);
+        // Big and precise numbers that both protocols carry are fine.
+        assert!(json(
+            r#"{"target":"t","arguments":[18446744073709551615, -9223372036854775808, 1.5e300]}"#
+        )
+        .is_ok());
     }
 
     #[test]
