@@ -133,7 +133,7 @@ pub(crate) struct Conn<IO> {
     /// Validated bytes not yet handed to hyper, from `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
-    /// After the synthetic request: end of stream.
+    /// After the synthetic request: nothing more is read.
     eof_after_out: bool,
     wait: Wait,
     timer: Option<Pin<Box<Sleep>>>,
@@ -229,7 +229,7 @@ impl<IO> Conn<IO> {
         })
     }
 
-    /// Refuses the head being read: the synthetic request, then end of stream.
+    /// Refuses the head being read: the synthetic request, then nothing more.
     fn reject(&mut self, rejection: Rejection) {
         *self.state.rejection.lock() = Some((self.scanner.heads() + 1, rejection));
         self.scanner.fail();
@@ -269,7 +269,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 return Poll::Ready(Ok(()));
             }
             if this.eof_after_out {
-                return Poll::Ready(Ok(()));
+                // Nothing more from this client: the answer to the synthetic request closes the
+                // connection. (End of stream here would abort that answer.)
+                this.state.waker.register(cx.waker());
+                if this.state.evicted.load(Ordering::Acquire) {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
             }
             if this.scanner.phase() == Phase::Passthrough {
                 // An upgraded connection: straight through, no deadlines, nothing kept.

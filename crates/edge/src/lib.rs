@@ -439,7 +439,7 @@ impl http_body::Body for TrackedBody {
 /// limit first) minus room for the store, the cluster and everything else the process opens.
 pub fn socket_budget() -> usize {
     let limit = raise_file_limit();
-    let reserve = 512 + limit / 10;
+    let reserve = (limit / 4).min(512) + limit / 10;
     limit.saturating_sub(reserve).max(64)
 }
 

@@ -102,6 +102,137 @@ async fn tokens_are_required_signed_unexpired_and_for_this_path() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn a_token_names_one_application_and_one_resource() -> anyhow::Result<()> {
+    let server = server().await?;
+    let msg = Some(("application/json", br#"{"target":"m"}"#.to_vec()));
+    let host = format!("http://{}", server.addr.ip());
+    let token = |path: &str| {
+        mint_rest_token(
+            &server.keys[0],
+            &format!("{host}{path}"),
+            None,
+            now_secs(),
+            60,
+        )
+    };
+    // The .NET SDK's form: the application in the audience's query.
+    let app1 = "/api/hubs/chat/:send?application=app1&api-version=2022-06-01";
+    let app2 = "/api/hubs/chat/:send?application=app2&api-version=2022-06-01";
+    let app1_token = token(app1);
+    assert_status(
+        &server
+            .rest_with("POST", app1, Some(&app1_token), msg.clone())
+            .await?,
+        202,
+    );
+    assert_error(
+        &server
+            .rest_with("POST", app2, Some(&app1_token), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+    assert_error(
+        &server
+            .rest_with("POST", SEND, Some(&app1_token), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+    // A token without an application does not open an application's hub.
+    assert_error(
+        &server
+            .rest_with("POST", app1, Some(&token(SEND)), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+
+    // A token for user u in group g does not open send-to-user "u/groups/g" (%2F), nor back.
+    let in_group = "/api/hubs/chat/users/u/groups/g?api-version=2022-06-01";
+    let odd_user = "/api/hubs/chat/users/u%2Fgroups%2Fg/:send?api-version=2022-06-01";
+    let group_token = token("/api/hubs/chat/users/u/groups/g/:send?api-version=2022-06-01");
+    assert_error(
+        &server
+            .rest_with("POST", odd_user, Some(&group_token), msg.clone())
+            .await?,
+        401,
+        None,
+    );
+    assert_status(
+        &server
+            .rest_with("POST", odd_user, Some(&token(odd_user)), msg.clone())
+            .await?,
+        202,
+    );
+    let odd_token = token("/api/hubs/chat/users/u%2Fgroups/g?api-version=2022-06-01");
+    assert_error(
+        &server
+            .rest_with("PUT", in_group, Some(&odd_token), None)
+            .await?,
+        401,
+        None,
+    );
+    assert_status(
+        &server
+            .rest_with("PUT", in_group, Some(&token(in_group)), None)
+            .await?,
+        200,
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn arguments_a_client_protocol_cannot_carry_are_400() -> anyhow::Result<()> {
+    let server = server().await?;
+    let deep = format!(
+        r#"{{"target":"m","arguments":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    for body in [
+        deep,
+        r#"{"target":"m","arguments":[1e400]}"#.to_owned(),
+        r#"{"target":"m","arguments":["\ud800"]}"#.to_owned(),
+    ] {
+        let r = server
+            .rest_with(
+                "POST",
+                SEND,
+                Some(&server.rest_token(SEND)),
+                Some(("application/json", body.clone().into_bytes())),
+            )
+            .await?;
+        assert_error(&r, 400, None);
+        assert!(r.json()?["target"] == "arguments", "{}", r.body);
+    }
+    // MessagePack bodies by the same rule.
+    let mut deep = rmpv::Value::from(1);
+    for _ in 0..200 {
+        deep = rmpv::Value::Array(vec![deep]);
+    }
+    let message = rmpv::Value::Map(vec![
+        (rmpv::Value::from("target"), rmpv::Value::from("m")),
+        (
+            rmpv::Value::from("arguments"),
+            rmpv::Value::Array(vec![deep]),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &message)?;
+    let r = server
+        .rest_with(
+            "POST",
+            SEND,
+            Some(&server.rest_token(SEND)),
+            Some(("application/x-msgpack", bytes)),
+        )
+        .await?;
+    assert_error(&r, 400, None);
+    Ok(())
+}
+
+#[tokio::test]
 async fn key_rotation_accepts_every_configured_key() -> anyhow::Result<()> {
     let server = Server::start(
         bin(),

@@ -18,7 +18,7 @@ mod server;
 pub use cluster::{free_addr, Cluster};
 pub use js::{ConnectOptions, JsClients, Message};
 pub use proxy::Proxy;
-pub use rawws::RawClient;
+pub use rawws::{Negotiated, RawClient, Refused};
 pub use server::{RestResponse, Role, Server, ServerOptions, TEST_KEY};
 
 use std::future::Future;

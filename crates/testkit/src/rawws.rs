@@ -16,7 +16,89 @@ pub struct RawClient {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
+/// What negotiate handed out: the connection id, the connection token and the access token used.
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    pub connection_id: String,
+    pub ticket: String,
+    pub token: String,
+}
+
+/// A WebSocket upgrade the server refused: its status and body.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
 impl RawClient {
+    /// Negotiates only.
+    pub async fn negotiate(
+        server: &Server,
+        hub: &str,
+        user: Option<&str>,
+    ) -> anyhow::Result<Negotiated> {
+        let token = server.client_token(hub, user);
+        let negotiate = reqwest::Client::new()
+            .post(server.url(&format!("/client/negotiate?hub={hub}&negotiateVersion=1")))
+            .bearer_auth(&token)
+            .send()
+            .await?;
+        if negotiate.status() != 200 {
+            bail!("negotiate answered {}", negotiate.status());
+        }
+        let body: serde_json::Value = negotiate.json().await?;
+        Ok(Negotiated {
+            connection_id: body["connectionId"]
+                .as_str()
+                .context("connectionId")?
+                .to_owned(),
+            ticket: body["connectionToken"]
+                .as_str()
+                .context("connectionToken")?
+                .to_owned(),
+            token,
+        })
+    }
+
+    /// Opens the WebSocket with a negotiated ticket; `Err(Refused)` when the upgrade is refused.
+    pub async fn connect_ticket(
+        server: &Server,
+        hub: &str,
+        negotiated: &Negotiated,
+    ) -> anyhow::Result<Result<RawClient, Refused>> {
+        let url = format!(
+            "ws://{}/client/?hub={hub}&id={}&access_token={}",
+            server.addr, negotiated.ticket, negotiated.token
+        );
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => Ok(Ok(RawClient {
+                connection_id: negotiated.connection_id.clone(),
+                ws,
+            })),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok(Err(Refused {
+                status: response.status().as_u16(),
+                body: response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            })),
+            Err(e) => Err(e).context("websocket connect"),
+        }
+    }
+
+    /// Completes a JSON handshake on an opened socket.
+    pub async fn handshake_json(&mut self) -> anyhow::Result<()> {
+        self.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+            .await?;
+        let reply = self.recv_text(Duration::from_secs(10)).await?;
+        if reply != "{}\u{1e}" {
+            bail!("handshake answered {reply:?}");
+        }
+        Ok(())
+    }
+
     /// Negotiates and opens the WebSocket, without the hub protocol handshake.
     pub async fn open(server: &Server, hub: &str, user: Option<&str>) -> anyhow::Result<RawClient> {
         let token = server.client_token(hub, user);
@@ -53,13 +135,7 @@ impl RawClient {
         user: Option<&str>,
     ) -> anyhow::Result<RawClient> {
         let mut client = Self::open(server, hub, user).await?;
-        client
-            .send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
-            .await?;
-        let reply = client.recv_text(Duration::from_secs(10)).await?;
-        if reply != "{}\u{1e}" {
-            bail!("handshake answered {reply:?}");
-        }
+        client.handshake_json().await?;
         Ok(client)
     }
 

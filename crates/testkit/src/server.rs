@@ -46,6 +46,8 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// The open-file limit of the process (`ulimit -n`), if it should differ from the test's.
+    pub nofile: Option<u64>,
 }
 
 /// A REST response, read fully.
@@ -131,7 +133,17 @@ impl Server {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let role = self.options.role;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match self.options.nofile {
+            None => Command::new(&self.bin),
+            Some(limit) => {
+                // The shell lowers the limit, then becomes the server (same pid).
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&self.bin);
+                sh
+            }
+        };
         cmd.arg(role.command())
             .arg("--listen")
             .arg(self.addr.to_string());
@@ -197,8 +209,11 @@ impl Server {
             .trim_start_matches("Endpoint=")
             .split(';')
             .next()
-            .unwrap_or_default()
-            .trim_start_matches("http://")
+            .unwrap_or_default();
+        let endpoint = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .unwrap_or(endpoint)
             .to_owned();
         self.addr = endpoint
             .parse()
