@@ -138,6 +138,8 @@ pub(crate) struct Conn<IO> {
     wait: Wait,
     timer: Option<Pin<Box<Sleep>>>,
     on_end: Option<Box<dyn FnOnce(Ending) + Send>>,
+    /// The connection's place under the socket cap, held for as long as the socket lives.
+    _slot: crate::Slot,
 }
 
 impl<IO> Conn<IO> {
@@ -147,6 +149,7 @@ impl<IO> Conn<IO> {
         timeouts: Timeouts,
         state: Arc<ConnState>,
         on_end: Box<dyn FnOnce(Ending) + Send>,
+        slot: crate::Slot,
     ) -> Conn<IO> {
         Conn {
             io,
@@ -159,6 +162,7 @@ impl<IO> Conn<IO> {
             wait: Wait::First(Instant::now()),
             timer: None,
             on_end: Some(on_end),
+            _slot: slot,
         }
     }
 

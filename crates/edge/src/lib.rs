@@ -88,6 +88,19 @@ impl std::fmt::Debug for EdgeConfig {
     }
 }
 
+/// A connection's place in the [`Table`], given back when the connection is gone — for an
+/// upgraded one, when the WebSocket closes, since it travels inside the socket wrapper.
+pub(crate) struct Slot {
+    table: Arc<Table>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table.release(self.id);
+    }
+}
+
 /// The open connections, for the cap and for eviction.
 struct Table {
     max: usize,
@@ -104,7 +117,7 @@ impl Table {
 
     /// A slot for a new connection: free, or freed by evicting the connection that has made no
     /// progress for longest. `None` if every connection is busy.
-    fn admit(&self) -> Option<(u64, Arc<ConnState>)> {
+    fn admit(self: &Arc<Self>) -> Option<(Slot, Arc<ConnState>)> {
         let mut open = self.open.lock();
         if open.len() >= self.max {
             let victim = open
@@ -118,7 +131,13 @@ impl Table {
         let state = Arc::new(ConnState::new(self.now_ms()));
         open.insert(id, state.clone());
         metrics::open_sockets(open.len());
-        Some((id, state))
+        Some((
+            Slot {
+                table: self.clone(),
+                id,
+            },
+            state,
+        ))
     }
 
     fn release(&self, id: u64) {
@@ -170,7 +189,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some((id, state)) = table.admit() else {
+        let Some((slot, state)) = table.admit() else {
             metrics::connection_ended("limit");
             if let Some(suppressed) = REFUSE_LOG.allow(now_ms()) {
                 tracing::warn!(%remote, max = table.max, suppressed, "every connection is busy: refusing a new one");
@@ -188,17 +207,7 @@ pub async fn serve(
             shutdown.clone(),
         );
         tasks.spawn(async move {
-            serve_connection(
-                tcp,
-                remote,
-                state.clone(),
-                &table,
-                &config,
-                router,
-                shutdown,
-            )
-            .await;
-            table.release(id);
+            serve_connection(tcp, remote, slot, state, &table, &config, router, shutdown).await;
         });
     }
     tasks.close();
@@ -213,9 +222,11 @@ fn refuse_busy(tcp: &TcpStream) {
     let _ = tcp.try_write(BUSY);
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     tcp: TcpStream,
     remote: SocketAddr,
+    slot: Slot,
     state: Arc<ConnState>,
     table: &Arc<Table>,
     config: &Arc<EdgeConfig>,
@@ -234,7 +245,14 @@ async fn serve_connection(
     });
     match &config.tls {
         None => {
-            let conn = Conn::new(tcp, config.limits, config.timeouts, state.clone(), on_end);
+            let conn = Conn::new(
+                tcp,
+                config.limits,
+                config.timeouts,
+                state.clone(),
+                on_end,
+                slot,
+            );
             http1(conn, remote, state, table, config, router, shutdown).await;
         }
         Some(tls) => {
@@ -262,6 +280,7 @@ async fn serve_connection(
                 config.timeouts,
                 state.clone(),
                 on_end,
+                slot,
             );
             http1(conn, remote, state, table, config, router, shutdown).await;
         }
@@ -475,31 +494,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_table_evicts_the_connection_idle_longest() {
-        let table = Table {
+        let table = Arc::new(Table {
             max: 2,
             next: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             epoch: tokio::time::Instant::now(),
-        };
-        let (_, a) = table.admit().unwrap_or_else(|| unreachable!());
-        let (_, b) = table.admit().unwrap_or_else(|| unreachable!());
+        });
+        let (slot_a, a) = table.admit().unwrap_or_else(|| unreachable!());
+        let (slot_b, b) = table.admit().unwrap_or_else(|| unreachable!());
         a.last_progress_ms.store(10, Ordering::Release);
         b.last_progress_ms.store(5, Ordering::Release);
         // Full: the one with the oldest progress goes.
-        let (_, c) = table.admit().unwrap_or_else(|| unreachable!());
+        let (slot_c, c) = table.admit().unwrap_or_else(|| unreachable!());
         assert!(b.evicted.load(Ordering::Acquire));
         assert!(!a.evicted.load(Ordering::Acquire));
         // Busy or upgraded connections are never evicted: with nothing evictable, no room.
         a.in_flight.store(1, Ordering::Release);
         c.upgraded.store(true, Ordering::Release);
-        table
-            .open
-            .lock()
-            .retain(|_, s| !s.evicted.load(Ordering::Acquire));
+        // The evicted connection closes: its slot comes back, and the table is full again.
+        drop(slot_b);
         assert!(table.admit().is_none());
         // Once a response is done, its connection may go.
         a.in_flight.store(0, Ordering::Release);
-        assert!(table.admit().is_some());
+        let slot_d = table.admit();
+        assert!(slot_d.is_some());
         assert!(a.evicted.load(Ordering::Acquire));
+        // Slots of closed connections, upgraded ones included, are given back.
+        drop((slot_a, slot_c, slot_d));
+        assert!(table.open.lock().is_empty());
     }
 }
