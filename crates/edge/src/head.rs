@@ -15,7 +15,7 @@
 //! upgrade (a WebSocket) ends the scanning: everything after its head passes through untouched.
 //! A malformed chunked body also ends it (the HTTP server reports that error itself).
 
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{Method, Uri};
 
 /// Size bounds of a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +212,25 @@ impl Scanner {
                     i += consumed;
                 }
                 State::Idle { .. } | State::Head => {
+                    // The run of ordinary bytes up to the next CR or LF, in one go.
+                    if !self.pending_cr {
+                        let rest = &input[i..];
+                        let run = rest
+                            .iter()
+                            .position(|&b| b == b'\r' || b == b'\n')
+                            .unwrap_or(rest.len());
+                        if run > 0 {
+                            self.state = State::Head;
+                            self.head.extend_from_slice(&rest[..run]);
+                            i += run;
+                            if let Err(rejection) = self.check_sizes() {
+                                self.state = State::Failed;
+                                self.head = Vec::new();
+                                return Err(rejection);
+                            }
+                            continue;
+                        }
+                    }
                     let byte = input[i];
                     i += 1;
                     if let Err(rejection) = self.head_byte(byte, out) {
@@ -446,25 +465,34 @@ fn validate(head: &[u8], limits: &Limits) -> Result<Framing, Rejection> {
             return Err(bad("a header field without ':'"));
         };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        // No whitespace between the name and the colon (RFC 9112 §5.1), and a valid token.
-        let name = HeaderName::from_bytes(name).map_err(|_| bad("invalid header field name"))?;
-        HeaderValue::from_bytes(value).map_err(|_| bad("invalid header field value"))?;
-        match name.as_str() {
-            "host" => hosts += 1,
-            "content-length" => lengths.extend(value.split(|&b| b == b',').map(trim)),
-            "transfer-encoding" => encodings.extend(
+        // A token (so no whitespace between the name and the colon, RFC 9112 §5.1), and a value
+        // without control characters: exactly what `http::HeaderName` / `HeaderValue` accept.
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(bad("invalid header field name"));
+        }
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            return Err(bad("invalid header field value"));
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            lengths.extend(value.split(|&b| b == b',').map(trim));
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings.extend(
                 value
                     .split(|&b| b == b',')
                     .map(|e| trim(e).to_ascii_lowercase())
                     .filter(|e| !e.is_empty()),
-            ),
-            "connection" => {
-                connection_upgrade |= value
-                    .split(|&b| b == b',')
-                    .any(|t| trim(t).eq_ignore_ascii_case(b"upgrade"));
-            }
-            "upgrade" => upgrade = true,
-            _ => {}
+            );
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_upgrade |= value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"upgrade"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
         }
     }
     if http11 && hosts != 1 {
@@ -511,6 +539,28 @@ fn validate(head: &[u8], limits: &Limits) -> Result<Framing, Rejection> {
         body,
         upgrade: connection_upgrade && upgrade,
     })
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -739,6 +789,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn field_checks_agree_with_the_http_crate(name in prop::collection::vec(any::<u8>(), 0..12), value in prop::collection::vec(any::<u8>(), 0..12)) {
+            let ours_name = !name.is_empty() && name.iter().all(|&b| is_tchar(b));
+            prop_assert_eq!(ours_name, http::HeaderName::from_bytes(&name).is_ok(), "{:?}", name);
+            let ours_value = value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+            prop_assert_eq!(ours_value, http::HeaderValue::from_bytes(&value).is_ok(), "{:?}", value);
+        }
+
         #[test]
         fn valid_pipelines_pass_unchanged_however_they_are_split(
             requests in prop::collection::vec(request(), 1..5),

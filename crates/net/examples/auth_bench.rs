@@ -26,15 +26,16 @@ fn main() {
         node: 2,
         incarnation: now,
     };
-    for (label, keys) in [
-        ("one key", vec!["primary-cluster-key"]),
+    for (label, caller_keys, callee_keys) in [
+        ("one key", vec!["old-key"], vec!["old-key"]),
         (
-            "rotation: the peer signs with the second of two",
-            vec!["new-key", "primary-cluster-key"],
+            "mid-rotation (each side matches on its second key)",
+            vec!["old-key", "new-key"],
+            vec!["new-key", "old-key"],
         ),
     ] {
-        let signer = ClusterKeys::new(&["primary-cluster-key"]).expect("key");
-        let verifier = ClusterKeys::new(&keys).expect("keys");
+        let signer = ClusterKeys::new(&caller_keys).expect("keys");
+        let verifier = ClusterKeys::new(&callee_keys).expect("keys");
         let token = signer.mint(caller, now);
         let started = Instant::now();
         for _ in 0..rounds {
@@ -49,8 +50,7 @@ fn main() {
 
         let started = Instant::now();
         for _ in 0..rounds {
-            let mut mac =
-                <Hmac<Sha256> as Mac>::new_from_slice(b"primary-cluster-key").expect("key");
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"old-key").expect("key");
             mac.update(black_box(token.as_bytes()));
             black_box(mac.finalize().into_bytes());
         }
