@@ -137,31 +137,7 @@ pub(crate) fn normalize_path(raw: &str) -> String {
 /// Percent-decodes `s` except escapes of `/`, `?`, `#` and `%`, which are kept (upper-cased) so
 /// the result has the same segments as the input.
 fn decode_within_segments(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = bytes.get(i + 1).copied().and_then(hex_val);
-            let lo = bytes.get(i + 2).copied().and_then(hex_val);
-            if let (Some(h), Some(l)) = (hi, lo) {
-                let decoded = h << 4 | l;
-                if matches!(decoded, b'/' | b'?' | b'#' | b'%') {
-                    out.extend_from_slice(format!("%{decoded:02X}").as_bytes());
-                } else {
-                    out.push(decoded);
-                }
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    decode(s, |b| matches!(b, b'/' | b'?' | b'#' | b'%'))
 }
 
 /// Values of query parameter `name` (matched case-insensitively after decoding), decoded.
@@ -182,6 +158,11 @@ pub(crate) fn query_values(query: &str, name: &str) -> Vec<String> {
 
 /// Percent-decodes `s` (invalid escapes are kept literally; invalid UTF-8 is replaced).
 pub(crate) fn percent_decode(s: &str) -> String {
+    decode(s, |_| false)
+}
+
+/// Percent-decodes `s`, except escapes of bytes for which `keep` holds (re-encoded upper-case).
+fn decode(s: &str, keep: impl Fn(u8) -> bool) -> String {
     if !s.contains('%') {
         return s.to_string();
     }
@@ -193,7 +174,12 @@ pub(crate) fn percent_decode(s: &str) -> String {
             let hi = bytes.get(i + 1).copied().and_then(hex_val);
             let lo = bytes.get(i + 2).copied().and_then(hex_val);
             if let (Some(h), Some(l)) = (hi, lo) {
-                out.push(h << 4 | l);
+                let decoded = h << 4 | l;
+                if keep(decoded) {
+                    out.extend_from_slice(format!("%{decoded:02X}").as_bytes());
+                } else {
+                    out.push(decoded);
+                }
                 i += 3;
                 continue;
             }

@@ -57,12 +57,14 @@ pub(crate) struct ConnState {
     /// When the connection last completed something (accepted, a response finished), in ms
     /// since the table's epoch: how long it has been useless, for eviction.
     pub(crate) last_progress_ms: AtomicU64,
+    /// The connection has answered a request: a client that uses it, unlike a silent socket.
+    pub(crate) served: AtomicBool,
     /// Set by the table to close the connection (it is idle and the table is full).
     pub(crate) evicted: AtomicBool,
     /// The reader to wake when the state above changes.
     pub(crate) waker: AtomicWaker,
     /// A refused head: its sequence number (1-based) and why.
-    pub(crate) rejection: Mutex<Option<(u64, Rejection)>>,
+    pub(crate) rejection: Mutex<Option<Box<(u64, Rejection)>>>,
 }
 
 impl ConnState {
@@ -71,6 +73,7 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             upgraded: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(now_ms),
+            served: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             rejection: Mutex::new(None),
@@ -90,8 +93,8 @@ impl ConnState {
     /// Takes the rejection if it is for request `seq`.
     pub(crate) fn take_rejection(&self, seq: u64) -> Option<Rejection> {
         let mut slot = self.rejection.lock();
-        if slot.as_ref().is_some_and(|(s, _)| *s == seq) {
-            slot.take().map(|(_, r)| r)
+        if slot.as_ref().is_some_and(|b| b.0 == seq) {
+            slot.take().map(|b| b.1)
         } else {
             None
         }
@@ -127,8 +130,17 @@ enum Wait {
 /// A connection with its scanner and deadlines (see the module docs).
 pub(crate) struct Conn<IO> {
     io: IO,
-    scanner: Scanner,
+    /// Everything HTTP/1 needs; dropped once the connection is upgraded, so a WebSocket keeps
+    /// only the socket, the shared state and its slot.
+    http: Option<Box<Http>>,
+    /// The connection's place under the socket cap, held for as long as the socket lives.
+    _slot: crate::Slot,
+}
+
+/// The HTTP/1 side of a connection: the scanner, what it validated, and the deadlines.
+struct Http {
     state: Arc<ConnState>,
+    scanner: Scanner,
     timeouts: Timeouts,
     /// Validated bytes not yet handed to hyper, from `out_pos`.
     out: Vec<u8>,
@@ -136,10 +148,10 @@ pub(crate) struct Conn<IO> {
     /// After the synthetic request: nothing more is read.
     eof_after_out: bool,
     wait: Wait,
+    /// `scanner.heads()` when `wait` was last brought up to date.
+    wait_heads: u64,
     timer: Option<Pin<Box<Sleep>>>,
     on_end: Option<Box<dyn FnOnce(Ending) + Send>>,
-    /// The connection's place under the socket cap, held for as long as the socket lives.
-    _slot: crate::Slot,
 }
 
 impl<IO> Conn<IO> {
@@ -153,19 +165,24 @@ impl<IO> Conn<IO> {
     ) -> Conn<IO> {
         Conn {
             io,
-            scanner: Scanner::new(limits),
-            state,
-            timeouts,
-            out: Vec::new(),
-            out_pos: 0,
-            eof_after_out: false,
-            wait: Wait::First(Instant::now()),
-            timer: None,
-            on_end: Some(on_end),
+            http: Some(Box::new(Http {
+                state,
+                scanner: Scanner::new(limits),
+                timeouts,
+                out: Vec::new(),
+                out_pos: 0,
+                eof_after_out: false,
+                wait: Wait::First(Instant::now()),
+                wait_heads: 0,
+                timer: None,
+                on_end: Some(on_end),
+            })),
             _slot: slot,
         }
     }
+}
 
+impl Http {
     fn end(&mut self, why: Ending) {
         if let Some(on_end) = self.on_end.take() {
             on_end(why);
@@ -174,18 +191,23 @@ impl<IO> Conn<IO> {
 
     /// Brings `wait` up to date with the scanner and the server.
     fn refresh_wait(&mut self, now: Instant) {
-        let busy = self.state.in_flight.load(Ordering::Acquire) > 0
-            || self.state.upgraded.load(Ordering::Acquire);
+        let state = &self.state;
+        let busy =
+            state.in_flight.load(Ordering::Acquire) > 0 || state.upgraded.load(Ordering::Acquire);
+        // A head completed since the wait began: whatever follows is a new wait.
+        let heads = self.scanner.heads();
+        let fresh = heads != self.wait_heads;
+        self.wait_heads = heads;
         self.wait = match (self.scanner.phase(), self.wait) {
             (Phase::Passthrough | Phase::Failed, _) => Wait::None,
-            (Phase::Head, Wait::Head(since)) => Wait::Head(since),
-            (Phase::Head, Wait::First(since)) => Wait::Head(since),
+            (Phase::Head, Wait::Head(since)) if !fresh => Wait::Head(since),
+            (Phase::Head, Wait::First(since)) if heads == 0 => Wait::Head(since),
             (Phase::Head, _) => Wait::Head(now),
-            (Phase::Body, Wait::Body(since, n)) => Wait::Body(since, n),
+            (Phase::Body, Wait::Body(since, n)) if !fresh => Wait::Body(since, n),
             (Phase::Body, _) => Wait::Body(now, 0),
-            (Phase::Idle, Wait::First(since)) => Wait::First(since),
+            (Phase::Idle, Wait::First(since)) if heads == 0 => Wait::First(since),
             (Phase::Idle, _) if busy => Wait::None,
-            (Phase::Idle, Wait::Idle(since)) => Wait::Idle(since),
+            (Phase::Idle, Wait::Idle(since)) if !fresh => Wait::Idle(since),
             (Phase::Idle, _) => Wait::Idle(now),
         };
     }
@@ -235,7 +257,7 @@ impl<IO> Conn<IO> {
 
     /// Refuses the head being read: the synthetic request, then nothing more.
     fn reject(&mut self, rejection: Rejection) {
-        *self.state.rejection.lock() = Some((self.scanner.heads() + 1, rejection));
+        *self.state.rejection.lock() = Some(Box::new((self.scanner.heads() + 1, rejection)));
         self.scanner.fail();
         self.out.extend_from_slice(SYNTHETIC);
         self.eof_after_out = true;
@@ -267,35 +289,38 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let Conn { io, http: slot, .. } = self.get_mut();
         loop {
-            if this.drain_out(buf) {
+            let Some(http) = slot.as_mut() else {
+                // An upgraded connection: straight through, no deadlines, nothing kept.
+                return Pin::new(io).poll_read(cx, buf);
+            };
+            if http.drain_out(buf) {
                 return Poll::Ready(Ok(()));
             }
-            if this.eof_after_out {
+            if http.eof_after_out {
                 // Nothing more from this client: the answer to the synthetic request closes the
                 // connection. (End of stream here would abort that answer.)
-                this.state.waker.register(cx.waker());
-                if this.state.evicted.load(Ordering::Acquire) {
+                http.state.waker.register(cx.waker());
+                if http.state.evicted.load(Ordering::Acquire) {
                     return Poll::Ready(Ok(()));
                 }
                 return Poll::Pending;
             }
-            if this.scanner.phase() == Phase::Passthrough {
-                // An upgraded connection: straight through, no deadlines, nothing kept.
-                this.timer = None;
-                return Pin::new(&mut this.io).poll_read(cx, buf);
+            if http.scanner.phase() == Phase::Passthrough {
+                *slot = None;
+                continue;
             }
-            this.state.waker.register(cx.waker());
-            if this.state.evicted.load(Ordering::Acquire) {
-                this.end(Ending::Evicted);
+            http.state.waker.register(cx.waker());
+            if http.state.evicted.load(Ordering::Acquire) {
+                http.end(Ending::Evicted);
                 return Poll::Ready(Ok(()));
             }
-            this.refresh_wait(Instant::now());
-            if let Some(ending) = this.poll_deadline(cx) {
-                this.end(ending);
+            http.refresh_wait(Instant::now());
+            if let Some(ending) = http.poll_deadline(cx) {
+                http.end(ending);
                 if ending == Ending::HeadTimeout {
-                    this.reject(Rejection::Timeout(
+                    http.reject(Rejection::Timeout(
                         "the request head did not arrive in time".into(),
                     ));
                     continue;
@@ -310,7 +335,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
             }
             let mut chunk = [0u8; 4096];
             let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+            match Pin::new(&mut *io).poll_read(cx, &mut read) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
@@ -320,12 +345,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 // End of stream; a partial head is dropped with it.
                 return Poll::Ready(Ok(()));
             }
-            if let Wait::Body(since, received) = this.wait {
-                this.wait = Wait::Body(since, received + input.len() as u64);
+            if let Wait::Body(since, received) = http.wait {
+                http.wait = Wait::Body(since, received + input.len() as u64);
             }
-            if let Err(rejection) = this.scanner.feed(input, &mut this.out) {
-                this.end(Ending::Malformed);
-                this.reject(rejection);
+            if let Err(rejection) = http.scanner.feed(input, &mut http.out) {
+                http.end(Ending::Malformed);
+                http.reject(rejection);
             }
         }
     }
@@ -358,5 +383,120 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn make_conn(io: tokio::io::DuplexStream) -> (Conn<tokio::io::DuplexStream>, Arc<ConnState>) {
+        let state = Arc::new(ConnState::new(0));
+        let table = crate::tests::table(8);
+        let (slot, _) = table.admit().unwrap_or_else(|| unreachable!());
+        let conn = Conn::new(
+            io,
+            Limits::default(),
+            Timeouts {
+                header: Duration::from_secs(10),
+                idle: Duration::from_secs(120),
+            },
+            state.clone(),
+            Box::new(|_| {}),
+            slot,
+        );
+        (conn, state)
+    }
+
+    /// Reads what the server side would see until it is pending for `within`; `None` at end of
+    /// stream.
+    async fn read_some(
+        conn: &mut Conn<tokio::io::DuplexStream>,
+        within: Duration,
+    ) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 8192];
+        match tokio::time::timeout(within, conn.read(&mut buf)).await {
+            Ok(Ok(0)) => None,
+            Ok(Ok(n)) => Some(buf[..n].to_vec()),
+            Ok(Err(_)) => None,
+            Err(_) => Some(Vec::new()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_connection_is_idle_only_after_its_requests() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (mut conn, state) = make_conn(server);
+        // A whole request in one write, then the server works on it.
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap_or_default();
+        assert!(read_some(&mut conn, Duration::from_millis(1))
+            .await
+            .is_some_and(|b| !b.is_empty()));
+        state.in_flight.store(1, Ordering::Release);
+        // Long past the header timeout while the response is being produced: still open.
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(30)).await,
+            Some(Vec::new())
+        );
+        state.in_flight.store(0, Ordering::Release);
+        // Idle now: open for the idle timeout (well past the header timeout of the start)...
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(100)).await,
+            Some(Vec::new())
+        );
+        // ... a second request is welcome, and restarts the idle period once answered ...
+        client
+            .write_all(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap_or_default();
+        assert!(read_some(&mut conn, Duration::from_millis(1))
+            .await
+            .is_some_and(|b| !b.is_empty()));
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(100)).await,
+            Some(Vec::new())
+        );
+        // ... and then the idle timeout closes it.
+        assert_eq!(read_some(&mut conn, Duration::from_secs(30)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_or_slow_head_ends_the_connection() {
+        let (_client, server) = tokio::io::duplex(1024);
+        let (mut conn, _) = make_conn(server);
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(9)).await,
+            Some(Vec::new())
+        );
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(2)).await,
+            None,
+            "silent"
+        );
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut conn, state) = make_conn(server);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHo")
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(9)).await,
+            Some(Vec::new())
+        );
+        // The head timed out: the synthetic request stands in for it, and the rejection waits.
+        let synthetic = read_some(&mut conn, Duration::from_secs(2))
+            .await
+            .unwrap_or_default();
+        assert!(synthetic.starts_with(b"GET / HTTP/1.1"), "{synthetic:?}");
+        assert!(matches!(
+            state.take_rejection(1),
+            Some(Rejection::Timeout(_))
+        ));
     }
 }

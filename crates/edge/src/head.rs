@@ -310,7 +310,12 @@ impl Scanner {
     fn finish_head(&mut self, out: &mut Vec<u8>) -> Result<(), Rejection> {
         let framing = validate(&self.head, &self.limits)?;
         out.extend_from_slice(&self.head);
-        self.head.clear();
+        if framing.upgrade {
+            // Scanning ends here: an upgraded connection keeps no buffer.
+            self.head = Vec::new();
+        } else {
+            self.head.clear();
+        }
         self.request_line_end = None;
         self.heads += 1;
         self.state = match (framing.upgrade, framing.body) {

@@ -7,10 +7,11 @@
 //!   [`Reject`] function, then the connection closes.
 //! - **Deadlines** ([`conn`]): heads within the header timeout, bodies at a minimum pace, idle
 //!   connections closed after the idle timeout; WebSockets are exempt once upgraded.
-//! - **A socket cap** ([`Table`]): at most `max_sockets` open at once. When full, the
-//!   connection that has been useless longest (no request being served, not a WebSocket) is
-//!   closed to make room, so health checks and REST keep working while an attacker holds
-//!   thousands of silent sockets; only when every socket is busy is a new one refused.
+//! - **A socket cap** ([`Table`]): at most `max_sockets` open at once. When full, a connection
+//!   with no request being served and no upgrade is closed to make room — one that never carried
+//!   a request first (the oldest), else the one idle longest — so health checks, REST and the
+//!   clients' keep-alive connections keep working while an attacker holds thousands of silent
+//!   sockets; only when every socket is busy is a new one refused.
 //! - **Accepting at the file limit**: an accept error (out of file descriptors) is logged at a
 //!   limited rate and retried after a pause; the loop never spins and never stops.
 //! - **TLS** (optional): handshakes bounded by the header timeout.
@@ -26,7 +27,7 @@ pub use metrics::describe as describe_metrics;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,7 +106,10 @@ impl Drop for Slot {
 struct Table {
     max: usize,
     next: AtomicU64,
+    /// Connections still speaking HTTP (eviction candidates among them).
     open: Mutex<HashMap<u64, Arc<ConnState>>>,
+    /// Upgraded connections: counted, never evicted, not tracked one by one.
+    upgraded: AtomicUsize,
     /// The table's epoch: `ConnState::last_progress_ms` counts from here.
     epoch: tokio::time::Instant,
 }
@@ -119,18 +123,25 @@ impl Table {
     /// progress for longest. `None` if every connection is busy.
     fn admit(self: &Arc<Self>) -> Option<(Slot, Arc<ConnState>)> {
         let mut open = self.open.lock();
-        if open.len() >= self.max {
+        if open.len() + self.upgraded.load(Ordering::Acquire) >= self.max {
             let victim = open
                 .values()
                 .filter(|c| c.evictable() && !c.evicted.load(Ordering::Acquire))
-                .min_by_key(|c| c.last_progress_ms.load(Ordering::Acquire))?;
+                // Sockets that never carried a request go first (a flood of silent ones evicts
+                // its own kind), then the one idle longest.
+                .min_by_key(|c| {
+                    (
+                        c.served.load(Ordering::Acquire),
+                        c.last_progress_ms.load(Ordering::Acquire),
+                    )
+                })?;
             victim.evict();
             metrics::connection_ended("evicted");
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::new(self.now_ms()));
         open.insert(id, state.clone());
-        metrics::open_sockets(open.len());
+        metrics::open_sockets(open.len() + self.upgraded.load(Ordering::Acquire));
         Some((
             Slot {
                 table: self.clone(),
@@ -140,10 +151,20 @@ impl Table {
         ))
     }
 
+    /// The connection upgraded: it keeps its place but leaves the eviction candidates.
+    fn promote(&self, id: u64) {
+        let mut open = self.open.lock();
+        if open.remove(&id).is_some() {
+            self.upgraded.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     fn release(&self, id: u64) {
         let mut open = self.open.lock();
-        open.remove(&id);
-        metrics::open_sockets(open.len());
+        if open.remove(&id).is_none() {
+            self.upgraded.fetch_sub(1, Ordering::AcqRel);
+        }
+        metrics::open_sockets(open.len() + self.upgraded.load(Ordering::Acquire));
     }
 }
 
@@ -165,6 +186,7 @@ pub async fn serve(
         max: config.max_sockets.max(1),
         next: AtomicU64::new(0),
         open: Mutex::new(HashMap::new()),
+        upgraded: AtomicUsize::new(0),
         epoch: tokio::time::Instant::now(),
     });
     let tasks = TaskTracker::new();
@@ -233,6 +255,7 @@ async fn serve_connection(
     router: Router,
     shutdown: CancellationToken,
 ) {
+    let id = slot.id;
     let on_end: Box<dyn FnOnce(Ending) + Send> = Box::new(|ending| {
         metrics::connection_ended(match ending {
             Ending::Malformed => "malformed",
@@ -253,7 +276,7 @@ async fn serve_connection(
                 on_end,
                 slot,
             );
-            http1(conn, remote, state, table, config, router, shutdown).await;
+            http1(conn, id, remote, state, table, config, router, shutdown).await;
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -282,13 +305,15 @@ async fn serve_connection(
                 on_end,
                 slot,
             );
-            http1(conn, remote, state, table, config, router, shutdown).await;
+            http1(conn, id, remote, state, table, config, router, shutdown).await;
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn http1<IO>(
     conn: Conn<IO>,
+    id: u64,
     remote: SocketAddr,
     state: Arc<ConnState>,
     table: &Arc<Table>,
@@ -307,7 +332,7 @@ async fn http1<IO>(
                 (state.clone(), table.clone(), reject.clone(), router.clone());
             async move {
                 Ok::<_, Infallible>(
-                    handle(request, seq, remote, state, &table, &reject, router).await,
+                    handle(request, seq, id, remote, state, &table, &reject, router).await,
                 )
             }
         })
@@ -339,9 +364,11 @@ async fn http1<IO>(
 
 /// One request: the rejection it stands for, or the router's answer, tracked until its body
 /// has been sent.
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     request: http::Request<hyper::body::Incoming>,
     seq: u64,
+    id: u64,
     remote: SocketAddr,
     state: Arc<ConnState>,
     table: &Table,
@@ -378,9 +405,8 @@ async fn handle(
         Err(never) => match never {},
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        state
-            .upgraded
-            .store(true, std::sync::atomic::Ordering::Release);
+        state.upgraded.store(true, Ordering::Release);
+        table.promote(id);
     } else if wants_upgrade {
         // The scanner stopped at the upgrade request: this connection cannot carry more HTTP.
         close_after(&mut response);
@@ -406,6 +432,7 @@ impl Drop for InFlight {
         self.state
             .last_progress_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+        self.state.served.store(true, Ordering::Release);
         self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
         // The reader may be waiting without a deadline: let it arm the idle one.
         self.state.waker.wake();
@@ -483,7 +510,7 @@ fn raise_file_limit() -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -492,18 +519,42 @@ mod tests {
         assert!(budget >= 64);
     }
 
-    #[tokio::test]
-    async fn a_full_table_evicts_the_connection_idle_longest() {
-        let table = Arc::new(Table {
-            max: 2,
+    pub(crate) fn table(max: usize) -> Arc<Table> {
+        Arc::new(Table {
+            max,
             next: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
+            upgraded: AtomicUsize::new(0),
             epoch: tokio::time::Instant::now(),
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_table_evicts_the_connection_idle_longest() {
+        let table = table(2);
         let (slot_a, a) = table.admit().unwrap_or_else(|| unreachable!());
         let (slot_b, b) = table.admit().unwrap_or_else(|| unreachable!());
         a.last_progress_ms.store(10, Ordering::Release);
         b.last_progress_ms.store(5, Ordering::Release);
+        // A silent socket goes before any that served a request, however old.
+        let (slot_s, s) = {
+            let mut open = table.open.lock();
+            let id = 99;
+            let state = Arc::new(ConnState::new(20));
+            open.insert(id, state.clone());
+            (
+                Slot {
+                    table: table.clone(),
+                    id,
+                },
+                state,
+            )
+        };
+        a.served.store(true, Ordering::Release);
+        b.served.store(true, Ordering::Release);
+        let (slot_t, _t) = table.admit().unwrap_or_else(|| unreachable!());
+        assert!(s.evicted.load(Ordering::Acquire) && !b.evicted.load(Ordering::Acquire));
+        drop((slot_s, slot_t));
         // Full: the one with the oldest progress goes.
         let (slot_c, c) = table.admit().unwrap_or_else(|| unreachable!());
         assert!(b.evicted.load(Ordering::Acquire));
@@ -511,6 +562,8 @@ mod tests {
         // Busy or upgraded connections are never evicted: with nothing evictable, no room.
         a.in_flight.store(1, Ordering::Release);
         c.upgraded.store(true, Ordering::Release);
+        table.promote(slot_c.id);
+        assert_eq!(table.upgraded.load(Ordering::Acquire), 1);
         // The evicted connection closes: its slot comes back, and the table is full again.
         drop(slot_b);
         assert!(table.admit().is_none());
@@ -522,5 +575,6 @@ mod tests {
         // Slots of closed connections, upgraded ones included, are given back.
         drop((slot_a, slot_c, slot_d));
         assert!(table.open.lock().is_empty());
+        assert_eq!(table.upgraded.load(Ordering::Acquire), 0);
     }
 }

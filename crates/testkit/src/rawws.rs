@@ -101,31 +101,11 @@ impl RawClient {
 
     /// Negotiates and opens the WebSocket, without the hub protocol handshake.
     pub async fn open(server: &Server, hub: &str, user: Option<&str>) -> anyhow::Result<RawClient> {
-        let token = server.client_token(hub, user);
-        let negotiate = reqwest::Client::new()
-            .post(server.url(&format!("/client/negotiate?hub={hub}&negotiateVersion=1")))
-            .bearer_auth(&token)
-            .send()
-            .await?;
-        if negotiate.status() != 200 {
-            bail!("negotiate answered {}", negotiate.status());
+        let negotiated = Self::negotiate(server, hub, user).await?;
+        match Self::connect_ticket(server, hub, &negotiated).await? {
+            Ok(client) => Ok(client),
+            Err(refused) => bail!("websocket connect refused: {refused:?}"),
         }
-        let body: serde_json::Value = negotiate.json().await?;
-        let connection_id = body["connectionId"]
-            .as_str()
-            .context("connectionId")?
-            .to_owned();
-        let ticket = body["connectionToken"]
-            .as_str()
-            .context("connectionToken")?;
-        let url = format!(
-            "ws://{}/client/?hub={hub}&id={ticket}&access_token={token}",
-            server.addr
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .context("websocket connect")?;
-        Ok(RawClient { connection_id, ws })
     }
 
     /// Negotiates, connects and completes a JSON handshake.

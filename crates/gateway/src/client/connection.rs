@@ -301,10 +301,15 @@ where
                         // A stalled socket must not keep us from noticing a close request
                         // (the queue overflowing while we wait is exactly the slow-consumer
                         // case), nor hold the task forever once one was made.
-                        let written = tokio::select! {
-                            written = self.write_all(&mut pending) => Some(written),
-                            _ = handle.outbound.closing(), if close.is_none() => None,
-                            _ = tokio::time::sleep(stall), if close.is_some() => None,
+                        let written = match close {
+                            None => tokio::select! {
+                                written = self.write_all(&mut pending) => Some(written),
+                                _ = handle.outbound.closing() => None,
+                            },
+                            // Boxed: this rare path must not grow every connection's future.
+                            Some(_) => Box::pin(tokio::time::timeout(stall, self.write_all(&mut pending)))
+                                .await
+                                .ok(),
                         };
                         let Some(written) = written else {
                             let close = handle.outbound.take().1.or(close);
@@ -368,10 +373,11 @@ where
                     if now >= last_sent + config.keep_alive_interval {
                         if let Some(ping) = to_message(protocol, protocol::ping_frame(protocol)) {
                             // A client that has not read for the whole client timeout is gone.
+                            // The timer boxed, for the same reason.
                             let sent = tokio::select! {
                                 sent = self.socket.send(ping) => sent.is_ok(),
                                 _ = handle.outbound.closing() => true,
-                                _ = tokio::time::sleep(stall) => false,
+                                _ = Box::pin(tokio::time::sleep(stall)) => false,
                             };
                             if !sent {
                                 return Ending { reason: CloseReason::TransportError, close: None };
