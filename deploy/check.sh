@@ -13,10 +13,12 @@
 #   checks/check_dashboard.py                     dashboard JSON, variables, layout, every query
 #   checks/check_chart.py                         helm lint and helm template (Helm v4's engine) of
 #                                                 several value sets, Kubernetes schema validation,
-#                                                 the chart's contract
+#                                                 the chart's contract (NetworkPolicy, keys, TLS too)
 #   checks/check_live.py                          only with SWITCHBOARD_BIN: the chart's flags against
 #                                                 the binary's --help; a 3-voter cluster with 2 gateways,
-#                                                 a 3-node serve cluster and the image's default node
+#                                                 a 3-node serve cluster (cluster key, mutual TLS and
+#                                                 HTTPS, with certificates from openssl when installed)
+#                                                 and the image's default node
 #                                                 started from the chart's command lines; delivery
 #                                                 across gateways; every metric of every process;
 #                                                 Prometheus evaluating the dashboard and the alerts,

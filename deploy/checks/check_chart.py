@@ -9,7 +9,11 @@ helm-python-sdk bindings: no helm binary, no cluster):
   contract: names, the pods' command lines (peers from stable DNS names, store addresses),
   probes, shutdown timing, security context, Services and their selectors and named ports, PDBs,
   HPA, Secret or existingSecret, ServiceMonitor, PrometheusRule and dashboard ConfigMap (the same
-  content as the files), NOTES.txt;
+  content as the files), NOTES.txt; the cluster plane: the NetworkPolicy (evaluated for the
+  release's own pods, another release's, the same labels in another namespace and an outside
+  address: only the release's pods reach the cluster ports), the cluster key, mutual TLS and
+  public TLS (every variable naming a file that the pod's read-only Secret mount projects, no
+  subPath), and no key in any manifest but its Secret, nor on any command line;
 - values the chart must refuse fail to render with a clear message.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -70,6 +75,42 @@ SCENARIOS = [
               "accessKey": {"value": "key-one,key-two"}},
              release="sb"),
     Scenario("allInOne (1 serve node)", {"mode": "allInOne", "allInOne": {"replicas": 1}}, release="switchboard-dev"),
+    Scenario(
+        "cluster (cluster key, cluster mTLS, public TLS, HTTP peers, connection limits)",
+        {
+            "accessKey": {"value": "access-one,access-two"},
+            "clusterKey": {"value": "cluster-new, cluster-old"},
+            "clusterTLS": {"enabled": True, "secretName": "sb-cluster-tls"},
+            "tls": {"enabled": True, "secretName": "sb-public-tls"},
+            "service": {"port": 443},
+            "serviceMonitor": {"enabled": True},
+            "networkPolicy": {"httpFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+            ]},
+            "connections": {"maxConnections": 20000, "connectionTokenLifetime": 8},
+            "http": {"headerTimeout": 5, "idleTimeout": 75},
+            "ports": {"cluster": 7100, "gatewayCluster": 7101},
+        },
+        release="secure",
+        namespace="signalr",
+    ),
+    Scenario(
+        "allInOne (existing cluster key, cluster mTLS, public TLS, ServiceMonitor tlsConfig)",
+        {
+            "mode": "allInOne",
+            "clusterKey": {"existingSecret": "my-cluster-keys", "secretKey": "keys"},
+            "clusterTLS": {"enabled": True, "secretName": "cluster-tls"},
+            "tls": {"enabled": True, "secretName": "public-tls"},
+            "serviceMonitor": {"enabled": True, "tlsConfig": {
+                "serverName": "switchboard.example.com",
+                "ca": {"secret": {"name": "public-tls", "key": "ca.crt"}}}},
+        },
+        release="sb",
+    ),
+    Scenario("allInOne (no NetworkPolicy)", {"mode": "allInOne", "networkPolicy": {"enabled": False}}),
+    Scenario("cluster (no NetworkPolicy)", {"networkPolicy": {"enabled": False}}),
 ]
 
 INVALID = [
@@ -81,6 +122,15 @@ INVALID = [
     ({"logFormat": "xml"}, "logFormat must be"),
     ({"connections": {"lease": 2}}, "connections.lease must be at least 3 seconds"),
     ({"store": {"snapshotEvery": 0}}, "snapshotEvery must be at least 1"),
+    ({"clusterTLS": {"enabled": True}}, "clusterTLS.secretName (a Secret with tls.crt, tls.key and ca.crt) is required"),
+    ({"tls": {"enabled": True}}, "tls.secretName (a Secret with tls.crt and tls.key) is required"),
+    ({"connections": {"connectionTokenLifetime": 0}}, "connections.connectionTokenLifetime must be at least 1 second"),
+    ({"connections": {"maxConnections": -1}}, "connections.maxConnections must be empty"),
+    ({"http": {"headerTimeout": 0}}, "http.headerTimeout and http.idleTimeout must be at least 1 second"),
+    ({"http": {"idleTimeout": 0}}, "http.headerTimeout and http.idleTimeout must be at least 1 second"),
+    ({"ports": {"gatewayCluster": 8080}}, "ports.http, ports.cluster and ports.gatewayCluster must differ"),
+    ({"mode": "allInOne", "ports": {"cluster": 8080}}, "ports.http, ports.cluster and ports.gatewayCluster must differ"),
+    ({"clusterKey": {"value": " , "}}, "clusterKey.value holds no key"),
 ]
 
 # values.yaml keys whose comment documents the whole object below them (Kubernetes structures
@@ -220,9 +270,11 @@ def check_container_common(f: Failures, where: str, pod: dict, values: dict, cli
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     f.check(ports.get("http") == values["ports"]["http"], f"{where}: no http port {values['ports']['http']}")
     probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("livenessProbe", "readinessProbe", "startupProbe")}
-    f.check(probes["livenessProbe"] == {"path": "/api/health", "port": "http"}, f"{where}: liveness must GET /api/health")
-    f.check(probes["readinessProbe"] == {"path": "/readyz", "port": "http"}, f"{where}: readiness must GET /readyz")
-    f.check(probes["startupProbe"] == {"path": "/api/health", "port": "http"}, f"{where}: startup must GET /api/health")
+    # With tls.enabled the HTTP port speaks only HTTPS, on store voters too.
+    scheme = "HTTPS" if values["tls"]["enabled"] else "HTTP"
+    for probe, path in (("livenessProbe", "/api/health"), ("readinessProbe", "/readyz"), ("startupProbe", "/api/health")):
+        f.check(probes[probe] == {"path": path, "port": "http", "scheme": scheme},
+                f"{where}: {probe} must GET {path} over {scheme}, got {probes[probe]}")
     sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
     grace = env_map(c).get("SWITCHBOARD_SHUTDOWN_GRACE", {}).get("value")
     tgps = pod.get("terminationGracePeriodSeconds")
@@ -259,6 +311,213 @@ def check_container_common(f: Failures, where: str, pod: dict, values: dict, cli
     f.check("/tmp" in mounts, f"{where}: /tmp must be a writable volume (read-only root fs)")
     if values["imagePullSecrets"]:
         f.check(pod.get("imagePullSecrets") == values["imagePullSecrets"], f"{where}: imagePullSecrets not applied")
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against a set of labels."""
+    if not pod_matches(selector.get("matchLabels") or {}, labels):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, vals = e["key"], e["operator"], e.get("values") or []
+        ok = {"In": key in labels and labels[key] in vals, "NotIn": labels.get(key) not in vals,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+@dataclass
+class Source:
+    """Where a connection comes from, for evaluating a NetworkPolicy: a pod (labels, namespace)
+    or an address outside the cluster (ip)."""
+    what: str
+    labels: dict[str, str] | None = None
+    namespace: str = ""
+    ip: str = ""
+
+
+def peer_admits(peer: dict, src: Source, policy_ns: str) -> bool:
+    if "ipBlock" in peer:
+        if not src.ip:
+            return False  # pod IPs are not modelled: no ipBlock of the chart's own may admit pods
+        net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        addr = ipaddress.ip_address(src.ip)
+        return addr in net and not any(addr in ipaddress.ip_network(x) for x in peer["ipBlock"].get("except", []))
+    if src.labels is None:
+        return False
+    if "namespaceSelector" in peer:
+        ns_ok = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": src.namespace})
+    else:
+        ns_ok = src.namespace == policy_ns
+    pod_ok = selects(peer["podSelector"], src.labels) if "podSelector" in peer else True
+    return ns_ok and pod_ok
+
+
+def policy_admits(np: dict, src: Source, target: dict, port: int) -> bool:
+    """Whether the NetworkPolicy `np` lets `src` reach container port `port` of the pod template
+    `target` (a policy that does not select the pod restricts nothing)."""
+    spec = np["spec"]
+    if not selects(spec["podSelector"], target["metadata"]["labels"]) or "Ingress" not in spec.get("policyTypes", ["Ingress"]):
+        return True
+    names = {p["containerPort"]: p["name"] for c in target["spec"]["containers"] for p in c.get("ports", [])}
+    for rule in spec.get("ingress") or []:
+        ports = rule.get("ports")
+        port_ok = not ports or any(p.get("protocol", "TCP") == "TCP" and p.get("port") in (port, names.get(port))
+                                   for p in ports)
+        peers = rule.get("from")
+        if port_ok and (not peers or any(peer_admits(peer, src, np["metadata"]["namespace"]) for peer in peers)):
+            return True
+    return False
+
+
+def check_network_policy(f: Failures, tag: str, np: dict, pods: dict[str, dict], values: dict, release: str,
+                         namespace: str, all_in_one: bool) -> None:
+    """Ingress only; every pod of the release selected; on the cluster ports, only the release's
+    own pods admitted (not another release's, not the same labels elsewhere, not the outside);
+    the HTTP port open to everyone, or to exactly the httpFrom peers."""
+    spec = np["spec"]
+    f.check(spec.get("policyTypes") == ["Ingress"], f"{tag} NetworkPolicy: policyTypes must be [Ingress] (egress is not restricted)")
+    for rule in spec.get("ingress") or []:
+        f.check(bool(rule.get("ports")), f"{tag} NetworkPolicy: a rule without ports opens every port: {rule}")
+    http_port = values["ports"]["http"]
+    own = [Source(f"pod {n}", tmpl["metadata"]["labels"], namespace) for n, tmpl in pods.items()]
+    some = next(iter(pods.values()))["metadata"]["labels"]
+    foreign = [
+        Source("another release's pod", {**some, "app.kubernetes.io/instance": release + "-other"}, namespace),
+        Source("an unrelated pod in the namespace", {"app": "something-else"}, namespace),
+        Source("the release's labels in another namespace", dict(some), namespace + "-elsewhere"),
+        Source("an address outside the cluster", ip="203.0.113.7"),
+    ]
+    for name, target in pods.items():
+        f.check(selects(spec["podSelector"], target["metadata"]["labels"]), f"{tag} NetworkPolicy does not select {name}")
+        c = target["spec"]["containers"][0]
+        cluster_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "cluster")
+        want = values["ports"]["gatewayCluster"] if target["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway" \
+            else values["ports"]["cluster"]
+        f.check(cluster_port == want, f"{tag} {name}: cluster port {cluster_port} != {want}")
+        for src in own:
+            f.check(policy_admits(np, src, target, cluster_port), f"{tag} NetworkPolicy: {src.what} cannot reach {name}:{cluster_port}")
+            if not values["networkPolicy"]["httpFrom"]:
+                f.check(policy_admits(np, src, target, http_port), f"{tag} NetworkPolicy: {src.what} cannot reach {name}:{http_port}")
+        for src in foreign:
+            f.check(not policy_admits(np, src, target, cluster_port), f"{tag} NetworkPolicy: {src.what} reaches {name}:{cluster_port}")
+            if not values["networkPolicy"]["httpFrom"]:
+                f.check(policy_admits(np, src, target, http_port), f"{tag} NetworkPolicy: {src.what} cannot reach {name}:{http_port}")
+            else:
+                f.check(not policy_admits(np, src, target, http_port), f"{tag} NetworkPolicy: {src.what} reaches {name}:{http_port} outside httpFrom")
+        for peer in values["networkPolicy"]["httpFrom"]:
+            ns = (peer.get("namespaceSelector", {}).get("matchLabels") or {}).get("kubernetes.io/metadata.name", namespace)
+            src = Source(f"httpFrom peer {peer}", dict((peer.get("podSelector") or {}).get("matchLabels") or {}), ns)
+            f.check(policy_admits(np, src, target, http_port), f"{tag} NetworkPolicy: {src.what} cannot reach {name}:{http_port}")
+            f.check(not policy_admits(np, src, target, cluster_port), f"{tag} NetworkPolicy: {src.what} reaches {name}:{cluster_port}")
+    cluster_ports = {values["ports"]["cluster"]} | (set() if all_in_one else {values["ports"]["gatewayCluster"]})
+    named = {p.get("port") for r in spec.get("ingress") or [] if r.get("from") for p in r.get("ports") or []}
+    f.check(cluster_ports <= named, f"{tag} NetworkPolicy: cluster ports {sorted(cluster_ports)} not all in a rule with peers")
+
+
+def mounted_file(f: Failures, where: str, pod: dict, path: str, secret: str, key: str) -> None:
+    """`path` is a file of a read-only, whole-volume (no subPath, so Secret updates arrive) mount of
+    Secret `secret` in the pod's first container, holding the Secret's `key`."""
+    c = pod["containers"][0]
+    mount = next((m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    if not f.check(mount is not None, f"{where}: {path} is in no volume mount"):
+        return
+    f.check(mount.get("readOnly") is True and "subPath" not in mount and "subPathExpr" not in mount,
+            f"{where}: the mount of {path} must be read-only and without subPath (a subPath never sees an updated Secret)")
+    volume = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), {})
+    src = volume.get("secret", {})
+    if not f.check(src.get("secretName") == secret, f"{where}: {path} must come from Secret {secret}, volume is {volume}"):
+        return
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = src.get("items")
+    projected = {i["path"]: i["key"] for i in items} if items else None
+    f.check((projected or {}).get(rel) == key if items else rel == key,
+            f"{where}: {path} is not Secret {secret}'s key {key} in the mount (items {items})")
+
+
+def env_file(f: Failures, where: str, pod: dict, name: str, secret: str, key: str) -> None:
+    e = env_map(pod["containers"][0]).get(name)
+    if f.check(e is not None and isinstance(e.get("value"), str), f"{where}: {name} must be set to a file"):
+        mounted_file(f, where, pod, e["value"], secret, key)
+
+
+def check_pod_security(f: Failures, where: str, template: dict, values: dict, secret_name: str, cluster_key_secret: str,
+                       clients: bool, chart_managed_cluster_key: bool) -> None:
+    """The cluster key, mutual TLS, public TLS and the listener tunables of one pod template."""
+    pod = template["spec"]
+    c = pod["containers"][0]
+    envs = env_map(c)
+    check_access_key_env(f, where, c, values, secret_name)
+    if cluster_key_secret:
+        env_file(f, where, pod, "SWITCHBOARD_CLUSTER_KEY_FILE", cluster_key_secret, values["clusterKey"]["secretKey"])
+    else:
+        f.check("SWITCHBOARD_CLUSTER_KEY_FILE" not in envs, f"{where}: no clusterKey, yet SWITCHBOARD_CLUSTER_KEY_FILE is set")
+    f.check("SWITCHBOARD_CLUSTER_KEY" not in envs, f"{where}: the cluster key goes through a file, not a variable")
+    tls_names = ("SWITCHBOARD_CLUSTER_TLS_CERT", "SWITCHBOARD_CLUSTER_TLS_KEY", "SWITCHBOARD_CLUSTER_TLS_CA")
+    if values["clusterTLS"]["enabled"]:
+        for name, key in zip(tls_names, ("tls.crt", "tls.key", "ca.crt")):
+            env_file(f, where, pod, name, values["clusterTLS"]["secretName"], key)
+    else:
+        f.check(not any(n in envs for n in tls_names), f"{where}: cluster TLS variables without clusterTLS.enabled")
+    if values["tls"]["enabled"]:
+        for name, key in (("SWITCHBOARD_TLS_CERT", "tls.crt"), ("SWITCHBOARD_TLS_KEY", "tls.key")):
+            env_file(f, where, pod, name, values["tls"]["secretName"], key)
+    else:
+        f.check("SWITCHBOARD_TLS_CERT" not in envs and "SWITCHBOARD_TLS_KEY" not in envs, f"{where}: TLS variables without tls.enabled")
+    f.check(envs.get("SWITCHBOARD_HTTP_HEADER_TIMEOUT", {}).get("value") == str(values["http"]["headerTimeout"]),
+            f"{where}: SWITCHBOARD_HTTP_HEADER_TIMEOUT must be http.headerTimeout")
+    f.check(envs.get("SWITCHBOARD_HTTP_IDLE_TIMEOUT", {}).get("value") == str(values["http"]["idleTimeout"]),
+            f"{where}: SWITCHBOARD_HTTP_IDLE_TIMEOUT must be http.idleTimeout")
+    if clients:
+        f.check(envs.get("SWITCHBOARD_CONNECTION_TOKEN_LIFETIME", {}).get("value") == str(values["connections"]["connectionTokenLifetime"]),
+                f"{where}: SWITCHBOARD_CONNECTION_TOKEN_LIFETIME must be connections.connectionTokenLifetime")
+        limit = values["connections"]["maxConnections"]
+        f.check(envs.get("SWITCHBOARD_MAX_CONNECTIONS", {}).get("value") == (str(limit) if limit else None),
+                f"{where}: SWITCHBOARD_MAX_CONNECTIONS must be connections.maxConnections, and only when set")
+    else:
+        # `switchboard store` takes neither flag.
+        for name in ("SWITCHBOARD_CONNECTION_TOKEN_LIFETIME", "SWITCHBOARD_MAX_CONNECTIONS"):
+            f.check(name not in envs, f"{where}: {name} is not a flag of `switchboard store`")
+    # Every volume of the pod is one of its mounts: nothing mounted that no container reads.
+    mounted = {m["name"] for m in c.get("volumeMounts", [])}
+    for v in pod.get("volumes", []):
+        f.check(v["name"] in mounted, f"{where}: volume {v['name']} is not mounted")
+    # The processes read their keys at start: a chart-managed key Secret that changes restarts them.
+    annotations = template["metadata"].get("annotations") or {}
+    f.check("checksum/access-key" in annotations, f"{where}: no checksum/access-key annotation (voters prove the key too)")
+    f.check(("checksum/cluster-key" in annotations) == chart_managed_cluster_key,
+            f"{where}: checksum/cluster-key annotation {'missing' if chart_managed_cluster_key else 'without a chart-managed cluster key'}")
+
+
+def check_no_keys_outside_secrets(f: Failures, tag: str, docs: list[dict], notes: str, key_secrets: set[str],
+                                  values: dict) -> None:
+    """No key, access or cluster, appears in any rendered manifest but the Secret holding it (so in
+    no command line, variable value or annotation), nor in NOTES.txt; keys reach the processes
+    only through secretKeyRef or a mounted file."""
+    keys: set[str] = set()
+    for spec in (values["accessKey"]["value"], values["clusterKey"]["value"]):
+        keys |= {k.strip() for k in (spec or "").split(",") if k.strip()}
+    for d in docs:
+        if d["kind"] == "Secret" and d["metadata"]["name"] in key_secrets:
+            for raw in (d.get("data") or {}).values():
+                keys |= {k.strip() for k in re.split(r"[,\n]", base64.b64decode(raw).decode()) if k.strip()}
+    if any(d["kind"] == "Secret" and d["metadata"]["name"] in key_secrets for d in docs):
+        f.check(bool(keys), f"{tag} no key found in the chart's Secrets to look for")
+    for d in docs:
+        if d["kind"] == "Secret" and d["metadata"]["name"] in key_secrets:
+            continue
+        text = json.dumps({k: v for k, v in d.items() if k != "_path"})
+        for k in keys:
+            f.check(k not in text, f"{tag} {d['kind']}/{d['metadata']['name']} contains a key")
+        for tmpl in [d["spec"]["template"]] if d["kind"] in ("StatefulSet", "Deployment") else []:
+            for c in tmpl["spec"]["containers"]:
+                for a in c.get("args", []):
+                    f.check(not re.match(r"--(access|cluster)-key(=|$)", a), f"{tag} {d['metadata']['name']}: {a.split('=')[0]} on the command line")
+                for e in c.get("env", []):
+                    if e["name"] in ("SWITCHBOARD_ACCESS_KEY", "SWITCHBOARD_CLUSTER_KEY"):
+                        f.check("value" not in e, f"{tag} {d['metadata']['name']}: {e['name']} given as a literal value")
+    for k in keys:
+        f.check(k not in notes, f"{tag} NOTES.txt contains a key")
 
 
 def check_access_key_env(f: Failures, where: str, container: dict, values: dict, secret_name: str) -> None:
@@ -325,7 +584,10 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
     replicas = values["allInOne"]["replicas"] if all_in_one else values["store"]["replicas"]
     vvals = values["allInOne"] if all_in_one else values["store"]
     secret_name = values["accessKey"]["existingSecret"] or f"{full}-access-key"
+    chart_cluster_key = bool(values["clusterKey"]["value"]) and not values["clusterKey"]["existingSecret"]
+    cluster_key_secret = values["clusterKey"]["existingSecret"] or (f"{full}-cluster-key" if chart_cluster_key else "")
     cluster_port = values["ports"]["cluster"]
+    scheme = "https" if values["tls"]["enabled"] else "http"
 
     expected = {
         ("StatefulSet", voters_name), ("Service", headless), ("Service", full),
@@ -333,6 +595,10 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
     }
     if not values["accessKey"]["existingSecret"]:
         expected.add(("Secret", secret_name))
+    if chart_cluster_key:
+        expected.add(("Secret", cluster_key_secret))
+    if values["networkPolicy"]["enabled"]:
+        expected.add(("NetworkPolicy", full))
     if replicas > 1:
         expected.add(("PodDisruptionBudget", voters_name))
     if not all_in_one:
@@ -387,15 +653,18 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
                 f"{tag} voters: SWITCHBOARD_SNAPSHOT_EVERY")
         f.check(env_map(c).get("SWITCHBOARD_SNAPSHOT_KEEP_LOGS", {}).get("value") == str(vvals["snapshotKeepLogs"]),
                 f"{tag} voters: SWITCHBOARD_SNAPSHOT_KEEP_LOGS")
-        f.check("--access-key" not in args, f"{tag} voters: access keys go through the Secret, not the command line")
         # Every process proves the key on the cluster listener, store voters included.
-        check_access_key_env(f, f"{tag} {'serve nodes' if all_in_one else 'store voters'}", c, values, secret_name)
+        check_pod_security(f, f"{tag} {'serve nodes' if all_in_one else 'store voters'}", spec["template"], values,
+                           secret_name, cluster_key_secret, all_in_one, chart_cluster_key)
         check_container_common(f, f"{tag} voters", pod, values, clients=all_in_one)
 
     hl = get("Service", headless)
     if hl and sts:
         f.check(hl["spec"].get("clusterIP") == "None", f"{tag} headless Service must have clusterIP None")
         f.check(hl["spec"].get("publishNotReadyAddresses") is True, f"{tag} headless Service must publish not-ready voters")
+        protocols = {p["name"]: p.get("appProtocol") for p in hl["spec"]["ports"]}
+        want = {"http": scheme, "cluster": "https" if values["clusterTLS"]["enabled"] else "kubernetes.io/h2c"}
+        f.check(protocols == want, f"{tag} headless Service appProtocols {protocols} != {want}")
         f.check(pod_matches(hl["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"]),
                 f"{tag} headless Service does not select the voters")
 
@@ -424,10 +693,9 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         f.check("--node-id" not in args and "--data-dir" not in args, f"{tag} gateways take no --node-id or --data-dir")
         for extra in values["gateway"]["extraArgs"]:
             f.check(extra in args, f"{tag} gateways: extra arg {extra} missing")
-        check_access_key_env(f, f"{tag} gateways", c, values, secret_name)
+        check_pod_security(f, f"{tag} gateways", spec["template"], values, secret_name, cluster_key_secret, True,
+                           chart_cluster_key)
         check_container_common(f, f"{tag} gateways", pod, values, clients=True)
-        f.check("checksum/access-key" in spec["template"]["metadata"].get("annotations", {}),
-                f"{tag} gateways: no checksum annotation for key changes")
 
     hpa = get("HorizontalPodAutoscaler", gw_name)
     if hpa:
@@ -453,7 +721,7 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         spec = svc["spec"]
         port = spec["ports"][0]
         f.check(len(spec["ports"]) == 1 and port["port"] == values["service"]["port"] and port["targetPort"] == "http"
-                and port.get("appProtocol") == "http", f"{tag} client Service must map {values['service']['port']} -> http with appProtocol http")
+                and port.get("appProtocol") == scheme, f"{tag} client Service must map {values['service']['port']} -> http with appProtocol {scheme}")
         f.check(spec.get("sessionAffinity") == "None", f"{tag} client Service needs no session affinity")
         f.check(spec["type"] == values["service"]["type"], f"{tag} client Service type")
         if client_pods in pods:
@@ -473,6 +741,19 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
             names = {p["name"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
             for p in service["spec"]["ports"]:
                 f.check(p["targetPort"] in names, f"{tag} Service {name}: targetPort {p['targetPort']} not in the pods")
+
+    # Who reaches the cluster ports.
+    np = get("NetworkPolicy", full)
+    if np and pods:
+        check_network_policy(f, tag, np, pods, values, s.release, s.namespace, all_in_one)
+
+    # Cluster keys: one per line in the Secret, as --cluster-key-file reads them.
+    if chart_cluster_key and get("Secret", cluster_key_secret):
+        raw = get("Secret", cluster_key_secret)["data"].get(values["clusterKey"]["secretKey"], "")
+        text = base64.b64decode(raw).decode() if raw else ""
+        want = [k.strip() for k in values["clusterKey"]["value"].split(",") if k.strip()]
+        f.check(text.splitlines() == want, f"{tag} cluster key Secret must hold {len(want)} keys one per line")
+    check_no_keys_outside_secrets(f, tag, docs, notes, {secret_name, cluster_key_secret} - {""}, values)
 
     # Access keys.
     secret = get("Secret", secret_name)
@@ -497,6 +778,10 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         f.check(jobs == want, f"{tag} ServiceMonitor jobs {jobs} != {want} (each pod scraped once)")
         for n, v in scraped.items():
             f.check(any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in v["spec"]["ports"]), f"{tag} Service {n} has no metrics port")
+        for ep in sm["spec"]["endpoints"]:
+            f.check(ep.get("scheme") == scheme, f"{tag} ServiceMonitor scheme {ep.get('scheme')} != {scheme}")
+            want_tls = (values["serviceMonitor"]["tlsConfig"] or {"insecureSkipVerify": True}) if values["tls"]["enabled"] else None
+            f.check(ep.get("tlsConfig") == want_tls, f"{tag} ServiceMonitor tlsConfig {ep.get('tlsConfig')} != {want_tls}")
         for k, v in values["serviceMonitor"]["labels"].items():
             f.check(sm["metadata"]["labels"].get(k) == v, f"{tag} ServiceMonitor label {k}")
     pr = get("PrometheusRule", full)
@@ -514,7 +799,7 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
 
     # NOTES.txt tells how to get the connection string.
     f.check(f"kubectl -n {s.namespace} get secret {secret_name}" in notes, f"{tag} NOTES.txt must show how to read the Secret")
-    f.check(f"Endpoint=http://{full}.{s.namespace}.svc.{values['clusterDomain']};Port={values['service']['port']};AccessKey=" in notes,
+    f.check(f"Endpoint={scheme}://{full}.{s.namespace}.svc.{values['clusterDomain']};Port={values['service']['port']};AccessKey=" in notes,
             f"{tag} NOTES.txt must show the connection string")
 
 

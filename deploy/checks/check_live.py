@@ -5,12 +5,18 @@ check_live.py PATH_TO_SWITCHBOARD_BINARY
    check_chart.py) and the image's default command are ones `switchboard <command> --help`
    lists for that command, and the command's required flags are all given;
 2. processes started from the chart's own command lines and environment: the default rendering
-   (3 `store` voters, 2 `gateway`s) and the allInOne rendering (3 `serve` nodes), plus the
-   image's default command (one `serve` node). Each pod runs on its own 127.0.0.x address: the
-   pods' DNS names and 0.0.0.0 become those addresses, the chart's ports become free ports, $(VAR)
-   references are expanded from the container's environment, HOSTNAME is the pod name (for
-   `--node-id from-hostname`), the access key comes from the rendered Secret. Every readiness
-   probe must answer 200; a voter's HTTP port serves only /api/health, /readyz and /metrics;
+   (3 `store` voters, 2 `gateway`s) and the allInOne rendering (3 `serve` nodes) with a separate
+   cluster key, cluster mutual TLS and public TLS (certificates made with openssl in the shapes
+   cert-manager writes: an ECDSA key in SEC1 for the cluster, RSA in PKCS#1 for the public
+   listener; without openssl, the plain allInOne rendering), plus the image's default command
+   (one `serve` node). Each pod runs on its own 127.0.0.x address: the pods' DNS names and 0.0.0.0
+   become those addresses, the chart's ports become free ports, $(VAR) references are expanded
+   from the container's environment, HOSTNAME is the pod name (for `--node-id from-hostname`),
+   the access key comes from the rendered Secret, and each Secret volume becomes a directory of
+   its projected keys that the variables pointing into the mount are redirected to. Every
+   readiness probe must answer 200 (over the probe's scheme); a voter's HTTP port serves only
+   /api/health, /readyz and /metrics; with cluster TLS, a serve node's cluster port completes
+   HTTP/2 over TLS only for a client certificate of the cluster CA;
 3. traffic: a WebSocket client (SignalR JSON protocol) on the second gateway (and serve node)
    receives a REST broadcast sent to the first;
 4. metrics: every metric of metric_names.txt is exported, with its type, by each kind of process
@@ -35,6 +41,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -60,6 +67,8 @@ RATE_INTERVAL = "10s"
 READY_TIMEOUT = 120.0
 # The binary under test (main sets it).
 BINARY = ""
+# CA of the live installs' public TLS certificate (make_pki sets it), trusted by the HTTPS client.
+PUBLIC_CA = ""
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -67,13 +76,22 @@ BINARY = ""
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
          timeout: float = 5.0) -> tuple[int, str]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    context = https_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
     except OSError:
         return 0, ""
+
+
+def https_context() -> ssl.SSLContext:
+    """A client context trusting the live CA. Like the kubelet and a ServiceMonitor without a
+    tlsConfig, it does not check the host name (the pods are reached by IP)."""
+    ctx = ssl.create_default_context(cafile=PUBLIC_CA or None)
+    ctx.check_hostname = False
+    return ctx
 
 
 def say(message: str) -> None:
@@ -141,7 +159,8 @@ class Help:
 def read_help(binary: str, command: str) -> Help:
     out = subprocess.run([binary, command, "--help"], capture_output=True, text=True, check=True).stdout
     flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z0-9-]+)", out, re.M))
-    envs = set(re.findall(r"\[env: (SWITCHBOARD_[A-Z0-9_]+)=", out))
+    # `[env: NAME=value]`, or `[env: NAME]` for flags whose values --help hides (the keys).
+    envs = set(re.findall(r"\[env: (SWITCHBOARD_[A-Z0-9_]+)[=\]]", out))
     usage = next((line for line in out.splitlines() if line.startswith("Usage:")), "")
     required = set(re.findall(r"(?<!\[)(--[a-z0-9-]+) <", usage.split("[OPTIONS]", 1)[-1]))
     return Help(flags, envs, required)
@@ -212,10 +231,12 @@ class Pod:
     log: Path
     proc: subprocess.Popen | None = None
     killed: bool = False
+    scheme: str = "http"  # of the HTTP port: the readiness probe's
+    cluster_port: int = 0
 
     @property
     def base(self) -> str:
-        return f"http://{self.ip}:{self.http_port}"
+        return f"{self.scheme}://{self.ip}:{self.http_port}"
 
     @property
     def target(self) -> str:
@@ -249,10 +270,15 @@ def expand(value: str, env: dict[str, str]) -> str:
 class Install:
     """The pods of one chart rendering, run as local processes."""
 
-    def __init__(self, chart: helm.Chart, values: dict | None, release: str, first_ip: int, workdir: Path) -> None:
+    def __init__(self, chart: helm.Chart, values: dict | None, release: str, first_ip: int, workdir: Path,
+                 external: dict[str, dict[str, bytes]] | None = None) -> None:
+        """`external`: the Secrets the values name but the chart does not render (TLS), by name."""
         namespace = "default"
         docs = rendered_docs(chart, merge(values or {}, {"serviceMonitor": {"enabled": True}}), release, namespace)
         secrets = [d for d in docs if d["kind"] == "Secret"]
+        secret_data = {s["metadata"]["name"]: {k: base64.b64decode(v) for k, v in (s.get("data") or {}).items()}
+                       for s in secrets}
+        secret_data.update(external or {})
         services = [d for d in docs if d["kind"] == "Service"]
         hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
         workloads = [d for d in docs if d["kind"] in ("StatefulSet", "Deployment")]
@@ -297,6 +323,22 @@ class Install:
                     secret = next(s for s in secrets if s["metadata"]["name"] == ref["name"])
                     env[e["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
                     self.key = env[e["name"]].split(",")[0]
+            # Secret volumes: a directory per mount with the projected keys; variables naming a file
+            # in the mount are pointed at the directory (a missing file is the binary's to report).
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for m in c.get("volumeMounts", []):
+                src = volumes.get(m["name"], {}).get("secret")
+                if src is None:
+                    continue
+                data = secret_data[src["secretName"]]
+                local = workdir / pod / "mounts" / m["name"]
+                local.mkdir(parents=True, exist_ok=True)
+                for item in src.get("items") or [{"key": k, "path": k} for k in data]:
+                    (local / item["path"]).write_bytes(data[item["key"]])
+                prefix = m["mountPath"].rstrip("/") + "/"
+                for name, value in env.items():
+                    if value.startswith(prefix):
+                        env[name] = str(local / value[len(prefix):])
             args = [expand(a, env) for a in c["args"]]
             args = [re.sub(r"([A-Za-z0-9_.\-]+):(\d+)", lambda m: address(m, ip), a) for a in args]
             if "--data-dir" in args:
@@ -308,9 +350,90 @@ class Install:
                        if "switchboard.io/scrape-job" in s["metadata"]["labels"]
                        and all(labels.get(k) == v for k, v in s["spec"]["selector"].items()))
             http_port = ports[next(p["containerPort"] for p in c["ports"] if p["name"] == "http")]
-            self.pods.append(Pod(pod, kind, job, ip, http_port, [BINARY] + args, env,
-                                 c["readinessProbe"]["httpGet"]["path"], spec["terminationGracePeriodSeconds"],
-                                 workdir / f"{pod}.log"))
+            cluster_port = ports[next(p["containerPort"] for p in c["ports"] if p["name"] == "cluster")]
+            probe = c["readinessProbe"]["httpGet"]
+            self.pods.append(Pod(pod, kind, job, ip, http_port, [BINARY] + args, env, probe["path"],
+                                 spec["terminationGracePeriodSeconds"], workdir / f"{pod}.log",
+                                 scheme=probe.get("scheme", "HTTP").lower(), cluster_port=cluster_port))
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_pki(workdir: Path) -> tuple[dict[str, dict[str, bytes]], dict[str, Path]]:
+    """A CA, one cluster certificate for every pod (server and client auth; a DNS name no pod
+    has, as peers are checked against the CA only) and a public certificate, in the shapes
+    cert-manager writes; and a certificate of another CA. Returns the Secrets by name and the
+    files by role."""
+    d = workdir / "pki"
+    d.mkdir(parents=True)
+    files = {n: d / n for n in ("ca.crt", "ca.key", "cluster.crt", "cluster.key", "public.crt", "public.key",
+                                "rogue.crt", "rogue.key")}
+
+    def ext(name: str, text: str) -> str:
+        (d / name).write_text(text)
+        return str(d / name)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=switchboard live-check CA", "-keyout", str(files["ca.key"]), "-out", str(files["ca.crt"]),
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    both = ext("cluster.ext", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                              "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:switchboard-cluster\n")
+    server = ext("public.ext", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                               "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:switchboard.example.test\n")
+    # Cluster: ECDSA P-256, the key in SEC1 ("EC PRIVATE KEY"), cert-manager's default encoding.
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(files["cluster.key"]))
+    openssl("req", "-new", "-key", str(files["cluster.key"]), "-subj", "/CN=switchboard-cluster", "-out", str(d / "cluster.csr"))
+    openssl("x509", "-req", "-in", str(d / "cluster.csr"), "-CA", str(files["ca.crt"]), "-CAkey", str(files["ca.key"]),
+            "-CAcreateserial", "-days", "2", "-extfile", both, "-out", str(files["cluster.crt"]))
+    # Public: RSA 2048, the key in PKCS#1 ("RSA PRIVATE KEY"), cert-manager's default for RSA.
+    openssl("genrsa", "-traditional", "-out", str(files["public.key"]), "2048")
+    openssl("req", "-new", "-key", str(files["public.key"]), "-subj", "/CN=switchboard.example.test", "-out", str(d / "public.csr"))
+    openssl("x509", "-req", "-in", str(d / "public.csr"), "-CA", str(files["ca.crt"]), "-CAkey", str(files["ca.key"]),
+            "-CAcreateserial", "-days", "2", "-extfile", server, "-out", str(files["public.crt"]))
+    # Another CA's certificate, with the same usages: the cluster must refuse it.
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=switchboard-cluster", "-keyout", str(files["rogue.key"]), "-out", str(files["rogue.crt"]),
+            "-addext", "extendedKeyUsage=serverAuth,clientAuth", "-addext", "subjectAltName=DNS:switchboard-cluster")
+    read = lambda n: files[n].read_bytes()  # noqa: E731
+    secrets = {
+        "sb-cluster-tls": {"tls.crt": read("cluster.crt"), "tls.key": read("cluster.key"), "ca.crt": read("ca.crt")},
+        "sb-public-tls": {"tls.crt": read("public.crt"), "tls.key": read("public.key")},
+    }
+    return secrets, files
+
+
+def cluster_tls_answer(pod: Pod, ca: Path, cert: Path | None, key: Path | None) -> str:
+    """What the cluster port of `pod` does for a TLS client presenting `cert` (or none): "h2" when
+    it completes the handshake and answers the HTTP/2 preface with SETTINGS, else the error."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["h2"])
+    if cert and key:
+        ctx.load_cert_chain(str(cert), str(key))
+    try:
+        with socket.create_connection((pod.ip, pod.cluster_port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="switchboard-cluster") as s:
+            # Client preface and an empty SETTINGS frame; a server answers with its SETTINGS (type 4).
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            head = s.recv(9)
+            if len(head) >= 4 and head[3] == 4:
+                return "h2"
+            return f"answered {head!r}"
+    except (ssl.SSLError, OSError) as e:
+        return f"refused: {e}"
+
+
+def check_cluster_tls(f: Failures, pod: Pod, files: dict[str, Path]) -> None:
+    answer = cluster_tls_answer(pod, files["ca.crt"], files["cluster.crt"], files["cluster.key"])
+    f.check(answer == "h2", f"{pod.name}: the cluster port does not speak HTTP/2 over TLS to the cluster certificate: {answer}")
+    for what, cert, key in (("no client certificate", None, None),
+                            ("another CA's certificate", files["rogue.crt"], files["rogue.key"])):
+        answer = cluster_tls_answer(pod, files["ca.crt"], cert, key)
+        f.check(answer != "h2", f"{pod.name}: the cluster port accepts a TLS client with {what}")
 
 
 def single_node(workdir: Path) -> Pod:
@@ -332,8 +455,10 @@ def single_node(workdir: Path) -> Pod:
 class WebSocket:
     """Just enough of a WebSocket client (RFC 6455) for text frames."""
 
-    def __init__(self, host: str, port: int, path: str, headers: dict[str, str]) -> None:
+    def __init__(self, host: str, port: int, path: str, headers: dict[str, str], tls: bool = False) -> None:
         self.sock = socket.create_connection((host, port), timeout=5)
+        if tls:
+            self.sock = https_context().wrap_socket(self.sock, server_hostname=host)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
                  f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
@@ -426,7 +551,8 @@ def delivered_across(f: Failures, where: str, key: str, sender: Pod, receiver: P
         return
     conn = json.loads(body)["connectionToken"]
     try:
-        ws = WebSocket(receiver.ip, receiver.http_port, f"/client/?hub=chat&id={urllib.parse.quote(conn, safe='')}", auth)
+        ws = WebSocket(receiver.ip, receiver.http_port, f"/client/?hub=chat&id={urllib.parse.quote(conn, safe='')}", auth,
+                       tls=receiver.scheme == "https")
     except (OSError, ConnectionError) as e:
         f.fail(f"{where}: WebSocket to {receiver.name}: {e}")
         return
@@ -492,12 +618,22 @@ def check_metrics(f: Failures, pods: list[Pod]) -> None:
 class Prometheus:
     def __init__(self, workdir: Path, pods: list[Pod]) -> None:
         jobs: dict[str, list[str]] = {}
+        schemes: dict[str, set[str]] = {}
         for p in pods:
             jobs.setdefault(p.job, []).append(p.target)
+            schemes.setdefault(p.job, set()).add(p.scheme)
+        configs = []
+        for job, targets in jobs.items():
+            if len(schemes[job]) != 1:
+                raise RuntimeError(f"job {job} mixes schemes {schemes[job]}: one ServiceMonitor endpoint cannot scrape it")
+            c = {"job_name": job, "static_configs": [{"targets": targets, "labels": {"namespace": "default"}}]}
+            if schemes[job] == {"https"}:
+                # As the chart's ServiceMonitor without a tlsConfig of the user's.
+                c |= {"scheme": "https", "tls_config": {"insecure_skip_verify": True}}
+            configs.append(c)
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": t, "labels": {"namespace": "default"}}]}
-                               for job, t in jobs.items()],
+            "scrape_configs": configs,
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = common_free_port(["127.0.0.1"])
@@ -653,7 +789,8 @@ def single_key(pod: Pod) -> str:
     return m.group(1) if m else ""
 
 
-def exercise(f: Failures, cluster: Install, all_in_one: Install, single: Pod, workdir: Path) -> Prometheus | None:
+def exercise(f: Failures, cluster: Install, all_in_one: Install, single: Pod, workdir: Path,
+             pki: dict[str, Path] | None) -> Prometheus | None:
     """Steps 2 to 5 (stops at the first step that fails); returns the Prometheus it started."""
     pods = cluster.pods + all_in_one.pods + [single]
     for p in pods:
@@ -665,6 +802,12 @@ def exercise(f: Failures, cluster: Install, all_in_one: Install, single: Pod, wo
     if f.items:
         return None
     say(f"ready: {', '.join(f'{p.name} ({p.kind}, {p.base})' for p in pods)}")
+    if pki:
+        for p in all_in_one.pods:
+            check_cluster_tls(f, p, pki)
+        if f.items:
+            return None
+        say("allInOne cluster ports: HTTP/2 over TLS for the cluster certificate, refused without one or with another CA's")
     for v in (p for p in pods if p.kind == "store"):
         for path in ("/api/hubs/chat/:send?api-version=2022-06-01", "/client/negotiate?hub=chat"):
             status, _ = http("POST", v.base + path, b"{}")
@@ -707,14 +850,25 @@ def main() -> None:
     if not f.items:
         say("flags: the chart's command lines and variables are the binary's")
 
+    global PUBLIC_CA
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-live-"))
     cluster = Install(chart, None, "switchboard", 11, workdir / "cluster")
-    all_in_one = Install(chart, {"mode": "allInOne"}, "sb", 31, workdir / "allinone")
+    pki: dict[str, Path] | None = None
+    if shutil.which("openssl"):
+        tls_secrets, pki = make_pki(workdir)
+        PUBLIC_CA = str(pki["ca.crt"])
+        secure = {"mode": "allInOne", "clusterKey": {"value": "live-cluster-key-new,live-cluster-key-old"},
+                  "clusterTLS": {"enabled": True, "secretName": "sb-cluster-tls"},
+                  "tls": {"enabled": True, "secretName": "sb-public-tls"}}
+        all_in_one = Install(chart, secure, "sb", 31, workdir / "allinone", tls_secrets)
+    else:
+        print("  note: no openssl: the allInOne install runs without cluster key and TLS")
+        all_in_one = Install(chart, {"mode": "allInOne"}, "sb", 31, workdir / "allinone")
     single = single_node(workdir)
     pods = cluster.pods + all_in_one.pods + [single]
     prom: Prometheus | None = None
     try:
-        prom = exercise(f, cluster, all_in_one, single, workdir)
+        prom = exercise(f, cluster, all_in_one, single, workdir, pki)
     finally:
         stopped = []
         for p in pods:

@@ -20,6 +20,7 @@ EXPECTED = {
     "SwitchboardHigh5xxRate",
     "SwitchboardPeerStreamDown",
     "SwitchboardGatewayStoreWatchDown",
+    "SwitchboardClusterCallsRefused",
 }
 
 

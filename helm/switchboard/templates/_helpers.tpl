@@ -101,6 +101,26 @@ app.kubernetes.io/part-of: switchboard
 {{- if .Values.accessKey.existingSecret }}{{ .Values.accessKey.existingSecret }}{{ else }}{{ include "switchboard.fullname" . }}-access-key{{ end }}
 {{- end }}
 
+{{/* The Secret of the cluster keys, when `clusterKey` is set (empty otherwise). */}}
+{{- define "switchboard.clusterKeySecretName" -}}
+{{- if .Values.clusterKey.existingSecret }}{{ .Values.clusterKey.existingSecret }}
+{{- else if .Values.clusterKey.value }}{{ include "switchboard.fullname" . }}-cluster-key
+{{- end }}
+{{- end }}
+
+{{/*
+Where the Secrets are mounted (read-only, whole volumes: a subPath mount would never see an
+updated Secret). The environment points the processes at these files.
+*/}}
+{{- define "switchboard.clusterKeyFile" -}}/etc/switchboard/cluster-key/cluster-key{{- end }}
+{{- define "switchboard.clusterTLSDir" -}}/etc/switchboard/cluster-tls{{- end }}
+{{- define "switchboard.tlsDir" -}}/etc/switchboard/tls{{- end }}
+
+{{/* Scheme of the HTTP port: http, or https with `tls.enabled`. */}}
+{{- define "switchboard.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
 {{- define "switchboard.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "switchboard.fullname" .) .Values.serviceAccount.name }}
@@ -137,6 +157,27 @@ app.kubernetes.io/part-of: switchboard
 {{- if or (lt (int64 .Values.store.snapshotEvery) 1) (lt (int64 .Values.allInOne.snapshotEvery) 1) }}
 {{- fail "snapshotEvery must be at least 1" }}
 {{- end }}
+{{- if lt (int .Values.connections.connectionTokenLifetime) 1 }}
+{{- fail "connections.connectionTokenLifetime must be at least 1 second" }}
+{{- end }}
+{{- if and (not (empty .Values.connections.maxConnections)) (lt (int64 .Values.connections.maxConnections) 1) }}
+{{- fail "connections.maxConnections must be empty (the binary's default) or at least 1" }}
+{{- end }}
+{{- if or (lt (int .Values.http.headerTimeout) 1) (lt (int .Values.http.idleTimeout) 1) }}
+{{- fail "http.headerTimeout and http.idleTimeout must be at least 1 second" }}
+{{- end }}
+{{- if and .Values.clusterTLS.enabled (not .Values.clusterTLS.secretName) }}
+{{- fail "clusterTLS.secretName (a Secret with tls.crt, tls.key and ca.crt) is required when clusterTLS.enabled" }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.secretName (a Secret with tls.crt and tls.key) is required when tls.enabled" }}
+{{- end }}
+{{- /* The NetworkPolicy tells the ports apart by number. */}}
+{{- $ports := list (int .Values.ports.http) (int .Values.ports.cluster) }}
+{{- if eq .Values.mode "cluster" }}{{ $ports = append $ports (int .Values.ports.gatewayCluster) }}{{ end }}
+{{- if ne (len $ports) (len (uniq $ports)) }}
+{{- fail "ports.http, ports.cluster and ports.gatewayCluster must differ" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by every container. */}}
@@ -153,18 +194,108 @@ app.kubernetes.io/part-of: switchboard
   valueFrom:
     fieldRef:
       fieldPath: status.podIP
-# Every process proves the key to the others on the cluster listener; gateways also check
-# tokens with it.
+# Gateways and serve nodes check tokens with the access keys; without a cluster key, every
+# process also proves them to the others on the cluster listener.
 - name: SWITCHBOARD_ACCESS_KEY
   valueFrom:
     secretKeyRef:
       name: {{ include "switchboard.secretName" . }}
       key: {{ .Values.accessKey.secretKey }}
+{{- if include "switchboard.clusterKeySecretName" . }}
+# The cluster plane proves this key instead, read from the mounted Secret.
+- name: SWITCHBOARD_CLUSTER_KEY_FILE
+  value: {{ include "switchboard.clusterKeyFile" . }}
+{{- end }}
+{{- if .Values.clusterTLS.enabled }}
+- name: SWITCHBOARD_CLUSTER_TLS_CERT
+  value: {{ include "switchboard.clusterTLSDir" . }}/tls.crt
+- name: SWITCHBOARD_CLUSTER_TLS_KEY
+  value: {{ include "switchboard.clusterTLSDir" . }}/tls.key
+- name: SWITCHBOARD_CLUSTER_TLS_CA
+  value: {{ include "switchboard.clusterTLSDir" . }}/ca.crt
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: SWITCHBOARD_TLS_CERT
+  value: {{ include "switchboard.tlsDir" . }}/tls.crt
+- name: SWITCHBOARD_TLS_KEY
+  value: {{ include "switchboard.tlsDir" . }}/tls.key
+{{- end }}
+- name: SWITCHBOARD_HTTP_HEADER_TIMEOUT
+  value: {{ .Values.http.headerTimeout | int | quote }}
+- name: SWITCHBOARD_HTTP_IDLE_TIMEOUT
+  value: {{ .Values.http.idleTimeout | int | quote }}
 - name: SWITCHBOARD_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 {{- with .Values.logFilter }}
 - name: SWITCHBOARD_LOG
   value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of the Secrets every container reads (see the volumes below). */}}
+{{- define "switchboard.secretMounts" -}}
+{{- if include "switchboard.clusterKeySecretName" . }}
+- name: cluster-key
+  mountPath: {{ include "switchboard.clusterKeyFile" . | dir }}
+  readOnly: true
+{{- end }}
+{{- if .Values.clusterTLS.enabled }}
+- name: cluster-tls
+  mountPath: {{ include "switchboard.clusterTLSDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: {{ include "switchboard.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret volumes of every pod. Only the keys the processes read are projected, so a missing
+one (say, a TLS Secret without ca.crt) keeps the pod from starting with a clear event.
+*/}}
+{{- define "switchboard.secretVolumes" -}}
+{{- with include "switchboard.clusterKeySecretName" . }}
+- name: cluster-key
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.clusterKey.secretKey }}
+        path: {{ include "switchboard.clusterKeyFile" $ | base }}
+{{- end }}
+{{- if .Values.clusterTLS.enabled }}
+- name: cluster-tls
+  secret:
+    secretName: {{ .Values.clusterTLS.secretName }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations that restart the pods when a chart-managed key Secret changes: the processes read
+the keys at start, and every one of them proves them on the cluster plane.
+*/}}
+{{- define "switchboard.keyChecksums" -}}
+checksum/access-key: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- if and .Values.clusterKey.value (not .Values.clusterKey.existingSecret) }}
+checksum/cluster-key: {{ include (print .Template.BasePath "/cluster-key-secret.yaml") . | sha256sum }}
 {{- end }}
 {{- end }}
 
@@ -190,6 +321,12 @@ Environment of the processes that hold client connections (gateways, serve nodes
   value: {{ .Values.connections.maxQueuedMessages | int64 | quote }}
 - name: SWITCHBOARD_MAX_QUEUED_BYTES
   value: {{ .Values.connections.maxQueuedBytes | int64 | quote }}
+- name: SWITCHBOARD_CONNECTION_TOKEN_LIFETIME
+  value: {{ .Values.connections.connectionTokenLifetime | int | quote }}
+{{- with .Values.connections.maxConnections }}
+- name: SWITCHBOARD_MAX_CONNECTIONS
+  value: {{ . | int64 | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -206,12 +343,14 @@ startupProbe:
   httpGet:
     path: /api/health
     port: http
+    scheme: {{ include "switchboard.scheme" . | upper }}
   periodSeconds: {{ .Values.probes.startup.periodSeconds }}
   failureThreshold: {{ .Values.probes.startup.failureThreshold }}
 livenessProbe:
   httpGet:
     path: /api/health
     port: http
+    scheme: {{ include "switchboard.scheme" . | upper }}
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
@@ -219,6 +358,7 @@ readinessProbe:
   httpGet:
     path: /readyz
     port: http
+    scheme: {{ include "switchboard.scheme" . | upper }}
   periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
