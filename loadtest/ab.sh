@@ -48,7 +48,7 @@ run() { # build-label binary scenario-label loadgen-args...
     echo "$label|$scenario|$kib|$rate|$p99" >>"$RESULTS"
 }
 
-for round in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
     for side in old new; do
         if [ "$side" = old ]; then bin=$OLD; else bin=$NEW; fi
         run "$side" "$bin" "idle memory, 10000 conns" \
