@@ -15,13 +15,15 @@
 //!
 //! A token is valid from [`CLUSTER_TOKEN_SKEW_MS`] before its issue time to
 //! [`CLUSTER_TOKEN_LIFETIME_MS`] after it; senders mint a fresh one every
-//! [`CLUSTER_TOKEN_REFRESH_MS`]. The token binds the claimed identity, not the connection: on a
-//! network an attacker can read, only TLS stops replay within the lifetime.
+//! [`CLUSTER_TOKEN_REFRESH_MS`]. The token binds the claimed identity, not the connection or the
+//! node it is sent to: whoever sees a token (on a network it can read, or at an address that
+//! changed hands) can replay it within its lifetime. Only mutual TLS closes that.
 //!
-//! The answering node proves itself too, so an impostor at a peer's address cannot feed a node
-//! forged answers: its reply carries a [`ClusterKeys::reply_proof`] — a MAC over its own identity
-//! and the caller's token (`sb1r.<node>.<incarnation>.<MAC>`), different in form and in MAC
-//! input from a token, so neither can stand in for the other.
+//! The answering node proves itself too: its reply carries a [`ClusterKeys::reply_proof`] — a
+//! MAC over its own identity and the caller's token (`sb1r.<node>.<incarnation>.<MAC>`),
+//! different in form and in MAC input from a token, so neither can stand in for the other. A
+//! process without a key cannot answer in a node's name; one that relays the call to a real
+//! node and alters the answer on the way can (again: use mutual TLS where that matters).
 //!
 //! Pure: the time is a parameter.
 
@@ -35,11 +37,11 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 /// How long a cluster token stays valid after its issue time.
-pub const CLUSTER_TOKEN_LIFETIME_MS: u64 = 5 * 60 * 1000;
+pub const CLUSTER_TOKEN_LIFETIME_MS: u64 = 2 * 60 * 1000;
 /// How far in the future an issue time may lie (clock skew between nodes).
 pub const CLUSTER_TOKEN_SKEW_MS: u64 = 60 * 1000;
 /// How often a sender mints a new token.
-pub const CLUSTER_TOKEN_REFRESH_MS: u64 = 60 * 1000;
+pub const CLUSTER_TOKEN_REFRESH_MS: u64 = 30 * 1000;
 /// Longest token accepted (checked before any parsing).
 pub const MAX_CLUSTER_TOKEN_LEN: usize = 128;
 

@@ -182,28 +182,35 @@ impl Peer {
     }
 }
 
-fn hello_frame(config: &FanoutConfig) -> PeerFrame {
+fn hello_frame(config: &FanoutConfig, target: NodeId) -> PeerFrame {
     PeerFrame {
         frame: Some(peer_frame::Frame::Hello(Hello {
             node_id: config.node_id,
             incarnation: config.incarnation,
+            target_node_id: target,
         })),
     }
 }
 
-/// The frames a link sends: its Hello, then the peer's queue until the link is cancelled.
+/// The frames a link sends: its Hello, then the peer's queue until the link is cancelled. With
+/// a `gate`, queued frames wait until it opens (the link's other end proved who it is); a gate
+/// dropped unopened ends the stream after the Hello, with the queue untouched.
 fn outbound(
     first: PeerFrame,
     queue: OwnedMutexGuard<mpsc::Receiver<Queued>>,
     queued_bytes: Arc<AtomicUsize>,
     until: CancellationToken,
+    gate: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> impl Stream<Item = PeerFrame> + Send + 'static {
-    let queued = futures::stream::unfold(queue, move |mut queue| {
+    let queued = futures::stream::unfold((queue, gate), move |(mut queue, gate)| {
         let queued_bytes = queued_bytes.clone();
         async move {
+            if let Some(gate) = gate {
+                gate.await.ok()?;
+            }
             let (frame, bytes) = queue.recv().await?;
             queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            Some((frame, queue))
+            Some((frame, (queue, None)))
         }
     });
     futures::stream::once(async move { first })
@@ -425,11 +432,14 @@ impl Inner {
     ) -> Result<(), Status> {
         let token = peer.replace_link();
         let queue = peer.take_queue().await?;
+        // Nothing queued leaves before the other end has proved it is the peer.
+        let (open, gate) = tokio::sync::oneshot::channel();
         let frames = outbound(
-            hello_frame(&self.config),
+            hello_frame(&self.config, peer.node),
             queue,
             peer.queued_bytes.clone(),
             token.clone(),
+            Some(gate),
         );
         let max = self.channels.max_message_bytes();
         let mut client = FanoutClient::new(channel)
@@ -455,6 +465,7 @@ impl Inner {
                 )));
             }
         }
+        let _ = open.send(());
         self.receive(peer, inbound, token).await
     }
 
@@ -540,6 +551,13 @@ impl FanoutRpc for FanoutService {
                 "a node cannot link to itself (duplicate --node-id?)",
             ));
         }
+        if hello.target_node_id != 0 && hello.target_node_id != inner.config.node_id {
+            // An address that changed hands: refuse before touching our link to the caller.
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {}",
+                inner.config.node_id, hello.target_node_id
+            )));
+        }
         let known = inner
             .peers
             .read()
@@ -568,10 +586,11 @@ impl FanoutRpc for FanoutService {
         };
         inner.tasks.spawn(reader);
         let frames = outbound(
-            hello_frame(&inner.config),
+            hello_frame(&inner.config, hello.node_id),
             queue,
             peer.queued_bytes.clone(),
             token,
+            None,
         )
         .map(Ok);
         Ok(Response::new(Box::pin(frames)))

@@ -190,3 +190,35 @@ async fn a_stale_incarnation_is_refused() {
     assert!(b.inbox.got.lock().is_empty());
     assert!(!stale.fanout.is_connected(2));
 }
+
+#[tokio::test]
+async fn a_link_to_an_address_that_changed_hands_delivers_nothing_there() {
+    let a = node(1, 10, None).await;
+    let c = node(3, 30, None).await;
+    // a still believes node 2 lives at the address node 3 now has.
+    let stale = PeerInfo {
+        node: 2,
+        incarnation: 20,
+        address: c.info.address.clone(),
+    };
+    a.fanout.set_peers(&[stale.clone(), c.info.clone()]);
+    for i in 0..20 {
+        a.fanout.send(&stale, message(format!("for-2-{i}")));
+    }
+    // The real node 3 gets what is meant for it (the path works).
+    a.fanout.send(&c.info, message("for-3".into()));
+    assert_eq!(wait_for(&c.inbox, 1).await, vec![(1, "for-3".to_string())]);
+    // Give a's dialer time for several attempts at the stale address.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !a.fanout.is_connected(2),
+        "a link to the wrong node came up"
+    );
+    // Node 3 never saw node 2's messages, and its own link from a still works.
+    a.fanout.send(&c.info, message("for-3-again".into()));
+    let got = wait_for(&c.inbox, 2).await;
+    assert_eq!(
+        got,
+        vec![(1, "for-3".to_string()), (1, "for-3-again".to_string())]
+    );
+}

@@ -13,7 +13,9 @@
 //! - **idle**: between requests — no request being read, no response being sent — a connection
 //!   is closed after the idle timeout;
 //! - **body**: after a grace of one header timeout, a request body must keep arriving at
-//!   [`MIN_BODY_RATE`] bytes a second on average (a slow-drip upload is cut off).
+//!   [`MIN_BODY_RATE`] bytes a second on average (a slow-drip upload is cut off);
+//! - **write**: a response that makes no progress for the idle timeout (a client that stopped
+//!   reading) fails the connection.
 //!
 //! An upgraded connection (a WebSocket) is no longer HTTP: reads pass straight through, no
 //! deadline applies (the WebSocket has its own keep-alive and client timeout), and it is never
@@ -109,6 +111,7 @@ pub(crate) enum Ending {
     SilentTimeout,
     IdleTimeout,
     BodyTimeout,
+    WriteTimeout,
     Evicted,
 }
 
@@ -151,6 +154,8 @@ struct Http {
     /// `scanner.heads()` when `wait` was last brought up to date.
     wait_heads: u64,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Armed while a write makes no progress.
+    write_timer: Option<Pin<Box<Sleep>>>,
     on_end: Option<Box<dyn FnOnce(Ending) + Send>>,
 }
 
@@ -175,6 +180,7 @@ impl<IO> Conn<IO> {
                 wait: Wait::First(Instant::now()),
                 wait_heads: 0,
                 timer: None,
+                write_timer: None,
                 on_end: Some(on_end),
             })),
             _slot: slot,
@@ -308,8 +314,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 return Poll::Pending;
             }
             if http.scanner.phase() == Phase::Passthrough {
-                *slot = None;
-                continue;
+                if http.state.upgraded.load(Ordering::Acquire) {
+                    // Upgraded: the HTTP state goes, the socket stays.
+                    *slot = None;
+                    continue;
+                }
+                // An upgrade was asked for and not (yet) granted: nothing is scanned any more,
+                // but the connection can still be evicted (a refusal closes it anyway).
+                http.state.waker.register(cx.waker());
+                if http.state.evicted.load(Ordering::Acquire) {
+                    http.end(Ending::Evicted);
+                    return Poll::Ready(Ok(()));
+                }
+                return Pin::new(&mut *io).poll_read(cx, buf);
             }
             http.state.waker.register(cx.waker());
             if http.state.evicted.load(Ordering::Acquire) {
@@ -348,11 +365,52 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
             if let Wait::Body(since, received) = http.wait {
                 http.wait = Wait::Body(since, received + input.len() as u64);
             }
-            if let Err(rejection) = http.scanner.feed(input, &mut http.out) {
-                http.end(Ending::Malformed);
-                http.reject(rejection);
+            match http.scanner.feed(input, &mut http.out) {
+                Ok(()) => {}
+                Err(Rejection::MalformedBody(why)) => {
+                    // The head is with the server already: end the stream under it.
+                    http.end(Ending::Malformed);
+                    http.out.clear();
+                    http.out_pos = 0;
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+                }
+                Err(rejection) => {
+                    http.end(Ending::Malformed);
+                    http.reject(rejection);
+                }
             }
         }
+    }
+}
+
+impl<IO> Conn<IO> {
+    /// Wraps a write: an HTTP connection whose writes make no progress for the idle timeout
+    /// (a client that stopped reading its response) fails instead of holding its socket forever.
+    /// Upgraded connections have their own stall handling.
+    fn guard_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let Some(http) = self.http.as_mut() else {
+            return result;
+        };
+        if result.is_ready() {
+            http.write_timer = None;
+            return result;
+        }
+        let idle = http.timeouts.idle;
+        let timer = http
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if timer.as_mut().poll(cx).is_ready() {
+            http.end(Ending::WriteTimeout);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has not read its response for the idle timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -362,7 +420,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, data);
+        this.guard_write(cx, result)
     }
 
     fn poll_write_vectored(
@@ -370,7 +430,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.guard_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -378,7 +440,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.guard_write(cx, result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -463,6 +527,21 @@ mod tests {
         );
         // ... and then the idle timeout closes it.
         assert_eq!(read_some(&mut conn, Duration::from_secs(30)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_its_response_is_cut_off() {
+        let (_client, server) = tokio::io::duplex(64);
+        let (mut conn, _) = make_conn(server);
+        // The client reads nothing: the pipe fills, then the write waits.
+        let big = vec![b'x'; 1024];
+        let written = tokio::time::timeout(Duration::from_secs(1), conn.write_all(&big)).await;
+        assert!(written.is_err(), "the write is stuck");
+        let result = tokio::time::timeout(Duration::from_secs(200), conn.write_all(&big)).await;
+        assert!(
+            matches!(result, Ok(Err(ref e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{result:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

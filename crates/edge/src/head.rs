@@ -11,9 +11,11 @@
 //! [`Rejection`] that the caller answers with an `ErrorDetail`.
 //!
 //! Bodies pass through as they arrive; the scanner only counts them (`Content-Length`) or walks
-//! their chunk framing, to know where the next head starts. A request that asks for a protocol
+//! their chunk framing (the grammar hyper accepts: any number of leading zeros, 16 significant
+//! hex digits, 16 KiB of extensions and of trailers per body), to know where the next head
+//! starts. A malformed chunked body ends the connection ([`Rejection::MalformedBody`]: the head
+//! was passed on already, so there is no answer to give). A request that asks for a protocol
 //! upgrade (a WebSocket) ends the scanning: everything after its head passes through untouched.
-//! A malformed chunked body also ends it (the HTTP server reports that error itself).
 
 use http::{Method, Uri};
 
@@ -50,6 +52,9 @@ pub enum Rejection {
     HeadersTooLarge(String),
     /// The head or body did not arrive in time (408).
     Timeout(String),
+    /// The chunked framing of a body whose head was already passed on is broken: the connection
+    /// can only be ended.
+    MalformedBody(String),
 }
 
 /// Where the scanner is in the byte stream.
@@ -69,9 +74,10 @@ pub enum Phase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// Reading the hex size; `digits` so far.
+    /// Reading the hex size: whether any digit came, how many significant ones, the value.
     Size {
-        digits: u8,
+        seen: bool,
+        significant: u8,
         size: u64,
     },
     /// After the size: extensions until CR; `len` bytes so far.
@@ -109,9 +115,16 @@ enum State {
     Failed,
 }
 
+const CHUNK_START: Chunk = Chunk::Size {
+    seen: false,
+    significant: 0,
+    size: 0,
+};
+
 /// Leading empty lines ignored before a request line (RFC 9112 §2.2).
 const MAX_LEADING_EMPTY_LINES: u8 = 4;
-const MAX_CHUNK_EXTENSION: usize = 4 * 1024;
+/// Chunk extensions allowed per body, in all (hyper's bound).
+const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 
 /// The framing state of one connection's request stream (see the module docs).
@@ -127,6 +140,8 @@ pub struct Scanner {
     request_line_end: Option<usize>,
     /// Heads passed on so far.
     heads: u64,
+    /// Bytes of chunk extensions in the current body.
+    extensions: usize,
 }
 
 /// A validated head: what the scanner needs to know to follow the body.
@@ -151,6 +166,7 @@ impl Scanner {
             pending_cr: false,
             request_line_end: None,
             heads: 0,
+            extensions: 0,
         }
     }
 
@@ -207,10 +223,13 @@ impl Scanner {
                         State::Length { remaining }
                     };
                 }
-                State::Chunked(chunk) => {
-                    let consumed = self.chunked(chunk, &input[i..], out);
-                    i += consumed;
-                }
+                State::Chunked(chunk) => match self.chunked(chunk, &input[i..], out) {
+                    Ok(consumed) => i += consumed,
+                    Err(rejection) => {
+                        self.state = State::Failed;
+                        return Err(rejection);
+                    }
+                },
                 State::Idle { .. } | State::Head => {
                     // The run of ordinary bytes up to the next CR or LF, in one go.
                     if !self.pending_cr {
@@ -322,13 +341,21 @@ impl Scanner {
             (true, _) => State::Passthrough,
             (false, Body::Length(0)) => State::Idle { empty_lines: 0 },
             (false, Body::Length(n)) => State::Length { remaining: n },
-            (false, Body::Chunked) => State::Chunked(Chunk::Size { digits: 0, size: 0 }),
+            (false, Body::Chunked) => {
+                self.extensions = 0;
+                State::Chunked(CHUNK_START)
+            }
         };
         Ok(())
     }
 
     /// Walks chunked framing over `input`, passing it on; returns how many bytes it consumed.
-    fn chunked(&mut self, mut chunk: Chunk, input: &[u8], out: &mut Vec<u8>) -> usize {
+    fn chunked(
+        &mut self,
+        mut chunk: Chunk,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, Rejection> {
         let mut i = 0;
         while i < input.len() {
             if let Chunk::Data { remaining } = chunk {
@@ -349,23 +376,39 @@ impl Scanner {
             out.push(byte);
             i += 1;
             let next = match chunk {
-                Chunk::Size { digits, size } => match (byte as char).to_digit(16) {
-                    Some(d) if digits < 16 => Some(Chunk::Size {
-                        digits: digits + 1,
+                Chunk::Size {
+                    seen,
+                    significant,
+                    size,
+                } => match (byte as char).to_digit(16) {
+                    // Leading zeros are not significant.
+                    Some(0) if size == 0 => Some(Chunk::Size {
+                        seen: true,
+                        significant,
+                        size,
+                    }),
+                    Some(d) if significant < 16 => Some(Chunk::Size {
+                        seen: true,
+                        significant: significant + 1,
                         size: size << 4 | u64::from(d),
                     }),
-                    None if digits > 0 && byte == b'\r' => Some(Chunk::SizeLf { size }),
-                    None if digits > 0 && (byte == b';' || byte == b' ' || byte == b'\t') => {
+                    None if seen && byte == b'\r' => Some(Chunk::SizeLf { size }),
+                    None if seen && (byte == b';' || byte == b' ' || byte == b'\t') => {
                         Some(Chunk::Extension { size, len: 1 })
                     }
                     _ => None,
                 },
-                Chunk::Extension { size, len } => match byte {
-                    b'\r' => Some(Chunk::SizeLf { size }),
-                    b'\n' => None,
-                    _ if len < MAX_CHUNK_EXTENSION => Some(Chunk::Extension { size, len: len + 1 }),
-                    _ => None,
-                },
+                Chunk::Extension { size, len } => {
+                    self.extensions += 1;
+                    match byte {
+                        b'\r' => Some(Chunk::SizeLf { size }),
+                        b'\n' => None,
+                        _ if self.extensions <= MAX_CHUNK_EXTENSIONS => {
+                            Some(Chunk::Extension { size, len: len + 1 })
+                        }
+                        _ => None,
+                    }
+                }
                 Chunk::SizeLf { size } => match byte {
                     b'\n' if size == 0 => Some(Chunk::Trailer { line: 0, total: 0 }),
                     b'\n' => Some(Chunk::Data { remaining: size }),
@@ -373,7 +416,7 @@ impl Scanner {
                 },
                 Chunk::Data { .. } => None,
                 Chunk::DataCr => (byte == b'\r').then_some(Chunk::DataLf),
-                Chunk::DataLf => (byte == b'\n').then_some(Chunk::Size { digits: 0, size: 0 }),
+                Chunk::DataLf => (byte == b'\n').then_some(CHUNK_START),
                 Chunk::Trailer { line, total } => match byte {
                     b'\r' => Some(Chunk::TrailerLf { line, total }),
                     b'\n' => None,
@@ -386,7 +429,7 @@ impl Scanner {
                 Chunk::TrailerLf { line, total } => match byte {
                     b'\n' if line == 0 => {
                         self.state = State::Idle { empty_lines: 0 };
-                        return i;
+                        return Ok(i);
                     }
                     b'\n' => Some(Chunk::Trailer {
                         line: 0,
@@ -398,15 +441,14 @@ impl Scanner {
             match next {
                 Some(next) => chunk = next,
                 None => {
-                    // Not valid chunked framing: the server will say so; stop judging.
-                    self.state = State::Passthrough;
-                    out.extend_from_slice(&input[i..]);
-                    return input.len();
+                    return Err(Rejection::MalformedBody(
+                        "the chunked framing of the request body is broken".into(),
+                    ))
                 }
             }
         }
         self.state = State::Chunked(chunk);
-        i
+        Ok(i)
     }
 }
 
@@ -734,12 +776,33 @@ mod tests {
     }
 
     #[test]
-    fn bad_chunked_framing_is_left_to_the_server() {
-        let input = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        let (result, out, phase) = scan(input.as_bytes());
+    fn bad_chunked_framing_ends_the_stream() {
+        let head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            "zz\r\n".to_owned(),
+            "5\nhello\r\n".to_owned(),
+            "5\r\nhelloX\r\n".to_owned(),
+            format!("1{}\r\n", "0".repeat(16)),
+            format!("1;{}\r\n", "e".repeat(17 * 1024)),
+        ] {
+            let (result, out, phase) = scan(format!("{head}{body}").as_bytes());
+            assert!(
+                matches!(result, Err(Rejection::MalformedBody(_))),
+                "{body:?}"
+            );
+            assert_eq!(phase, Phase::Failed);
+            assert!(out.starts_with(head.as_bytes()), "the head was passed on");
+        }
+        // What hyper accepts passes: leading zeros, sixteen significant digits' worth of
+        // framing, extensions, trailers.
+        let ok = format!(
+            "{head}{}5;a=b;c\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+            "0".repeat(40)
+        );
+        let (result, out, phase) = scan(ok.as_bytes());
         assert_eq!(result, Ok(()));
-        assert_eq!(out, input.as_bytes());
-        assert_eq!(phase, Phase::Passthrough);
+        assert_eq!(out, ok.as_bytes());
+        assert_eq!(phase, Phase::Idle);
     }
 
     /// A valid request: method, path, headers and a body framed either way.

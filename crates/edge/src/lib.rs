@@ -263,6 +263,7 @@ async fn serve_connection(
             Ending::SilentTimeout => "silent_timeout",
             Ending::IdleTimeout => "idle_timeout",
             Ending::BodyTimeout => "body_timeout",
+            Ending::WriteTimeout => "write_timeout",
             Ending::Evicted => "evicted_closed",
         })
     });
@@ -281,8 +282,21 @@ async fn serve_connection(
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             let handshake = tokio::time::timeout(config.timeouts.header, acceptor.accept(tcp));
+            // A handshake in progress is a connection like any other: the table may evict it.
+            let evicted = futures::future::poll_fn(|cx| {
+                state.waker.register(cx.waker());
+                if state.evicted.load(Ordering::Acquire) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            });
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = evicted => {
+                    metrics::connection_ended("evicted_closed");
+                    return;
+                }
                 result = handshake => match result {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
@@ -384,6 +398,8 @@ async fn handle(
             ),
             Rejection::HeadersTooLarge(message) => Error::new(ErrorCode::HeadersTooLarge, message),
             Rejection::Timeout(message) => Error::new(ErrorCode::RequestTimeout, message),
+            // Never stored: a broken body ends the connection instead.
+            Rejection::MalformedBody(message) => Error::new(ErrorCode::InvalidArgument, message),
         };
         metrics::request_rejected(error.code.http_status());
         let mut response = reject(error);

@@ -2,8 +2,8 @@
 //!
 //! - [`AuthChannel`] (client side) puts this process's token in the `x-switchboard-cluster-auth`
 //!   header of every call, and accepts the answer only if it carries the answering node's reply
-//!   proof for that token in `x-switchboard-cluster-reply`: an impostor at a peer's address gets
-//!   nothing accepted. The proven identity is left in the response's extensions
+//!   proof for that token in `x-switchboard-cluster-reply`: a process without a key at a peer's
+//!   address gets nothing accepted (one relaying to a real node is stopped only by TLS). The proven identity is left in the response's extensions
 //!   ([`reply_identity`]), so a caller that dialled a particular node can check it got that node.
 //! - [`ClusterAuthLayer`] (server side, on the whole cluster listener) checks the token on the
 //!   request headers of every call, before the request body is read and before any handler

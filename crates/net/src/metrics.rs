@@ -9,7 +9,7 @@ pub(crate) fn describe() {
     );
     describe_counter!(
         "switchboard_cluster_connections_refused_total",
-        "Connections to the cluster listener closed by it: over the connection cap (limit), failed or slow TLS handshakes (tls), or no authenticated call in time (unauthenticated)."
+        "Connections to the cluster listener closed by it: over the connection cap with every connection authenticated (limit), closed unauthenticated to make room (evicted), failed or slow TLS handshakes (tls), or no authenticated call in time (unauthenticated)."
     );
     describe_gauge!(
         "switchboard_cluster_listener_connections",

@@ -2,9 +2,11 @@
 //!
 //! Before tonic sees a connection it is counted against a cap (a flood of connections cannot
 //! take the process's file descriptors), given a TLS handshake with a deadline when the cluster
-//! plane uses TLS, and wrapped in a [`ClusterConn`] that closes it if no call on it passes
-//! [`crate::ServerAuth`] within the authentication deadline — an outsider cannot keep sockets
-//! open by connecting and staying silent. Accept errors (the file limit reached) are logged at a
+//! plane uses TLS, and wrapped in a [`ClusterConn`] that closes it if no call on it passes the
+//! authentication layer within the authentication deadline — an outsider cannot keep sockets
+//! open by connecting and staying silent. When the cap is reached, the oldest connection that
+//! has not authenticated yet is closed to make room, so a flood of them cannot lock real peers
+//! out; only when every connection has authenticated is a new one refused. Accept errors (the file limit reached) are logged at a
 //! limited rate and retried after a pause; the loop never spins and never stops.
 
 use std::future::Future;
@@ -54,12 +56,21 @@ pub struct ClusterConnInfo {
     pub remote: Option<SocketAddr>,
     /// Whether the connection is mutual TLS.
     pub tls: bool,
-    authenticated: Arc<AtomicBool>,
+    flags: Arc<ConnFlags>,
+}
+
+/// What the accept loop and the authentication layer know of a connection.
+#[derive(Debug, Default)]
+struct ConnFlags {
+    authenticated: AtomicBool,
+    /// Closed to make room for a newer connection.
+    evicted: AtomicBool,
+    waker: futures::task::AtomicWaker,
 }
 
 impl ClusterConnInfo {
     pub(crate) fn mark_authenticated(&self) {
-        self.authenticated.store(true, Ordering::Release);
+        self.flags.authenticated.store(true, Ordering::Release);
     }
 }
 
@@ -88,13 +99,14 @@ impl ClusterConn {
         remote: SocketAddr,
         auth_timeout: Duration,
         permit: OwnedSemaphorePermit,
+        flags: Arc<ConnFlags>,
     ) -> Self {
         crate::metrics::listener_connections(1.0);
         ClusterConn {
             info: ClusterConnInfo {
                 remote: Some(remote),
                 tls: matches!(io, Io::Tls(_)),
-                authenticated: Arc::new(AtomicBool::new(false)),
+                flags,
             },
             io,
             auth_deadline: Some(Box::pin(tokio::time::sleep(auth_timeout))),
@@ -105,7 +117,16 @@ impl ClusterConn {
     /// Fails the connection once the deadline passed without an authenticated call.
     fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if let Some(deadline) = &mut self.auth_deadline {
-            if self.info.authenticated.load(Ordering::Acquire) {
+            let flags = &self.info.flags;
+            flags.waker.register(cx.waker());
+            if flags.evicted.load(Ordering::Acquire) {
+                crate::metrics::connection_refused("evicted");
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "closed unauthenticated to make room",
+                ));
+            }
+            if flags.authenticated.load(Ordering::Acquire) {
                 self.auth_deadline = None;
             } else if deadline.as_mut().poll(cx).is_ready() {
                 crate::metrics::connection_refused("unauthenticated");
@@ -216,6 +237,9 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Connections not (yet) authenticated, oldest first: eviction candidates.
+    let mut unproven: std::collections::VecDeque<std::sync::Weak<ConnFlags>> =
+        std::collections::VecDeque::new();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -233,35 +257,90 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            crate::metrics::connection_refused("limit");
-            if let Some(suppressed) = ACCEPT_LOG.allow(now_ms()) {
-                tracing::warn!(%remote, max = limits.max_connections, suppressed, "cluster listener is at its connection cap: closing a new connection");
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: close the oldest connection that has not authenticated, and take its place.
+                let victim = loop {
+                    match unproven.pop_front() {
+                        None => break None,
+                        Some(weak) => match weak.upgrade() {
+                            Some(f) if !f.authenticated.load(Ordering::Acquire) => break Some(f),
+                            _ => continue,
+                        },
+                    }
+                };
+                let permit = match victim {
+                    Some(victim) => {
+                        victim.evicted.store(true, Ordering::Release);
+                        victim.waker.wake();
+                        tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                    None => None,
+                };
+                let Some(permit) = permit else {
+                    crate::metrics::connection_refused("limit");
+                    if let Some(suppressed) = ACCEPT_LOG.allow(now_ms()) {
+                        tracing::warn!(%remote, max = limits.max_connections, suppressed, "cluster listener is at its connection cap with every connection authenticated: closing a new one");
+                    }
+                    drop(tcp);
+                    continue;
+                };
+                permit
             }
-            drop(tcp);
-            continue;
         };
+        // Forget connections that are gone or proved themselves.
+        while unproven.front().is_some_and(|w| {
+            w.upgrade()
+                .is_none_or(|f| f.authenticated.load(Ordering::Acquire))
+        }) {
+            unproven.pop_front();
+        }
+        let flags = Arc::new(ConnFlags::default());
+        unproven.push_back(Arc::downgrade(&flags));
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         match &tls {
             None => {
-                let conn = ClusterConn::new(Io::Plain(tcp), remote, limits.auth_timeout, permit);
+                let conn =
+                    ClusterConn::new(Io::Plain(tcp), remote, limits.auth_timeout, permit, flags);
                 if tx.send(conn).await.is_err() {
                     return;
                 }
             }
             Some(acceptor) => {
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx, flags) = (acceptor.clone(), tx.clone(), flags);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
-                    {
+                    // A handshake can be evicted like any unauthenticated connection.
+                    let evicted = futures::future::poll_fn(|cx| {
+                        flags.waker.register(cx.waker());
+                        if flags.evicted.load(Ordering::Acquire) {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        }
+                    });
+                    let handshake =
+                        tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+                    let result = tokio::select! {
+                        _ = evicted => {
+                            crate::metrics::connection_refused("evicted");
+                            return;
+                        }
+                        result = handshake => result,
+                    };
+                    match result {
                         Ok(Ok(stream)) => {
                             let conn = ClusterConn::new(
                                 Io::Tls(Box::new(stream)),
                                 remote,
                                 limits.auth_timeout,
                                 permit,
+                                flags,
                             );
                             let _ = tx.send(conn).await;
                         }

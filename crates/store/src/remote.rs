@@ -97,7 +97,7 @@ impl RemoteStoreConfig {
             max_in_flight: 2,
             queue_capacity: 4096,
             channel: ChannelSettings::default(),
-            max_state_bytes: 4 << 30,
+            max_state_bytes: 1 << 30,
         }
     }
 }
@@ -568,8 +568,9 @@ impl StateAssembly {
             }
             self.log_index = chunk.log_index;
             self.total = chunk.total_bytes;
-            self.data
-                .reserve_exact(usize::try_from(chunk.total_bytes).unwrap_or(0));
+            // Grown as data arrives: an announcement alone reserves little.
+            let announced = usize::try_from(chunk.total_bytes).unwrap_or(usize::MAX);
+            self.data.reserve(announced.min(64 << 20));
         } else if chunk.log_index != self.log_index || chunk.total_bytes != self.total {
             return Err("chunks of different states".into());
         }

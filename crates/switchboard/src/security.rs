@@ -125,6 +125,13 @@ impl Secrets {
         identity: ClusterIdentity,
     ) -> anyhow::Result<ClusterSecurity> {
         let keys = ClusterKeys::new(self.cluster_keys(access_keys)).context("cluster keys")?;
+        if self.cluster_keys.is_empty() && self.cluster_tls.is_none() {
+            tracing::warn!(
+                "the cluster plane is authenticated with the access keys, which every app server \
+                 holds in its connection string: keep --cluster-listen on a private network, or \
+                 set --cluster-key (or mutual TLS) to keep app servers out of it"
+            );
+        }
         Ok(ClusterSecurity::with(
             keys,
             identity,

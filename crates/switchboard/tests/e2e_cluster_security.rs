@@ -163,6 +163,7 @@ async fn probe(
         frame: Some(peer_frame::Frame::Hello(Hello {
             node_id: claim,
             incarnation: 1 << 62,
+            target_node_id: 0,
         })),
     };
     let link = fanout

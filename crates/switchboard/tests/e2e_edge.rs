@@ -416,3 +416,39 @@ async fn the_public_listener_speaks_https() -> anyhow::Result<()> {
     assert!(!plain.starts_with("HTTP/1.1 200"), "{plain:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn silent_sockets_cannot_fill_an_https_listener() -> anyhow::Result<()> {
+    // Handshakes that never start are evicted like silent HTTP sockets.
+    let dir = tempfile::tempdir()?;
+    let ca = pki::Ca::new(dir.path(), "public")?;
+    let leaf = ca.leaf(dir.path(), "localhost")?;
+    let server = Server::launch(
+        bin(),
+        ServerOptions {
+            args: vec![
+                "--tls-cert".into(),
+                leaf.cert.to_string_lossy().into_owned(),
+                "--tls-key".into(),
+                leaf.key.to_string_lossy().into_owned(),
+            ],
+            nofile: Some(512),
+            ..Default::default()
+        },
+    )
+    .await?;
+    eventually(Duration::from_secs(20), "health over https", || async {
+        https_health(server.addr, &ca).await.ok()
+    })
+    .await?;
+    let mut silent = Vec::new();
+    for _ in 0..700 {
+        silent.push(TcpStream::connect(server.addr).await?);
+    }
+    for _ in 0..3 {
+        let answer = https_health(server.addr, &ca).await?;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+    drop(silent);
+    Ok(())
+}
