@@ -380,11 +380,14 @@ async fn https_health(addr: SocketAddr, ca: &pki::Ca) -> anyhow::Result<String> 
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-#[tokio::test]
-async fn the_public_listener_speaks_https() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let ca = pki::Ca::new(dir.path(), "public")?;
-    let leaf = ca.leaf(dir.path(), "localhost")?;
+/// A server with HTTPS on its listener (certificate for localhost from a fresh CA), and the CA;
+/// returns once it answers over HTTPS, with that answer.
+async fn https_server(
+    dir: &std::path::Path,
+    nofile: Option<u64>,
+) -> anyhow::Result<(Server, pki::Ca, String)> {
+    let ca = pki::Ca::new(dir, "public")?;
+    let leaf = ca.leaf(dir, "localhost")?;
     let server = Server::launch(
         bin(),
         ServerOptions {
@@ -394,15 +397,23 @@ async fn the_public_listener_speaks_https() -> anyhow::Result<()> {
                 "--tls-key".into(),
                 leaf.key.to_string_lossy().into_owned(),
             ],
+            nofile,
             ..Default::default()
         },
     )
     .await?;
-    // HTTPS with the CA: served.
     let answer = eventually(Duration::from_secs(20), "health over https", || async {
         https_health(server.addr, &ca).await.ok()
     })
     .await?;
+    Ok((server, ca, answer))
+}
+
+#[tokio::test]
+async fn the_public_listener_speaks_https() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // HTTPS with the CA: served.
+    let (server, _ca, answer) = https_server(dir.path(), None).await?;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(server.logs().await.contains("Endpoint=https://"));
     // Plain HTTP on the TLS port gets no answer.
@@ -421,26 +432,7 @@ async fn the_public_listener_speaks_https() -> anyhow::Result<()> {
 async fn silent_sockets_cannot_fill_an_https_listener() -> anyhow::Result<()> {
     // Handshakes that never start are evicted like silent HTTP sockets.
     let dir = tempfile::tempdir()?;
-    let ca = pki::Ca::new(dir.path(), "public")?;
-    let leaf = ca.leaf(dir.path(), "localhost")?;
-    let server = Server::launch(
-        bin(),
-        ServerOptions {
-            args: vec![
-                "--tls-cert".into(),
-                leaf.cert.to_string_lossy().into_owned(),
-                "--tls-key".into(),
-                leaf.key.to_string_lossy().into_owned(),
-            ],
-            nofile: Some(512),
-            ..Default::default()
-        },
-    )
-    .await?;
-    eventually(Duration::from_secs(20), "health over https", || async {
-        https_health(server.addr, &ca).await.ok()
-    })
-    .await?;
+    let (server, ca, _) = https_server(dir.path(), Some(512)).await?;
     let mut silent = Vec::new();
     for _ in 0..700 {
         silent.push(TcpStream::connect(server.addr).await?);
