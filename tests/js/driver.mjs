@@ -10,6 +10,12 @@
 //   {"id":2,"cmd":"invoke","name":"a","target":"echo","args":[1]}
 //   {"id":3,"cmd":"send","name":"a","target":"echo","args":[1]}
 //   {"id":4,"cmd":"stop","name":"a"}
+//   {"id":5,"cmd":"invokeAsync","name":"a","tag":"t1","target":"slow","args":[]}
+//      replies at once; later emits {"event":"result","name":"a","tag":"t1","ok":..,"result"|"error"}
+//   {"id":6,"cmd":"invokeMany","name":"a","target":"echo","count":100}
+//      invokes target(i) for i in 0..count at once; replies with every outcome, in call order
+//   {"id":7,"cmd":"stream","name":"a","target":"ticks","args":[]}   (items and the error, if any)
+//   {"id":8,"cmd":"upload","name":"a","target":"consume"}          (an invocation with a client stream)
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import readline from "node:readline";
@@ -62,6 +68,41 @@ async function handle(cmd) {
     case "send":
       await client.send(cmd.target, ...(cmd.args ?? []));
       return {};
+    case "invokeAsync":
+      client.invoke(cmd.target, ...(cmd.args ?? [])).then(
+        (result) => emit({ event: "result", name: cmd.name, tag: cmd.tag, ok: true, result }),
+        (e) => emit({ event: "result", name: cmd.name, tag: cmd.tag, ok: false, error: errorText(e) }),
+      );
+      return {};
+    case "invokeMany": {
+      const calls = [];
+      for (let i = 0; i < cmd.count; i++) calls.push(client.invoke(cmd.target, i));
+      const settled = await Promise.allSettled(calls);
+      return {
+        outcomes: settled.map((s) =>
+          s.status === "fulfilled" ? { ok: true, result: s.value } : { ok: false, error: errorText(s.reason) }),
+      };
+    }
+    case "stream":
+      return await new Promise((resolve) => {
+        const items = [];
+        client.stream(cmd.target, ...(cmd.args ?? [])).subscribe({
+          next: (item) => items.push(item),
+          complete: () => resolve({ items, error: null }),
+          error: (e) => resolve({ items, error: errorText(e) }),
+        });
+      });
+    case "upload": {
+      const subject = new signalR.Subject();
+      const call = client.invoke(cmd.target, subject);
+      subject.next(1);
+      subject.complete();
+      try {
+        return { result: await call, error: null };
+      } catch (e) {
+        return { result: null, error: errorText(e) };
+      }
+    }
     case "stop":
       await client.stop();
       return {};

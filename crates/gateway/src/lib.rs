@@ -13,6 +13,8 @@
 //! - [`dispatch`]: payloads serialized once per protocol, and delivery to local connections.
 //! - [`registry`] and [`outbound`]: local connection handles and their bounded queues.
 //! - [`presence`]: the node's lease in the store, and reconciling local connections with it.
+//! - [`upstream`]: client events sent to the serverless upstream, one ordered queue per
+//!   connection.
 //! - [`error`]: the single mapping from error codes to HTTP responses.
 
 pub mod client;
@@ -25,6 +27,7 @@ mod peers;
 pub mod presence;
 pub mod registry;
 pub mod rest;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -109,6 +112,8 @@ pub struct GatewayConfig {
     /// Forward messages to other gateways (a cluster) over these channels, which carry this
     /// node's cluster credentials; `advertise` must then be this node's cluster (gRPC) address.
     pub cluster: Option<switchboard_net::Channels>,
+    /// Send client events (connected, invocations, disconnected) to the app's upstream.
+    pub upstream: Option<upstream::UpstreamConfig>,
 }
 
 impl GatewayConfig {
@@ -131,6 +136,7 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
             cluster: None,
+            upstream: None,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Shared {
     pub prometheus: Option<PrometheusHandle>,
     /// Links to the other gateways, in a cluster.
     pub fanout: Option<Fanout>,
+    /// The serverless upstream, when one is configured.
+    pub upstream: Option<Arc<upstream::Upstream>>,
     pub(crate) tracker: TaskTracker,
     /// One permit per client connection this gateway may still take (`max_connections`).
     pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
@@ -257,7 +265,16 @@ impl Gateway {
         keys: KeySet,
         store: Arc<dyn MembershipStore>,
         prometheus: Option<PrometheusHandle>,
-    ) -> Self {
+    ) -> Result<Self, switchboard_upstream::ClientError> {
+        let tracker = TaskTracker::new();
+        let upstream = match &config.upstream {
+            Some(settings) => Some(Arc::new(upstream::Upstream::new(
+                settings.clone(),
+                keys.keys().to_vec(),
+                tracker.clone(),
+            )?)),
+            None => None,
+        };
         let metrics = Arc::new(GatewayMetrics::new());
         let registry = Arc::new(Registry::new());
         let delivery = LocalDelivery {
@@ -290,13 +307,14 @@ impl Gateway {
                 metrics,
                 prometheus,
                 fanout,
-                tracker: TaskTracker::new(),
+                upstream,
+                tracker,
                 connection_slots,
                 registered: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }
         });
-        Gateway { shared }
+        Ok(Gateway { shared })
     }
 
     /// The gRPC service other gateways link to (mount it on the cluster listener), in a cluster.

@@ -300,6 +300,28 @@ pub struct GatewayFlags {
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_queued_bytes: usize,
 
+    /// Where client events go (serverless upstream): a URL template for every hub, category
+    /// and event, with `{hub}`, `{category}` and `{event}` replaced. Repeatable; tried after the
+    /// --upstream-config templates, first match wins. The environment variable takes several,
+    /// separated by spaces.
+    #[arg(
+        long = "upstream",
+        env = "SWITCHBOARD_UPSTREAM",
+        value_name = "URL_TEMPLATE",
+        value_delimiter = ' '
+    )]
+    pub upstreams: Vec<String>,
+
+    /// Upstream templates in Azure's JSON shape:
+    /// {"templates":[{"urlTemplate","hubPattern","categoryPattern","eventPattern"}]}.
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM_CONFIG", value_name = "FILE")]
+    pub upstream_config: Option<PathBuf>,
+
+    /// Seconds an upstream call may take, waiting for a connection and reading the answer
+    /// included; an invocation then completes with a "timed out" error.
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT", default_value_t = 30)]
+    pub upstream_timeout: u64,
+
     /// Seconds of this gateway's lease in the store: if it stops renewing (crash, partition),
     /// its connections disappear cluster-wide this long after the last renewal.
     #[arg(long, env = "SWITCHBOARD_LEASE", default_value_t = 10)]

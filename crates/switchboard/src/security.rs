@@ -23,6 +23,8 @@ pub struct Secrets {
     pub cluster_tls: Option<ClusterTls>,
     pub public_tls: Option<ServerTls>,
     pub max_message_bytes: usize,
+    /// The upstream templates (their URLs may hold keys, e.g. `?code=`), if any are configured.
+    pub upstream: Option<switchboard_upstream::Settings>,
 }
 
 fn pair(
@@ -54,6 +56,7 @@ pub fn read(
         cluster_tls: None,
         public_tls: None,
         max_message_bytes: switchboard_net::DEFAULT_MAX_MESSAGE_BYTES,
+        upstream: None,
     };
     if let Some(cluster) = cluster {
         secrets.cluster_keys = keys::configured(
@@ -148,4 +151,32 @@ impl Secrets {
             .chain(self.public_tls.iter().map(ServerTls::material))
             .collect()
     }
+}
+
+/// Reads the upstream templates: the config file's, then the flags'. `None` if there are none.
+pub fn upstream(
+    file: Option<&std::path::Path>,
+    flags: &[String],
+) -> anyhow::Result<Option<switchboard_upstream::Settings>> {
+    let contents = match file {
+        Some(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--upstream-config {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let settings = switchboard_upstream::Settings::load(
+        contents
+            .as_ref()
+            .map(|(name, text)| (name.as_str(), text.as_str())),
+        flags,
+    )?;
+    if settings.is_empty() {
+        if file.is_some() {
+            bail!("--upstream-config: the file lists no templates");
+        }
+        return Ok(None);
+    }
+    Ok(Some(settings))
 }

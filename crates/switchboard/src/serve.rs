@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
+use switchboard_gateway::upstream::UpstreamConfig;
 use switchboard_gateway::{observability, Gateway, GatewayConfig};
 use switchboard_net::{ClusterIdentity, ClusterSecurity, ListenerLimits};
 use switchboard_store::grpc::{
@@ -114,6 +115,9 @@ pub fn validate_gateway(flags: &GatewayFlags) -> anyhow::Result<()> {
     if flags.connection_token_lifetime == 0 {
         anyhow::bail!("--connection-token-lifetime must be at least 1 second");
     }
+    if flags.upstream_timeout == 0 {
+        anyhow::bail!("--upstream-timeout must be at least 1 second");
+    }
     Ok(())
 }
 
@@ -133,10 +137,14 @@ pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<Secrets> {
             );
         }
     }
-    let secrets = security::read(
+    let mut secrets = security::read(
         &args.gateway.keys,
         Some(&args.cluster),
         Some(&args.gateway.http),
+    )?;
+    secrets.upstream = security::upstream(
+        args.gateway.upstream_config.as_deref(),
+        &args.gateway.upstreams,
     )?;
     if args.cluster_listen.is_some() && !secrets.has_cluster_key() {
         anyhow::bail!(NO_CLUSTER_KEY);
@@ -164,10 +172,14 @@ pub fn validate_gateway_role(args: &GatewayArgs) -> anyhow::Result<Secrets> {
     if let Some(id) = args.node_id {
         id.resolve().map_err(anyhow::Error::msg)?;
     }
-    let secrets = security::read(
+    let mut secrets = security::read(
         &args.gateway.keys,
         Some(&args.cluster),
         Some(&args.gateway.http),
+    )?;
+    secrets.upstream = security::upstream(
+        args.gateway.upstream_config.as_deref(),
+        &args.gateway.upstreams,
     )?;
     if secrets.access_keys.is_empty() {
         anyhow::bail!("a gateway needs --access-key or --access-key-file (the same keys as the rest of the cluster)");
@@ -213,6 +225,7 @@ fn gateway_config(
     flags: &GatewayFlags,
     cluster: Option<Channels>,
     max_sockets: usize,
+    upstream: Option<&switchboard_upstream::Settings>,
 ) -> GatewayConfig {
     let mut config = GatewayConfig::new(node_id, advertise);
     config.incarnation = incarnation;
@@ -227,6 +240,11 @@ fn gateway_config(
     config.queue_limits.max_bytes = flags.max_queued_bytes;
     config.lease = Duration::from_secs(flags.lease);
     config.cluster = cluster;
+    config.upstream = upstream.map(|settings| {
+        let mut upstream = UpstreamConfig::new(settings.clone());
+        upstream.client.timeout = Duration::from_secs(flags.upstream_timeout);
+        upstream
+    });
     config
 }
 
@@ -406,6 +424,7 @@ pub async fn serve(
         &args.gateway,
         channels,
         max_sockets,
+        secrets.upstream.as_ref(),
     );
     let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
     let gateway = Gateway::new(
@@ -413,7 +432,7 @@ pub async fn serve(
         keyset,
         store.clone() as Arc<dyn MembershipStore>,
         Some(prometheus),
-    );
+    )?;
     let stop_cluster = CancellationToken::new();
     let cluster_server = match (cluster_listener, &security) {
         (Some(l), Some(security)) => Some(spawn_cluster_server(
@@ -487,6 +506,7 @@ pub async fn gateway(
         &args.gateway,
         Some(Channels::new(security.clone())),
         max_sockets,
+        secrets.upstream.as_ref(),
     );
     let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
     let gateway = Gateway::new(
@@ -494,7 +514,7 @@ pub async fn gateway(
         keyset,
         store.clone() as Arc<dyn MembershipStore>,
         Some(prometheus),
-    );
+    )?;
     let stop_cluster = CancellationToken::new();
     let cluster_server = spawn_cluster_server(
         cluster_listener,

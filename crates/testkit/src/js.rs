@@ -34,6 +34,8 @@ pub struct ConnectOptions<'a> {
     pub token: Option<String>,
     /// The client's keep-alive ping interval (the official client's default is 15 s).
     pub keep_alive_ms: Option<u64>,
+    /// Extra query parameters for the client URL (`a=1&b=2`).
+    pub query: Option<&'a str>,
 }
 
 impl Default for ConnectOptions<'_> {
@@ -46,6 +48,7 @@ impl Default for ConnectOptions<'_> {
             reconnect: false,
             token: None,
             keep_alive_ms: None,
+            query: None,
         }
     }
 }
@@ -171,7 +174,10 @@ impl JsClients {
             .call(json!({
                 "cmd": "connect",
                 "name": name,
-                "url": server.client_url(options.hub),
+                "url": match options.query {
+                    Some(query) => format!("{}&{query}", server.client_url(options.hub)),
+                    None => server.client_url(options.hub),
+                },
                 "token": token,
                 "protocol": options.protocol,
                 "targets": options.targets,
@@ -211,6 +217,103 @@ impl JsClients {
             .call(json!({ "cmd": "invoke", "name": name, "target": target, "args": args }))
             .await?;
         Ok(reply.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Starts an invocation and returns at once; its outcome arrives as a `result` event with
+    /// `tag` (see [`JsClients::wait_result`]).
+    pub async fn invoke_async(
+        &mut self,
+        name: &str,
+        tag: &str,
+        target: &str,
+        args: Value,
+    ) -> anyhow::Result<()> {
+        self.call(json!({ "cmd": "invokeAsync", "name": name, "tag": tag, "target": target, "args": args }))
+            .await?;
+        Ok(())
+    }
+
+    /// The outcome of an [`JsClients::invoke_async`]: the result, or the error text.
+    pub async fn wait_result(
+        &mut self,
+        name: &str,
+        tag: &str,
+        within: Duration,
+    ) -> anyhow::Result<Result<Value, String>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut inbox = self.inbox.lock().await;
+                // Take this tag's result only; other events stay queued, in order.
+                if let Some(events) = inbox.events.get_mut(name) {
+                    let found = events.iter().position(|e| {
+                        e.get("event").and_then(Value::as_str) == Some("result")
+                            && e.get("tag").and_then(Value::as_str) == Some(tag)
+                    });
+                    if let Some(event) = found.and_then(|i| events.remove(i)) {
+                        return Ok(outcome(&event));
+                    }
+                }
+                if inbox.exited {
+                    bail!("the JS driver exited");
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("client {name}: no result for {tag} within {within:?}");
+            }
+        }
+    }
+
+    /// Invokes `target(i)` for `i` in `0..count`, all at once; every outcome, in call order.
+    pub async fn invoke_many(
+        &mut self,
+        name: &str,
+        target: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<Result<Value, String>>> {
+        let reply = self
+            .call(json!({ "cmd": "invokeMany", "name": name, "target": target, "count": count }))
+            .await?;
+        Ok(reply
+            .get("outcomes")
+            .and_then(Value::as_array)
+            .map(|all| all.iter().map(outcome).collect())
+            .unwrap_or_default())
+    }
+
+    /// Calls a streaming hub method; its items and the error it ended with, if any.
+    pub async fn stream(
+        &mut self,
+        name: &str,
+        target: &str,
+        args: Value,
+    ) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+        let reply = self
+            .call(json!({ "cmd": "stream", "name": name, "target": target, "args": args }))
+            .await?;
+        Ok((
+            reply
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            reply
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ))
+    }
+
+    /// Invokes `target` with a client-to-server stream; the error it failed with, if any.
+    pub async fn upload(&mut self, name: &str, target: &str) -> anyhow::Result<Option<String>> {
+        let reply = self
+            .call(json!({ "cmd": "upload", "name": name, "target": target }))
+            .await?;
+        Ok(reply
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned))
     }
 
     pub async fn send(&mut self, name: &str, target: &str, args: Value) -> anyhow::Result<()> {
@@ -322,5 +425,18 @@ impl JsClients {
 impl Drop for JsClients {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// `{ok, result | error}` as a `Result`.
+fn outcome(value: &Value) -> Result<Value, String> {
+    if value.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(value.get("result").cloned().unwrap_or(Value::Null))
+    } else {
+        Err(value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("failed")
+            .to_owned())
     }
 }

@@ -14,12 +14,14 @@ pub mod pki;
 mod proxy;
 mod rawws;
 mod server;
+pub mod upstream;
 
 pub use cluster::{free_addr, Cluster};
 pub use js::{ConnectOptions, JsClients, Message};
 pub use proxy::Proxy;
 pub use rawws::{Negotiated, RawClient, Refused};
 pub use server::{RestResponse, Role, Server, ServerOptions, TEST_KEY};
+pub use upstream::{Gate, Recorded, Reply, Upstream};
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -65,6 +65,11 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for https upstreams: {0}")]
+pub struct ClientError(String);
+
 /// A place among the process's calls in flight, held for the call.
 #[derive(Debug)]
 pub struct InFlight(#[allow(dead_code)] OwnedSemaphorePermit);
@@ -93,7 +98,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Builds the client. Fails only if no TLS configuration can be made.
-    pub fn new(config: ClientConfig) -> Result<Client, String> {
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = match hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider.clone())
@@ -103,7 +108,7 @@ impl Client {
                 tracing::debug!(%error, "no system trust store; https upstreams are verified against Mozilla's roots");
                 hyper_rustls::HttpsConnectorBuilder::new()
                     .with_provider_and_webpki_roots(provider)
-                    .map_err(|e| format!("TLS for https upstreams: {e}"))?
+                    .map_err(|e| ClientError(e.to_string()))?
             }
         };
         let mut tcp = HttpConnector::new();

@@ -24,6 +24,6 @@ pub mod request;
 pub mod settings;
 
 pub use answer::{interpret, Failure, MAX_ANSWER_BYTES};
-pub use client::{Client, ClientConfig, InFlight, Response};
+pub use client::{Client, ClientConfig, ClientError, InFlight, Response};
 pub use request::{Category, Connection, Event, Request};
 pub use settings::{ConfigError, Pattern, Settings, Template, UrlTemplate};

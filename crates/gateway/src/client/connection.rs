@@ -23,6 +23,7 @@ use crate::dispatch::to_message;
 use crate::metrics::CloseReason;
 use crate::outbound::CloseRequest;
 use crate::registry::ConnectionHandle;
+use crate::upstream::{Job, Link};
 use crate::Shared;
 
 /// How long the final Close frames may take to write before the socket is dropped.
@@ -37,6 +38,7 @@ pub(crate) fn run<S, E>(
     socket: S,
     shared: Arc<Shared>,
     ticket: ConnectionTicket,
+    query: String,
     peer: SocketAddr,
     token: TaskTrackerToken,
     slot: tokio::sync::OwnedSemaphorePermit,
@@ -54,16 +56,26 @@ where
     Connection {
         socket,
         shared,
+        upstream: None,
         _token: token,
         _slot: slot,
     }
-    .run(Box::new(ticket))
+    .run(Box::new(Opening { ticket, query }))
     .instrument(span)
+}
+
+/// What a connection needs only until it is open.
+struct Opening {
+    ticket: ConnectionTicket,
+    /// The query string the client connected with (kept only when an upstream is configured).
+    query: String,
 }
 
 struct Connection<S> {
     socket: S,
     shared: Arc<Shared>,
+    /// This connection's queue of upstream events, when an upstream is configured.
+    upstream: Option<Arc<Link>>,
     _token: TaskTrackerToken,
     /// This connection's place under `max_connections`, given back when it ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -74,6 +86,42 @@ struct Ending {
     reason: CloseReason,
     /// Send a hub protocol Close message with this error (None: no message, the peer is gone).
     close: Option<CloseRequest>,
+    /// The error the client closed with, if it sent one (for the upstream's `disconnected`).
+    client_error: Option<String>,
+}
+
+impl Ending {
+    fn new(reason: CloseReason, close: Option<CloseRequest>) -> Ending {
+        Ending {
+            reason,
+            close,
+            client_error: None,
+        }
+    }
+
+    /// The error `disconnected` reports: none for a client that closed cleanly.
+    fn upstream_error(&self) -> Option<String> {
+        match self.reason {
+            CloseReason::Client => self.client_error.clone(),
+            CloseReason::TransportError if self.close.is_none() => {
+                Some("The connection was lost.".into())
+            }
+            reason => Some(
+                self.close
+                    .as_ref()
+                    .and_then(|c| c.error.clone())
+                    .unwrap_or_else(|| format!("Connection closed ({}).", reason.as_str())),
+            ),
+        }
+    }
+}
+
+/// How the main loop stopped handling buffered frames.
+enum Drained {
+    /// Every complete frame was handled.
+    Empty,
+    /// The upstream queue is full: stop reading until it drains.
+    Paused,
 }
 
 impl<S, E> Connection<S>
@@ -84,8 +132,8 @@ where
     /// The whole life of the connection. The set-up and the wind-down run boxed: they are
     /// transient, and keeping their state out of this future keeps every idle connection's task
     /// small (only the `serve` loop's state stays allocated for the connection's lifetime).
-    async fn run(mut self, ticket: Box<ConnectionTicket>) {
-        let Some((handle, protocol, leftover)) = Box::pin(self.open(ticket)).await else {
+    async fn run(mut self, opening: Box<Opening>) {
+        let Some((handle, protocol, leftover)) = Box::pin(self.open(opening)).await else {
             return;
         };
         let ending = self.serve(&handle, protocol, leftover).await;
@@ -95,8 +143,9 @@ where
     /// Handshake, registration in the store, handshake reply. `None` if the connection ended.
     async fn open(
         &mut self,
-        ticket: Box<ConnectionTicket>,
+        opening: Box<Opening>,
     ) -> Option<(Arc<ConnectionHandle>, Protocol, Vec<u8>)> {
+        let Opening { ticket, query } = *opening;
         let metrics = self.shared.metrics.clone();
         let (protocol, leftover) =
             match timeout(self.shared.config.handshake_timeout, self.handshake()).await {
@@ -127,8 +176,20 @@ where
             ticket.user_id.as_deref().map(Into::into),
             protocol,
         ));
-        // The ticket's claims are not needed past this point: free them now.
+        // What the upstream needs of the ticket, computed once; the rest is freed now.
+        let upstream = self.shared.upstream.as_ref().map(|upstream| {
+            switchboard_upstream::Connection::new(
+                &ticket.connection_id,
+                &handle.hub,
+                ticket.user_id.as_deref(),
+                &ticket.claims,
+                &query,
+                upstream.keys(),
+                protocol,
+            )
+        });
         drop(ticket);
+        drop(query);
         if let Err(error) = self.register(&handle).await {
             metrics.handshake_failures.increment(1);
             tracing::warn!(%error, "connection could not be registered");
@@ -142,6 +203,14 @@ where
         }
         metrics.connections_opened.increment(1);
         metrics.connections.increment(1.0);
+        if let (Some(upstream), Some(connection)) = (&self.shared.upstream, upstream) {
+            self.upstream = Some(upstream.open(
+                handle.clone(),
+                connection,
+                self.shared.config.queue_limits,
+                metrics.clone(),
+            ));
+        }
         tracing::debug!(user = ?handle.user, protocol = protocol.name(), "connected");
         if self.shared.is_draining() {
             handle.close(CloseRequest {
@@ -173,6 +242,9 @@ where
         }
         self.shared.metrics.connections.decrement(1.0);
         tracing::debug!(reason = ending.reason.as_str(), "disconnected");
+        if let Some(link) = self.upstream.take() {
+            link.close(ending.upstream_error());
+        }
         self.unregister(handle, ending.reason).await;
     }
 
@@ -280,20 +352,28 @@ where
         let shared = self.shared.clone();
         let config = &shared.config;
         let metrics = shared.metrics.clone();
+        let upstream = self.upstream.clone();
         let mut reader = FrameReader::new(protocol, config.max_message_size);
         // How long a write may make no progress before the client counts as gone.
         let stall = config.client_timeout;
         let mut last_received = Instant::now();
         let mut last_sent = Instant::now();
+        // Not reading from the socket until the upstream queue drains (see `upstream`).
+        let mut paused = false;
         if !leftover.is_empty() {
             reader.push(&leftover);
-            if let Some(ending) = self.process_frames(&mut reader, handle, protocol) {
-                return ending;
+            match self.process_frames(&mut reader, handle, protocol) {
+                Ok(drained) => paused = matches!(drained, Drained::Paused),
+                Err(ending) => return ending,
             }
         }
         loop {
-            let deadline =
-                (last_sent + config.keep_alive_interval).min(last_received + config.client_timeout);
+            // While paused the client cannot be heard, so its silence does not count.
+            let deadline = if paused {
+                last_sent + config.keep_alive_interval
+            } else {
+                (last_sent + config.keep_alive_interval).min(last_received + config.client_timeout)
+            };
             tokio::select! {
                 _ = handle.outbound.ready() => {
                     let (mut pending, close) = handle.outbound.take();
@@ -314,7 +394,7 @@ where
                         let Some(written) = written else {
                             let close = handle.outbound.take().1.or(close);
                             let reason = close.as_ref().map_or(CloseReason::TransportError, |c| c.reason);
-                            return Ending { reason, close };
+                            return Ending::new(reason, close);
                         };
                         match written {
                             Ok((frames, bytes)) => {
@@ -324,15 +404,24 @@ where
                             }
                             Err(error) => {
                                 tracing::debug!(%error, "write failed");
-                                return Ending { reason: CloseReason::TransportError, close: None };
+                                return Ending::new(CloseReason::TransportError, None);
                             }
                         }
                     }
                     if let Some(close) = close {
-                        return Ending { reason: close.reason, close: Some(close) };
+                        return Ending::new(close.reason, Some(close));
                     }
                 }
-                incoming = self.socket.next() => {
+                _ = resumed(upstream.as_deref()), if paused => {
+                    match self.process_frames(&mut reader, handle, protocol) {
+                        Ok(drained) => paused = matches!(drained, Drained::Paused),
+                        Err(ending) => return ending,
+                    }
+                    if !paused {
+                        last_received = Instant::now();
+                    }
+                }
+                incoming = self.socket.next(), if !paused => {
                     let data = match incoming {
                         Some(Ok(Message::Text(t))) => t.into(),
                         Some(Ok(Message::Binary(b))) => b,
@@ -341,26 +430,27 @@ where
                             continue;
                         }
                         Some(Ok(Message::Close(_))) | None => {
-                            return Ending { reason: CloseReason::Client, close: None };
+                            return Ending::new(CloseReason::Client, None);
                         }
                         Some(Err(error)) => {
                             tracing::debug!(%error, "read failed");
-                            return Ending { reason: CloseReason::TransportError, close: None };
+                            return Ending::new(CloseReason::TransportError, None);
                         }
                     };
                     last_received = Instant::now();
                     metrics.bytes_received.increment(data.len() as u64);
                     reader.push(&data);
-                    if let Some(ending) = self.process_frames(&mut reader, handle, protocol) {
-                        return ending;
+                    match self.process_frames(&mut reader, handle, protocol) {
+                        Ok(drained) => paused = matches!(drained, Drained::Paused),
+                        Err(ending) => return ending,
                     }
                 }
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
-                    if now >= last_received + config.client_timeout {
-                        return Ending {
-                            reason: CloseReason::Timeout,
-                            close: Some(CloseRequest {
+                    if !paused && now >= last_received + config.client_timeout {
+                        return Ending::new(
+                            CloseReason::Timeout,
+                            Some(CloseRequest {
                                 reason: CloseReason::Timeout,
                                 error: Some(format!(
                                     "Server timeout ({} s) elapsed without receiving a message from the client.",
@@ -368,7 +458,7 @@ where
                                 )),
                                 allow_reconnect: true,
                             }),
-                        };
+                        );
                     }
                     if now >= last_sent + config.keep_alive_interval {
                         if let Some(ping) = to_message(protocol, protocol::ping_frame(protocol)) {
@@ -380,7 +470,7 @@ where
                                 _ = Box::pin(tokio::time::sleep(stall)) => false,
                             };
                             if !sent {
-                                return Ending { reason: CloseReason::TransportError, close: None };
+                                return Ending::new(CloseReason::TransportError, None);
                             }
                         }
                         last_sent = Instant::now();
@@ -402,41 +492,87 @@ where
         Ok((frames, bytes))
     }
 
-    /// Handles every complete frame buffered in `reader`.
+    /// Handles the complete frames buffered in `reader`: all of them, or until the upstream
+    /// queue is full.
     fn process_frames(
         &mut self,
         reader: &mut FrameReader,
         handle: &ConnectionHandle,
         protocol: Protocol,
-    ) -> Option<Ending> {
+    ) -> Result<Drained, Ending> {
         loop {
+            if let Some(link) = self.upstream.as_ref().filter(|link| link.is_full()) {
+                link.throttled();
+                return Ok(Drained::Paused);
+            }
             let payload = match reader.next_frame() {
                 Ok(Some(payload)) => payload,
-                Ok(None) => return None,
-                Err(error) => return Some(protocol_error(&error.to_string())),
+                Ok(None) => return Ok(Drained::Empty),
+                Err(error) => return Err(protocol_error(&error.to_string())),
             };
             self.shared.metrics.messages_received.increment(1);
             let message = match protocol::decode(protocol, &payload) {
                 Ok(message) => message,
-                Err(error) => return Some(protocol_error(&error.to_string())),
+                Err(error) => return Err(protocol_error(&error.to_string())),
             };
-            match message {
-                HubMessage::Close { .. } => {
-                    return Some(Ending {
+            match (message, &self.upstream) {
+                (HubMessage::Close { error, .. }, _) => {
+                    return Err(Ending {
                         reason: CloseReason::Client,
                         close: None,
+                        client_error: error,
                     })
                 }
-                HubMessage::Invocation {
-                    invocation_id: Some(id),
-                    target,
-                    ..
+                (
+                    HubMessage::Invocation {
+                        invocation_id,
+                        target,
+                        stream_ids,
+                        ..
+                    },
+                    Some(link),
+                ) => {
+                    let job = match (invocation_id, stream_ids.is_empty()) {
+                        (id, true) => Job::Invoke {
+                            id,
+                            target,
+                            body: payload,
+                        },
+                        (Some(id), false) => Job::Refuse {
+                            id,
+                            error: format!("Invocation of '{target}' failed: client-to-server streams are not supported in serverless mode."),
+                        },
+                        (None, false) => {
+                            tracing::debug!(%target, "dropped a non-blocking invocation with client-to-server streams");
+                            continue;
+                        }
+                    };
+                    link.submit(job);
                 }
-                | HubMessage::StreamInvocation {
-                    invocation_id: id,
-                    target,
-                    ..
-                } => {
+                (
+                    HubMessage::StreamInvocation {
+                        invocation_id,
+                        target,
+                        ..
+                    },
+                    Some(link),
+                ) => link.submit(Job::Refuse {
+                    id: invocation_id,
+                    error: format!("Stream invocation of '{target}' failed: streaming hub methods are not supported in serverless mode."),
+                }),
+                (
+                    HubMessage::Invocation {
+                        invocation_id: Some(id),
+                        target,
+                        ..
+                    }
+                    | HubMessage::StreamInvocation {
+                        invocation_id: id,
+                        target,
+                        ..
+                    },
+                    None,
+                ) => {
                     // No upstream is configured: fail the invocation instead of leaving the caller waiting.
                     let completion = HubMessage::Completion {
                         invocation_id: id,
@@ -458,11 +594,19 @@ where
                         }
                     }
                 }
-                // Accepted and ignored: pings, fire-and-forget invocations, stream items,
-                // completions, cancellations, acks.
+                // Accepted and ignored: pings, fire-and-forget invocations without an upstream,
+                // stream items, completions, cancellations, acks.
                 _ => {}
             }
         }
+    }
+}
+
+/// Resolves when the link's worker has made room (never without a link).
+async fn resumed(link: Option<&Link>) {
+    match link {
+        Some(link) => link.resumed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -471,12 +615,12 @@ pub(crate) const SHUTDOWN_MESSAGE: &str = "Server is shutting down; reconnect.";
 
 fn protocol_error(detail: &str) -> Ending {
     tracing::debug!(error = %detail, "closing connection: invalid frame");
-    Ending {
-        reason: CloseReason::ProtocolError,
-        close: Some(CloseRequest {
+    Ending::new(
+        CloseReason::ProtocolError,
+        Some(CloseRequest {
             reason: CloseReason::ProtocolError,
             error: Some(format!("Connection closed with an error: {detail}")),
             allow_reconnect: false,
         }),
-    }
+    )
 }

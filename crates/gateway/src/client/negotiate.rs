@@ -177,10 +177,15 @@ pub(super) async fn connect(
         .max_frame_size(config.max_message_size);
     let shared2 = shared.clone();
     let token = shared.tracker.token();
+    // The upstream sees the query the client connected with (X-ASRS-Client-Query).
+    let query = match &shared.upstream {
+        Some(_) => raw.unwrap_or_default(),
+        None => String::new(),
+    };
     Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            super::run_connection(socket, shared2, ticket, peer, token, slot)
+            super::run_connection(socket, shared2, ticket, query, peer, token, slot)
         }))
 }
 
