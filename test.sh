@@ -17,8 +17,22 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 fi
 
-echo "==> installing the official SignalR JS clients used by the end-to-end tests"
+# The sample chat test drives the system's Chromium (Debian package `chromium`) with playwright-core.
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing chromium (Debian package chromium)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends chromium >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+    else
+        echo "warning: chromium is missing (apt-get install chromium); the browser test will fail" >&2
+    fi
+fi
+
+echo "==> installing the official SignalR JS clients, the examples' packages and playwright-core"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+npm ci --prefix examples --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 echo "==> building"
 cargo build --workspace --all-targets --locked
