@@ -13,7 +13,10 @@ helm-python-sdk bindings: no helm binary, no cluster):
   release's own pods, another release's, the same labels in another namespace and an outside
   address: only the release's pods reach the cluster ports), the cluster key, mutual TLS and
   public TLS (every variable naming a file that the pod's read-only Secret mount projects, no
-  subPath), and no key in any manifest but its Secret, nor on any command line;
+  subPath); the upstream (its templates rendered into a Secret, or an existing one, mounted
+  read-only and named by --upstream-config on gateways and serve nodes only, the timeout, the
+  restart on change); no key, nor upstream URL, in any manifest but its Secret, nor on any
+  command line;
 - values the chart must refuse fail to render with a clear message.
 """
 
@@ -109,6 +112,28 @@ SCENARIOS = [
         },
         release="sb",
     ),
+    Scenario(
+        "cluster (upstream templates, a key in a URL)",
+        {"upstream": {"templates": [
+            {"urlTemplate": "https://functions.example.com/runtime/webhooks/signalr?code=fn-key-0123456789abcdef&x=1",
+             "hubPattern": "chat,news", "categoryPattern": "*", "eventPattern": "*"},
+            {"urlTemplate": "http://app.upstream.svc.cluster.local/api/{hub}/{category}/{event}",
+             "categoryPattern": "messages", "auth": {"type": "None"}},
+        ], "timeout": 12}},
+        release="up",
+        namespace="signalr",
+    ),
+    Scenario(
+        "allInOne (upstream from an existing Secret, templates ignored)",
+        {"mode": "allInOne",
+         "upstream": {"existingSecret": "my-upstream", "secretKey": "config.json", "timeout": 5,
+                      "templates": [{"urlTemplate": "https://ignored.example.com/?code=ignored-key-42"}]}},
+        release="sb",
+    ),
+    Scenario("allInOne (1 serve node, upstream templates)",
+             {"mode": "allInOne", "allInOne": {"replicas": 1},
+              "upstream": {"templates": [{"urlTemplate": "http://app:8080/{event}?code=one-node-key-77"}]}},
+             release="one"),
     Scenario("allInOne (no NetworkPolicy)", {"mode": "allInOne", "networkPolicy": {"enabled": False}}),
     Scenario("cluster (no NetworkPolicy)", {"networkPolicy": {"enabled": False}}),
 ]
@@ -131,6 +156,15 @@ INVALID = [
     ({"ports": {"gatewayCluster": 8080}}, "ports.http, ports.cluster and ports.gatewayCluster must differ"),
     ({"mode": "allInOne", "ports": {"cluster": 8080}}, "ports.http, ports.cluster and ports.gatewayCluster must differ"),
     ({"clusterKey": {"value": " , "}}, "clusterKey.value holds no key"),
+    ({"upstream": {"timeout": 0}}, "upstream.timeout must be at least 1 second"),
+    ({"upstream": {"templates": "http://a/"}}, "upstream.templates must be a list"),
+    ({"upstream": {"templates": ["http://a/"]}}, "upstream.templates[0] must be a map with urlTemplate"),
+    ({"upstream": {"templates": [{"hubPattern": "chat"}]}}, "upstream.templates[0].urlTemplate must be an http:// or https:// URL"),
+    ({"upstream": {"templates": [{"urlTemplate": "http://a/"}, {"urlTemplate": "ftp://b/"}]}},
+     "upstream.templates[1].urlTemplate must be an http:// or https:// URL"),
+    ({"upstream": {"templates": [{"urlTemplate": "http://a/", "hubPatern": "chat"}]}}, 'unknown setting "hubPatern"'),
+    ({"upstream": {"templates": [{"urlTemplate": "http://a/", "eventPattern": ""}]}},
+     "upstream.templates[0].eventPattern must be a non-empty string"),
 ]
 
 # values.yaml keys whose comment documents the whole object below them (Kubernetes structures
@@ -489,22 +523,62 @@ def check_pod_security(f: Failures, where: str, template: dict, values: dict, se
             f"{where}: checksum/cluster-key annotation {'missing' if chart_managed_cluster_key else 'without a chart-managed cluster key'}")
 
 
+UPSTREAM_FILE = "/etc/switchboard/upstream/upstream.json"
+
+
+def check_upstream(f: Failures, where: str, template: dict, values: dict, upstream_secret: str, chart_managed: bool,
+                   clients: bool) -> None:
+    """The upstream of one pod template: processes that hold clients read the templates from the
+    read-only mount of their Secret through --upstream-config and take the timeout; store voters
+    get neither. The file is read at start: a chart-managed Secret restarts the pods on change."""
+    pod = template["spec"]
+    c = pod["containers"][0]
+    args, envs = c["args"], env_map(c)
+    annotations = template["metadata"].get("annotations") or {}
+    for name in ("SWITCHBOARD_UPSTREAM", "SWITCHBOARD_UPSTREAM_CONFIG"):
+        f.check(name not in envs, f"{where}: {name} is set (the upstream goes through --upstream-config only)")
+    f.check(not any(re.match(r"--upstream(=|$)", a) for a in args), f"{where}: an upstream URL on the command line")
+    if clients:
+        f.check(envs.get("SWITCHBOARD_UPSTREAM_TIMEOUT", {}).get("value") == str(values["upstream"]["timeout"]),
+                f"{where}: SWITCHBOARD_UPSTREAM_TIMEOUT must be upstream.timeout")
+    else:
+        f.check("SWITCHBOARD_UPSTREAM_TIMEOUT" not in envs, f"{where}: SWITCHBOARD_UPSTREAM_TIMEOUT is not a flag of `switchboard store`")
+    if clients and upstream_secret:
+        path = arg_value(args, "--upstream-config")
+        if f.check(path == UPSTREAM_FILE and args.count("--upstream-config") == 1,
+                   f"{where}: --upstream-config must be given once, as {UPSTREAM_FILE}, got {path}"):
+            mounted_file(f, where, pod, path, upstream_secret, values["upstream"]["secretKey"])
+    else:
+        f.check("--upstream-config" not in args, f"{where}: --upstream-config without an upstream"
+                + ("" if clients else " (store voters send no client events)"))
+        f.check(not any(m["mountPath"].startswith(UPSTREAM_FILE.rsplit("/", 1)[0]) for m in c.get("volumeMounts", [])),
+                f"{where}: the upstream Secret is mounted without being used")
+    f.check(("checksum/upstream" in annotations) == (clients and chart_managed),
+            f"{where}: checksum/upstream annotation {'missing' if clients and chart_managed else 'where no chart-managed upstream is read'}")
+
+
 def check_no_keys_outside_secrets(f: Failures, tag: str, docs: list[dict], notes: str, key_secrets: set[str],
-                                  values: dict) -> None:
-    """No key, access or cluster, appears in any rendered manifest but the Secret holding it (so in
-    no command line, variable value or annotation), nor in NOTES.txt; keys reach the processes
-    only through secretKeyRef or a mounted file."""
+                                  values: dict, upstream_secret: str = "") -> None:
+    """No key, access or cluster, and no upstream URL template (they carry keys such as
+    `?code=...`), appears in any rendered manifest but the Secret holding it (so in no command
+    line, variable value or annotation), nor in NOTES.txt; they reach the processes only through
+    secretKeyRef or a mounted file."""
     keys: set[str] = set()
     for spec in (values["accessKey"]["value"], values["clusterKey"]["value"]):
         keys |= {k.strip() for k in (spec or "").split(",") if k.strip()}
+    templates = values["upstream"]["templates"] or []
+    keys |= {t["urlTemplate"] for t in templates if isinstance(t, dict) and t.get("urlTemplate")}
+    keys |= {m.group(1) for t in templates if isinstance(t, dict)
+             for m in re.finditer(r"[?&]code=([^&]+)", t.get("urlTemplate") or "")}
     for d in docs:
         if d["kind"] == "Secret" and d["metadata"]["name"] in key_secrets:
             for raw in (d.get("data") or {}).values():
                 keys |= {k.strip() for k in re.split(r"[,\n]", base64.b64decode(raw).decode()) if k.strip()}
     if any(d["kind"] == "Secret" and d["metadata"]["name"] in key_secrets for d in docs):
         f.check(bool(keys), f"{tag} no key found in the chart's Secrets to look for")
+    holders = key_secrets | ({upstream_secret} - {""})
     for d in docs:
-        if d["kind"] == "Secret" and d["metadata"]["name"] in key_secrets:
+        if d["kind"] == "Secret" and d["metadata"]["name"] in holders:
             continue
         text = json.dumps({k: v for k, v in d.items() if k != "_path"})
         for k in keys:
@@ -512,9 +586,10 @@ def check_no_keys_outside_secrets(f: Failures, tag: str, docs: list[dict], notes
         for tmpl in [d["spec"]["template"]] if d["kind"] in ("StatefulSet", "Deployment") else []:
             for c in tmpl["spec"]["containers"]:
                 for a in c.get("args", []):
-                    f.check(not re.match(r"--(access|cluster)-key(=|$)", a), f"{tag} {d['metadata']['name']}: {a.split('=')[0]} on the command line")
+                    f.check(not re.match(r"--(access-key|cluster-key|upstream)(=|$)", a),
+                            f"{tag} {d['metadata']['name']}: {a.split('=')[0]} on the command line")
                 for e in c.get("env", []):
-                    if e["name"] in ("SWITCHBOARD_ACCESS_KEY", "SWITCHBOARD_CLUSTER_KEY"):
+                    if e["name"] in ("SWITCHBOARD_ACCESS_KEY", "SWITCHBOARD_CLUSTER_KEY", "SWITCHBOARD_UPSTREAM"):
                         f.check("value" not in e, f"{tag} {d['metadata']['name']}: {e['name']} given as a literal value")
     for k in keys:
         f.check(k not in notes, f"{tag} NOTES.txt contains a key")
@@ -588,6 +663,8 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
     cluster_key_secret = values["clusterKey"]["existingSecret"] or (f"{full}-cluster-key" if chart_cluster_key else "")
     cluster_port = values["ports"]["cluster"]
     scheme = "https" if values["tls"]["enabled"] else "http"
+    chart_upstream = bool(values["upstream"]["templates"]) and not values["upstream"]["existingSecret"]
+    upstream_secret = values["upstream"]["existingSecret"] or (f"{full}-upstream" if chart_upstream else "")
 
     expected = {
         ("StatefulSet", voters_name), ("Service", headless), ("Service", full),
@@ -597,6 +674,8 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         expected.add(("Secret", secret_name))
     if chart_cluster_key:
         expected.add(("Secret", cluster_key_secret))
+    if chart_upstream:
+        expected.add(("Secret", upstream_secret))
     if values["networkPolicy"]["enabled"]:
         expected.add(("NetworkPolicy", full))
     if replicas > 1:
@@ -657,6 +736,7 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         check_pod_security(f, f"{tag} {'serve nodes' if all_in_one else 'store voters'}", spec["template"], values,
                            secret_name, cluster_key_secret, all_in_one, chart_cluster_key)
         check_container_common(f, f"{tag} voters", pod, values, clients=all_in_one)
+        check_upstream(f, f"{tag} voters", spec["template"], values, upstream_secret, chart_upstream, clients=all_in_one)
 
     hl = get("Service", headless)
     if hl and sts:
@@ -696,6 +776,7 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         check_pod_security(f, f"{tag} gateways", spec["template"], values, secret_name, cluster_key_secret, True,
                            chart_cluster_key)
         check_container_common(f, f"{tag} gateways", pod, values, clients=True)
+        check_upstream(f, f"{tag} gateways", spec["template"], values, upstream_secret, chart_upstream, clients=True)
 
     hpa = get("HorizontalPodAutoscaler", gw_name)
     if hpa:
@@ -753,7 +834,17 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         text = base64.b64decode(raw).decode() if raw else ""
         want = [k.strip() for k in values["clusterKey"]["value"].split(",") if k.strip()]
         f.check(text.splitlines() == want, f"{tag} cluster key Secret must hold {len(want)} keys one per line")
-    check_no_keys_outside_secrets(f, tag, docs, notes, {secret_name, cluster_key_secret} - {""}, values)
+    check_no_keys_outside_secrets(f, tag, docs, notes, {secret_name, cluster_key_secret} - {""}, values, upstream_secret)
+
+    # The upstream templates: Azure's JSON shape, exactly the values' list, in a Secret.
+    if chart_upstream and get("Secret", upstream_secret):
+        raw = get("Secret", upstream_secret)["data"].get(values["upstream"]["secretKey"], "")
+        try:
+            config = json.loads(base64.b64decode(raw).decode()) if raw else None
+        except (ValueError, UnicodeDecodeError) as e:
+            config = f"not JSON: {e}"
+        f.check(config == {"templates": values["upstream"]["templates"]},
+                f"{tag} upstream Secret must hold {{\"templates\": upstream.templates}}, got {config}")
 
     # Access keys.
     secret = get("Secret", secret_name)
@@ -801,6 +892,8 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
     f.check(f"kubectl -n {s.namespace} get secret {secret_name}" in notes, f"{tag} NOTES.txt must show how to read the Secret")
     f.check(f"Endpoint={scheme}://{full}.{s.namespace}.svc.{values['clusterDomain']};Port={values['service']['port']};AccessKey=" in notes,
             f"{tag} NOTES.txt must show the connection string")
+    upstream_note = f"the templates of secret {upstream_secret} " if upstream_secret else "Upstream (client events"
+    f.check(upstream_note in notes, f"{tag} NOTES.txt must name the upstream's Secret ({upstream_note!r})")
 
 
 def check_invalid(f: Failures, chart: helm.Chart) -> None:

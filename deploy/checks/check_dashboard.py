@@ -34,6 +34,11 @@ TOPICS = [
     ("store write latency", r"Write latency"),
     ("peer stream state", r"Peer streams"),
     ("gateways' store watch state", r"^Store watch$"),
+    ("upstream requests by category and outcome", r"^Upstream requests by category and outcome$"),
+    ("upstream failures by reason", r"^Upstream failures by reason$"),
+    ("upstream latency p50/p99 by category", r"^Upstream latency p50 / p99 by category$"),
+    ("upstream calls in flight", r"^Upstream calls in flight$"),
+    ("upstream throttled connections", r"^Upstream throttled"),
 ]
 
 

@@ -5,26 +5,31 @@ check_live.py PATH_TO_SWITCHBOARD_BINARY
    check_chart.py) and the image's default command are ones `switchboard <command> --help`
    lists for that command, and the command's required flags are all given;
 2. processes started from the chart's own command lines and environment: the default rendering
-   (3 `store` voters, 2 `gateway`s) and the allInOne rendering (3 `serve` nodes) with a separate
-   cluster key, cluster mutual TLS and public TLS (certificates made with openssl in the shapes
-   cert-manager writes: an ECDSA key in SEC1 for the cluster, RSA in PKCS#1 for the public
-   listener; without openssl, the plain allInOne rendering), plus the image's default command
-   (one `serve` node). Each pod runs on its own 127.0.0.x address: the pods' DNS names and 0.0.0.0
+   (3 `store` voters, 2 `gateway`s) with upstream templates, and the allInOne rendering (3 `serve`
+   nodes) with an existing upstream Secret, a separate cluster key, cluster mutual TLS and public
+   TLS (certificates made with openssl in the shapes cert-manager writes: an ECDSA key in SEC1 for
+   the cluster, RSA in PKCS#1 for the public listener; without openssl, allInOne with only the
+   upstream), plus the image's default command (one `serve` node, no upstream). Both upstreams
+   point at a stub HTTP server of this script (a `?code=` key in the URL). Each pod runs on its own 127.0.0.x address: the pods' DNS names and 0.0.0.0
    become those addresses, the chart's ports become free ports, $(VAR) references are expanded
    from the container's environment, HOSTNAME is the pod name (for `--node-id from-hostname`),
    the access key comes from the rendered Secret, and each Secret volume becomes a directory of
-   its projected keys that the variables pointing into the mount are redirected to. Every
+   its projected keys that the variables and arguments pointing into the mount are redirected to. Every
    readiness probe must answer 200 (over the probe's scheme); a voter's HTTP port serves only
    /api/health, /readyz and /metrics; with cluster TLS, a serve node's cluster port completes
    HTTP/2 over TLS only for a client certificate of the cluster CA;
 3. traffic: a WebSocket client (SignalR JSON protocol) on the second gateway (and serve node)
-   receives a REST broadcast sent to the first;
+   receives a REST broadcast sent to the first; its connected and disconnected events reach the
+   stub upstream at the template's URL, query string kept, signed with the access key, and the
+   node counts them as ok;
 4. metrics: every metric of metric_names.txt is exported, with its type, by each kind of process
-   the file says exports it, and by no other;
+   the file says exports it (the `with-upstream` ones only by processes with an upstream), and
+   by no other;
 5. Prometheus (the `prometheus` binary from Debian's package, when installed) scrapes every process
    under the chart's job names; every dashboard query and variable and every alert expression
    evaluates without error; a query returns data whenever the series it reads exist; no alert
-   expression holds in the healthy cluster. Then faults, one after the other: a gateway killed
+   expression holds in the healthy cluster. Then faults, one after the other: the cluster's
+   upstream answering 500 to a client's events (SwitchboardUpstreamFailing holds), a gateway killed
    (SwitchboardGatewayDown and SwitchboardPeerStreamDown hold), the Raft leader and one more voter
    killed (SwitchboardNoRaftLeader holds), the last voter killed (SwitchboardGatewayStoreWatchDown
    holds), while the allInOne cluster stays clear of every alert;
@@ -35,6 +40,8 @@ check_live.py PATH_TO_SWITCHBOARD_BINARY
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -45,11 +52,13 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
@@ -69,6 +78,9 @@ READY_TIMEOUT = 120.0
 BINARY = ""
 # CA of the live installs' public TLS certificate (make_pki sets it), trusted by the HTTPS client.
 PUBLIC_CA = ""
+# Where each install's upstream template points on the stub upstream (the first path segment).
+CLUSTER_UPSTREAM = "cluster"
+ALL_IN_ONE_UPSTREAM = "allinone"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -233,6 +245,7 @@ class Pod:
     killed: bool = False
     scheme: str = "http"  # of the HTTP port: the readiness probe's
     cluster_port: int = 0
+    upstream: bool = False  # started with --upstream-config (exports the upstream metrics)
 
     @property
     def base(self) -> str:
@@ -326,6 +339,7 @@ class Install:
             # Secret volumes: a directory per mount with the projected keys; variables naming a file
             # in the mount are pointed at the directory (a missing file is the binary's to report).
             volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            mounts: list[tuple[str, Path]] = []
             for m in c.get("volumeMounts", []):
                 src = volumes.get(m["name"], {}).get("secret")
                 if src is None:
@@ -336,11 +350,15 @@ class Install:
                 for item in src.get("items") or [{"key": k, "path": k} for k in data]:
                     (local / item["path"]).write_bytes(data[item["key"]])
                 prefix = m["mountPath"].rstrip("/") + "/"
+                mounts.append((prefix, local))
                 for name, value in env.items():
                     if value.startswith(prefix):
                         env[name] = str(local / value[len(prefix):])
             args = [expand(a, env) for a in c["args"]]
             args = [re.sub(r"([A-Za-z0-9_.\-]+):(\d+)", lambda m: address(m, ip), a) for a in args]
+            # Arguments naming a file in a mount (--upstream-config) are redirected the same way.
+            for prefix, local in mounts:
+                args = [str(local / a[len(prefix):]) if a.startswith(prefix) else a for a in args]
             if "--data-dir" in args:
                 data = workdir / pod
                 data.mkdir(parents=True, exist_ok=True)
@@ -354,7 +372,8 @@ class Install:
             probe = c["readinessProbe"]["httpGet"]
             self.pods.append(Pod(pod, kind, job, ip, http_port, [BINARY] + args, env, probe["path"],
                                  spec["terminationGracePeriodSeconds"], workdir / f"{pod}.log",
-                                 scheme=probe.get("scheme", "HTTP").lower(), cluster_port=cluster_port))
+                                 scheme=probe.get("scheme", "HTTP").lower(), cluster_port=cluster_port,
+                                 upstream="--upstream-config" in args))
 
 
 def openssl(*args: str) -> None:
@@ -540,27 +559,39 @@ def token(*args: str) -> str:
     return subprocess.run([BINARY, "token", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def delivered_across(f: Failures, where: str, key: str, sender: Pod, receiver: Pod) -> None:
-    """A client on `receiver` gets a REST broadcast sent to `sender`."""
-    cs_receiver = f"Endpoint={receiver.base};AccessKey={key};Version=1.0;"
-    cs_sender = f"Endpoint={sender.base};AccessKey={key};Version=1.0;"
-    client = json.loads(token("--connection-string", cs_receiver, "--hub", "chat", "--user", "live-check", "--json"))
+def connect_client(f: Failures, where: str, key: str, pod: Pod) -> WebSocket | None:
+    """A SignalR client (JSON protocol) on hub `chat` of `pod`, negotiated and past its handshake."""
+    cs = f"Endpoint={pod.base};AccessKey={key};Version=1.0;"
+    client = json.loads(token("--connection-string", cs, "--hub", "chat", "--user", "live-check", "--json"))
     auth = {"Authorization": f"Bearer {client['accessToken']}"}
-    status, body = http("POST", f"{receiver.base}/client/negotiate?hub=chat", b"", auth)
-    if not f.check(status == 200, f"{where}: negotiate on {receiver.name} answered {status} {body[:200]}"):
-        return
+    status, body = http("POST", f"{pod.base}/client/negotiate?hub=chat", b"", auth)
+    if not f.check(status == 200, f"{where}: negotiate on {pod.name} answered {status} {body[:200]}"):
+        return None
     conn = json.loads(body)["connectionToken"]
     try:
-        ws = WebSocket(receiver.ip, receiver.http_port, f"/client/?hub=chat&id={urllib.parse.quote(conn, safe='')}", auth,
-                       tls=receiver.scheme == "https")
+        ws = WebSocket(pod.ip, pod.http_port, f"/client/?hub=chat&id={urllib.parse.quote(conn, safe='')}", auth,
+                       tls=pod.scheme == "https")
     except (OSError, ConnectionError) as e:
-        f.fail(f"{where}: WebSocket to {receiver.name}: {e}")
-        return
+        f.fail(f"{where}: WebSocket to {pod.name}: {e}")
+        return None
     try:
         ws.send_text('{"protocol":"json","version":1}\x1e')
         handshake = ws.recv_text(5)
-        if not f.check(handshake is not None and handshake.startswith("{}"), f"{where}: handshake answered {handshake!r}"):
-            return
+    except (OSError, ConnectionError) as e:
+        handshake = f"error: {e}"
+    if not f.check(handshake is not None and handshake.startswith("{}"), f"{where}: handshake answered {handshake!r}"):
+        ws.close()
+        return None
+    return ws
+
+
+def delivered_across(f: Failures, where: str, key: str, sender: Pod, receiver: Pod) -> None:
+    """A client on `receiver` gets a REST broadcast sent to `sender`."""
+    cs_sender = f"Endpoint={sender.base};AccessKey={key};Version=1.0;"
+    ws = connect_client(f, where, key, receiver)
+    if ws is None:
+        return
+    try:
         url = f"{sender.base}/api/hubs/chat/:send?api-version=2022-06-01"
         rest = {"Authorization": f"Bearer {token('--connection-string', cs_sender, '--rest', url, '--only', 'token')}",
                 "Content-Type": "application/json"}
@@ -585,6 +616,79 @@ def delivered_across(f: Failures, where: str, key: str, sender: Pod, receiver: P
         ws.close()
 
 
+class UpstreamStub:
+    """The app's upstream: records every event POSTed to it (path and headers) and answers 200, or
+    500 for paths under a prefix in `failing`."""
+
+    FUNCTIONS_KEY = "live-functions-key"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, str]]] = []
+        self.failing: set[str] = set()
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the gateways' pooled client expects
+
+            def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with stub.lock:
+                    stub.events.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                    fail = any(self.path.startswith(prefix) for prefix in stub.failing)
+                self.send_response(500 if fail else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def template(self, prefix: str) -> str:
+        """A URL template under /<prefix>/, with a key in its query string as Azure Functions has it."""
+        return f"http://127.0.0.1:{self.port}/{prefix}/{{hub}}/{{category}}/{{event}}?code={self.FUNCTIONS_KEY}"
+
+    def seen(self, path: str) -> list[dict[str, str]]:
+        """Headers of the events POSTed to `path` (without its query string)."""
+        with self.lock:
+            return [h for p, h in self.events if p.split("?", 1)[0] == path]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def check_upstream_events(f: Failures, where: str, stub: UpstreamStub, prefix: str, key: str, pod: Pod) -> None:
+    """After a client came and went on `pod`: its connected and disconnected events reached the
+    upstream at the template's URL (key in the query kept), signed with the access key, and the
+    pod counts them as ok."""
+    for event in ("connected", "disconnected"):
+        path = f"/{prefix}/chat/connections/{event}"
+        if not f.check(wait_until(lambda path=path: bool(stub.seen(path)), 10),
+                       f"{where}: the upstream received no {event} event at {path} from {pod.name}"):
+            continue
+        with stub.lock:
+            queries = [p.split("?", 1)[1] if "?" in p else "" for p, _ in stub.events if p.startswith(path)]
+        f.check(all(q == f"code={UpstreamStub.FUNCTIONS_KEY}" for q in queries),
+                f"{where}: the {event} URLs lost the template's query string: {queries}")
+        for h in stub.seen(path):
+            mac = hmac.new(key.encode(), h.get("x-asrs-connection-id", "").encode(), hashlib.sha256).hexdigest()
+            f.check(f"sha256={mac}" in h.get("x-asrs-signature", "").split(","),
+                    f"{where}: the {event} event is not signed with the access key: {h.get('x-asrs-signature')!r}")
+            f.check(h.get("x-asrs-hub") == "chat" and h.get("x-asrs-category") == "connections"
+                    and h.get("x-asrs-event") == event, f"{where}: the {event} event's headers: {h}")
+
+    def ok_count() -> float:
+        samples = parse_exposition(scrape(pod))[2].get("switchboard_upstream_requests_total", [])
+        return sum(v for labels, v in samples if labels.get("category") == "connections" and labels.get("outcome") == "ok")
+    f.check(wait_until(lambda: ok_count() >= 2, 10),
+            f"{where}: {pod.name} counts {ok_count()} ok upstream connection events, expected at least 2")
+
+
 # ------------------------------------------------------------------------------ 4. metrics
 
 def scrape(pod: Pod) -> str:
@@ -602,7 +706,9 @@ def check_metrics(f: Failures, pods: list[Pod]) -> None:
         for m in table.values():
             series = f"{m.name}_bucket" if m.kind == "histogram" else m.name
             present = series in names
-            if m.exported_by(pod.kind):
+            if m.with_upstream and m.exported_by(pod.kind) and not pod.upstream:
+                f.check(not present, f"{pod.name} ({pod.kind}) exports {m.name} without an upstream")
+            elif m.exported_by(pod.kind):
                 if present or not m.on_event:
                     f.check(present, f"{m.name} is not exported by {pod.name} ({pod.kind})")
                 if present:
@@ -745,10 +851,20 @@ def holds(prom: Prometheus, alert: str, **labels: str) -> Callable[[], bool]:
     return check
 
 
-def check_faults(f: Failures, prom: Prometheus, cluster: list[Pod]) -> None:
+def check_faults(f: Failures, prom: Prometheus, cluster: list[Pod], key: str, stub: UpstreamStub) -> None:
     gateways = [p for p in cluster if p.kind == "gateway"]
     voters = [p for p in cluster if p.kind == "store"]
     survivor, victim = gateways[0], gateways[1]
+
+    # The cluster's upstream answers 500: a client's connected and disconnected events fail.
+    stub.failing.add(f"/{CLUSTER_UPSTREAM}/")
+    ws = connect_client(f, "upstream failing", key, survivor)
+    if ws is not None:
+        ws.close()
+    say(f"the cluster's upstream answers 500; a client came and went on {survivor.name}")
+    f.check(wait_until(holds(prom, "SwitchboardUpstreamFailing", job=survivor.job), 30),
+            f"SwitchboardUpstreamFailing: its expression does not hold for {survivor.job} with its upstream answering 500")
+    stub.failing.clear()
 
     victim.kill()
     say(f"killed {victim.name}")
@@ -790,7 +906,7 @@ def single_key(pod: Pod) -> str:
 
 
 def exercise(f: Failures, cluster: Install, all_in_one: Install, single: Pod, workdir: Path,
-             pki: dict[str, Path] | None) -> Prometheus | None:
+             pki: dict[str, Path] | None, stub: UpstreamStub) -> Prometheus | None:
     """Steps 2 to 5 (stops at the first step that fails); returns the Prometheus it started."""
     pods = cluster.pods + all_in_one.pods + [single]
     for p in pods:
@@ -818,6 +934,11 @@ def exercise(f: Failures, cluster: Install, all_in_one: Install, single: Pod, wo
     delivered_across(f, "allInOne", all_in_one.key, all_in_one.pods[0], all_in_one.pods[1])
     delivered_across(f, "single node", single_key(single), single, single)
     say("a client on another gateway / serve node received each REST broadcast")
+    check_upstream_events(f, "cluster", stub, CLUSTER_UPSTREAM, cluster.key, gateways[1])
+    check_upstream_events(f, "allInOne", stub, ALL_IN_ONE_UPSTREAM, all_in_one.key, all_in_one.pods[1])
+    if f.items:
+        return None
+    say("the upstream received each client's connected and disconnected events, signed with the access key")
     check_metrics(f, pods)
     if f.items:
         return None
@@ -831,11 +952,11 @@ def exercise(f: Failures, cluster: Install, all_in_one: Install, single: Pod, wo
     if f.items:
         return prom
     say("Prometheus: every dashboard query and variable answers; no alert expression holds")
-    check_faults(f, prom, cluster.pods)
+    check_faults(f, prom, cluster.pods, cluster.key, stub)
+    cluster_jobs = {p.job for p in cluster.pods}
     for alert, expr in alert_rules().items():
         ok, result = prom.query(expr)
-        bad = [r["metric"] for r in (result if ok else []) if r["metric"].get("job") != "switchboard-store"
-               and r["metric"].get("instance") not in {p.target for p in cluster.pods}]
+        bad = [r["metric"] for r in (result if ok else []) if r["metric"].get("job") not in cluster_jobs]
         f.check(not bad, f"{alert}: holds outside the cluster the faults were injected into: {bad}")
     return prom
 
@@ -852,23 +973,31 @@ def main() -> None:
 
     global PUBLIC_CA
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-live-"))
-    cluster = Install(chart, None, "switchboard", 11, workdir / "cluster")
+    # The cluster's upstream comes from the chart's templates, the allInOne one from an existing
+    # Secret; both reach the same stub under their own path.
+    stub = UpstreamStub()
+    cluster_values = {"upstream": {"templates": [{"urlTemplate": stub.template(CLUSTER_UPSTREAM), "hubPattern": "*"}],
+                                   "timeout": 5}}
+    cluster = Install(chart, cluster_values, "switchboard", 11, workdir / "cluster")
+    upstream_secret = {"sb-upstream": {"config.json": json.dumps(
+        {"templates": [{"urlTemplate": stub.template(ALL_IN_ONE_UPSTREAM)}]}).encode()}}
+    upstream_values = {"upstream": {"existingSecret": "sb-upstream", "secretKey": "config.json"}}
     pki: dict[str, Path] | None = None
     if shutil.which("openssl"):
         tls_secrets, pki = make_pki(workdir)
         PUBLIC_CA = str(pki["ca.crt"])
         secure = {"mode": "allInOne", "clusterKey": {"value": "live-cluster-key-new,live-cluster-key-old"},
                   "clusterTLS": {"enabled": True, "secretName": "sb-cluster-tls"},
-                  "tls": {"enabled": True, "secretName": "sb-public-tls"}}
-        all_in_one = Install(chart, secure, "sb", 31, workdir / "allinone", tls_secrets)
+                  "tls": {"enabled": True, "secretName": "sb-public-tls"}, **upstream_values}
+        all_in_one = Install(chart, secure, "sb", 31, workdir / "allinone", tls_secrets | upstream_secret)
     else:
         print("  note: no openssl: the allInOne install runs without cluster key and TLS")
-        all_in_one = Install(chart, {"mode": "allInOne"}, "sb", 31, workdir / "allinone")
+        all_in_one = Install(chart, {"mode": "allInOne", **upstream_values}, "sb", 31, workdir / "allinone", upstream_secret)
     single = single_node(workdir)
     pods = cluster.pods + all_in_one.pods + [single]
     prom: Prometheus | None = None
     try:
-        prom = exercise(f, cluster, all_in_one, single, workdir, pki)
+        prom = exercise(f, cluster, all_in_one, single, workdir, pki, stub)
     finally:
         stopped = []
         for p in pods:
@@ -887,6 +1016,7 @@ def main() -> None:
                 f.fail(f"{p.name} did not stop within {p.grace} s of SIGTERM:\n{p.tail()}")
         if prom:
             prom.stop()
+        stub.stop()
         if f.items:
             print(f"  logs kept in {workdir}")
         else:

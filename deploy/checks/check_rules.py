@@ -21,6 +21,7 @@ EXPECTED = {
     "SwitchboardPeerStreamDown",
     "SwitchboardGatewayStoreWatchDown",
     "SwitchboardClusterCallsRefused",
+    "SwitchboardUpstreamFailing",
 }
 
 

@@ -108,6 +108,13 @@ app.kubernetes.io/part-of: switchboard
 {{- end }}
 {{- end }}
 
+{{/* The Secret of the upstream templates, when `upstream` has any (empty otherwise). */}}
+{{- define "switchboard.upstreamSecretName" -}}
+{{- if .Values.upstream.existingSecret }}{{ .Values.upstream.existingSecret }}
+{{- else if .Values.upstream.templates }}{{ include "switchboard.fullname" . }}-upstream
+{{- end }}
+{{- end }}
+
 {{/*
 Where the Secrets are mounted (read-only, whole volumes: a subPath mount would never see an
 updated Secret). The environment points the processes at these files.
@@ -115,6 +122,7 @@ updated Secret). The environment points the processes at these files.
 {{- define "switchboard.clusterKeyFile" -}}/etc/switchboard/cluster-key/cluster-key{{- end }}
 {{- define "switchboard.clusterTLSDir" -}}/etc/switchboard/cluster-tls{{- end }}
 {{- define "switchboard.tlsDir" -}}/etc/switchboard/tls{{- end }}
+{{- define "switchboard.upstreamFile" -}}/etc/switchboard/upstream/upstream.json{{- end }}
 
 {{/* Scheme of the HTTP port: http, or https with `tls.enabled`. */}}
 {{- define "switchboard.scheme" -}}
@@ -171,6 +179,31 @@ updated Secret). The environment points the processes at these files.
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.secretName (a Secret with tls.crt and tls.key) is required when tls.enabled" }}
+{{- end }}
+{{- if lt (int .Values.upstream.timeout) 1 }}
+{{- fail "upstream.timeout must be at least 1 second" }}
+{{- end }}
+{{- if not (kindIs "slice" (.Values.upstream.templates | default list)) }}
+{{- fail "upstream.templates must be a list of templates ({urlTemplate, hubPattern, categoryPattern, eventPattern})" }}
+{{- end }}
+{{- range $i, $t := .Values.upstream.templates | default list }}
+{{- if not (kindIs "map" $t) }}
+{{- fail (printf "upstream.templates[%d] must be a map with urlTemplate" $i) }}
+{{- end }}
+{{- range $k, $_ := $t }}
+{{- if not (has $k (list "urlTemplate" "hubPattern" "categoryPattern" "eventPattern" "auth")) }}
+{{- fail (printf "upstream.templates[%d]: unknown setting %q (expected urlTemplate, hubPattern, categoryPattern, eventPattern, auth)" $i $k) }}
+{{- end }}
+{{- end }}
+{{- $url := index $t "urlTemplate" }}
+{{- if not (and (kindIs "string" $url) (regexMatch "^https?://[^/?#]" ($url | default ""))) }}
+{{- fail (printf "upstream.templates[%d].urlTemplate must be an http:// or https:// URL" $i) }}
+{{- end }}
+{{- range $p := list "hubPattern" "categoryPattern" "eventPattern" }}
+{{- if and (hasKey $t $p) (not (and (kindIs "string" (index $t $p)) (trim (index $t $p)))) }}
+{{- fail (printf "upstream.templates[%d].%s must be a non-empty string (*, a name or a comma-separated list)" $i $p) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- /* The NetworkPolicy tells the ports apart by number. */}}
 {{- $ports := list (int .Values.ports.http) (int .Values.ports.cluster) }}
@@ -323,9 +356,49 @@ Environment of the processes that hold client connections (gateways, serve nodes
   value: {{ .Values.connections.maxQueuedBytes | int64 | quote }}
 - name: SWITCHBOARD_CONNECTION_TOKEN_LIFETIME
   value: {{ .Values.connections.connectionTokenLifetime | int | quote }}
+- name: SWITCHBOARD_UPSTREAM_TIMEOUT
+  value: {{ .Values.upstream.timeout | int | quote }}
 {{- with .Values.connections.maxConnections }}
 - name: SWITCHBOARD_MAX_CONNECTIONS
   value: {{ . | int64 | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The upstream of the processes that hold client connections (gateways, serve nodes): the
+templates' Secret, mounted read-only as a whole volume (no subPath), and the flag naming the file.
+The URLs may carry keys: they are in no variable or argument, only in the Secret.
+*/}}
+{{- define "switchboard.upstreamArgs" -}}
+{{- if include "switchboard.upstreamSecretName" . }}
+- --upstream-config
+- {{ include "switchboard.upstreamFile" . }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.upstreamMount" -}}
+{{- if include "switchboard.upstreamSecretName" . }}
+- name: upstream
+  mountPath: {{ include "switchboard.upstreamFile" . | dir }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.upstreamVolume" -}}
+{{- with include "switchboard.upstreamSecretName" . }}
+- name: upstream
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.upstream.secretKey }}
+        path: {{ include "switchboard.upstreamFile" $ | base }}
+{{- end }}
+{{- end }}
+
+{{/* The upstream file is read at start: a chart-managed upstream Secret that changes restarts the pods. */}}
+{{- define "switchboard.upstreamChecksum" -}}
+{{- if and .Values.upstream.templates (not .Values.upstream.existingSecret) }}
+checksum/upstream: {{ include (print .Template.BasePath "/upstream-secret.yaml") . | sha256sum }}
 {{- end }}
 {{- end }}
 
