@@ -34,6 +34,136 @@ pub enum Command {
         /// A file of JSON lines written by `--json` runs.
         results: PathBuf,
     },
+    /// Client invocations through Switchboard to a serverless upstream, against the same calls
+    /// sent straight to the upstream (run `upstream-server` and point Switchboard's
+    /// `--upstream` at it).
+    Invoke(InvokeArgs),
+}
+
+/// A phase of `invoke`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// POST the invocations straight to the upstream.
+    Direct,
+    /// Invoke through Switchboard over client WebSockets.
+    Switchboard,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Direct => "direct",
+            Phase::Switchboard => "switchboard",
+        }
+    }
+}
+
+/// The options of `invoke`.
+#[derive(Debug, Clone, Args)]
+pub struct InvokeArgs {
+    /// Switchboard's connection string (Endpoint, AccessKey, Port).
+    #[arg(long, env = "SWITCHBOARD_CONNECTION_STRING", hide_env_values = true)]
+    pub connection_string: Option<String>,
+
+    /// Switchboard's URL, when no connection string is given (with --access-key).
+    #[arg(long)]
+    pub url: Option<String>,
+
+    /// Switchboard's access key, when no connection string is given.
+    #[arg(long, env = "SWITCHBOARD_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: Option<String>,
+
+    /// The hub.
+    #[arg(long, default_value = "loadgen")]
+    pub hub: String,
+
+    /// The upstream's URL, for the direct phase (the same server Switchboard's --upstream names).
+    #[arg(long)]
+    pub upstream: String,
+
+    /// Lanes: client connections (switchboard) or concurrent callers (direct), each one call at
+    /// a time.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+
+    /// Calls per second over all lanes; omitted: every lane calls again as soon as it is
+    /// answered (the maximum rate).
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// Seconds of calling per phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// The phases, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct,switchboard"
+    )]
+    pub phases: Vec<Phase>,
+
+    /// Switchboard's process id: its CPU time per phase is reported.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Print one JSON line on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+
+    /// A name for this run in the report.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+impl InvokeArgs {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 || self.connections > MAX_CONNECTIONS_PER_PROCESS {
+            return Err(format!(
+                "--connections must be 1..={MAX_CONNECTIONS_PER_PROCESS}"
+            ));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err("--rate must be a positive number".into());
+            }
+        }
+        if !(self.duration > 0.0 && self.duration.is_finite()) {
+            return Err("--duration must be a positive number".into());
+        }
+        if self.phases.contains(&Phase::Switchboard)
+            && self.connection_string.is_none()
+            && (self.url.is_none() || self.access_key.is_none())
+        {
+            return Err(
+                "the switchboard phase needs --connection-string (or --url with --access-key)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Switchboard's URL and key.
+    pub fn server(&self) -> Result<(String, Option<String>), crate::Error> {
+        let cs = match &self.connection_string {
+            Some(cs) => Some(
+                cs.parse::<switchboard_auth::ConnectionString>()
+                    .map_err(|e| crate::Error::Config(format!("--connection-string: {e}")))?,
+            ),
+            None => None,
+        };
+        let url = match (&self.url, &cs) {
+            (Some(url), _) => url.clone(),
+            (None, Some(cs)) => cs.base_url(),
+            (None, None) => return Err(crate::Error::Config("--url is required".into())),
+        };
+        let key = self
+            .access_key
+            .clone()
+            .or_else(|| cs.and_then(|cs| cs.access_key));
+        Ok((url, key))
+    }
 }
 
 /// The server under test.

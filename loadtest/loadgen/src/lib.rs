@@ -22,12 +22,16 @@
 //! - [`report`]: the table, the JSON line, and the comparison of a results file.
 //! - [`run`]: one run from start to end.
 //! - [`baseline`]: the bare broadcast server (`baseline-server`).
+//! - [`invoke`]: the `invoke` subcommand: client invocations through Switchboard to an upstream,
+//!   against the same calls made straight to it.
+//! - [`upstream`]: the minimal upstream it calls (`upstream-server`).
 
 pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frames;
+pub mod invoke;
 pub mod pool;
 pub mod procfs;
 pub mod report;
@@ -35,5 +39,6 @@ pub mod rest;
 pub mod run;
 pub mod send;
 pub mod stats;
+pub mod upstream;
 
 pub use error::{Error, FrameError};
