@@ -29,14 +29,14 @@ pub fn completion_for(body: &[u8]) -> Option<Bytes> {
     #[derive(serde::Deserialize)]
     struct Invocation<'a> {
         #[serde(rename = "invocationId", borrow)]
-        invocation_id: Option<&'a str>,
+        invocation_id: Option<std::borrow::Cow<'a, str>>,
     }
     let id = serde_json::from_slice::<Invocation<'_>>(body)
         .ok()?
         .invocation_id?;
     let mut out = Vec::with_capacity(id.len() + 48);
     out.extend_from_slice(b"{\"type\":3,\"invocationId\":");
-    out.extend_from_slice(serde_json::to_string(id).ok()?.as_bytes());
+    out.extend_from_slice(serde_json::to_string(&id).ok()?.as_bytes());
     out.extend_from_slice(b",\"result\":true}\x1e");
     Some(Bytes::from(out))
 }
@@ -80,7 +80,11 @@ pub async fn serve(listener: TcpListener, counts: Arc<Counts>, shutdown: Cancell
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of descriptors: let connections finish instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             _ = shutdown.cancelled() => return,
         };
