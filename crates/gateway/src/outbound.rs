@@ -145,6 +145,11 @@ impl Outbound {
         self.state.lock().close.is_some()
     }
 
+    /// Wakes the connection task as if something was queued (it re-checks what it waits for).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Waits until something was queued or a close was requested since the last `take`.
     pub async fn ready(&self) {
         self.notify.notified().await

@@ -32,7 +32,6 @@ use switchboard_protocol::{self as protocol, CompletionResult, HubMessage, Proto
 use switchboard_upstream::{
     interpret, Category, Client, ClientConfig, Connection, Event, Failure, Settings,
 };
-use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::dispatch::to_message;
@@ -110,7 +109,6 @@ impl Upstream {
             limits,
             gateway,
             state: Mutex::new(LinkState::default()),
-            resume: Notify::new(),
         });
         link.submit(Job::Connected);
         link
@@ -157,6 +155,8 @@ struct LinkState {
     bytes: usize,
     /// A worker is running (it exits when it finds the queue empty).
     running: bool,
+    /// The connection stopped reading because the queue was full, and waits to be woken.
+    waiting: bool,
 }
 
 /// A connection's queue of upstream events; see the module docs.
@@ -167,8 +167,6 @@ pub(crate) struct Link {
     limits: QueueLimits,
     gateway: Arc<GatewayMetrics>,
     state: Mutex<LinkState>,
-    /// Signalled whenever the worker takes an event off the queue.
-    resume: Notify,
 }
 
 impl Link {
@@ -185,21 +183,18 @@ impl Link {
         self.upstream.tracker.spawn(work(self.clone()));
     }
 
-    /// Whether the connection should stop reading until the worker catches up.
-    pub(crate) fn is_full(&self) -> bool {
-        let state = self.state.lock();
-        state.jobs.len() >= self.upstream.max_pending
-            || state.bytes >= self.upstream.max_pending_bytes
-    }
-
-    /// Waits until the worker has taken an event off the queue (perhaps one taken earlier).
-    pub(crate) async fn resumed(&self) {
-        self.resume.notified().await;
-    }
-
-    /// Counts a pause of the connection's reading (its queue is full).
-    pub(crate) fn throttled(&self) {
-        self.upstream.metrics.throttled.increment(1);
+    /// Whether the connection must stop reading until the worker catches up. When it must,
+    /// the worker wakes it (through its outbound queue's signal, which the connection task
+    /// waits on anyway: no extra future per connection) as soon as it takes an event off.
+    pub(crate) fn pause_if_full(&self) -> bool {
+        let mut state = self.state.lock();
+        let full = state.jobs.len() >= self.upstream.max_pending
+            || state.bytes >= self.upstream.max_pending_bytes;
+        if full && !state.waiting {
+            state.waiting = true;
+            self.upstream.metrics.throttled.increment(1);
+        }
+        full
     }
 
     /// Queues `disconnected` behind everything the client sent.
@@ -258,7 +253,7 @@ impl Link {
                 metrics.failure(category, "no_match");
             }
             return Err(Failure::NoMatch {
-                hub: self.connection.hub.clone(),
+                hub: self.connection.hub().to_owned(),
                 event: event.name().to_owned(),
             });
         };
@@ -297,8 +292,8 @@ impl Link {
     fn warn(&self, event: &Event<'_>, failure: &Failure) {
         if let Some(suppressed) = FAILURE_LOG.allow(crate::now_ms()) {
             tracing::warn!(
-                hub = %self.connection.hub,
-                connection_id = %self.connection.id,
+                hub = %self.connection.hub(),
+                connection_id = %self.connection.id(),
                 category = event.category().as_str(),
                 event = event.name(),
                 reason = failure.reason(),
@@ -344,6 +339,9 @@ async fn work(link: Arc<Link>) {
             match state.jobs.pop_front() {
                 Some(job) => {
                     state.bytes -= job.bytes();
+                    if std::mem::take(&mut state.waiting) {
+                        link.handle.outbound.wake();
+                    }
                     job
                 }
                 None => {
@@ -352,7 +350,6 @@ async fn work(link: Arc<Link>) {
                 }
             }
         };
-        link.resume.notify_one();
         link.run(job).await;
     }
 }

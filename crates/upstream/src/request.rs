@@ -74,14 +74,26 @@ const CLOSE_CONNECTION_TYPE: u8 = 11;
 pub const JSON: &str = "application/json";
 pub const MSGPACK: &str = "application/x-msgpack";
 
+/// The headers every event of a connection carries, in the order [`Connection`] keeps them.
+const CONNECTION_HEADERS: [&str; 6] = [
+    "x-asrs-connection-id",
+    "x-asrs-hub",
+    "x-asrs-user-id",
+    "x-asrs-user-claims",
+    "x-asrs-client-query",
+    "x-asrs-signature",
+];
+
 /// One connection as the upstream sees it.
+///
+/// Its headers are computed once and kept in one allocation (one per connection for as long as
+/// it lives, so it is kept small): `text` holds the values of [`CONNECTION_HEADERS`] one after
+/// another and `ends[i]` is where value `i` ends. An empty user id means there is none.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    pub id: String,
-    pub hub: String,
+    text: Box<str>,
+    ends: [u32; 6],
     pub protocol: Protocol,
-    /// The headers every event of this connection carries.
-    headers: Vec<(&'static str, String)>,
 }
 
 /// One request, ready to send.
@@ -107,35 +119,67 @@ impl Connection {
         keys: &[String],
         protocol: Protocol,
     ) -> Connection {
-        let mut headers = vec![
-            ("x-asrs-connection-id", safe(id)),
-            ("x-asrs-hub", safe(hub)),
-        ];
-        if let Some(user) = user.filter(|u| !u.is_empty()) {
-            headers.push(("x-asrs-user-id", safe(user)));
-        }
-        headers.push(("x-asrs-user-claims", safe(&claims_header(claims))));
         let query = if query.is_empty() || query.starts_with('?') {
-            query.to_owned()
+            Cow::Borrowed(query)
         } else {
-            format!("?{query}")
+            Cow::Owned(format!("?{query}"))
         };
-        headers.push(("x-asrs-client-query", safe(&query)));
-        headers.push(("x-asrs-signature", signature(keys, id)));
-        Connection {
-            id: id.to_owned(),
-            hub: hub.to_owned(),
-            protocol,
-            headers,
+        let values = [
+            safe(id),
+            safe(hub),
+            safe(user.unwrap_or_default()),
+            safe(&claims_header(claims)),
+            safe(&query),
+            signature(keys, id),
+        ];
+        let mut text = String::with_capacity(values.iter().map(String::len).sum());
+        let mut ends = [0u32; 6];
+        for (end, value) in ends.iter_mut().zip(&values) {
+            text.push_str(value);
+            // Every value comes from a bounded request (the query, the token's claims), far
+            // below 4 GiB; saturate rather than wrap if that ever changed.
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
         }
+        Connection {
+            text: text.into_boxed_str(),
+            ends,
+            protocol,
+        }
+    }
+
+    /// Value `i` of [`CONNECTION_HEADERS`].
+    fn value(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> &str {
+        self.value(0)
+    }
+
+    /// The hub the connection belongs to.
+    pub fn hub(&self) -> &str {
+        self.value(1)
+    }
+
+    /// The headers every event of this connection carries (no user id when it has none).
+    fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        CONNECTION_HEADERS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, self.value(i)))
+            .filter(|(name, value)| *name != "x-asrs-user-id" || !value.is_empty())
     }
 
     /// The request for `event`, or `None` when no template matches it.
     pub fn request<'a>(&'a self, settings: &Settings, event: &'a Event<'a>) -> Option<Request<'a>> {
         let category = event.category();
         let name = event.name();
-        let template = settings.find(&self.hub, category.as_str(), name)?;
-        let url = template.url.expand(&self.hub, category.as_str(), name);
+        let template = settings.find(self.hub(), category.as_str(), name)?;
+        let url = template.url.expand(self.hub(), category.as_str(), name);
         let (content_type, body) = match event {
             Event::Connected => (JSON, Bytes::from_static(CONNECTED_BODY)),
             Event::Disconnected { error } => (JSON, disconnected_body(*error)),
@@ -148,12 +192,8 @@ impl Connection {
             ),
         };
         let mut headers: Vec<(&'static str, Cow<'a, str>)> =
-            Vec::with_capacity(self.headers.len() + 2);
-        headers.extend(
-            self.headers
-                .iter()
-                .map(|(k, v)| (*k, Cow::Borrowed(v.as_str()))),
-        );
+            Vec::with_capacity(CONNECTION_HEADERS.len() + 2);
+        headers.extend(self.headers().map(|(k, v)| (k, Cow::Borrowed(v))));
         headers.push(("x-asrs-category", Cow::Borrowed(category.as_str())));
         let name = if name.chars().any(char::is_control) {
             Cow::Owned(safe(name))
@@ -168,17 +208,6 @@ impl Connection {
             content_type,
             body,
         })
-    }
-
-    /// Approximate heap bytes held for this connection (for memory accounting).
-    pub fn heap_bytes(&self) -> usize {
-        self.id.len()
-            + self.hub.len()
-            + self
-                .headers
-                .iter()
-                .map(|(_, v)| v.capacity() + 24)
-                .sum::<usize>()
     }
 }
 

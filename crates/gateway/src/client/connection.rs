@@ -132,12 +132,18 @@ where
     /// The whole life of the connection. The set-up and the wind-down run boxed: they are
     /// transient, and keeping their state out of this future keeps every idle connection's task
     /// small (only the `serve` loop's state stays allocated for the connection's lifetime).
-    async fn run(mut self, opening: Box<Opening>) {
-        let Some((handle, protocol, leftover)) = Box::pin(self.open(opening)).await else {
-            return;
-        };
-        let ending = self.serve(&handle, protocol, leftover).await;
-        Box::pin(self.finish(&handle, protocol, ending)).await;
+    // Not an `async fn` either: an async fn's state holds its `self` argument twice (the
+    // argument and the local it is moved into), a whole `Connection` per connection wasted. The
+    // block captures `self` once and uses it in place.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self, opening: Box<Opening>) -> impl std::future::Future<Output = ()> {
+        async move {
+            let Some((handle, protocol, leftover)) = Box::pin(self.open(opening)).await else {
+                return;
+            };
+            let ending = self.serve(&handle, protocol, leftover).await;
+            Box::pin(self.finish(&handle, protocol, ending)).await;
+        }
     }
 
     /// Handshake, registration in the store, handshake reply. `None` if the connection ended.
@@ -352,7 +358,6 @@ where
         let shared = self.shared.clone();
         let config = &shared.config;
         let metrics = shared.metrics.clone();
-        let upstream = self.upstream.clone();
         let mut reader = FrameReader::new(protocol, config.max_message_size);
         // How long a write may make no progress before the client counts as gone.
         let stall = config.client_timeout;
@@ -411,14 +416,15 @@ where
                     if let Some(close) = close {
                         return Ending::new(close.reason, Some(close));
                     }
-                }
-                _ = resumed(upstream.as_deref()), if paused => {
-                    match self.process_frames(&mut reader, handle, protocol) {
-                        Ok(drained) => paused = matches!(drained, Drained::Paused),
-                        Err(ending) => return ending,
-                    }
-                    if !paused {
-                        last_received = Instant::now();
+                    // The upstream worker wakes a paused connection this way too.
+                    if paused {
+                        match self.process_frames(&mut reader, handle, protocol) {
+                            Ok(drained) => paused = matches!(drained, Drained::Paused),
+                            Err(ending) => return ending,
+                        }
+                        if !paused {
+                            last_received = Instant::now();
+                        }
                     }
                 }
                 incoming = self.socket.next(), if !paused => {
@@ -501,8 +507,11 @@ where
         protocol: Protocol,
     ) -> Result<Drained, Ending> {
         loop {
-            if let Some(link) = self.upstream.as_ref().filter(|link| link.is_full()) {
-                link.throttled();
+            if self
+                .upstream
+                .as_ref()
+                .is_some_and(|link| link.pause_if_full())
+            {
                 return Ok(Drained::Paused);
             }
             let payload = match reader.next_frame() {
@@ -603,13 +612,6 @@ where
 }
 
 /// Resolves when the link's worker has made room (never without a link).
-async fn resumed(link: Option<&Link>) {
-    match link {
-        Some(link) => link.resumed().await,
-        None => std::future::pending().await,
-    }
-}
-
 const MAX_HANDSHAKE_BYTES: usize = 4096;
 pub(crate) const SHUTDOWN_MESSAGE: &str = "Server is shutting down; reconnect.";
 
