@@ -117,6 +117,11 @@ impl Upstream {
     pub fn keys(&self) -> &[String] {
         &self.keys
     }
+
+    /// How many URL templates are configured.
+    pub fn templates(&self) -> usize {
+        self.settings.templates().len()
+    }
 }
 
 /// One thing to send for a connection.

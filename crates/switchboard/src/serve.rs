@@ -445,7 +445,7 @@ pub async fn serve(
         _ => None,
     };
 
-    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, "switchboard is serving");
+    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, upstream_templates = gateway.shared().upstream.as_ref().map_or(0, |u| u.templates()), "switchboard is serving");
     print_connection_string(
         &args.gateway,
         bound,
@@ -524,7 +524,7 @@ pub async fn gateway(
         stop_cluster.clone(),
     );
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, node_id, store = ?args.store.0, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, "switchboard gateway is serving");
+    tracing::info!(listen = %bound, node_id, store = ?args.store.0, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, upstream_templates = gateway.shared().upstream.as_ref().map_or(0, |u| u.templates()), "switchboard gateway is serving");
     print_connection_string(&args.gateway, bound, &keys[0], None, edge.tls.is_some())?;
 
     gateway
