@@ -564,7 +564,7 @@ def connect_client(f: Failures, where: str, key: str, pod: Pod) -> WebSocket | N
     cs = f"Endpoint={pod.base};AccessKey={key};Version=1.0;"
     client = json.loads(token("--connection-string", cs, "--hub", "chat", "--user", "live-check", "--json"))
     auth = {"Authorization": f"Bearer {client['accessToken']}"}
-    status, body = http("POST", f"{pod.base}/client/negotiate?hub=chat", b"", auth)
+    status, body = http("POST", f"{pod.base}/client/negotiate?hub=chat&negotiateVersion=1", b"", auth)
     if not f.check(status == 200, f"{where}: negotiate on {pod.name} answered {status} {body[:200]}"):
         return None
     conn = json.loads(body)["connectionToken"]

@@ -44,6 +44,7 @@ pub mod jwt;
 pub mod mint;
 pub mod ticket;
 mod uri;
+mod v0;
 
 pub use audience::{check_audience, claim_str, user_id, Audience};
 pub use cluster::{ClusterAuthError, ClusterIdentity, ClusterKeys};
@@ -52,3 +53,4 @@ pub use error::AuthError;
 pub use jwt::{generate_access_key, sign, Algorithm, Claims, KeySet, LEEWAY_SECS, MAX_TOKEN_LEN};
 pub use mint::{client_audience, mint_client_token, mint_rest_token};
 pub use ticket::{ConnectionTicket, TICKET_LEEWAY_SECS};
+pub use v0::is_v0_connection_id;

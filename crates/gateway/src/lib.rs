@@ -15,9 +15,11 @@
 //! - [`presence`]: the node's lease in the store, and reconciling local connections with it.
 //! - [`upstream`]: client events sent to the serverless upstream, one ordered queue per
 //!   connection.
+//! - [`cors`]: which browser origins get CORS headers (`--cors-allowed-origins`).
 //! - [`error`]: the single mapping from error codes to HTTP responses.
 
 pub mod client;
+pub mod cors;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;
@@ -114,6 +116,8 @@ pub struct GatewayConfig {
     pub cluster: Option<switchboard_net::Channels>,
     /// Send client events (connected, invocations, disconnected) to the app's upstream.
     pub upstream: Option<upstream::UpstreamConfig>,
+    /// Browser origins that get CORS headers.
+    pub cors: cors::CorsOrigins,
 }
 
 impl GatewayConfig {
@@ -137,6 +141,7 @@ impl GatewayConfig {
             max_connections: 10_000,
             cluster: None,
             upstream: None,
+            cors: cors::CorsOrigins::Any,
         }
     }
 }
@@ -338,13 +343,7 @@ impl Gateway {
             .fallback(rest::not_found)
             .method_not_allowed_fallback(rest::method_not_allowed)
             .layer(axum::middleware::from_fn(rest::track_http))
-            .layer(
-                tower_http::cors::CorsLayer::new()
-                    .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
-                    .allow_credentials(true)
-                    .allow_methods(tower_http::cors::AllowMethods::mirror_request())
-                    .allow_headers(tower_http::cors::AllowHeaders::mirror_request()),
-            )
+            .layer(self.shared.config.cors.layer())
             .with_state(self.shared.clone())
     }
 

@@ -72,6 +72,9 @@ pub struct GatewayMetrics {
     pub refused_limit: Counter,
     /// Connects refused: the connection token is used by an open connection.
     pub refused_in_use: Counter,
+    /// Negotiates answered, by negotiate version.
+    pub negotiated_v0: Counter,
+    pub negotiated_v1: Counter,
     /// Time from a message entering the gateway (REST or peer) until it is queued for every
     /// local recipient.
     pub fanout_seconds: Histogram,
@@ -91,6 +94,10 @@ impl GatewayMetrics {
         describe_counter!(
             "switchboard_connections_closed_total",
             "Client connections closed, by reason."
+        );
+        describe_counter!(
+            "switchboard_negotiations_total",
+            "Negotiate requests answered, by negotiate version (0: clients that send none)."
         );
         describe_counter!(
             "switchboard_handshake_failures_total",
@@ -155,6 +162,8 @@ impl GatewayMetrics {
             queue_dropped: counter!("switchboard_queue_dropped_messages_total"),
             refused_limit: counter!("switchboard_connections_refused_total", "reason" => "limit"),
             refused_in_use: counter!("switchboard_connections_refused_total", "reason" => "in_use"),
+            negotiated_v0: counter!("switchboard_negotiations_total", "version" => "0"),
+            negotiated_v1: counter!("switchboard_negotiations_total", "version" => "1"),
             fanout_seconds: histogram!("switchboard_fanout_duration_seconds"),
             recipients: histogram!("switchboard_fanout_recipients"),
         }

@@ -110,12 +110,13 @@ pub fn encode_handshake_response(error: Option<&str>) -> Bytes {
 }
 
 /// Decides which protocol the server speaks for this request: `json` and `messagepack`
-/// (names compared case-insensitively, as ASP.NET Core does), versions 1 and 2. The error text
+/// (names compared case-insensitively, as ASP.NET Core does), every version up to 2 (ASP.NET
+/// Core accepts `version <= current`; some clients send 0). The error text
 /// is meant for the handshake response.
 pub fn negotiate_protocol(req: &HandshakeRequest) -> Result<Protocol, String> {
     let protocol = Protocol::from_name(&req.protocol)
         .ok_or_else(|| format!("The protocol '{}' is not supported.", req.protocol))?;
-    if !(1..=MAX_PROTOCOL_VERSION).contains(&req.version) {
+    if req.version > MAX_PROTOCOL_VERSION {
         return Err(format!(
             "The server does not support version {} of the '{}' protocol.",
             req.version,
@@ -222,7 +223,11 @@ mod tests {
             negotiate_protocol(&request("json", 3)),
             Err("The server does not support version 3 of the 'json' protocol.".to_owned())
         );
-        assert!(negotiate_protocol(&request("messagepack", 0)).is_err());
+        // Like ASP.NET Core, every version up to the current one (some clients send 0).
+        assert_eq!(
+            negotiate_protocol(&request("messagepack", 0)),
+            Ok(Protocol::MessagePack)
+        );
     }
 
     proptest! {

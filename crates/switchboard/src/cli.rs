@@ -322,6 +322,17 @@ pub struct GatewayFlags {
     #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT", default_value_t = 30)]
     pub upstream_timeout: u64,
 
+    /// Browser origins allowed to call this gateway (CORS), comma-separated: `*` (every origin,
+    /// the default, like Azure), or origins such as https://app.example.com:8443. Other origins
+    /// get no CORS headers.
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "SWITCHBOARD_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
     /// Seconds of this gateway's lease in the store: if it stops renewing (crash, partition),
     /// its connections disappear cluster-wide this long after the last renewal.
     #[arg(long, env = "SWITCHBOARD_LEASE", default_value_t = 10)]

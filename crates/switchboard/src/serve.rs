@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
+use switchboard_gateway::cors::CorsOrigins;
 use switchboard_gateway::upstream::UpstreamConfig;
 use switchboard_gateway::{observability, Gateway, GatewayConfig};
 use switchboard_net::{ClusterIdentity, ClusterSecurity, ListenerLimits};
@@ -118,6 +119,7 @@ pub fn validate_gateway(flags: &GatewayFlags) -> anyhow::Result<()> {
     if flags.upstream_timeout == 0 {
         anyhow::bail!("--upstream-timeout must be at least 1 second");
     }
+    CorsOrigins::parse(&flags.cors_allowed_origins).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
@@ -240,6 +242,9 @@ fn gateway_config(
     config.queue_limits.max_bytes = flags.max_queued_bytes;
     config.lease = Duration::from_secs(flags.lease);
     config.cluster = cluster;
+    // Checked by `validate_gateway` before anything starts; were it not, no origin would pass.
+    config.cors = CorsOrigins::parse(&flags.cors_allowed_origins)
+        .unwrap_or_else(|_| CorsOrigins::Listed(Vec::new()));
     config.upstream = upstream.map(|settings| {
         let mut upstream = UpstreamConfig::new(settings.clone());
         upstream.client.timeout = Duration::from_secs(flags.upstream_timeout);

@@ -1,4 +1,4 @@
-//! Negotiate (negotiateVersion 1) and the WebSocket upgrade.
+//! Negotiate (negotiateVersion 1, and 0 for clients that send none) and the WebSocket upgrade.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use switchboard_auth::{check_audience, user_id, Audience, ConnectionTicket};
+use switchboard_auth::{check_audience, is_v0_connection_id, user_id, Audience, ConnectionTicket};
 use switchboard_core::{names, new_connection_id, Error, ErrorCode};
 
 use crate::error::{ApiError, ApiResult};
@@ -19,14 +19,18 @@ struct ClientQuery {
     hub: String,
     id: Option<String>,
     access_token: Option<String>,
+    /// `negotiateVersion`: absent (or unparsable, as ASP.NET Core treats it) means 0.
+    negotiate_version: u32,
 }
 
 fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
     let mut hubs = Vec::new();
     let mut id = None;
     let mut access_token = None;
+    let mut negotiate_version = 0;
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
+            "negotiateVersion" => negotiate_version = v.parse().unwrap_or(0),
             "hub" => hubs.push(v.into_owned()),
             "id" => id = Some(v.into_owned()),
             // Like ASP.NET Core, the last access_token wins.
@@ -47,6 +51,7 @@ fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
         hub,
         id,
         access_token,
+        negotiate_version,
     })
 }
 
@@ -90,6 +95,27 @@ pub(super) async fn negotiate(
         return Err(connection_limit());
     }
     let user = user_id(&claims);
+    let expires_at = now_secs() + shared.config.connection_token_lifetime.as_secs();
+    let transports = json!([
+        { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }
+    ]);
+    if query.negotiate_version == 0 {
+        // Version 0: no connection token; the client connects with the connection id, which
+        // therefore proves what a ticket proves (see `switchboard_auth::v0`).
+        let connection_id = shared.keys.mint_v0_connection_id(
+            &query.hub,
+            user.as_deref(),
+            shared.config.node_id,
+            expires_at,
+        );
+        shared.metrics.negotiated_v0.increment(1);
+        return Ok(Json(json!({
+            "negotiateVersion": 0,
+            "connectionId": connection_id,
+            "availableTransports": transports,
+        }))
+        .into_response());
+    }
     claims.retain(|k, _| !TOKEN_CLAIMS.contains(&k.as_str()));
     let connection_id = new_connection_id(shared.config.node_id);
     let ticket = ConnectionTicket {
@@ -97,18 +123,70 @@ pub(super) async fn negotiate(
         connection_id: connection_id.clone(),
         user_id: user,
         claims,
-        expires_at: now_secs() + shared.config.connection_token_lifetime.as_secs(),
+        expires_at,
     };
     let token = shared.keys.mint_ticket(&ticket);
+    shared.metrics.negotiated_v1.increment(1);
+    // Versions above 1 are answered with 1, the highest this server speaks.
     Ok(Json(json!({
         "negotiateVersion": 1,
         "connectionId": connection_id,
         "connectionToken": token,
-        "availableTransports": [
-            { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }
-        ],
+        "availableTransports": transports,
     }))
     .into_response())
+}
+
+/// The connection a connect request's `id` names: a version-1 ticket, or a version-0
+/// connection id, which needs the access token presented again (the claims come from it).
+fn connection_ticket(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &ClientQuery,
+    id: &str,
+) -> ApiResult<ConnectionTicket> {
+    let not_accepted = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            ErrorCode::RouteNotFound,
+            format!("Connection token not accepted ({e}); negotiate again."),
+        )
+    };
+    if !is_v0_connection_id(id) {
+        let ticket = shared
+            .keys
+            .verify_ticket(id, now_secs())
+            .map_err(|e| not_accepted(&e))?;
+        if ticket.hub != query.hub {
+            return Err(ApiError::new(
+                ErrorCode::RouteNotFound,
+                "The connection token was issued for another hub.",
+            ));
+        }
+        // An access token presented again on connect must still be valid and for the same user.
+        if let Some(token) = bearer(headers, query) {
+            let claims = verify_client_token(shared, Some(token), &query.hub)?;
+            if user_id(&claims) != ticket.user_id {
+                return Err(ApiError::unauthorized(
+                    "The access token names another user than the connection token.",
+                ));
+            }
+        }
+        return Ok(ticket);
+    }
+    let mut claims = verify_client_token(shared, bearer(headers, query), &query.hub)?;
+    let user = user_id(&claims);
+    shared
+        .keys
+        .verify_v0_connection_id(id, &query.hub, user.as_deref(), now_secs())
+        .map_err(|e| not_accepted(&e))?;
+    claims.retain(|k, _| !TOKEN_CLAIMS.contains(&k.as_str()));
+    Ok(ConnectionTicket {
+        hub: query.hub.clone(),
+        connection_id: id.to_owned(),
+        user_id: user,
+        claims,
+        expires_at: now_secs(),
+    })
 }
 
 pub(super) async fn connect(
@@ -125,27 +203,7 @@ pub(super) async fn connect(
             "No connection token ('id'): call /client/negotiate first.",
         ));
     };
-    let ticket = shared.keys.verify_ticket(id, now_secs()).map_err(|e| {
-        ApiError::new(
-            ErrorCode::RouteNotFound,
-            format!("Connection token not accepted ({e}); negotiate again."),
-        )
-    })?;
-    if ticket.hub != query.hub {
-        return Err(ApiError::new(
-            ErrorCode::RouteNotFound,
-            "The connection token was issued for another hub.",
-        ));
-    }
-    // An access token presented again on connect must still be valid and for the same user.
-    if let Some(token) = bearer(&headers, &query) {
-        let claims = verify_client_token(&shared, Some(token), &query.hub)?;
-        if user_id(&claims) != ticket.user_id {
-            return Err(ApiError::unauthorized(
-                "The access token names another user than the connection token.",
-            ));
-        }
-    }
+    let ticket = connection_ticket(&shared, &headers, &query, id)?;
     let Ok(upgrade) = upgrade else {
         return Err(ApiError::invalid(
             "Only the WebSockets transport is available: send a WebSocket upgrade request.",
