@@ -6,7 +6,9 @@
 // "closed" | "reconnecting" | "reconnected", "name", ...}.
 //
 //   {"id":1,"cmd":"connect","name":"a","url":"http://127.0.0.1:8080/client/?hub=chat",
-//    "token":"<jwt>","protocol":"json"|"messagepack","targets":["hello"],"reconnect":false}
+//    "token":"<jwt>","protocol":"json"|"messagepack","targets":["hello"],"reconnect":false,
+//    "transport":"websockets"|"sse"|"longpolling"|"any",   (default websockets)
+//    "blockWebSockets":false}   (every WebSocket fails to open, as behind a proxy that blocks them)
 //   {"id":2,"cmd":"invoke","name":"a","target":"echo","args":[1]}
 //   {"id":3,"cmd":"send","name":"a","target":"echo","args":[1]}
 //   {"id":4,"cmd":"stop","name":"a"}
@@ -35,11 +37,34 @@ function errorText(e) {
   return e.message ?? String(e);
 }
 
+// A WebSocket that never opens: what a client sees behind a proxy that refuses upgrades.
+class BlockedWebSocket {
+  constructor() {
+    setTimeout(() => {
+      this.onerror?.({ message: "blocked" });
+      this.onclose?.({ code: 1006, reason: "blocked", wasClean: false });
+    }, 0);
+  }
+  close() {}
+  send() { throw new Error("blocked"); }
+}
+
+const TRANSPORTS = {
+  websockets: signalR.HttpTransportType.WebSockets,
+  sse: signalR.HttpTransportType.ServerSentEvents,
+  longpolling: signalR.HttpTransportType.LongPolling,
+  any: signalR.HttpTransportType.WebSockets | signalR.HttpTransportType.ServerSentEvents |
+    signalR.HttpTransportType.LongPolling,
+};
+
 async function connect(cmd) {
+  const transport = TRANSPORTS[cmd.transport ?? "websockets"];
+  if (transport === undefined) throw new Error(`unknown transport ${cmd.transport}`);
   const builder = new signalR.HubConnectionBuilder()
     .withUrl(cmd.url, {
       accessTokenFactory: () => cmd.token,
-      transport: signalR.HttpTransportType.WebSockets,
+      transport,
+      ...(cmd.blockWebSockets ? { WebSocket: BlockedWebSocket } : {}),
     })
     .configureLogging(signalR.LogLevel.None);
   if (cmd.protocol === "messagepack") builder.withHubProtocol(new MessagePackHubProtocol());
@@ -107,7 +132,13 @@ async function handle(cmd) {
       await client.stop();
       return {};
     case "state":
-      return { state: client.state, connectionId: client.connectionId };
+      // The transport in use, by its class name (WebSocketTransport, ServerSentEventsTransport,
+      // LongPollingTransport): the client does not expose it otherwise.
+      return {
+        state: client.state,
+        connectionId: client.connectionId,
+        transport: client.connection?.transport?.constructor?.name ?? null,
+      };
     default:
       throw new Error(`unknown command ${cmd.cmd}`);
   }

@@ -162,6 +162,8 @@ pub struct Shared {
     pub(crate) tracker: TaskTracker,
     /// One permit per client connection this gateway may still take (`max_connections`).
     pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
+    /// Open Server-Sent Events and Long Polling connections, by the `id` their client presents.
+    pub(crate) pipes: Arc<client::http::Pipes>,
     /// The node holds a live lease in the store.
     registered: AtomicBool,
     /// Shutdown has begun: not ready, no new connections.
@@ -315,6 +317,7 @@ impl Gateway {
                 upstream,
                 tracker,
                 connection_slots,
+                pipes: Arc::default(),
                 registered: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }

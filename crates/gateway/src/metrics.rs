@@ -72,6 +72,10 @@ pub struct GatewayMetrics {
     pub refused_limit: Counter,
     /// Connects refused: the connection token is used by an open connection.
     pub refused_in_use: Counter,
+    /// Connections opened, by transport.
+    transports: [Counter; 3],
+    /// Long Polling polls, by outcome.
+    polls: [Counter; 3],
     /// Negotiates answered, by negotiate version.
     pub negotiated_v0: Counter,
     pub negotiated_v1: Counter,
@@ -94,6 +98,14 @@ impl GatewayMetrics {
         describe_counter!(
             "switchboard_connections_closed_total",
             "Client connections closed, by reason."
+        );
+        describe_counter!(
+            "switchboard_transport_connections_total",
+            "Client connections opened, by transport (websockets, sse, longpolling)."
+        );
+        describe_counter!(
+            "switchboard_long_polls_total",
+            "Long Polling polls answered, by outcome: data, empty (poll timeout or superseded), closed (204)."
         );
         describe_counter!(
             "switchboard_negotiations_total",
@@ -162,11 +174,36 @@ impl GatewayMetrics {
             queue_dropped: counter!("switchboard_queue_dropped_messages_total"),
             refused_limit: counter!("switchboard_connections_refused_total", "reason" => "limit"),
             refused_in_use: counter!("switchboard_connections_refused_total", "reason" => "in_use"),
+            transports: ["websockets", "sse", "longpolling"]
+                .map(|t| counter!("switchboard_transport_connections_total", "transport" => t)),
+            polls: ["data", "empty", "closed"]
+                .map(|o| counter!("switchboard_long_polls_total", "outcome" => o)),
             negotiated_v0: counter!("switchboard_negotiations_total", "version" => "0"),
             negotiated_v1: counter!("switchboard_negotiations_total", "version" => "1"),
             fanout_seconds: histogram!("switchboard_fanout_duration_seconds"),
             recipients: histogram!("switchboard_fanout_recipients"),
         }
+    }
+
+    /// Counts a connection opened on `transport` (`websockets`, `sse`, `longpolling`).
+    pub fn transport(&self, transport: &str) {
+        let i = match transport {
+            "sse" => 1,
+            "longpolling" => 2,
+            _ => 0,
+        };
+        self.transports[i].increment(1);
+    }
+
+    /// Counts a Long Polling poll's outcome.
+    pub(crate) fn long_poll(&self, outcome: &crate::client::http::Polled) {
+        use crate::client::http::Polled;
+        let i = match outcome {
+            Polled::Data(_) => 0,
+            Polled::Empty => 1,
+            Polled::Closed => 2,
+        };
+        self.polls[i].increment(1);
     }
 
     pub fn closed(&self, reason: CloseReason) {

@@ -36,6 +36,10 @@ pub struct ConnectOptions<'a> {
     pub keep_alive_ms: Option<u64>,
     /// Extra query parameters for the client URL (`a=1&b=2`).
     pub query: Option<&'a str>,
+    /// "websockets" (the default), "sse", "longpolling", or "any" (the client's fallback order).
+    pub transport: Option<&'a str>,
+    /// Every WebSocket the client opens fails (a proxy that blocks them).
+    pub block_websockets: bool,
 }
 
 impl Default for ConnectOptions<'_> {
@@ -49,6 +53,8 @@ impl Default for ConnectOptions<'_> {
             token: None,
             keep_alive_ms: None,
             query: None,
+            transport: None,
+            block_websockets: false,
         }
     }
 }
@@ -183,6 +189,8 @@ impl JsClients {
                 "targets": options.targets,
                 "reconnect": options.reconnect,
                 "keepAliveMs": options.keep_alive_ms,
+                "transport": options.transport,
+                "blockWebSockets": options.block_websockets,
             }))
             .await?;
         Ok(reply
@@ -325,6 +333,17 @@ impl JsClients {
     pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
         self.call(json!({ "cmd": "stop", "name": name })).await?;
         Ok(())
+    }
+
+    /// The transport the client uses, by the official client's class name
+    /// (`WebSocketTransport`, `ServerSentEventsTransport`, `LongPollingTransport`).
+    pub async fn transport(&mut self, name: &str) -> anyhow::Result<String> {
+        let reply = self.call(json!({ "cmd": "state", "name": name })).await?;
+        Ok(reply
+            .get("transport")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// The connection's state as the client sees it ("Connected", "Disconnected", ...).

@@ -6,6 +6,7 @@
 //! load balancer may send negotiate and connect to different nodes.
 
 mod connection;
+pub(crate) mod http;
 mod negotiate;
 
 use std::sync::Arc;
@@ -19,8 +20,18 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/client/negotiate", post(negotiate::negotiate))
         .route("/client/negotiate/", post(negotiate::negotiate))
-        .route("/client", get(negotiate::connect))
-        .route("/client/", get(negotiate::connect))
+        .route(
+            "/client",
+            get(negotiate::connect)
+                .post(negotiate::send)
+                .delete(negotiate::delete),
+        )
+        .route(
+            "/client/",
+            get(negotiate::connect)
+                .post(negotiate::send)
+                .delete(negotiate::delete),
+        )
 }
 
 pub(crate) use connection::{run as run_connection, SHUTDOWN_MESSAGE};

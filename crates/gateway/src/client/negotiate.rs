@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use switchboard_auth::{check_audience, is_v0_connection_id, user_id, Audience, ConnectionTicket};
 use switchboard_core::{names, new_connection_id, Error, ErrorCode};
 
+use super::http;
 use crate::error::{ApiError, ApiResult};
 use crate::{now_secs, Shared};
 
@@ -97,7 +98,9 @@ pub(super) async fn negotiate(
     let user = user_id(&claims);
     let expires_at = now_secs() + shared.config.connection_token_lifetime.as_secs();
     let transports = json!([
-        { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }
+        { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] },
+        { "transport": "ServerSentEvents", "transferFormats": ["Text"] },
+        { "transport": "LongPolling", "transferFormats": ["Text", "Binary"] }
     ]);
     if query.negotiate_version == 0 {
         // Version 0: no connection token; the client connects with the connection id, which
@@ -203,12 +206,29 @@ pub(super) async fn connect(
             "No connection token ('id'): call /client/negotiate first.",
         ));
     };
-    let ticket = connection_ticket(&shared, &headers, &query, id)?;
-    let Ok(upgrade) = upgrade else {
-        return Err(ApiError::invalid(
-            "Only the WebSockets transport is available: send a WebSocket upgrade request.",
-        ));
+    let upgrade = match upgrade {
+        Ok(upgrade) => Some(upgrade),
+        Err(_) if headers.contains_key(axum::http::header::UPGRADE) => {
+            return Err(ApiError::invalid("Invalid WebSocket upgrade request."));
+        }
+        // Not a WebSocket: Server-Sent Events or Long Polling.
+        Err(_) => None,
     };
+    if upgrade.is_none() {
+        // A poll (or a second SSE stream) of a connection open here.
+        if let Some(pipe) = shared.pipes.get(id) {
+            check_pipe_request(&shared, &headers, &query, &pipe)?;
+            if pipe.kind == http::Kind::LongPolling && !wants_sse(&headers) {
+                return Ok(poll(&shared, &pipe).await);
+            }
+            shared.metrics.refused_in_use.increment(1);
+            return Err(ApiError::new(
+                ErrorCode::ConnectionInUse,
+                "This connection token is already used by an open connection; negotiate again.",
+            ));
+        }
+    }
+    let ticket = connection_ticket(&shared, &headers, &query, id)?;
     if !shared.is_accepting() {
         return Err(ApiError(Error::unavailable(
             "This gateway is not accepting connections right now; try again.",
@@ -227,6 +247,14 @@ pub(super) async fn connect(
         shared.metrics.refused_limit.increment(1);
         return Err(connection_limit());
     };
+    let Some(upgrade) = upgrade else {
+        let kind = if wants_sse(&headers) {
+            http::Kind::ServerSentEvents
+        } else {
+            http::Kind::LongPolling
+        };
+        return open_http(shared, peer, raw, id, ticket, slot, kind);
+    };
     let config = &shared.config;
     let upgrade = upgrade
         .read_buffer_size(config.ws_read_buffer)
@@ -240,11 +268,180 @@ pub(super) async fn connect(
         Some(_) => raw.unwrap_or_default(),
         None => String::new(),
     };
+    shared.metrics.transport("websockets");
     Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             super::run_connection(socket, shared2, ticket, query, peer, token, slot)
         }))
+}
+
+/// Whether a GET asks for Server-Sent Events.
+fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// Starts an SSE or Long Polling connection: its task, and the answer to its first request
+/// (the event stream, or Long Polling's immediate 200).
+fn open_http(
+    shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
+    raw: Option<String>,
+    id: &str,
+    ticket: ConnectionTicket,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    kind: http::Kind,
+) -> ApiResult<Response> {
+    let Some(transport) = shared.pipes.open(
+        id,
+        kind,
+        &ticket.hub,
+        ticket.user_id.as_deref(),
+        shared.config.client_timeout,
+    ) else {
+        shared.metrics.refused_in_use.increment(1);
+        return Err(ApiError::new(
+            ErrorCode::ConnectionInUse,
+            "This connection token is already used by an open connection; negotiate again.",
+        ));
+    };
+    let pipe = transport.pipe().clone();
+    let query = match &shared.upstream {
+        Some(_) => raw.unwrap_or_default(),
+        None => String::new(),
+    };
+    let token = shared.tracker.token();
+    shared.metrics.transport(kind.as_str());
+    tokio::spawn(super::run_connection(
+        transport,
+        shared.clone(),
+        ticket,
+        query,
+        peer,
+        token,
+        slot,
+    ));
+    let response = match kind {
+        http::Kind::ServerSentEvents => Response::builder()
+            .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
+            .header(axum::http::header::CACHE_CONTROL, "no-cache")
+            .header("x-accel-buffering", "no")
+            .body(axum::body::Body::from_stream(http::SseBody::new(pipe))),
+        http::Kind::LongPolling => Response::builder()
+            .header(axum::http::header::CACHE_CONTROL, "no-cache")
+            .body(axum::body::Body::empty()),
+    };
+    response.map_err(|e| ApiError(Error::internal(format!("building the response: {e}"))))
+}
+
+/// A later request of an HTTP-transport connection: for the same hub, and, if it presents an
+/// access token (Long Polling clients do on every request), a valid one for the same user —
+/// so a connection lives no longer than its tokens, as on Azure.
+fn check_pipe_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &ClientQuery,
+    pipe: &http::Pipe,
+) -> ApiResult<()> {
+    if *pipe.hub != *query.hub {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No connection with that id on this hub.",
+        ));
+    }
+    if let Some(token) = bearer(headers, query) {
+        let claims = verify_client_token(shared, Some(token), &query.hub)?;
+        if user_id(&claims).as_deref() != pipe.user.as_deref() {
+            return Err(ApiError::unauthorized(
+                "The access token names another user than the connection.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pipe a send or a DELETE names.
+fn find_pipe(
+    shared: &Shared,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+) -> ApiResult<Arc<http::Pipe>> {
+    let query = parse_client_query(raw)?;
+    let id = query.id.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No connection token ('id'): call /client/negotiate first.",
+        )
+    })?;
+    let pipe = shared
+        .pipes
+        .get(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "No Connection with that ID."))?;
+    check_pipe_request(shared, headers, &query, &pipe)?;
+    Ok(pipe)
+}
+
+/// A Long Polling poll.
+async fn poll(shared: &Shared, pipe: &Arc<http::Pipe>) -> Response {
+    let outcome = pipe.poll(http::POLL_TIMEOUT).await;
+    shared.metrics.long_poll(&outcome);
+    match outcome {
+        http::Polled::Data(data) => Response::builder()
+            .header(axum::http::header::CACHE_CONTROL, "no-cache")
+            .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(axum::body::Body::from(data))
+            .unwrap_or_default(),
+        http::Polled::Empty => StatusCode::OK.into_response(),
+        http::Polled::Closed => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// `POST /client/?hub=…&id=…`: a send of an SSE or Long Polling connection.
+pub(super) async fn send(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    let pipe = find_pipe(&shared, &headers, raw.as_deref())?;
+    let body = axum::body::to_bytes(body, http::MAX_SEND_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("A send may carry at most {} bytes.", http::MAX_SEND_BYTES),
+            )
+        })?;
+    match pipe.send(body, shared.config.client_timeout).await {
+        http::Sent::Queued => Ok(StatusCode::OK.into_response()),
+        http::Sent::Closed => Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No Connection with that ID.",
+        )),
+        http::Sent::Busy => Err(ApiError(Error::unavailable(
+            "The connection is not reading its sends; try again.",
+        ))),
+    }
+}
+
+/// `DELETE /client/?hub=…&id=…`: a Long Polling client ends its connection.
+pub(super) async fn delete(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let pipe = find_pipe(&shared, &headers, raw.as_deref())?;
+    if pipe.kind != http::Kind::LongPolling {
+        return Err(ApiError::invalid(
+            "Cannot terminate this connection using the DELETE endpoint.",
+        ));
+    }
+    pipe.close_by_client();
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// Azure's answer when the connection quota is reached.
