@@ -23,6 +23,7 @@ pub mod handshake;
 mod json;
 pub mod message;
 mod msgpack;
+pub mod stateful;
 pub mod value;
 
 pub use error::ProtocolError;
