@@ -216,6 +216,28 @@ impl Scenario {
     }
 }
 
+/// How the clients connect (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One WebSocket per client.
+    Websockets,
+    /// Server-Sent Events: a streaming GET per client, sends POSTed over a shared pool.
+    Sse,
+    /// Long Polling: one keep-alive HTTP/1.1 connection per client, poll after poll.
+    Longpolling,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websockets => "websockets",
+            Transport::Sse => "sse",
+            Transport::Longpolling => "longpolling",
+        }
+    }
+}
+
 /// `--protocol` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtocolArg {
@@ -272,6 +294,11 @@ pub struct RunArgs {
     /// Connection attempts in flight at once, per process.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
+
+    /// How the clients connect: WebSockets, Server-Sent Events or Long Polling (the last two
+    /// only to Switchboard, with the JSON protocol).
+    #[arg(long, value_enum, default_value = "websockets")]
+    pub transport: Transport,
 
     /// The hub protocol of the SignalR clients.
     #[arg(long, value_enum, default_value = "json")]
@@ -336,7 +363,7 @@ pub struct RunArgs {
     pub label: String,
 
     /// Seconds between client keep-alive pings (the server closes clients silent for longer
-    /// than its client timeout).
+    /// than its client timeout); 0: no pings (raise the server's --client-timeout instead).
     #[arg(long, default_value_t = 15.0)]
     pub keep_alive: f64,
 
@@ -372,8 +399,22 @@ impl RunArgs {
                 return Err(format!("{name} must be a finite number ≥ 0"));
             }
         }
-        if !(self.keep_alive > 0.0 && self.keep_alive.is_finite()) {
-            return Err("--keep-alive must be a positive number".into());
+        if !(self.keep_alive >= 0.0 && self.keep_alive.is_finite()) {
+            return Err("--keep-alive must be a finite number ≥ 0".into());
+        }
+        if self.transport != Transport::Websockets {
+            if self.target != Target::Switchboard {
+                return Err(format!(
+                    "--transport {} needs --target switchboard",
+                    self.transport.name()
+                ));
+            }
+            if Protocol::from(self.protocol) != Protocol::Json {
+                return Err(format!(
+                    "--transport {} speaks the JSON protocol: leave --protocol json",
+                    self.transport.name()
+                ));
+            }
         }
         if let Some(rate) = self.rate {
             if !(rate > 0.0 && rate.is_finite()) {
@@ -494,6 +535,59 @@ mod tests {
         ]);
         assert!(args.validate().is_ok());
         assert!(Cli::try_parse_from(["x", "--rate", "1", "--burst", "2"]).is_err());
+    }
+
+    #[test]
+    fn http_transports_need_switchboard_and_json() {
+        let args = parse(&["--access-key", "k", "--scenario", "idle"]);
+        assert_eq!(args.transport, Transport::Websockets);
+        for transport in ["sse", "longpolling"] {
+            let args = parse(&[
+                "--access-key",
+                "k",
+                "--scenario",
+                "idle",
+                "--transport",
+                transport,
+                "--keep-alive",
+                "0",
+            ]);
+            assert!(args.validate().is_ok());
+            let args = parse(&[
+                "--access-key",
+                "k",
+                "--scenario",
+                "idle",
+                "--transport",
+                transport,
+                "--protocol",
+                "messagepack",
+            ]);
+            assert!(args.validate().unwrap_err().contains("JSON"));
+            let args = parse(&[
+                "--target",
+                "baseline",
+                "--url",
+                "http://x",
+                "--scenario",
+                "idle",
+                "--transport",
+                transport,
+            ]);
+            assert!(args
+                .validate()
+                .unwrap_err()
+                .contains("--target switchboard"));
+        }
+        let args = parse(&[
+            "--access-key",
+            "k",
+            "--scenario",
+            "idle",
+            "--keep-alive",
+            "inf",
+        ]);
+        assert!(args.validate().is_err());
     }
 
     #[test]

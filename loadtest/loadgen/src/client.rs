@@ -7,6 +7,9 @@
 //! - Socket.IO: the engine.io v4 WebSocket at `/socket.io/?EIO=4&transport=websocket`, the open
 //!   packet, `40` to join the main namespace, and `3` for every ping.
 //!
+//! - Switchboard over Server-Sent Events or Long Polling (`--transport`): the same negotiate,
+//!   then [`crate::http_transport`].
+//!
 //! Every client has a tiny WebSocket read buffer and no write buffer, so ten thousand of them fit
 //! in one process.
 
@@ -20,9 +23,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Target;
+use crate::cli::{Target, Transport};
 use crate::error::{Error, FrameError};
 use crate::frames::{self, Incoming, Protocol, SocketIo, Stamp};
+use crate::http_transport::{self, HttpKind, HttpOpened};
 use crate::rest::RestClient;
 use crate::stats::{now_us, Recorder};
 
@@ -40,7 +44,11 @@ pub struct Endpoint {
     pub users: Option<usize>,
     /// `--scenario group`: connection i joins `group{i % groups}` once connected.
     pub groups: Option<usize>,
+    /// 0: no pings.
     pub keep_alive: Duration,
+    pub transport: Transport,
+    /// Bounds the side requests of HTTP-transport clients (see [`http_transport`]).
+    pub side_requests: tokio::sync::Semaphore,
 }
 
 /// The user of connection `index` in the user scenario.
@@ -61,9 +69,15 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
+/// How an open connection reaches its client.
+enum Link {
+    Ws(Box<Ws>),
+    Http(Box<HttpOpened>),
+}
+
 /// An open client connection, ready to receive.
 pub struct Opened {
-    ws: Ws,
+    link: Link,
     /// Switchboard's connection id (from negotiate).
     pub connection_id: Option<String>,
     /// JSON records that arrived in the same WebSocket message as the handshake response.
@@ -115,16 +129,31 @@ async fn open_inner(ep: &Endpoint, index: usize) -> Result<Opened, Error> {
 async fn open_signalr(ep: &Endpoint, index: usize) -> Result<Opened, Error> {
     let user = ep.users.map(|u| user_name(index, u));
     let negotiated = ep.rest.negotiate(user.as_deref()).await?;
-    let mut ws = ws_connect(&negotiated.ws_url).await?;
-    ws.send(Message::text(frames::handshake_request(ep.protocol)))
-        .await?;
-    let reply = next_text(&mut ws, "the handshake").await?;
-    let leftover = frames::parse_handshake_response(&reply)?.to_owned();
+    let kind = match ep.transport {
+        Transport::Websockets => None,
+        Transport::Sse => Some(HttpKind::Sse),
+        Transport::Longpolling => Some(HttpKind::LongPolling),
+    };
+    let (link, leftover) = match kind {
+        None => {
+            let mut ws = ws_connect(&negotiated.ws_url).await?;
+            ws.send(Message::text(frames::handshake_request(ep.protocol)))
+                .await?;
+            let reply = next_text(&mut ws, "the handshake").await?;
+            let leftover = frames::parse_handshake_response(&reply)?.to_owned();
+            (Link::Ws(Box::new(ws)), leftover)
+        }
+        Some(kind) => {
+            let (opened, leftover) =
+                http_transport::open(kind, &negotiated.ws_url, &ep.rest, &ep.side_requests).await?;
+            (Link::Http(Box::new(opened)), leftover)
+        }
+    };
     if let (Some(groups), Some(id)) = (ep.groups, negotiated.connection_id.as_deref()) {
         ep.rest.join_group(&group_name(index, groups), id).await?;
     }
     Ok(Opened {
-        ws,
+        link,
         connection_id: negotiated.connection_id,
         leftover,
     })
@@ -149,7 +178,7 @@ async fn open_socketio(ep: &Endpoint) -> Result<Opened, Error> {
         }
     }
     Ok(Opened {
-        ws,
+        link: Link::Ws(Box::new(ws)),
         connection_id: None,
         leftover: String::new(),
     })
@@ -206,9 +235,7 @@ pub async fn receive(
     recorder: &Recorder,
     stop: CancellationToken,
 ) {
-    let Opened {
-        mut ws, leftover, ..
-    } = opened;
+    let Opened { link, leftover, .. } = opened;
     let mut stamps = Vec::new();
     if !leftover.is_empty() {
         if let Err(e) = frames::parse_json(&leftover, |i| {
@@ -221,13 +248,31 @@ pub async fn receive(
         recorder.record(index, now_us(), &stamps);
         stamps.clear();
     }
-    // Spread the pings of many connections over the interval.
-    let offset = ep.keep_alive.mul_f64((index % 997) as f64 / 997.0);
+    let mut ws = match link {
+        Link::Ws(ws) => ws,
+        Link::Http(opened) => {
+            let shared = http_transport::Shared {
+                rest: &ep.rest,
+                side: &ep.side_requests,
+                keep_alive: ep.keep_alive,
+            };
+            return http_transport::receive(*opened, index, shared, recorder, stop).await;
+        }
+    };
+    // Spread the pings of many connections over the interval (an hour apart when disabled:
+    // the branch is off then).
+    let keep_alive = if ep.keep_alive.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        ep.keep_alive
+    };
+    let offset = keep_alive.mul_f64((index % 997) as f64 / 997.0);
     let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + offset + ep.keep_alive / 2,
-        ep.keep_alive,
+        tokio::time::Instant::now() + offset + keep_alive / 2,
+        keep_alive,
     );
     let ping_message = match (ep.target, ep.protocol) {
+        _ if ep.keep_alive.is_zero() => None,
         (Target::Socketio, _) => None,
         (_, Protocol::Json) => Some(Message::text(frames::JSON_PING)),
         (_, Protocol::Messagepack) => Some(Message::binary(frames::MSGPACK_PING.to_vec())),

@@ -15,6 +15,8 @@ pub enum FrameError {
     BadArguments,
     #[error("the server refused the handshake: {0}")]
     Refused(String),
+    #[error("frames that are not UTF-8")]
+    NotUtf8,
 }
 
 /// Why a run (or one of its connections or sends) failed.
@@ -30,6 +32,8 @@ pub enum Error {
         status: u16,
         body: String,
     },
+    #[error("HTTP connection: {0}")]
+    Hyper(#[from] hyper::Error),
     #[error("WebSocket: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("{0}")]

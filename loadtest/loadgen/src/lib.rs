@@ -5,15 +5,17 @@
 //! client) and against Socket.IO 4, all driven by the same generator. This crate is that
 //! generator and the bare server.
 //!
-//! The generator opens N WebSocket clients at a given pace (negotiate, WebSocket, handshake;
-//! SignalR JSON or MessagePack, or Socket.IO's engine.io v4), drives REST sends at a given rate
-//! or in a burst (broadcast, user, group, connection), and reports delivered messages per
-//! second, end-to-end latency from a timestamp in each payload (HDR histogram), connect rate,
-//! errors and drops, and the server's RSS per connection. Layout:
+//! The generator opens N clients at a given pace (negotiate, transport, handshake; SignalR JSON
+//! or MessagePack over WebSockets, JSON over Server-Sent Events or Long Polling, or Socket.IO's
+//! engine.io v4), drives REST sends at a given rate or in a burst (broadcast, user, group,
+//! connection), and reports delivered messages per second, end-to-end latency from a timestamp
+//! in each payload (HDR histogram), connect rate, errors and drops, and the server's RSS per
+//! connection. Layout:
 //!
 //! - [`cli`]: the options, shared by the parent and its worker processes.
 //! - [`frames`]: the wire formats, decoded only as far as the measurement needs.
 //! - [`client`]: one connection, opened and read.
+//! - [`http_transport`]: the Server-Sent Events and Long Polling clients.
 //! - [`rest`]: negotiate, group joins and sends over HTTP (tokens from `switchboard-auth`).
 //! - [`send`]: which message goes where and when, and the deliveries it owes.
 //! - [`pool`]: the connections of a run, in this process or in worker processes.
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frames;
+pub mod http_transport;
 pub mod invoke;
 pub mod pool;
 pub mod procfs;

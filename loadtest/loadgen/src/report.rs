@@ -1,6 +1,7 @@
 //! The result of a run: one flat, serializable [`Report`] printed as a table for people and as
 //! one JSON line for scripts, and [`compare`], which turns a file of such lines into the
-//! Markdown tables of docs/benchmarks.md (each figure next to the baselines of the same run).
+//! Markdown tables of docs/benchmarks.md (each figure next to the baselines of the same run, and
+//! Switchboard's HTTP transports next to its WebSockets).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +24,9 @@ pub struct Report {
     pub target: String,
     pub scenario: String,
     pub protocol: String,
+    /// `websockets`, `sse` or `longpolling` (absent from older results: WebSockets).
+    #[serde(default)]
+    pub transport: String,
     /// `idle`, `burst K` or `rate M/s`.
     pub mode: String,
     pub processes: usize,
@@ -73,6 +77,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// The transport, `websockets` when not recorded.
+    pub fn transport(&self) -> &str {
+        if self.transport.is_empty() {
+            "websockets"
+        } else {
+            &self.transport
+        }
+    }
+
     /// Every connect, send, decode and disconnect error.
     pub fn error_count(&self) -> u64 {
         self.connect_errors + self.send_errors + self.decode_errors + self.disconnects
@@ -85,8 +98,13 @@ impl Report {
             |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
         let _ = writeln!(
             s,
-            "switchboard-loadgen  target={} scenario={} protocol={} mode={} label={}",
-            self.target, self.scenario, self.protocol, self.mode, self.label
+            "switchboard-loadgen  target={} transport={} scenario={} protocol={} mode={} label={}",
+            self.target,
+            self.transport(),
+            self.scenario,
+            self.protocol,
+            self.mode,
+            self.label
         );
         let _ = writeln!(
             s,
@@ -174,8 +192,22 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// The figure a run of this kind is compared by, and its name.
+fn metric(r: &Report) -> (&'static str, fn(&Report) -> Option<f64>) {
+    if r.mode.starts_with("burst") {
+        ("deliveries/s", |r| r.deliveries_per_s)
+    } else if r.mode.starts_with("rate") {
+        ("p99 latency", |r| r.latency_ms.map(|l| l.p99))
+    } else if r.connect_rate_limit == 0.0 {
+        ("connections/s", |r| r.connect_per_s)
+    } else {
+        ("KiB per connection", |r| r.kib_per_connection)
+    }
+}
+
 /// Markdown tables of the reports in `results` (one JSON line each; other lines are skipped):
-/// every run, then per label the Switchboard figure divided by each baseline's.
+/// every run, then per label the Switchboard figure divided by each baseline's, and per label
+/// Switchboard's SSE and Long Polling figures divided by its WebSockets figure.
 pub fn compare(results: &str) -> String {
     let reports: Vec<Report> = results
         .lines()
@@ -196,7 +228,10 @@ pub fn compare(results: &str) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
-            r.target,
+            match r.transport() {
+                "websockets" => r.target.clone(),
+                other => format!("{} ({other})", r.target),
+            },
             r.opened,
             if r.connect_rate_limit == 0.0 {
                 fmt_opt(r.connect_per_s, 0)
@@ -223,12 +258,13 @@ pub fn compare(results: &str) -> String {
             labels.push(&r.label);
         }
     }
-    let find = |label: &str, target: &str| {
+    let find_on = |label: &str, target: &str, transport: &str| {
         reports
             .iter()
             .rev()
-            .find(|r| r.label == label && r.target == target)
+            .find(|r| r.label == label && r.target == target && r.transport() == transport)
     };
+    let find = |label: &str, target: &str| find_on(label, target, "websockets");
     let mut rows = String::new();
     for label in &labels {
         let Some(sb) = find(label, "switchboard") else {
@@ -239,16 +275,7 @@ pub fn compare(results: &str) -> String {
         if bl.is_none() && sio.is_none() {
             continue;
         }
-        let metric: (&str, fn(&Report) -> Option<f64>) = if sb.mode.starts_with("burst") {
-            ("deliveries/s", |r| r.deliveries_per_s)
-        } else if sb.mode.starts_with("rate") {
-            ("p99 latency", |r| r.latency_ms.map(|l| l.p99))
-        } else if sb.connect_rate_limit == 0.0 {
-            ("connections/s", |r| r.connect_per_s)
-        } else {
-            ("KiB per connection", |r| r.kib_per_connection)
-        };
-        let (name, get) = metric;
+        let (name, get) = metric(sb);
         let _ = writeln!(
             rows,
             "| {label} | {name} | {} | {} | {} | {} | {} |",
@@ -266,6 +293,56 @@ pub fn compare(results: &str) -> String {
             "| run | metric | switchboard | baseline | socket.io | switchboard ÷ baseline | switchboard ÷ socket.io |"
         );
         let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        s.push_str(&rows);
+    }
+    let mut rows = String::new();
+    for label in &labels {
+        let Some(ws) = find(label, "switchboard") else {
+            continue;
+        };
+        let sse = find_on(label, "switchboard", "sse");
+        let lp = find_on(label, "switchboard", "longpolling");
+        if sse.is_none() && lp.is_none() {
+            continue;
+        }
+        let (name, get) = metric(ws);
+        let runs = [Some(ws), sse, lp];
+        let each = |f: &dyn Fn(&Report) -> String| {
+            runs.iter()
+                .map(|r| r.map_or("–".to_owned(), f))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let _ = writeln!(
+            rows,
+            "| {label} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt_opt(get(ws), 2),
+            fmt_opt(sse.and_then(get), 2),
+            fmt_opt(lp.and_then(get), 2),
+            ratio(sse.and_then(get), get(ws)),
+            ratio(lp.and_then(get), get(ws)),
+            each(&|r| format!("{} of {}", r.received, r.expected)),
+            each(&|r| r.error_count().to_string()),
+            each(&|r| {
+                let cpu = if r.sends > 0 {
+                    r.server_cpu_send_s
+                } else {
+                    r.server_cpu_connect_s
+                };
+                fmt_opt(cpu, 2)
+            }),
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "| run | metric | websockets | sse | long polling | sse ÷ websockets | long polling ÷ websockets | delivered (ws / sse / lp) | errors (ws / sse / lp) | server CPU s (ws / sse / lp) |"
+        );
+        let _ = writeln!(
+            s,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
         s.push_str(&rows);
     }
     s
@@ -307,6 +384,39 @@ mod tests {
             out.lines().filter(|l| l.starts_with("| burst |")).count(),
             4
         );
+    }
+
+    #[test]
+    fn compare_divides_http_transports_by_websockets() {
+        let mut lines = Vec::new();
+        for (transport, rate, received) in [
+            ("", 100.0, 2000),
+            ("sse", 80.0, 2000),
+            ("longpolling", 50.0, 1999),
+        ] {
+            let mut r = report("burst", "switchboard", "burst 200", Some(rate));
+            r.transport = transport.into();
+            r.sends = 200;
+            r.expected = 2000;
+            r.received = received;
+            r.drops = 2000 - received;
+            r.server_cpu_send_s = Some(1.5);
+            lines.push(serde_json::to_string(&r).unwrap());
+        }
+        // An older line without the field reads as WebSockets.
+        let old = lines[0].replace(",\"transport\":\"\"", "");
+        assert!(!old.contains("transport"));
+        lines[0] = old;
+        let out = compare(&lines.join("\n"));
+        assert!(out.contains("| burst | switchboard (sse) |"), "{out}");
+        assert!(
+            out.contains(
+                "| burst | deliveries/s | 100.00 | 80.00 | 50.00 | 0.80 | 0.50 | 2000 of 2000 / 2000 of 2000 / 1999 of 2000 | 0 / 0 / 0 | 1.50 / 1.50 / 1.50 |"
+            ),
+            "{out}"
+        );
+        // No baseline in the file: no baseline table.
+        assert!(!out.contains("switchboard ÷ baseline"), "{out}");
     }
 
     #[test]

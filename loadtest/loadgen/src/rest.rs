@@ -218,6 +218,25 @@ impl RestClient {
         Self::expect_success(resp, "send").await
     }
 
+    /// A client's send on an HTTP transport: `POST` of hub protocol frames to its connection URL
+    /// (`http://…/client/?hub=…&id=…`), over this client's connection pool.
+    pub async fn client_send(&self, url: &str, frames: bytes::Bytes) -> Result<(), Error> {
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(frames)
+            .send()
+            .await?;
+        Self::expect_success(resp, "client send").await
+    }
+
+    /// A Long Polling client ends its connection: `DELETE` of its connection URL.
+    pub async fn client_delete(&self, url: &str) -> Result<(), Error> {
+        let resp = self.http.delete(url).send().await?;
+        Self::expect_success(resp, "client delete").await
+    }
+
     /// `PUT /api/hubs/{hub}/groups/{group}/connections/{id}`.
     pub async fn join_group(&self, group: &str, connection_id: &str) -> Result<(), Error> {
         let path = format!(

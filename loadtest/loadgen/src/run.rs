@@ -59,6 +59,8 @@ pub fn endpoint(args: &RunArgs) -> Result<Arc<Endpoint>, Error> {
         users: (args.scenario == Scenario::User).then(|| args.user_count()),
         groups: (args.scenario == Scenario::Group).then(|| args.group_count()),
         keep_alive: Duration::from_secs_f64(args.keep_alive),
+        transport: args.transport,
+        side_requests: tokio::sync::Semaphore::new(crate::http_transport::SIDE_REQUESTS),
     }))
 }
 
@@ -233,6 +235,7 @@ fn build_report(
     Report {
         label: args.label.clone(),
         target: args.target.name().to_owned(),
+        transport: args.transport.name().to_owned(),
         scenario: args.scenario.name().to_owned(),
         protocol: match args.target {
             Target::Socketio => "socket.io".to_owned(),

@@ -120,6 +120,45 @@ async fn generator_drives_switchboard_in_every_scenario() {
         let report = loadgen(&args).await;
         assert_delivered_without_errors(&report);
     }
+    // The HTTP transports: every message once, through a group (the join needs the connection
+    // id) and to every connection.
+    let runs: [&[&str]; 3] = [
+        &[
+            "--transport",
+            "sse",
+            "--scenario",
+            "group",
+            "--groups",
+            "5",
+            "--burst",
+            "20",
+        ],
+        &[
+            "--transport",
+            "longpolling",
+            "--scenario",
+            "broadcast",
+            "--burst",
+            "100",
+        ],
+        &[
+            "--transport",
+            "longpolling",
+            "--scenario",
+            "connection",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
+    ];
+    for run in runs {
+        let args: Vec<&str> = common.iter().chain(run.iter()).copied().collect();
+        let report = loadgen(&args).await;
+        assert_delivered_without_errors(&report);
+        assert_eq!(report.transport, run[1]);
+        assert_eq!((report.drops, report.extra), (0, 0), "{}", report.table());
+    }
 }
 
 #[tokio::test]
