@@ -8,7 +8,8 @@
 //   {"id":1,"cmd":"connect","name":"a","url":"http://127.0.0.1:8080/client/?hub=chat",
 //    "token":"<jwt>","protocol":"json"|"messagepack","targets":["hello"],"reconnect":false,
 //    "transport":"websockets"|"sse"|"longpolling"|"any",   (default websockets)
-//    "blockWebSockets":false}   (every WebSocket fails to open, as behind a proxy that blocks them)
+//    "blockWebSockets":false,   (every WebSocket fails to open, as behind a proxy that blocks them)
+//    "statefulReconnect":false}   (withStatefulReconnect())
 //   {"id":2,"cmd":"invoke","name":"a","target":"echo","args":[1]}
 //   {"id":3,"cmd":"send","name":"a","target":"echo","args":[1]}
 //   {"id":4,"cmd":"stop","name":"a"}
@@ -68,6 +69,7 @@ async function connect(cmd) {
     })
     .configureLogging(signalR.LogLevel.None);
   if (cmd.protocol === "messagepack") builder.withHubProtocol(new MessagePackHubProtocol());
+  if (cmd.statefulReconnect) builder.withStatefulReconnect();
   if (cmd.reconnect) builder.withAutomaticReconnect([0, 200, 500, 1000, 1000, 1000, 2000, 2000, 2000]);
   const connection = builder.build();
   if (cmd.serverTimeoutMs) connection.serverTimeoutInMilliseconds = cmd.serverTimeoutMs;

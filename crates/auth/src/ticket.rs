@@ -34,6 +34,8 @@ pub struct ConnectionTicket {
     pub claims: Claims,
     /// Unix seconds after which the ticket is no longer accepted (plus [`TICKET_LEEWAY_SECS`]).
     pub expires_at: u64,
+    /// The client negotiated stateful reconnect (`useStatefulReconnect=true`).
+    pub stateful_reconnect: bool,
 }
 
 impl KeySet {
@@ -57,6 +59,9 @@ impl KeySet {
             claims.insert("c".to_string(), Value::Object(client));
         }
         claims.insert("exp".to_string(), Value::from(ticket.expires_at));
+        if ticket.stateful_reconnect {
+            claims.insert("sr".to_string(), Value::from(true));
+        }
         sign(self.primary(), Algorithm::HS256, None, &claims)
     }
 
@@ -82,6 +87,7 @@ impl KeySet {
         let hub = take_string("hub")?.ok_or_else(|| missing("hub"))?;
         let connection_id = take_string("cid")?.ok_or_else(|| missing("cid"))?;
         let user_id = take_string("uid")?;
+        let stateful_reconnect = claims.remove("sr").and_then(|v| v.as_bool()) == Some(true);
         let claims = match claims.remove("c") {
             None => Claims::new(),
             Some(Value::Object(c)) => c,
@@ -97,6 +103,7 @@ impl KeySet {
             user_id,
             claims,
             expires_at,
+            stateful_reconnect,
         })
     }
 }
@@ -125,6 +132,7 @@ mod tests {
             user_id: Some("u1".to_string()),
             claims,
             expires_at: NOW + 5,
+            stateful_reconnect: true,
         }
     }
 
@@ -164,6 +172,7 @@ mod tests {
             user_id: None,
             claims: Claims::new(),
             expires_at: NOW,
+            stateful_reconnect: false,
         };
         let ks = keys(&["k"]);
         assert_eq!(ks.verify_ticket(&ks.mint_ticket(&t), NOW), Ok(t));
@@ -263,7 +272,7 @@ mod tests {
         fn round_trip(hub in ".{0,40}", cid in ".{0,40}", uid in proptest::option::of(".{0,40}"), role in ".{0,20}", exp in 0u64..u64::MAX / 2) {
             let mut claims = Claims::new();
             claims.insert("role".to_string(), json!(role));
-            let t = ConnectionTicket { hub, connection_id: cid, user_id: uid, claims, expires_at: exp };
+            let t = ConnectionTicket { hub, connection_id: cid, user_id: uid, claims, expires_at: exp, stateful_reconnect: exp % 2 == 0 };
             let ks = keys(&["key"]);
             prop_assert_eq!(ks.verify_ticket(&ks.mint_ticket(&t), exp), Ok(t));
         }

@@ -118,6 +118,12 @@ pub struct GatewayConfig {
     pub upstream: Option<upstream::UpstreamConfig>,
     /// Browser origins that get CORS headers.
     pub cors: cors::CorsOrigins,
+    /// Stateful reconnect: how long a connection whose WebSocket dropped waits for its client
+    /// (zero: stateful reconnect is not offered).
+    pub stateful_reconnect_window: Duration,
+    /// Stateful reconnect: bytes of unacknowledged messages kept per connection (ASP.NET Core's
+    /// default, 100,000); beyond, sending waits for the client's acks.
+    pub stateful_reconnect_buffer: usize,
 }
 
 impl GatewayConfig {
@@ -142,6 +148,8 @@ impl GatewayConfig {
             cluster: None,
             upstream: None,
             cors: cors::CorsOrigins::Any,
+            stateful_reconnect_window: Duration::from_secs(15),
+            stateful_reconnect_buffer: 100_000,
         }
     }
 }
@@ -164,6 +172,8 @@ pub struct Shared {
     pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
     /// Open Server-Sent Events and Long Polling connections, by the `id` their client presents.
     pub(crate) pipes: Arc<client::http::Pipes>,
+    /// Connections a reconnecting client can resume (stateful reconnect), by token.
+    pub(crate) resumable: client::resume::Resumable,
     /// The node holds a live lease in the store.
     registered: AtomicBool,
     /// Shutdown has begun: not ready, no new connections.
@@ -318,6 +328,7 @@ impl Gateway {
                 tracker,
                 connection_slots,
                 pipes: Arc::default(),
+                resumable: Default::default(),
                 registered: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }

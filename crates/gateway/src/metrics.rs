@@ -76,6 +76,11 @@ pub struct GatewayMetrics {
     transports: [Counter; 3],
     /// Long Polling polls, by outcome.
     polls: [Counter; 3],
+    /// Stateful reconnect: connections resumed on a new socket, windows that expired, frames
+    /// sent again.
+    pub stateful_resumed: Counter,
+    pub stateful_expired: Counter,
+    pub replayed: Counter,
     /// Negotiates answered, by negotiate version.
     pub negotiated_v0: Counter,
     pub negotiated_v1: Counter,
@@ -106,6 +111,14 @@ impl GatewayMetrics {
         describe_counter!(
             "switchboard_long_polls_total",
             "Long Polling polls answered, by outcome: data, empty (poll timeout or superseded), closed (204)."
+        );
+        describe_counter!(
+            "switchboard_stateful_reconnects_total",
+            "Stateful reconnect: dropped WebSockets whose client came back (resumed) or did not within the window (expired)."
+        );
+        describe_counter!(
+            "switchboard_replayed_messages_total",
+            "Stateful reconnect: unacknowledged messages sent again on a reconnected socket."
         );
         describe_counter!(
             "switchboard_negotiations_total",
@@ -178,6 +191,9 @@ impl GatewayMetrics {
                 .map(|t| counter!("switchboard_transport_connections_total", "transport" => t)),
             polls: ["data", "empty", "closed"]
                 .map(|o| counter!("switchboard_long_polls_total", "outcome" => o)),
+            stateful_resumed: counter!("switchboard_stateful_reconnects_total", "outcome" => "resumed"),
+            stateful_expired: counter!("switchboard_stateful_reconnects_total", "outcome" => "expired"),
+            replayed: counter!("switchboard_replayed_messages_total"),
             negotiated_v0: counter!("switchboard_negotiations_total", "version" => "0"),
             negotiated_v1: counter!("switchboard_negotiations_total", "version" => "1"),
             fanout_seconds: histogram!("switchboard_fanout_duration_seconds"),

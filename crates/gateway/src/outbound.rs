@@ -140,6 +140,11 @@ impl Outbound {
         }
     }
 
+    /// The close request, if one was made (the queued frames stay queued).
+    pub fn close_request(&self) -> Option<CloseRequest> {
+        self.state.lock().close.clone()
+    }
+
     /// Whether a close has been requested.
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()

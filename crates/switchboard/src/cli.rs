@@ -333,6 +333,24 @@ pub struct GatewayFlags {
     )]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Stateful reconnect (clients with `withStatefulReconnect()`): seconds a connection whose
+    /// WebSocket dropped stays open for its client to come back; 0 turns stateful reconnect off.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_STATEFUL_RECONNECT_WINDOW",
+        default_value_t = 15
+    )]
+    pub stateful_reconnect_window: u64,
+
+    /// Stateful reconnect: bytes of unacknowledged messages kept per connection for a replay;
+    /// beyond, sending waits for the client's acknowledgements.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_STATEFUL_RECONNECT_BUFFER",
+        default_value_t = 100_000
+    )]
+    pub stateful_reconnect_buffer: usize,
+
     /// Seconds of this gateway's lease in the store: if it stops renewing (crash, partition),
     /// its connections disappear cluster-wide this long after the last renewal.
     #[arg(long, env = "SWITCHBOARD_LEASE", default_value_t = 10)]

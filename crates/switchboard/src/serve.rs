@@ -120,6 +120,9 @@ pub fn validate_gateway(flags: &GatewayFlags) -> anyhow::Result<()> {
         anyhow::bail!("--upstream-timeout must be at least 1 second");
     }
     CorsOrigins::parse(&flags.cors_allowed_origins).map_err(anyhow::Error::msg)?;
+    if flags.stateful_reconnect_buffer == 0 {
+        anyhow::bail!("--stateful-reconnect-buffer must be positive");
+    }
     Ok(())
 }
 
@@ -241,6 +244,8 @@ fn gateway_config(
     config.queue_limits.max_frames = flags.max_queued_messages;
     config.queue_limits.max_bytes = flags.max_queued_bytes;
     config.lease = Duration::from_secs(flags.lease);
+    config.stateful_reconnect_window = Duration::from_secs(flags.stateful_reconnect_window);
+    config.stateful_reconnect_buffer = flags.stateful_reconnect_buffer;
     config.cluster = cluster;
     // Checked by `validate_gateway` before anything starts; were it not, no origin would pass.
     config.cors = CorsOrigins::parse(&flags.cors_allowed_origins)

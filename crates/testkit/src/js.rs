@@ -40,6 +40,11 @@ pub struct ConnectOptions<'a> {
     pub transport: Option<&'a str>,
     /// Every WebSocket the client opens fails (a proxy that blocks them).
     pub block_websockets: bool,
+    /// `withStatefulReconnect()`.
+    pub stateful_reconnect: bool,
+    /// Connect through this base URL (e.g. a proxy's `http://127.0.0.1:port`) instead of the
+    /// server's own.
+    pub endpoint: Option<String>,
 }
 
 impl Default for ConnectOptions<'_> {
@@ -55,6 +60,8 @@ impl Default for ConnectOptions<'_> {
             query: None,
             transport: None,
             block_websockets: false,
+            stateful_reconnect: false,
+            endpoint: None,
         }
     }
 }
@@ -176,14 +183,19 @@ impl JsClients {
             .token
             .clone()
             .unwrap_or_else(|| server.client_token(options.hub, options.user));
+        let base = match &options.endpoint {
+            Some(endpoint) => format!("{endpoint}/client/?hub={}", options.hub),
+            None => server.client_url(options.hub),
+        };
+        let url = match options.query {
+            Some(query) => format!("{base}&{query}"),
+            None => base,
+        };
         let reply = self
             .call(json!({
                 "cmd": "connect",
                 "name": name,
-                "url": match options.query {
-                    Some(query) => format!("{}&{query}", server.client_url(options.hub)),
-                    None => server.client_url(options.hub),
-                },
+                "url": url,
                 "token": token,
                 "protocol": options.protocol,
                 "targets": options.targets,
@@ -191,6 +203,7 @@ impl JsClients {
                 "keepAliveMs": options.keep_alive_ms,
                 "transport": options.transport,
                 "blockWebSockets": options.block_websockets,
+                "statefulReconnect": options.stateful_reconnect,
             }))
             .await?;
         Ok(reply

@@ -1,6 +1,7 @@
 //! A TCP proxy that can cut a link, for partition tests: traffic between two nodes goes
 //! through it, and [`Proxy::cut`] drops every open connection and refuses new ones until
-//! [`Proxy::heal`].
+//! [`Proxy::heal`]. [`Proxy::cut_and_hold`] drops the open connections but holds new ones
+//! until the heal (a network blip a client's reconnect attempt survives).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,12 @@ use tokio::sync::watch;
 /// See the module docs. Dropping it stops it.
 pub struct Proxy {
     pub addr: SocketAddr,
-    cut: Arc<watch::Sender<bool>>,
+    /// New connections are refused.
+    refuse: Arc<watch::Sender<bool>>,
+    /// New connections wait.
+    hold: Arc<watch::Sender<bool>>,
+    /// Bumped to drop every open connection.
+    drops: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -20,37 +26,59 @@ impl Proxy {
     pub async fn start(listen: SocketAddr, target: SocketAddr) -> anyhow::Result<Proxy> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let cut = Arc::new(watch::Sender::new(false));
-        let state = cut.clone();
+        let refuse = Arc::new(watch::Sender::new(false));
+        let hold = Arc::new(watch::Sender::new(false));
+        let drops = Arc::new(watch::Sender::new(0u64));
+        let (refusing, holding, dropping) = (refuse.clone(), hold.clone(), drops.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if *state.borrow() {
+                if *refusing.borrow() {
                     continue; // dropped: the connection is refused by closing it
                 }
-                let mut cut_rx = state.subscribe();
+                let mut hold_rx = holding.subscribe();
+                let dropping = dropping.clone();
                 tokio::spawn(async move {
+                    // While held, a new connection waits instead of being refused.
+                    let _ = hold_rx.wait_for(|held| !*held).await;
+                    let mut drops_rx = dropping.subscribe();
+                    drops_rx.mark_unchanged();
                     let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
                     let mut client = client;
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                        _ = drops_rx.changed() => {}
                     }
                 });
             }
         });
-        Ok(Proxy { addr, cut, task })
+        Ok(Proxy {
+            addr,
+            refuse,
+            hold,
+            drops,
+            task,
+        })
     }
 
     /// Drops every connection through the proxy and refuses new ones.
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.refuse.send_replace(true);
+        self.drops.send_modify(|n| *n += 1);
     }
 
-    /// Lets connections through again.
+    /// Drops every open connection; new ones are accepted but wait, unforwarded, until
+    /// [`Proxy::heal`].
+    pub fn cut_and_hold(&self) {
+        self.hold.send_replace(true);
+        self.drops.send_modify(|n| *n += 1);
+    }
+
+    /// Lets connections through again (held ones too).
     pub fn heal(&self) {
-        self.cut.send_replace(false);
+        self.refuse.send_replace(false);
+        self.hold.send_replace(false);
     }
 }
 

@@ -14,11 +14,13 @@ use axum::extract::ws::Message;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use switchboard_auth::ConnectionTicket;
 use switchboard_membership::{Command, Outcome};
+use switchboard_protocol::stateful::{Incoming, Receiver, SendBuffer};
 use switchboard_protocol::{self as protocol, FrameReader, HubMessage, Protocol};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
+use super::resume::Slot;
 use crate::dispatch::to_message;
 use crate::metrics::CloseReason;
 use crate::outbound::CloseRequest;
@@ -37,38 +39,73 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) fn run<S, E>(
     socket: S,
     shared: Arc<Shared>,
-    ticket: ConnectionTicket,
-    query: String,
+    opening: Opening,
     peer: SocketAddr,
     token: TaskTrackerToken,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()> + Send
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send,
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Send + Resume,
     E: std::fmt::Display + Send,
 {
     let span = tracing::debug_span!(
         "connection",
-        connection_id = %ticket.connection_id,
-        hub = %ticket.hub,
+        connection_id = %opening.ticket.connection_id,
+        hub = %opening.ticket.hub,
         peer = %peer,
     );
     Connection {
         socket,
         shared,
         upstream: None,
+        stateful: None,
         _token: token,
         _slot: slot,
     }
-    .run(Box::new(Opening { ticket, query }))
+    .run(Box::new(opening))
     .instrument(span)
 }
 
 /// What a connection needs only until it is open.
-struct Opening {
-    ticket: ConnectionTicket,
+pub(crate) struct Opening {
+    pub(crate) ticket: ConnectionTicket,
     /// The query string the client connected with (kept only when an upstream is configured).
-    query: String,
+    pub(crate) query: String,
+    /// The `id` the client connected with (a stateful connection is resumed by it).
+    pub(crate) token_id: String,
+}
+
+/// A transport a reconnecting client's WebSocket can replace (stateful reconnect). Only
+/// WebSockets: the official clients reconnect statefully over WebSockets only.
+pub(crate) trait Resume: Sized {
+    const SUPPORTED: bool;
+    fn resume(socket: axum::extract::ws::WebSocket) -> Option<Self>;
+}
+
+impl Resume for axum::extract::ws::WebSocket {
+    const SUPPORTED: bool = true;
+    fn resume(socket: axum::extract::ws::WebSocket) -> Option<Self> {
+        Some(socket)
+    }
+}
+
+impl Resume for super::http::PipeTransport {
+    const SUPPORTED: bool = false;
+    fn resume(_: axum::extract::ws::WebSocket) -> Option<Self> {
+        None
+    }
+}
+
+/// What a stateful-reconnect connection keeps (allocated only for those).
+struct Stateful {
+    /// Sent and not yet acknowledged by the client.
+    send: SendBuffer<Message>,
+    /// Which client messages to process; what to acknowledge.
+    recv: Receiver,
+    /// Taken from the outbound queue but not sent: the send buffer is full until an ack.
+    held: VecDeque<Message>,
+    slot: Arc<Slot>,
+    token_id: Box<str>,
 }
 
 struct Connection<S> {
@@ -76,6 +113,8 @@ struct Connection<S> {
     shared: Arc<Shared>,
     /// This connection's queue of upstream events, when an upstream is configured.
     upstream: Option<Arc<Link>>,
+    /// Stateful reconnect, when negotiated.
+    stateful: Option<Box<Stateful>>,
     _token: TaskTrackerToken,
     /// This connection's place under `max_connections`, given back when it ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -126,7 +165,7 @@ enum Drained {
 
 impl<S, E> Connection<S>
 where
-    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin + Resume,
     E: std::fmt::Display + Send,
 {
     /// The whole life of the connection. The set-up and the wind-down run boxed: they are
@@ -151,9 +190,13 @@ where
         &mut self,
         opening: Box<Opening>,
     ) -> Option<(Arc<ConnectionHandle>, Protocol, Vec<u8>)> {
-        let Opening { ticket, query } = *opening;
+        let Opening {
+            ticket,
+            query,
+            token_id,
+        } = *opening;
         let metrics = self.shared.metrics.clone();
-        let (protocol, leftover) =
+        let (protocol, version, leftover) =
             match timeout(self.shared.config.handshake_timeout, self.handshake()).await {
                 Ok(Ok(done)) => done,
                 Ok(Err(error)) => {
@@ -194,6 +237,7 @@ where
                 protocol,
             )
         });
+        let ticket_stateful = ticket.stateful_reconnect;
         drop(ticket);
         drop(query);
         if let Err(error) = self.register(&handle).await {
@@ -217,7 +261,19 @@ where
                 metrics.clone(),
             ));
         }
-        tracing::debug!(user = ?handle.user, protocol = protocol.name(), "connected");
+        // Stateful reconnect needs it negotiated, hub protocol version 2 and a WebSocket.
+        let window = self.shared.config.stateful_reconnect_window;
+        if ticket_stateful && version >= 2 && !window.is_zero() && S::SUPPORTED {
+            let slot = self.shared.resumable.insert(&token_id, handle.clone());
+            self.stateful = Some(Box::new(Stateful {
+                send: SendBuffer::new(self.shared.config.stateful_reconnect_buffer),
+                recv: Receiver::new(),
+                held: VecDeque::new(),
+                slot,
+                token_id: token_id.into(),
+            }));
+        }
+        tracing::debug!(user = ?handle.user, protocol = protocol.name(), stateful = self.stateful.is_some(), "connected");
         if self.shared.is_draining() {
             handle.close(CloseRequest {
                 reason: CloseReason::Shutdown,
@@ -246,6 +302,15 @@ where
             // Answer the client's close handshake (RFC 6455 §5.5.1) instead of just dropping TCP.
             let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.close()).await;
         }
+        if let Some(stateful) = self.stateful.take() {
+            // Its token stays refused as long as it could open a connection (plus the leeway
+            // between gateways' clocks).
+            let remember = self.shared.config.connection_token_lifetime
+                + Duration::from_secs(switchboard_auth::TICKET_LEEWAY_SECS + 1);
+            self.shared
+                .resumable
+                .remove(&stateful.token_id, &stateful.slot, remember);
+        }
         self.shared.metrics.connections.decrement(1.0);
         tracing::debug!(reason = ending.reason.as_str(), "disconnected");
         if let Some(link) = self.upstream.take() {
@@ -255,7 +320,7 @@ where
     }
 
     /// Reads until a complete handshake request; returns the protocol and any bytes after it.
-    async fn handshake(&mut self) -> Result<(Protocol, Vec<u8>), String> {
+    async fn handshake(&mut self) -> Result<(Protocol, u32, Vec<u8>), String> {
         let mut buf: Vec<u8> = Vec::new();
         loop {
             match self.socket.next().await {
@@ -273,7 +338,7 @@ where
             match protocol::decode_handshake(&buf) {
                 Ok(Some((request, used))) => {
                     let protocol = protocol::negotiate_protocol(&request)?;
-                    return Ok((protocol, buf.split_off(used)));
+                    return Ok((protocol, request.version, buf.split_off(used)));
                 }
                 Ok(None) => continue,
                 Err(e) => return Err(format!("Invalid handshake request: {e}")),
@@ -365,6 +430,21 @@ where
         let mut last_sent = Instant::now();
         // Not reading from the socket until the upstream queue drains (see `upstream`).
         let mut paused = false;
+        // The transport failed: a stateful connection waits for its client to reconnect (and
+        // goes on with a fresh reader), any other ends.
+        macro_rules! transport_lost {
+            () => {
+                match self.lost(handle, protocol).await {
+                    Ok(()) => {
+                        reader = FrameReader::new(protocol, config.max_message_size);
+                        last_received = Instant::now();
+                        last_sent = Instant::now();
+                        continue;
+                    }
+                    Err(ending) => return ending,
+                }
+            };
+        }
         if !leftover.is_empty() {
             reader.push(&leftover);
             match self.process_frames(&mut reader, handle, protocol) {
@@ -381,7 +461,21 @@ where
             };
             tokio::select! {
                 _ = handle.outbound.ready() => {
-                    let (mut pending, close) = handle.outbound.take();
+                    // A reconnecting client's new socket (perhaps before the old one failed).
+                    if let Some(socket) = self.stateful.as_ref().and_then(|s| s.slot.take()) {
+                        if Box::pin(self.resume(socket, protocol)).await.is_err() {
+                            transport_lost!();
+                        }
+                        reader = FrameReader::new(protocol, config.max_message_size);
+                        last_received = Instant::now();
+                        last_sent = Instant::now();
+                    }
+                    // While the stateful send buffer is full, frames stay queued.
+                    let (mut pending, close) = if self.stateful.as_ref().is_some_and(|s| !s.held.is_empty()) {
+                        (VecDeque::new(), handle.outbound.close_request())
+                    } else {
+                        handle.outbound.take()
+                    };
                     if !pending.is_empty() {
                         // A stalled socket must not keep us from noticing a close request
                         // (the queue overflowing while we wait is exactly the slow-consumer
@@ -409,7 +503,7 @@ where
                             }
                             Err(error) => {
                                 tracing::debug!(%error, "write failed");
-                                return Ending::new(CloseReason::TransportError, None);
+                                transport_lost!();
                             }
                         }
                     }
@@ -435,12 +529,16 @@ where
                             last_received = Instant::now();
                             continue;
                         }
-                        Some(Ok(Message::Close(_))) | None => {
+                        Some(Ok(Message::Close(_))) => {
                             return Ending::new(CloseReason::Client, None);
                         }
+                        None if self.stateful.is_none() => {
+                            return Ending::new(CloseReason::Client, None);
+                        }
+                        None => transport_lost!(),
                         Some(Err(error)) => {
                             tracing::debug!(%error, "read failed");
-                            return Ending::new(CloseReason::TransportError, None);
+                            transport_lost!();
                         }
                     };
                     last_received = Instant::now();
@@ -449,6 +547,10 @@ where
                     match self.process_frames(&mut reader, handle, protocol) {
                         Ok(drained) => paused = matches!(drained, Drained::Paused),
                         Err(ending) => return ending,
+                    }
+                    // Acknowledge what arrived; send what the client's acks made room for.
+                    if self.stateful.is_some() && Box::pin(self.after_read(handle, protocol)).await.is_err() {
+                        transport_lost!();
                     }
                 }
                 _ = sleep_until(deadline) => {
@@ -476,7 +578,7 @@ where
                                 _ = Box::pin(tokio::time::sleep(stall)) => false,
                             };
                             if !sent {
-                                return Ending::new(CloseReason::TransportError, None);
+                                transport_lost!();
                             }
                         }
                         last_sent = Instant::now();
@@ -488,6 +590,10 @@ where
 
     /// Writes every pending frame and flushes once.
     async fn write_all(&mut self, pending: &mut VecDeque<Message>) -> Result<(u64, u64), E> {
+        if let Some(stateful) = self.stateful.as_mut() {
+            stateful.held.append(pending);
+            return self.write_held().await;
+        }
         let (mut frames, mut bytes) = (0u64, 0u64);
         while let Some(message) = pending.pop_front() {
             bytes += crate::outbound::frame_len(&message) as u64;
@@ -496,6 +602,151 @@ where
         }
         self.socket.flush().await?;
         Ok((frames, bytes))
+    }
+
+    /// Stateful: sends the held frames the send buffer has room for, numbering each (a frame
+    /// counts as sent, and is kept for a replay, before it is written: if the write fails, the
+    /// replay sends it).
+    async fn write_held(&mut self) -> Result<(u64, u64), E> {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        let Connection {
+            socket, stateful, ..
+        } = self;
+        let Some(stateful) = stateful.as_mut() else {
+            return Ok((0, 0));
+        };
+        while let Some(front) = stateful.held.front() {
+            let len = crate::outbound::frame_len(front);
+            if !stateful.send.has_room(len) {
+                break;
+            }
+            let Some(message) = stateful.held.pop_front() else {
+                break;
+            };
+            stateful.send.push(len, message.clone());
+            bytes += len as u64;
+            frames += 1;
+            socket.feed(message).await?;
+        }
+        socket.flush().await?;
+        Ok((frames, bytes))
+    }
+
+    /// Stateful, after frames were read: acknowledges what arrived, writes what acks made room
+    /// for, and, once nothing is held, lets the outbound queue be taken again.
+    async fn after_read(&mut self, handle: &ConnectionHandle, protocol: Protocol) -> Result<(), E> {
+        let Some(stateful) = self.stateful.as_mut() else {
+            return Ok(());
+        };
+        if let Some(sequence_id) = stateful.recv.ack_due() {
+            let ack = protocol::encode(protocol, &HubMessage::Ack { sequence_id })
+                .ok()
+                .and_then(|b| to_message(protocol, b));
+            if let Some(ack) = ack {
+                self.socket.feed(ack).await?;
+            }
+        }
+        let held = self.stateful.as_ref().is_some_and(|s| !s.held.is_empty());
+        if held {
+            let (frames, bytes) = self.write_held().await?;
+            self.shared.metrics.messages_sent.increment(frames);
+            self.shared.metrics.bytes_sent.increment(bytes);
+            if self.stateful.as_ref().is_some_and(|s| s.held.is_empty()) {
+                // Frames queued meanwhile did not signal (the queue was not empty).
+                handle.outbound.wake();
+            }
+        } else {
+            self.socket.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The transport failed. A stateful connection waits for the client's new socket, up to the
+    /// reconnect window (REST sends meanwhile stay queued, bounded as always); any other ends.
+    async fn lost(&mut self, handle: &ConnectionHandle, protocol: Protocol) -> Result<(), Ending> {
+        if self.stateful.is_none() {
+            return Err(Ending::new(CloseReason::TransportError, None));
+        }
+        Box::pin(self.await_resume(handle, protocol)).await
+    }
+
+    async fn await_resume(
+        &mut self,
+        handle: &ConnectionHandle,
+        protocol: Protocol,
+    ) -> Result<(), Ending> {
+        let window = self.shared.config.stateful_reconnect_window;
+        let deadline = Instant::now() + window;
+        tracing::debug!(
+            window_secs = window.as_secs(),
+            "transport lost; waiting for the client to reconnect"
+        );
+        loop {
+            if let Some(socket) = self.stateful.as_ref().and_then(|s| s.slot.take()) {
+                match self.resume(socket, protocol).await {
+                    Ok(()) => return Ok(()),
+                    // The new socket failed at once: keep waiting.
+                    Err(error) => tracing::debug!(%error, "the reconnected socket failed"),
+                }
+            }
+            if let Some(close) = handle.outbound.close_request() {
+                return Err(Ending::new(close.reason, Some(close)));
+            }
+            tokio::select! {
+                _ = handle.outbound.ready() => {}
+                _ = sleep_until(deadline) => {
+                    self.shared.metrics.stateful_expired.increment(1);
+                    tracing::debug!("the client did not reconnect within the window");
+                    return Err(Ending::new(CloseReason::TransportError, None));
+                }
+            }
+        }
+    }
+
+    /// Swaps in a reconnected client's socket: `Sequence`, then every unacknowledged frame,
+    /// then what was held back.
+    async fn resume(
+        &mut self,
+        socket: axum::extract::ws::WebSocket,
+        protocol: Protocol,
+    ) -> Result<(), E> {
+        let Some(socket) = S::resume(socket) else {
+            return Ok(());
+        };
+        // The old socket (if it still looked alive) is dropped, which closes it.
+        self.socket = socket;
+        let Connection {
+            socket,
+            stateful,
+            shared,
+            ..
+        } = self;
+        let Some(stateful) = stateful.as_mut() else {
+            return Ok(());
+        };
+        stateful.recv.reconnected();
+        let (first, frames) = stateful.send.replay();
+        let sequence = protocol::encode(protocol, &HubMessage::Sequence { sequence_id: first })
+            .ok()
+            .and_then(|b| to_message(protocol, b));
+        if let Some(sequence) = sequence {
+            socket.feed(sequence).await?;
+        }
+        let mut replayed = 0u64;
+        for frame in frames {
+            socket.feed(frame.clone()).await?;
+            replayed += 1;
+        }
+        socket.flush().await?;
+        shared.metrics.stateful_resumed.increment(1);
+        shared.metrics.replayed.increment(replayed);
+        tracing::debug!(replayed, first, "resumed after a reconnect");
+        // Frames queued while the client was away did not signal (the queue was not empty).
+        stateful.slot.wake();
+        let (frames, bytes) = self.write_held().await?;
+        self.shared.metrics.messages_sent.increment(frames);
+        self.shared.metrics.bytes_sent.increment(bytes);
+        Ok(())
     }
 
     /// Handles the complete frames buffered in `reader`: all of them, or until the upstream
@@ -524,6 +775,23 @@ where
                 Ok(message) => message,
                 Err(error) => return Err(protocol_error(&error.to_string())),
             };
+            if let Some(stateful) = self.stateful.as_mut() {
+                let sequence = match &message {
+                    HubMessage::Sequence { sequence_id } => Some(*sequence_id),
+                    _ => None,
+                };
+                match stateful.recv.on_message(message.is_trackable(), sequence) {
+                    Ok(Incoming::Process) => {}
+                    Ok(Incoming::Skip) => continue,
+                    Err(error) => return Err(protocol_error(&error.to_string())),
+                }
+                if let HubMessage::Ack { sequence_id } = message {
+                    if let Err(error) = stateful.send.ack(sequence_id) {
+                        return Err(protocol_error(&error.to_string()));
+                    }
+                    continue;
+                }
+            }
             match (message, &self.upstream) {
                 (HubMessage::Close { error, .. }, _) => {
                     return Err(Ending {
@@ -611,7 +879,6 @@ where
     }
 }
 
-/// Resolves when the link's worker has made room (never without a link).
 const MAX_HANDSHAKE_BYTES: usize = 4096;
 pub(crate) const SHUTDOWN_MESSAGE: &str = "Server is shutting down; reconnect.";
 

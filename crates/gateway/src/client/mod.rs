@@ -8,6 +8,7 @@
 mod connection;
 pub(crate) mod http;
 mod negotiate;
+pub(crate) mod resume;
 
 use std::sync::Arc;
 
@@ -34,4 +35,4 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-pub(crate) use connection::{run as run_connection, SHUTDOWN_MESSAGE};
+pub(crate) use connection::{run as run_connection, Opening, SHUTDOWN_MESSAGE};

@@ -22,6 +22,8 @@ struct ClientQuery {
     access_token: Option<String>,
     /// `negotiateVersion`: absent (or unparsable, as ASP.NET Core treats it) means 0.
     negotiate_version: u32,
+    /// `useStatefulReconnect=true` on negotiate.
+    stateful_reconnect: bool,
 }
 
 fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
@@ -29,9 +31,11 @@ fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
     let mut id = None;
     let mut access_token = None;
     let mut negotiate_version = 0;
+    let mut stateful_reconnect = false;
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "negotiateVersion" => negotiate_version = v.parse().unwrap_or(0),
+            "useStatefulReconnect" => stateful_reconnect = v.eq_ignore_ascii_case("true"),
             "hub" => hubs.push(v.into_owned()),
             "id" => id = Some(v.into_owned()),
             // Like ASP.NET Core, the last access_token wins.
@@ -53,6 +57,7 @@ fn parse_client_query(raw: Option<&str>) -> ApiResult<ClientQuery> {
         id,
         access_token,
         negotiate_version,
+        stateful_reconnect,
     })
 }
 
@@ -127,17 +132,22 @@ pub(super) async fn negotiate(
         user_id: user,
         claims,
         expires_at,
+        stateful_reconnect: query.stateful_reconnect
+            && !shared.config.stateful_reconnect_window.is_zero(),
     };
     let token = shared.keys.mint_ticket(&ticket);
     shared.metrics.negotiated_v1.increment(1);
     // Versions above 1 are answered with 1, the highest this server speaks.
-    Ok(Json(json!({
+    let mut body = json!({
         "negotiateVersion": 1,
         "connectionId": connection_id,
         "connectionToken": token,
         "availableTransports": transports,
-    }))
-    .into_response())
+    });
+    if query.stateful_reconnect && !shared.config.stateful_reconnect_window.is_zero() {
+        body["useStatefulReconnect"] = json!(true);
+    }
+    Ok(Json(body).into_response())
 }
 
 /// The connection a connect request's `id` names: a version-1 ticket, or a version-0
@@ -189,6 +199,8 @@ fn connection_ticket(
         user_id: user,
         claims,
         expires_at: now_secs(),
+        // Version 0 predates stateful reconnect.
+        stateful_reconnect: false,
     })
 }
 
@@ -228,6 +240,17 @@ pub(super) async fn connect(
             ));
         }
     }
+    // A stateful connection's client coming back on a new WebSocket.
+    let upgrade = match (upgrade, shared.resumable.get(id)) {
+        (Some(upgrade), Some(slot)) => return resume(&shared, &headers, &query, slot, upgrade),
+        (upgrade, _) => upgrade,
+    };
+    if shared.resumable.has_ended(id) {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "This connection has ended; negotiate again.",
+        ));
+    }
     let ticket = connection_ticket(&shared, &headers, &query, id)?;
     if !shared.is_accepting() {
         return Err(ApiError(Error::unavailable(
@@ -255,13 +278,9 @@ pub(super) async fn connect(
         };
         return open_http(shared, peer, raw, id, ticket, slot, kind);
     };
-    let config = &shared.config;
-    let upgrade = upgrade
-        .read_buffer_size(config.ws_read_buffer)
-        .write_buffer_size(config.ws_write_buffer)
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size);
+    let upgrade = sized(&shared, upgrade);
     let shared2 = shared.clone();
+    let token_id = id.to_owned();
     let token = shared.tracker.token();
     // The upstream sees the query the client connected with (X-ASRS-Client-Query).
     let query = match &shared.upstream {
@@ -272,8 +291,51 @@ pub(super) async fn connect(
     Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            super::run_connection(socket, shared2, ticket, query, peer, token, slot)
+            let opening = super::Opening {
+                ticket,
+                query,
+                token_id,
+            };
+            super::run_connection(socket, shared2, opening, peer, token, slot)
         }))
+}
+
+/// The upgrade with this gateway's WebSocket buffer sizes and limits.
+fn sized(shared: &Shared, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    let config = &shared.config;
+    upgrade
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size)
+}
+
+/// A stateful connection's client reconnecting: its new socket goes to the connection's task
+/// (see `resume`). No new handshake, no new registration: the connection never closed.
+fn resume(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &ClientQuery,
+    slot: Arc<super::resume::Slot>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    if *slot.hub != *query.hub {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No connection with that id on this hub.",
+        ));
+    }
+    if let Some(token) = bearer(headers, query) {
+        let claims = verify_client_token(shared, Some(token), &query.hub)?;
+        if user_id(&claims).as_deref() != slot.user.as_deref() {
+            return Err(ApiError::unauthorized(
+                "The access token names another user than the connection.",
+            ));
+        }
+    }
+    Ok(sized(shared, upgrade)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move { slot.deposit(socket) }))
 }
 
 /// Whether a GET asks for Server-Sent Events.
@@ -316,11 +378,15 @@ fn open_http(
     };
     let token = shared.tracker.token();
     shared.metrics.transport(kind.as_str());
+    let opening = super::Opening {
+        ticket,
+        query,
+        token_id: id.to_owned(),
+    };
     tokio::spawn(super::run_connection(
         transport,
         shared.clone(),
-        ticket,
-        query,
+        opening,
         peer,
         token,
         slot,
