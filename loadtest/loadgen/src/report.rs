@@ -205,6 +205,15 @@ fn metric(r: &Report) -> (&'static str, fn(&Report) -> Option<f64>) {
     }
 }
 
+/// CPU seconds of the phase a run is about: sending if it sent, else connecting.
+fn phase_cpu(r: &Report, connect: Option<f64>, send: Option<f64>) -> Option<f64> {
+    if r.sends > 0 {
+        send
+    } else {
+        connect
+    }
+}
+
 /// Markdown tables of the reports in `results` (one JSON line each; other lines are skipped):
 /// every run, then per label the Switchboard figure divided by each baseline's, and per label
 /// Switchboard's SSE and Long Polling figures divided by its WebSockets figure.
@@ -315,7 +324,7 @@ pub fn compare(results: &str) -> String {
         };
         let _ = writeln!(
             rows,
-            "| {label} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             fmt_opt(get(ws), 2),
             fmt_opt(sse.and_then(get), 2),
             fmt_opt(lp.and_then(get), 2),
@@ -323,25 +332,19 @@ pub fn compare(results: &str) -> String {
             ratio(lp.and_then(get), get(ws)),
             each(&|r| format!("{} of {}", r.received, r.expected)),
             each(&|r| r.error_count().to_string()),
-            each(&|r| {
-                let cpu = if r.sends > 0 {
-                    r.server_cpu_send_s
-                } else {
-                    r.server_cpu_connect_s
-                };
-                fmt_opt(cpu, 2)
-            }),
+            each(&|r| fmt_opt(phase_cpu(r, r.server_cpu_connect_s, r.server_cpu_send_s), 2)),
+            each(&|r| fmt_opt(phase_cpu(r, r.client_cpu_connect_s, r.client_cpu_send_s), 2)),
         );
     }
     if !rows.is_empty() {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| run | metric | websockets | sse | long polling | sse ÷ websockets | long polling ÷ websockets | delivered (ws / sse / lp) | errors (ws / sse / lp) | server CPU s (ws / sse / lp) |"
+            "| run | metric | websockets | sse | long polling | sse ÷ websockets | long polling ÷ websockets | delivered (ws / sse / lp) | errors (ws / sse / lp) | server CPU s (ws / sse / lp) | generator CPU s (ws / sse / lp) |"
         );
         let _ = writeln!(
             s,
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         s.push_str(&rows);
     }
@@ -401,6 +404,7 @@ mod tests {
             r.received = received;
             r.drops = 2000 - received;
             r.server_cpu_send_s = Some(1.5);
+            r.client_cpu_send_s = Some(0.5);
             lines.push(serde_json::to_string(&r).unwrap());
         }
         // An older line without the field reads as WebSockets.
@@ -411,7 +415,7 @@ mod tests {
         assert!(out.contains("| burst | switchboard (sse) |"), "{out}");
         assert!(
             out.contains(
-                "| burst | deliveries/s | 100.00 | 80.00 | 50.00 | 0.80 | 0.50 | 2000 of 2000 / 2000 of 2000 / 1999 of 2000 | 0 / 0 / 0 | 1.50 / 1.50 / 1.50 |"
+                "| burst | deliveries/s | 100.00 | 80.00 | 50.00 | 0.80 | 0.50 | 2000 of 2000 / 2000 of 2000 / 1999 of 2000 | 0 / 0 / 0 | 1.50 / 1.50 / 1.50 | 0.50 / 0.50 / 0.50 |"
             ),
             "{out}"
         );
