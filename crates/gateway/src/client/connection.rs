@@ -96,6 +96,17 @@ impl Resume for super::http::PipeTransport {
     }
 }
 
+/// Stateful-reconnect work the main loop found (see `Connection::stateful_step`).
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The transport failed.
+    Lost,
+    /// The client left a new socket.
+    Resume,
+    /// Frames were read: acknowledge, and send what acks made room for.
+    AfterRead,
+}
+
 /// What a stateful-reconnect connection keeps (allocated only for those).
 struct Stateful {
     /// Sent and not yet acknowledged by the client.
@@ -430,20 +441,16 @@ where
         let mut last_sent = Instant::now();
         // Not reading from the socket until the upstream queue drains (see `upstream`).
         let mut paused = false;
+        // Stateful-reconnect work found inside the loop, done at its top: one boxed await for all
+        // of it keeps every connection's task small.
+        let mut step: Option<Step> = None;
         // The transport failed: a stateful connection waits for its client to reconnect (and
         // goes on with a fresh reader), any other ends.
         macro_rules! transport_lost {
-            () => {
-                match self.lost(handle, protocol).await {
-                    Ok(()) => {
-                        reader = FrameReader::new(protocol, config.max_message_size);
-                        last_received = Instant::now();
-                        last_sent = Instant::now();
-                        continue;
-                    }
-                    Err(ending) => return ending,
-                }
-            };
+            () => {{
+                step = Some(Step::Lost);
+                continue;
+            }};
         }
         if !leftover.is_empty() {
             reader.push(&leftover);
@@ -453,6 +460,18 @@ where
             }
         }
         loop {
+            if let Some(work) = step.take() {
+                match Box::pin(self.stateful_step(work, handle, protocol)).await {
+                    Ok(true) => {
+                        // A new socket: nothing of the old one's partial frames is kept.
+                        reader = FrameReader::new(protocol, config.max_message_size);
+                        last_received = Instant::now();
+                        last_sent = Instant::now();
+                    }
+                    Ok(false) => {}
+                    Err(ending) => return ending,
+                }
+            }
             // While paused the client cannot be heard, so its silence does not count.
             let deadline = if paused {
                 last_sent + config.keep_alive_interval
@@ -462,13 +481,9 @@ where
             tokio::select! {
                 _ = handle.outbound.ready() => {
                     // A reconnecting client's new socket (perhaps before the old one failed).
-                    if let Some(socket) = self.stateful.as_ref().and_then(|s| s.slot.take()) {
-                        if Box::pin(self.resume(socket, protocol)).await.is_err() {
-                            transport_lost!();
-                        }
-                        reader = FrameReader::new(protocol, config.max_message_size);
-                        last_received = Instant::now();
-                        last_sent = Instant::now();
+                    if self.stateful.as_ref().is_some_and(|s| s.slot.has_socket()) {
+                        step = Some(Step::Resume);
+                        continue;
                     }
                     // While the stateful send buffer is full, frames stay queued.
                     let (mut pending, close) = if self.stateful.as_ref().is_some_and(|s| !s.held.is_empty()) {
@@ -549,8 +564,8 @@ where
                         Err(ending) => return ending,
                     }
                     // Acknowledge what arrived; send what the client's acks made room for.
-                    if self.stateful.is_some() && Box::pin(self.after_read(handle, protocol)).await.is_err() {
-                        transport_lost!();
+                    if self.stateful.is_some() {
+                        step = Some(Step::AfterRead);
                     }
                 }
                 _ = sleep_until(deadline) => {
@@ -659,6 +674,39 @@ where
             self.socket.flush().await?;
         }
         Ok(())
+    }
+
+    /// Stateful-reconnect work of the main loop; `Ok(true)` when a new socket took over.
+    async fn stateful_step(
+        &mut self,
+        step: Step,
+        handle: &ConnectionHandle,
+        protocol: Protocol,
+    ) -> Result<bool, Ending> {
+        let failed = match step {
+            Step::Lost => true,
+            Step::Resume => match self.stateful.as_ref().and_then(|s| s.slot.take()) {
+                Some(socket) => match self.resume(socket, protocol).await {
+                    Ok(()) => return Ok(true),
+                    Err(error) => {
+                        tracing::debug!(%error, "the reconnected socket failed");
+                        true
+                    }
+                },
+                None => false,
+            },
+            Step::AfterRead => match self.after_read(handle, protocol).await {
+                Ok(()) => false,
+                Err(error) => {
+                    tracing::debug!(%error, "write failed");
+                    true
+                }
+            },
+        };
+        if !failed {
+            return Ok(false);
+        }
+        self.lost(handle, protocol).await.map(|()| true)
     }
 
     /// The transport failed. A stateful connection waits for the client's new socket, up to the

@@ -119,6 +119,11 @@ impl Slot {
         self.handle.outbound.wake();
     }
 
+    /// Whether a reconnecting client left a socket.
+    pub(crate) fn has_socket(&self) -> bool {
+        self.socket.lock().is_some()
+    }
+
     /// The socket a reconnecting client left, if any.
     pub(crate) fn take(&self) -> Option<WebSocket> {
         self.socket.lock().take()
