@@ -12,15 +12,17 @@
 # target/bench/transports-STAMP.md.
 #
 #   loadtest/transports-bench.sh                        # the documented run (~4 minutes + the build)
-#   CONNECTIONS=10000 BURST=100 loadtest/transports-bench.sh
+#   ROUNDS=1 CONNECTIONS=10000 BURST=100 loadtest/transports-bench.sh
 #
-# Knobs (environment): CONNECTIONS (5000), BURST (200 messages), LATENCY_CLIENTS (1000),
+# Knobs (environment): ROUNDS (2: every scenario this many times, the transports alternating,
+# each round its own row), CONNECTIONS (5000), BURST (200 messages), LATENCY_CLIENTS (1000),
 # LATENCY_SECONDS (20), TRANSPORTS ("websockets sse longpolling"), BENCH_PROFILE (release),
 # BENCH_OUT (results directory), SB_PORT (18080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+ROUNDS=${ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-5000}
 BURST=${BURST:-200}
 LATENCY_CLIENTS=${LATENCY_CLIENTS:-1000}
@@ -50,7 +52,7 @@ LOADGEN=$BIN_DIR/switchboard-loadgen
     echo
     echo "- machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr)"
     echo "- load before: $(uptime | sed 's/.*load average: //')"
-    echo "- $CONNECTIONS connections (idle, burst of $BURST), $LATENCY_CLIENTS at 1 msg/s for ${LATENCY_SECONDS} s; profile: $PROFILE"
+    echo "- $CONNECTIONS connections (idle, burst of $BURST), $LATENCY_CLIENTS at 1 msg/s for ${LATENCY_SECONDS} s; $ROUNDS round(s); profile: $PROFILE"
     echo
 } >"$REPORT"
 
@@ -102,18 +104,29 @@ run() {
     stop_server
 }
 
-for transport in $TRANSPORTS; do
-    run "$transport" "idle memory, $CONNECTIONS conns" \
-        --scenario idle --connections "$CONNECTIONS" --connect-rate 2000 --duration 0 --settle 3
+# round K: the label suffix of round K (none when there is one round).
+round() {
+    if [ "$ROUNDS" -gt 1 ]; then echo ", round $1"; fi
+}
+
+for k in $(seq 1 "$ROUNDS"); do
+    for transport in $TRANSPORTS; do
+        run "$transport" "idle memory, $CONNECTIONS conns$(round "$k")" \
+            --scenario idle --connections "$CONNECTIONS" --connect-rate 2000 --duration 0 --settle 3
+    done
 done
-for transport in $TRANSPORTS; do
-    run "$transport" "broadcast burst $BURST, $CONNECTIONS conns" \
-        --scenario broadcast --connections "$CONNECTIONS" --connect-rate 2000 --burst "$BURST" \
-        --send-concurrency 4 --drain 10
+for k in $(seq 1 "$ROUNDS"); do
+    for transport in $TRANSPORTS; do
+        run "$transport" "broadcast burst $BURST, $CONNECTIONS conns$(round "$k")" \
+            --scenario broadcast --connections "$CONNECTIONS" --connect-rate 2000 --burst "$BURST" \
+            --send-concurrency 4 --drain 10
+    done
 done
-for transport in $TRANSPORTS; do
-    run "$transport" "latency, $LATENCY_CLIENTS conns x 1 msg/s" \
-        --scenario broadcast --connections "$LATENCY_CLIENTS" --rate 1 --duration "$LATENCY_SECONDS"
+for k in $(seq 1 "$ROUNDS"); do
+    for transport in $TRANSPORTS; do
+        run "$transport" "latency, $LATENCY_CLIENTS conns x 1 msg/s$(round "$k")" \
+            --scenario broadcast --connections "$LATENCY_CLIENTS" --rate 1 --duration "$LATENCY_SECONDS"
+    done
 done
 
 {
