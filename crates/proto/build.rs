@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["raft.proto", "store.proto", "fanout.proto"]
+    let files = ["raft.proto", "store.proto", "fanout.proto", "relay.proto"]
         .map(|f| root.join("switchboard/cluster/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".switchboard.cluster.v1.MessagePackInvocation")
         // Watch states are split into chunks without copying.
         .bytes(".switchboard.cluster.v1.StateChunk")
+        // Relayed sends and polls carry client frames as they are.
+        .bytes(".switchboard.cluster.v1.RelaySend")
+        .bytes(".switchboard.cluster.v1.RelayReply")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -77,6 +77,34 @@ impl ErrorCode {
         }
     }
 
+    /// Every code.
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::ConnectionInUse,
+        ErrorCode::ConnectionLimit,
+        ErrorCode::ConnectionNotExisted,
+        ErrorCode::ConnectionNotExistedError,
+        ErrorCode::UserNotExisted,
+        ErrorCode::GroupNotExisted,
+        ErrorCode::UserNotInGroup,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+    ];
+
+    /// The code whose [`ErrorCode::as_str`] is `code` (codes travel between gateways so).
+    pub fn from_code_str(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
     /// The `code` field of `ErrorDetail` (and `x-ms-error-code` for 404s).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -216,27 +244,7 @@ impl Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 19] = [
-        ErrorCode::InvalidArgument,
-        ErrorCode::Unauthenticated,
-        ErrorCode::PermissionDenied,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::UriTooLong,
-        ErrorCode::HeadersTooLarge,
-        ErrorCode::RequestTimeout,
-        ErrorCode::ConnectionInUse,
-        ErrorCode::ConnectionLimit,
-        ErrorCode::ConnectionNotExisted,
-        ErrorCode::ConnectionNotExistedError,
-        ErrorCode::UserNotExisted,
-        ErrorCode::GroupNotExisted,
-        ErrorCode::UserNotInGroup,
-        ErrorCode::RouteNotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::Unavailable,
-        ErrorCode::Timeout,
-        ErrorCode::Internal,
-    ];
+    const ALL: [ErrorCode; 19] = ErrorCode::ALL;
 
     #[test]
     fn every_sdk_404_carries_its_header() {

@@ -341,6 +341,19 @@ impl Gateway {
         self.shared.fanout.as_ref().map(Fanout::service)
     }
 
+    /// The gRPC service other gateways relay SSE and Long Polling requests to (mount it on the
+    /// cluster listener), in a cluster.
+    pub fn relay_service(
+        &self,
+    ) -> Option<switchboard_cluster::proto::relay_server::RelayServer<client::relay::RelayService>>
+    {
+        let channels = self.shared.config.cluster.as_ref()?;
+        Some(client::relay::RelayService::server(
+            self.shared.clone(),
+            channels.max_message_bytes(),
+        ))
+    }
+
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

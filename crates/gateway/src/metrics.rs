@@ -81,6 +81,10 @@ pub struct GatewayMetrics {
     pub stateful_resumed: Counter,
     pub stateful_expired: Counter,
     pub replayed: Counter,
+    /// Requests relayed to the gateway holding their connection, and relays that failed, by
+    /// kind (send, poll, close).
+    relays: [Counter; 3],
+    relay_failures: [Counter; 3],
     /// Negotiates answered, by negotiate version.
     pub negotiated_v0: Counter,
     pub negotiated_v1: Counter,
@@ -119,6 +123,14 @@ impl GatewayMetrics {
         describe_counter!(
             "switchboard_replayed_messages_total",
             "Stateful reconnect: unacknowledged messages sent again on a reconnected socket."
+        );
+        describe_counter!(
+            "switchboard_relayed_requests_total",
+            "SSE and Long Polling requests relayed to the gateway holding their connection, by kind (send, poll, close)."
+        );
+        describe_counter!(
+            "switchboard_relay_failures_total",
+            "Relays that failed because the holding gateway could not be reached, by kind."
         );
         describe_counter!(
             "switchboard_negotiations_total",
@@ -194,6 +206,10 @@ impl GatewayMetrics {
             stateful_resumed: counter!("switchboard_stateful_reconnects_total", "outcome" => "resumed"),
             stateful_expired: counter!("switchboard_stateful_reconnects_total", "outcome" => "expired"),
             replayed: counter!("switchboard_replayed_messages_total"),
+            relays: ["send", "poll", "close"]
+                .map(|k| counter!("switchboard_relayed_requests_total", "kind" => k)),
+            relay_failures: ["send", "poll", "close"]
+                .map(|k| counter!("switchboard_relay_failures_total", "kind" => k)),
             negotiated_v0: counter!("switchboard_negotiations_total", "version" => "0"),
             negotiated_v1: counter!("switchboard_negotiations_total", "version" => "1"),
             fanout_seconds: histogram!("switchboard_fanout_duration_seconds"),
@@ -209,6 +225,16 @@ impl GatewayMetrics {
             _ => 0,
         };
         self.transports[i].increment(1);
+    }
+
+    /// Counts a request relayed to the gateway holding its connection.
+    pub(crate) fn relayed(&self, kind: &str) {
+        self.relays[relay_index(kind)].increment(1);
+    }
+
+    /// Counts a relay that failed (the holder could not be reached).
+    pub(crate) fn relay_failed(&self, kind: &str) {
+        self.relay_failures[relay_index(kind)].increment(1);
     }
 
     /// Counts a Long Polling poll's outcome.
@@ -227,6 +253,14 @@ impl GatewayMetrics {
         if let Some(counter) = self.closed.get(reason as usize) {
             counter.increment(1);
         }
+    }
+}
+
+fn relay_index(kind: &str) -> usize {
+    match kind {
+        "poll" => 1,
+        "close" => 2,
+        _ => 0,
     }
 }
 

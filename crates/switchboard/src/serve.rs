@@ -329,6 +329,11 @@ fn spawn_cluster_server(
             switchboard_cluster::fanout::FanoutService,
         >,
     >,
+    relay: Option<
+        switchboard_cluster::proto::relay_server::RelayServer<
+            switchboard_gateway::client::relay::RelayService,
+        >,
+    >,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let max = security.max_message_bytes();
@@ -340,7 +345,8 @@ fn spawn_cluster_server(
                 .with_shutdown(stop.clone())
                 .into_server(max)
         }))
-        .add_optional_service(fanout);
+        .add_optional_service(fanout)
+        .add_optional_service(relay);
     let incoming =
         switchboard_net::incoming(listener, security, ListenerLimits::default(), stop.clone());
     tokio::spawn(async move {
@@ -450,6 +456,7 @@ pub async fn serve(
             security,
             Some(&store),
             gateway.fanout_service(),
+            gateway.relay_service(),
             stop_cluster.clone(),
         )),
         _ => None,
@@ -531,6 +538,7 @@ pub async fn gateway(
         &security,
         None,
         gateway.fanout_service(),
+        gateway.relay_service(),
         stop_cluster.clone(),
     );
     let bound = listener.local_addr()?;
@@ -590,6 +598,7 @@ pub async fn store(
         cluster_listener,
         &security,
         Some(&store),
+        None,
         None,
         stop_cluster.clone(),
     );

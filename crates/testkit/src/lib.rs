@@ -18,7 +18,7 @@ pub mod upstream;
 
 pub use cluster::{free_addr, Cluster};
 pub use js::{ConnectOptions, JsClients, Message};
-pub use proxy::Proxy;
+pub use proxy::{Proxy, RoundRobin};
 pub use rawws::{Negotiated, RawClient, Refused};
 pub use server::{RestResponse, Role, Server, ServerOptions, TEST_KEY};
 pub use upstream::{Gate, Recorded, Reply, Upstream};

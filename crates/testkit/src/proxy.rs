@@ -87,3 +87,37 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A TCP proxy in front of several servers, sending each new connection to the next one in
+/// turn: a load balancer without sticky sessions.
+pub struct RoundRobin {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundRobin {
+    pub async fn start(listen: SocketAddr, targets: Vec<SocketAddr>) -> anyhow::Result<RoundRobin> {
+        anyhow::ensure!(!targets.is_empty(), "a round robin needs a target");
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = targets[next % targets.len()];
+                next += 1;
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Ok(RoundRobin { addr, task })
+    }
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -7,7 +7,8 @@
 
 mod connection;
 pub(crate) mod http;
-mod negotiate;
+pub(crate) mod negotiate;
+pub mod relay;
 pub(crate) mod resume;
 
 use std::sync::Arc;

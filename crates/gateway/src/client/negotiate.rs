@@ -11,9 +11,10 @@ use serde_json::json;
 use switchboard_auth::{check_audience, is_v0_connection_id, user_id, Audience, ConnectionTicket};
 use switchboard_core::{names, new_connection_id, Error, ErrorCode};
 
-use super::http;
+use super::{http, relay};
 use crate::error::{ApiError, ApiResult};
 use crate::{now_secs, Shared};
+use switchboard_cluster::proto::RelayTarget;
 
 /// The parameters of a client request we care about.
 struct ClientQuery {
@@ -239,6 +240,26 @@ pub(super) async fn connect(
                 "This connection token is already used by an open connection; negotiate again.",
             ));
         }
+        // A poll of a connection another gateway holds.
+        if !wants_sse(&headers) {
+            // Held elsewhere (or not yet registered there): that gateway answers the poll.
+            // When none holds it, this is the first GET of a new connection.
+            let addresses = relay::holders(&shared, &query.hub, id);
+            if !addresses.is_empty() {
+                let target = relay_target(&headers, &query, id);
+                let answer = relay::relay_any(
+                    &shared,
+                    &addresses,
+                    relay::Kind::Poll,
+                    target,
+                    bytes::Bytes::new(),
+                )
+                .await;
+                if !answer.as_ref().is_err_and(relay::nobody_holds) {
+                    return answer;
+                }
+            }
+        }
     }
     // A stateful connection's client coming back on a new WebSocket.
     let upgrade = match (upgrade, shared.resumable.get(id)) {
@@ -413,14 +434,24 @@ fn check_pipe_request(
     query: &ClientQuery,
     pipe: &http::Pipe,
 ) -> ApiResult<()> {
-    if *pipe.hub != *query.hub {
+    pipe_request_allowed(shared, &query.hub, bearer(headers, query), pipe)
+}
+
+/// [`check_pipe_request`] for a hub and the access token presented (also for relayed requests).
+pub(super) fn pipe_request_allowed(
+    shared: &Shared,
+    hub: &str,
+    token: Option<&str>,
+    pipe: &http::Pipe,
+) -> ApiResult<()> {
+    if *pipe.hub != *hub {
         return Err(ApiError::new(
             ErrorCode::RouteNotFound,
             "No connection with that id on this hub.",
         ));
     }
-    if let Some(token) = bearer(headers, query) {
-        let claims = verify_client_token(shared, Some(token), &query.hub)?;
+    if let Some(token) = token {
+        let claims = verify_client_token(shared, Some(token), hub)?;
         if user_id(&claims).as_deref() != pipe.user.as_deref() {
             return Err(ApiError::unauthorized(
                 "The access token names another user than the connection.",
@@ -430,12 +461,16 @@ fn check_pipe_request(
     Ok(())
 }
 
-/// The pipe a send or a DELETE names.
-fn find_pipe(
-    shared: &Shared,
-    headers: &HeaderMap,
-    raw: Option<&str>,
-) -> ApiResult<Arc<http::Pipe>> {
+/// Where a send or a DELETE goes: a pipe here, or the gateway holding the connection.
+enum Found {
+    Here(Arc<http::Pipe>),
+    Elsewhere {
+        addresses: Vec<String>,
+        target: RelayTarget,
+    },
+}
+
+fn find_pipe(shared: &Shared, headers: &HeaderMap, raw: Option<&str>) -> ApiResult<Found> {
     let query = parse_client_query(raw)?;
     let id = query.id.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -443,12 +478,29 @@ fn find_pipe(
             "No connection token ('id'): call /client/negotiate first.",
         )
     })?;
-    let pipe = shared
-        .pipes
-        .get(id)
-        .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "No Connection with that ID."))?;
-    check_pipe_request(shared, headers, &query, &pipe)?;
-    Ok(pipe)
+    if let Some(pipe) = shared.pipes.get(id) {
+        check_pipe_request(shared, headers, &query, &pipe)?;
+        return Ok(Found::Here(pipe));
+    }
+    let addresses = relay::holders(shared, &query.hub, id);
+    if addresses.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No Connection with that ID.",
+        ));
+    }
+    Ok(Found::Elsewhere {
+        addresses,
+        target: relay_target(headers, &query, id),
+    })
+}
+
+fn relay_target(headers: &HeaderMap, query: &ClientQuery, id: &str) -> RelayTarget {
+    RelayTarget {
+        hub: query.hub.clone(),
+        id: id.to_owned(),
+        access_token: bearer(headers, query).unwrap_or_default().to_owned(),
+    }
 }
 
 /// A Long Polling poll.
@@ -473,7 +525,7 @@ pub(super) async fn send(
     RawQuery(raw): RawQuery,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
-    let pipe = find_pipe(&shared, &headers, raw.as_deref())?;
+    let found = find_pipe(&shared, &headers, raw.as_deref())?;
     let body = axum::body::to_bytes(body, http::MAX_SEND_BYTES)
         .await
         .map_err(|_| {
@@ -482,6 +534,12 @@ pub(super) async fn send(
                 format!("A send may carry at most {} bytes.", http::MAX_SEND_BYTES),
             )
         })?;
+    let pipe = match found {
+        Found::Here(pipe) => pipe,
+        Found::Elsewhere { addresses, target } => {
+            return relay::relay_any(&shared, &addresses, relay::Kind::Send, target, body).await
+        }
+    };
     match pipe.send(body, shared.config.client_timeout).await {
         http::Sent::Queued => Ok(StatusCode::OK.into_response()),
         http::Sent::Closed => Err(ApiError::new(
@@ -500,7 +558,19 @@ pub(super) async fn delete(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let pipe = find_pipe(&shared, &headers, raw.as_deref())?;
+    let pipe = match find_pipe(&shared, &headers, raw.as_deref())? {
+        Found::Here(pipe) => pipe,
+        Found::Elsewhere { addresses, target } => {
+            return relay::relay_any(
+                &shared,
+                &addresses,
+                relay::Kind::Close,
+                target,
+                bytes::Bytes::new(),
+            )
+            .await
+        }
+    };
     if pipe.kind != http::Kind::LongPolling {
         return Err(ApiError::invalid(
             "Cannot terminate this connection using the DELETE endpoint.",

@@ -1,0 +1,319 @@
+//! No sticky sessions for SSE and Long Polling: requests relayed to the gateway that holds the
+//! connection.
+//!
+//! A Long Polling client polls and sends with separate requests, and an SSE client sends with
+//! requests beside its stream; behind a load balancer any of them may reach any gateway. The
+//! gateway that receives one for a connection it does not hold finds the holder in the
+//! membership view (the store records the node of every connection; the connection id is in the
+//! token the client presents) and relays the request over the cluster plane (`Relay` in
+//! `proto/`), authenticated like every cluster call. The holder answers exactly as it answers
+//! its own clients, including the access-token check, and the relaying gateway passes the
+//! answer on. A relayed poll is held as long as a local one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use switchboard_auth::is_v0_connection_id;
+use switchboard_cluster::proto::relay_client::RelayClient;
+use switchboard_cluster::proto::relay_server::{Relay, RelayServer};
+use switchboard_cluster::proto::{RelayReply, RelaySend, RelayTarget};
+use switchboard_core::{Error, ErrorCode};
+use tonic::{Request, Status};
+
+use super::http::{self, Polled, Sent};
+use super::negotiate::pipe_request_allowed;
+use crate::error::{ApiError, ApiResult};
+use crate::Shared;
+
+/// What is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Send,
+    Poll,
+    Close,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Send => "send",
+            Kind::Poll => "poll",
+            Kind::Close => "close",
+        }
+    }
+}
+
+/// The cluster addresses of the gateways that may hold the connection `id` names, most likely
+/// first, when it is not here: the one the store lists for it; or, before the connection is
+/// registered (an HTTP-transport connection registers after its handshake, which arrives by a
+/// request of its own), the gateway that issued the id, then every other gateway. Empty when
+/// there is no cluster or no such connection.
+pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
+    if shared.config.cluster.is_none() {
+        return Vec::new();
+    }
+    let Some(connection) = connection_id(shared, hub, id) else {
+        return Vec::new();
+    };
+    let view = shared.store.view();
+    let view = view.read();
+    let me = shared.config.node_id;
+    if let Some(info) = view.connection(hub, &connection) {
+        if info.node == me {
+            return Vec::new();
+        }
+        return view
+            .node(info.node)
+            .map(|n| vec![n.address.clone()])
+            .unwrap_or_default();
+    }
+    let hint = switchboard_core::node_of_connection_id(&connection);
+    let mut nodes: Vec<_> = view.nodes().filter(|n| n.node != me).collect();
+    nodes.sort_by_key(|n| Some(n.node) != hint);
+    nodes.into_iter().map(|n| n.address.clone()).collect()
+}
+
+/// The connection id a token names.
+fn connection_id(shared: &Shared, hub: &str, id: &str) -> Option<String> {
+    if is_v0_connection_id(id) {
+        return Some(id.to_owned());
+    }
+    // Only the connection id is wanted: a token past its connect lifetime still names its
+    // connection (the holder decides whether the request is allowed).
+    let ticket = shared.keys.verify_ticket(id, 0).ok()?;
+    (ticket.hub == hub).then_some(ticket.connection_id)
+}
+
+/// Whether a relay's error says no gateway holds the connection.
+pub(crate) fn nobody_holds(error: &ApiError) -> bool {
+    error.0.code == ErrorCode::RouteNotFound && error.0.message == NOT_FOUND
+}
+
+/// Relays to each of `addresses` in turn until one holds the connection.
+pub(crate) async fn relay_any(
+    shared: &Shared,
+    addresses: &[String],
+    kind: Kind,
+    target: RelayTarget,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut last = Err(ApiError::new(ErrorCode::RouteNotFound, NOT_FOUND));
+    for address in addresses {
+        last = relay(shared, address, kind, target.clone(), body.clone()).await;
+        match &last {
+            Err(error) if nobody_holds(error) => {}
+            // Probing several: an unreachable one is skipped (a listed holder is never probed).
+            Err(error) if addresses.len() > 1 && error.0.code == ErrorCode::Unavailable => {
+                last = Err(ApiError::new(ErrorCode::RouteNotFound, NOT_FOUND));
+            }
+            _ => return last,
+        }
+    }
+    last
+}
+
+/// Relays a request to the holder at `address`; the answer is the client's.
+pub(crate) async fn relay(
+    shared: &Shared,
+    address: &str,
+    kind: Kind,
+    target: RelayTarget,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let unavailable = |what: &str| {
+        ApiError(Error::unavailable(format!(
+            "The gateway holding this connection could not be reached ({what}); try again."
+        )))
+    };
+    let Some(channels) = shared.config.cluster.as_ref() else {
+        return Err(unavailable("no cluster"));
+    };
+    let channel = channels
+        .get(address)
+        .map_err(|e| unavailable(&e.to_string()))?;
+    let max = channels.max_message_bytes();
+    let mut client = RelayClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    shared.metrics.relayed(kind.as_str());
+    let reply = match kind {
+        Kind::Send => {
+            client
+                .send(timed(
+                    RelaySend {
+                        target: Some(target),
+                        body,
+                    },
+                    shared.config.client_timeout + Duration::from_secs(5),
+                ))
+                .await
+        }
+        Kind::Poll => {
+            client
+                .poll(timed(target, http::POLL_TIMEOUT + Duration::from_secs(10)))
+                .await
+        }
+        Kind::Close => client.close(timed(target, Duration::from_secs(10))).await,
+    };
+    let reply = match reply {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            shared.metrics.relay_failed(kind.as_str());
+            tracing::debug!(%status, address, "relay failed");
+            return Err(unavailable(status.message()));
+        }
+    };
+    answer(reply)
+}
+
+fn timed<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// The holder's reply as the client's response.
+fn answer(reply: RelayReply) -> ApiResult<Response> {
+    let status = u16::try_from(reply.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_success() {
+        if reply.body.is_empty() {
+            return Ok(status.into_response());
+        }
+        return Ok(Response::builder()
+            .status(status)
+            .header(axum::http::header::CACHE_CONTROL, "no-cache")
+            .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(axum::body::Body::from(reply.body))
+            .unwrap_or_default());
+    }
+    let code = ErrorCode::from_code_str(&reply.code).unwrap_or(ErrorCode::Unavailable);
+    Err(ApiError::new(code, reply.error))
+}
+
+/// The holder's side: the `Relay` service on the cluster listener.
+pub struct RelayService {
+    shared: Arc<Shared>,
+}
+
+impl RelayService {
+    pub(crate) fn server(shared: Arc<Shared>, max: usize) -> RelayServer<RelayService> {
+        RelayServer::new(RelayService { shared })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// The pipe a relayed request names, checked as a local request would be.
+    fn pipe(&self, target: &RelayTarget) -> Result<Arc<http::Pipe>, RelayReply> {
+        let Some(pipe) = self.shared.pipes.get(&target.id) else {
+            return Err(refusal(ErrorCode::RouteNotFound, NOT_FOUND));
+        };
+        let token = (!target.access_token.is_empty()).then_some(target.access_token.as_str());
+        if let Err(error) = pipe_request_allowed(&self.shared, &target.hub, token, &pipe) {
+            return Err(refusal(error.0.code, &error.0.message));
+        }
+        Ok(pipe)
+    }
+}
+
+fn refusal(code: ErrorCode, error: &str) -> RelayReply {
+    RelayReply {
+        status: u32::from(code.http_status()),
+        body: Bytes::new(),
+        error: error.to_owned(),
+        code: code.as_str().to_owned(),
+    }
+}
+
+fn ok(status: u16, body: Bytes) -> RelayReply {
+    RelayReply {
+        status: u32::from(status),
+        body,
+        error: String::new(),
+        code: String::new(),
+    }
+}
+
+const NOT_FOUND: &str = "No Connection with that ID.";
+
+#[tonic::async_trait]
+impl Relay for RelayService {
+    async fn send(
+        &self,
+        request: Request<RelaySend>,
+    ) -> Result<tonic::Response<RelayReply>, Status> {
+        let message = request.into_inner();
+        let target = message.target.unwrap_or_default();
+        let pipe = match self.pipe(&target) {
+            Ok(pipe) => pipe,
+            Err(refused) => return Ok(tonic::Response::new(refused)),
+        };
+        if message.body.len() > http::MAX_SEND_BYTES {
+            return Ok(tonic::Response::new(refusal(
+                ErrorCode::PayloadTooLarge,
+                "A send may carry at most 1 MiB.",
+            )));
+        }
+        let answer = match pipe
+            .send(message.body, self.shared.config.client_timeout)
+            .await
+        {
+            Sent::Queued => ok(200, Bytes::new()),
+            Sent::Closed => refusal(ErrorCode::RouteNotFound, NOT_FOUND),
+            Sent::Busy => refusal(
+                ErrorCode::Unavailable,
+                "The connection is not reading its sends; try again.",
+            ),
+        };
+        Ok(tonic::Response::new(answer))
+    }
+
+    async fn poll(
+        &self,
+        request: Request<RelayTarget>,
+    ) -> Result<tonic::Response<RelayReply>, Status> {
+        let target = request.into_inner();
+        let pipe = match self.pipe(&target) {
+            Ok(pipe) => pipe,
+            Err(refused) => return Ok(tonic::Response::new(refused)),
+        };
+        if pipe.kind != http::Kind::LongPolling {
+            return Ok(tonic::Response::new(refusal(
+                ErrorCode::ConnectionInUse,
+                "This connection token is already used by an open connection; negotiate again.",
+            )));
+        }
+        let outcome = pipe.poll(http::POLL_TIMEOUT).await;
+        self.shared.metrics.long_poll(&outcome);
+        let answer = match outcome {
+            Polled::Data(data) => ok(200, data),
+            Polled::Empty => ok(200, Bytes::new()),
+            Polled::Closed => ok(204, Bytes::new()),
+        };
+        Ok(tonic::Response::new(answer))
+    }
+
+    async fn close(
+        &self,
+        request: Request<RelayTarget>,
+    ) -> Result<tonic::Response<RelayReply>, Status> {
+        let target = request.into_inner();
+        let pipe = match self.pipe(&target) {
+            Ok(pipe) => pipe,
+            Err(refused) => return Ok(tonic::Response::new(refused)),
+        };
+        if pipe.kind != http::Kind::LongPolling {
+            return Ok(tonic::Response::new(refusal(
+                ErrorCode::InvalidArgument,
+                "Cannot terminate this connection using the DELETE endpoint.",
+            )));
+        }
+        pipe.close_by_client();
+        Ok(tonic::Response::new(ok(202, Bytes::new())))
+    }
+}
