@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Relayed sends and polls carry client frames as they are.
         .bytes(".switchboard.cluster.v1.RelaySend")
         .bytes(".switchboard.cluster.v1.RelayReply")
+        .bytes(".switchboard.cluster.v1.ResumeFrame")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

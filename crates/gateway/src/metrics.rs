@@ -83,8 +83,8 @@ pub struct GatewayMetrics {
     pub replayed: Counter,
     /// Requests relayed to the gateway holding their connection, and relays that failed, by
     /// kind (send, poll, close).
-    relays: [Counter; 3],
-    relay_failures: [Counter; 3],
+    relays: [Counter; 4],
+    relay_failures: [Counter; 4],
     /// Negotiates answered, by negotiate version.
     pub negotiated_v0: Counter,
     pub negotiated_v1: Counter,
@@ -126,7 +126,7 @@ impl GatewayMetrics {
         );
         describe_counter!(
             "switchboard_relayed_requests_total",
-            "SSE and Long Polling requests relayed to the gateway holding their connection, by kind (send, poll, close)."
+            "Requests relayed to the gateway holding their connection, by kind: send, poll, close (SSE and Long Polling), resume (a stateful-reconnect WebSocket)."
         );
         describe_counter!(
             "switchboard_relay_failures_total",
@@ -206,9 +206,9 @@ impl GatewayMetrics {
             stateful_resumed: counter!("switchboard_stateful_reconnects_total", "outcome" => "resumed"),
             stateful_expired: counter!("switchboard_stateful_reconnects_total", "outcome" => "expired"),
             replayed: counter!("switchboard_replayed_messages_total"),
-            relays: ["send", "poll", "close"]
+            relays: ["send", "poll", "close", "resume"]
                 .map(|k| counter!("switchboard_relayed_requests_total", "kind" => k)),
-            relay_failures: ["send", "poll", "close"]
+            relay_failures: ["send", "poll", "close", "resume"]
                 .map(|k| counter!("switchboard_relay_failures_total", "kind" => k)),
             negotiated_v0: counter!("switchboard_negotiations_total", "version" => "0"),
             negotiated_v1: counter!("switchboard_negotiations_total", "version" => "1"),
@@ -260,6 +260,7 @@ fn relay_index(kind: &str) -> usize {
     match kind {
         "poll" => 1,
         "close" => 2,
+        "resume" => 3,
         _ => 0,
     }
 }

@@ -233,3 +233,57 @@ async fn a_queue_that_overflows_while_the_client_is_away_closes_the_connection(
     js.wait_closed("a").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reconnect_that_lands_on_another_gateway_is_relayed_to_the_holder() -> anyhow::Result<()>
+{
+    let mut cluster = Cluster::stores(bin(), 1, &[]).await?;
+    cluster.add_gateway(&[]).await?;
+    cluster.add_gateway(&[]).await?;
+    let (g1, g2) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let proxy = proxied(g1).await?;
+    let mut js = JsClients::start().await?;
+    let id = js.connect("a", g1, options(&proxy)).await?;
+    send(g1, &id, 0).await?;
+    assert_eq!(
+        js.next_message("a").await?.args,
+        vec![json!(0)],
+        "works first"
+    );
+
+    // The socket drops; the client's reconnect reaches the other gateway.
+    proxy.cut_and_hold();
+    proxy.retarget(g2.addr);
+    for i in 1..11 {
+        send(g2, &id, i).await?;
+    }
+    proxy.heal();
+    for i in 1..11 {
+        assert_eq!(
+            js.next_message("a").await?.args,
+            vec![json!(i)],
+            "in order, none lost"
+        );
+    }
+    let (state, connection_id) = js.state("a").await?;
+    assert_eq!(
+        (state.as_str(), connection_id.as_deref()),
+        ("Connected", Some(id.as_str()))
+    );
+    // Both ways through the relay: an invocation reaches the holder and its completion returns.
+    let error = js
+        .invoke("a", "echo", json!([1]))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(error.unwrap_or_default().contains("upstream"));
+    send(g1, &id, 11).await?;
+    assert_eq!(js.next_message("a").await?.args, vec![json!(11)]);
+    let relayed = g2
+        .metric("switchboard_relayed_requests_total{kind=\"resume\"}")
+        .await;
+    assert_eq!(relayed, Some(1.0));
+    // The connection still lives on g1.
+    assert_eq!(exists(g2, &id).await?, 200);
+    Ok(())
+}

@@ -18,6 +18,8 @@ pub struct Proxy {
     hold: Arc<watch::Sender<bool>>,
     /// Bumped to drop every open connection.
     drops: Arc<watch::Sender<u64>>,
+    /// Where new connections go.
+    target: Arc<watch::Sender<SocketAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,7 +31,9 @@ impl Proxy {
         let refuse = Arc::new(watch::Sender::new(false));
         let hold = Arc::new(watch::Sender::new(false));
         let drops = Arc::new(watch::Sender::new(0u64));
+        let targets = Arc::new(watch::Sender::new(target));
         let (refusing, holding, dropping) = (refuse.clone(), hold.clone(), drops.clone());
+        let aiming = targets.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *refusing.borrow() {
@@ -37,9 +41,11 @@ impl Proxy {
                 }
                 let mut hold_rx = holding.subscribe();
                 let dropping = dropping.clone();
+                let aiming = aiming.clone();
                 tokio::spawn(async move {
                     // While held, a new connection waits instead of being refused.
                     let _ = hold_rx.wait_for(|held| !*held).await;
+                    let target = *aiming.borrow();
                     let mut drops_rx = dropping.subscribe();
                     drops_rx.mark_unchanged();
                     let Ok(mut server) = TcpStream::connect(target).await else {
@@ -58,6 +64,7 @@ impl Proxy {
             refuse,
             hold,
             drops,
+            target: targets,
             task,
         })
     }
@@ -73,6 +80,11 @@ impl Proxy {
     pub fn cut_and_hold(&self) {
         self.hold.send_replace(true);
         self.drops.send_modify(|n| *n += 1);
+    }
+
+    /// Sends new connections (held ones too) to `target` from now on.
+    pub fn retarget(&self, target: SocketAddr) {
+        self.target.send_replace(target);
     }
 
     /// Lets connections through again (held ones too).

@@ -21,6 +21,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use super::resume::Slot;
+use super::socket::ClientSocket;
 use crate::dispatch::to_message;
 use crate::metrics::CloseReason;
 use crate::outbound::CloseRequest;
@@ -79,19 +80,19 @@ pub(crate) struct Opening {
 /// WebSockets: the official clients reconnect statefully over WebSockets only.
 pub(crate) trait Resume: Sized {
     const SUPPORTED: bool;
-    fn resume(socket: axum::extract::ws::WebSocket) -> Option<Self>;
+    fn resume(socket: ClientSocket) -> Option<Self>;
 }
 
-impl Resume for axum::extract::ws::WebSocket {
+impl Resume for ClientSocket {
     const SUPPORTED: bool = true;
-    fn resume(socket: axum::extract::ws::WebSocket) -> Option<Self> {
+    fn resume(socket: ClientSocket) -> Option<Self> {
         Some(socket)
     }
 }
 
 impl Resume for super::http::PipeTransport {
     const SUPPORTED: bool = false;
-    fn resume(_: axum::extract::ws::WebSocket) -> Option<Self> {
+    fn resume(_: ClientSocket) -> Option<Self> {
         None
     }
 }
@@ -753,11 +754,7 @@ where
 
     /// Swaps in a reconnected client's socket: `Sequence`, then every unacknowledged frame,
     /// then what was held back.
-    async fn resume(
-        &mut self,
-        socket: axum::extract::ws::WebSocket,
-        protocol: Protocol,
-    ) -> Result<(), E> {
+    async fn resume(&mut self, socket: ClientSocket, protocol: Protocol) -> Result<(), E> {
         let Some(socket) = S::resume(socket) else {
             return Ok(());
         };

@@ -10,6 +10,7 @@ pub(crate) mod http;
 pub(crate) mod negotiate;
 pub mod relay;
 pub(crate) mod resume;
+pub(crate) mod socket;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@ use serde_json::json;
 use switchboard_auth::{check_audience, is_v0_connection_id, user_id, Audience, ConnectionTicket};
 use switchboard_core::{names, new_connection_id, Error, ErrorCode};
 
+use super::socket::ClientSocket;
 use super::{http, relay};
 use crate::error::{ApiError, ApiResult};
 use crate::{now_secs, Shared};
@@ -266,6 +267,17 @@ pub(super) async fn connect(
         (Some(upgrade), Some(slot)) => return resume(&shared, &headers, &query, slot, upgrade),
         (upgrade, _) => upgrade,
     };
+    // A stateful connection another gateway holds: its client's new socket is relayed there.
+    let upgrade = match (upgrade, relay::listed_holder(&shared, &query.hub, id)) {
+        (Some(upgrade), Some(address)) => {
+            let target = relay_target(&headers, &query, id);
+            let shared = shared.clone();
+            return Ok(sized(&shared, upgrade)
+                .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+                .on_upgrade(move |socket| relay::pump_resume(shared, address, target, socket)));
+        }
+        (upgrade, _) => upgrade,
+    };
     if shared.resumable.has_ended(id) {
         return Err(ApiError::new(
             ErrorCode::RouteNotFound,
@@ -317,8 +329,40 @@ pub(super) async fn connect(
                 query,
                 token_id,
             };
-            super::run_connection(socket, shared2, opening, peer, token, slot)
+            super::run_connection(
+                ClientSocket::Ws(socket),
+                shared2,
+                opening,
+                peer,
+                token,
+                slot,
+            )
         }))
+}
+
+/// Whether a reconnect for `slot` may resume it: the same hub and, if an access token is
+/// presented, a valid one for the same user (also for reconnects relayed from other gateways).
+pub(super) fn resume_allowed(
+    shared: &Shared,
+    hub: &str,
+    token: Option<&str>,
+    slot: &super::resume::Slot,
+) -> ApiResult<()> {
+    if *slot.hub != *hub {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            "No connection with that id on this hub.",
+        ));
+    }
+    if let Some(token) = token {
+        let claims = verify_client_token(shared, Some(token), hub)?;
+        if user_id(&claims).as_deref() != slot.user.as_deref() {
+            return Err(ApiError::unauthorized(
+                "The access token names another user than the connection.",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The upgrade with this gateway's WebSocket buffer sizes and limits.
@@ -340,23 +384,10 @@ fn resume(
     slot: Arc<super::resume::Slot>,
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    if *slot.hub != *query.hub {
-        return Err(ApiError::new(
-            ErrorCode::RouteNotFound,
-            "No connection with that id on this hub.",
-        ));
-    }
-    if let Some(token) = bearer(headers, query) {
-        let claims = verify_client_token(shared, Some(token), &query.hub)?;
-        if user_id(&claims).as_deref() != slot.user.as_deref() {
-            return Err(ApiError::unauthorized(
-                "The access token names another user than the connection.",
-            ));
-        }
-    }
+    resume_allowed(shared, &query.hub, bearer(headers, query), &slot)?;
     Ok(sized(shared, upgrade)
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move { slot.deposit(socket) }))
+        .on_upgrade(move |socket| async move { slot.deposit(ClientSocket::Ws(socket)) }))
 }
 
 /// Whether a GET asks for Server-Sent Events.

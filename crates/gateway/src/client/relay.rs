@@ -24,9 +24,12 @@ use switchboard_core::{Error, ErrorCode};
 use tonic::{Request, Status};
 
 use super::http::{self, Polled, Sent};
-use super::negotiate::pipe_request_allowed;
+use super::negotiate::{pipe_request_allowed, resume_allowed};
+use super::socket::{from_frame, to_frame, ClientSocket, RelayedSocket};
 use crate::error::{ApiError, ApiResult};
 use crate::Shared;
+use switchboard_cluster::proto::resume_frame::Frame;
+use switchboard_cluster::proto::ResumeFrame;
 
 /// What is relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,109 @@ pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
     nodes.sort_by_key(|n| Some(n.node) != hint);
     nodes.into_iter().map(|n| n.address.clone()).collect()
 }
+
+/// The gateway the store lists for the stateful connection `id` names, when it is another one (a
+/// WebSocket connection is registered before its client hears it is connected, so a reconnect
+/// always finds it listed).
+pub(crate) fn listed_holder(shared: &Shared, hub: &str, id: &str) -> Option<String> {
+    shared.config.cluster.as_ref()?;
+    // Only tokens of connections that negotiated stateful reconnect are resumed; any other
+    // token of an open connection is refused as in use, as before.
+    let ticket = shared.keys.verify_ticket(id, 0).ok()?;
+    if ticket.hub != hub || !ticket.stateful_reconnect {
+        return None;
+    }
+    let connection = ticket.connection_id;
+    let view = shared.store.view();
+    let view = view.read();
+    let info = view.connection(hub, &connection)?;
+    if info.node == shared.config.node_id {
+        return None;
+    }
+    view.node(info.node).map(|n| n.address.clone())
+}
+
+/// Carries a reconnected client's WebSocket to the gateway holding its connection, both ways,
+/// until either side closes.
+pub(crate) async fn pump_resume(
+    shared: Arc<Shared>,
+    address: String,
+    target: RelayTarget,
+    mut ws: axum::extract::ws::WebSocket,
+) {
+    use futures::{SinkExt, StreamExt};
+    let Some(channels) = shared.config.cluster.as_ref() else {
+        return;
+    };
+    let Ok(channel) = channels.get(&address) else {
+        let _ = ws.close().await;
+        return;
+    };
+    let max = channels.max_message_bytes();
+    let mut client = RelayClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    shared.metrics.relayed("resume");
+    let (tx, rx) = tokio::sync::mpsc::channel::<ResumeFrame>(RESUME_QUEUE);
+    let first = ResumeFrame {
+        frame: Some(Frame::Target(target)),
+    };
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    let mut inbound = match client
+        .resume(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            shared.metrics.relay_failed("resume");
+            tracing::debug!(%status, address, "relaying a reconnect failed");
+            let _ = ws.close().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(message)) => {
+                    let closing = matches!(message, axum::extract::ws::Message::Close(_));
+                    if let Some(frame) = to_frame(message) {
+                        if tx.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    if closing {
+                        break;
+                    }
+                }
+                Some(Err(_)) | None => {
+                    let _ = tx.send(ResumeFrame { frame: Some(Frame::Close(String::new())) }).await;
+                    break;
+                }
+            },
+            frame = inbound.message() => match frame {
+                Ok(Some(frame)) => match from_frame(frame) {
+                    Ok(Some(message)) => {
+                        if ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        tracing::debug!(why, "the holder closed the relayed reconnect");
+                        break;
+                    }
+                },
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    let _ = ws.close().await;
+}
+
+/// Frames of a relayed reconnect in flight each way.
+const RESUME_QUEUE: usize = 64;
 
 /// The connection id a token names.
 fn connection_id(shared: &Shared, hub: &str, id: &str) -> Option<String> {
@@ -243,6 +349,42 @@ const NOT_FOUND: &str = "No Connection with that ID.";
 
 #[tonic::async_trait]
 impl Relay for RelayService {
+    type ResumeStream = tokio_stream::wrappers::ReceiverStream<Result<ResumeFrame, Status>>;
+
+    async fn resume(
+        &self,
+        request: Request<tonic::Streaming<ResumeFrame>>,
+    ) -> Result<tonic::Response<Self::ResumeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let Some(ResumeFrame {
+            frame: Some(Frame::Target(target)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument(
+                "the first frame of a resume names the connection",
+            ));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(RESUME_QUEUE);
+        let refuse = |why: &str| ResumeFrame {
+            frame: Some(Frame::Close(why.to_owned())),
+        };
+        let token = (!target.access_token.is_empty()).then_some(target.access_token.as_str());
+        match self.shared.resumable.get(&target.id) {
+            None => {
+                let _ = tx.send(Ok(refuse(NOT_FOUND))).await;
+            }
+            Some(slot) => match resume_allowed(&self.shared, &target.hub, token, &slot) {
+                Ok(()) => slot.deposit(ClientSocket::Relayed(RelayedSocket::new(inbound, tx))),
+                Err(error) => {
+                    let _ = tx.send(Ok(refuse(&error.0.message))).await;
+                }
+            },
+        }
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    }
+
     async fn send(
         &self,
         request: Request<RelaySend>,

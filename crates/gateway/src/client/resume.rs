@@ -18,10 +18,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::socket::ClientSocket;
 use crate::registry::ConnectionHandle;
 
 /// The connections of this gateway that can be resumed, by the token their client presents.
@@ -48,7 +48,7 @@ pub(crate) struct Slot {
     pub(crate) hub: Box<str>,
     pub(crate) user: Option<Box<str>>,
     handle: Arc<ConnectionHandle>,
-    socket: Mutex<Option<WebSocket>>,
+    socket: Mutex<Option<ClientSocket>>,
 }
 
 impl Resumable {
@@ -109,7 +109,7 @@ impl Ended {
 impl Slot {
     /// Leaves a new socket for the connection and wakes its task. A socket left earlier and not
     /// yet taken is replaced (the client gave up on it).
-    pub(crate) fn deposit(&self, socket: WebSocket) {
+    pub(crate) fn deposit(&self, socket: ClientSocket) {
         *self.socket.lock() = Some(socket);
         self.handle.outbound.wake();
     }
@@ -125,7 +125,7 @@ impl Slot {
     }
 
     /// The socket a reconnecting client left, if any.
-    pub(crate) fn take(&self) -> Option<WebSocket> {
+    pub(crate) fn take(&self) -> Option<ClientSocket> {
         self.socket.lock().take()
     }
 }
