@@ -18,9 +18,12 @@ fn io(error: impl std::fmt::Display) -> std::io::Error {
 }
 
 /// A WebSocket connection's transport.
+// The WebSocket inline on purpose: it is every connection's transport, the relayed one rare.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ClientSocket {
     Ws(WebSocket),
-    Relayed(RelayedSocket),
+    /// Boxed: rare, and larger than a WebSocket; every connection's task holds this enum.
+    Relayed(Box<RelayedSocket>),
 }
 
 /// A client's WebSocket that another gateway terminates, relayed as `ResumeFrame`s.
