@@ -17,7 +17,8 @@
 # Knobs (environment): ROUNDS (2: every scenario this many times, the transports alternating,
 # each round its own row), CONNECTIONS (5000), BURST (200 messages), LATENCY_CLIENTS (1000),
 # LATENCY_SECONDS (20), TRANSPORTS ("websockets sse longpolling"), BENCH_PROFILE (release),
-# BENCH_OUT (results directory), SB_PORT (18080).
+# BENCH_OUT (results directory), SB_PORT (18480: not the port of bench.sh, which may run at the
+# same time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -36,7 +37,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 RESULTS=$OUT/transports-$STAMP.jsonl
 REPORT=$OUT/transports-$STAMP.md
 ACCESS_KEY=bench-access-key-0123456789ABCDEFGHIJKLMNOP
-SB_PORT=${SB_PORT:-18080}
+SB_PORT=${SB_PORT:-18480}
 mkdir -p "$OUT"
 
 # Every socket is a file: take the hard limit.
