@@ -374,7 +374,9 @@ impl Relay for RelayService {
                 let _ = tx.send(Ok(refuse(NOT_FOUND))).await;
             }
             Some(slot) => match resume_allowed(&self.shared, &target.hub, token, &slot) {
-                Ok(()) => slot.deposit(ClientSocket::Relayed(Box::new(RelayedSocket::new(inbound, tx)))),
+                Ok(()) => slot.deposit(ClientSocket::Relayed(Box::new(RelayedSocket::new(
+                    inbound, tx,
+                )))),
                 Err(error) => {
                     let _ = tx.send(Ok(refuse(&error.0.message))).await;
                 }
