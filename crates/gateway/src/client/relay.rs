@@ -73,6 +73,12 @@ pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
             .map(|n| vec![n.address.clone()])
             .unwrap_or_default();
     }
+    // Asking every gateway is for tokens whose signature was just verified: a version-0 id is
+    // only checked against its MAC at connect, so an unlisted one is not chased (a made-up id
+    // would otherwise cost a call to every gateway).
+    if is_v0_connection_id(id) {
+        return Vec::new();
+    }
     let hint = switchboard_core::node_of_connection_id(&connection);
     let mut nodes: Vec<_> = view.nodes().filter(|n| n.node != me).collect();
     nodes.sort_by_key(|n| Some(n.node) != hint);
