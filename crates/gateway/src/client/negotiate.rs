@@ -233,6 +233,9 @@ pub(super) async fn connect(
         if let Some(pipe) = shared.pipes.get(id) {
             check_pipe_request(&shared, &headers, &query, &pipe)?;
             if pipe.kind == http::Kind::LongPolling && !wants_sse(&headers) {
+                // An idle client's poll waits here for up to 90 s: free what the request
+                // brought (its headers, its query with both tokens) before waiting.
+                drop((headers, query, raw, upgrade));
                 return Ok(poll(&shared, &pipe).await);
             }
             shared.metrics.refused_in_use.increment(1);
