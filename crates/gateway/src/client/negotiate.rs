@@ -251,13 +251,13 @@ pub(super) async fn connect(
             let addresses = relay::holders(&shared, &query.hub, id);
             if !addresses.is_empty() {
                 let target = relay_target(&headers, &query, id);
-                let answer = relay::relay_any(
+                let answer = Box::pin(relay::relay_any(
                     &shared,
                     &addresses,
                     relay::Kind::Poll,
                     target,
                     bytes::Bytes::new(),
-                )
+                ))
                 .await;
                 if !answer.as_ref().is_err_and(relay::nobody_holds) {
                     return answer;
@@ -571,7 +571,14 @@ pub(super) async fn send(
     let pipe = match found {
         Found::Here(pipe) => pipe,
         Found::Elsewhere { addresses, target } => {
-            return relay::relay_any(&shared, &addresses, relay::Kind::Send, target, body).await
+            return Box::pin(relay::relay_any(
+                &shared,
+                &addresses,
+                relay::Kind::Send,
+                target,
+                body,
+            ))
+            .await
         }
     };
     match pipe.send(body, shared.config.client_timeout).await {
@@ -595,13 +602,13 @@ pub(super) async fn delete(
     let pipe = match find_pipe(&shared, &headers, raw.as_deref())? {
         Found::Here(pipe) => pipe,
         Found::Elsewhere { addresses, target } => {
-            return relay::relay_any(
+            return Box::pin(relay::relay_any(
                 &shared,
                 &addresses,
                 relay::Kind::Close,
                 target,
                 bytes::Bytes::new(),
-            )
+            ))
             .await
         }
     };
