@@ -91,6 +91,7 @@ impl Pipes {
         }
         let pipe = Arc::new(Pipe {
             kind,
+            needs_token: switchboard_auth::is_v0_connection_id(id),
             hub: hub.into(),
             user: user.map(Into::into),
             state: Mutex::new(State {
@@ -138,6 +139,9 @@ struct State {
 /// One HTTP-transport connection's buffers, shared by its task and its requests.
 pub(crate) struct Pipe {
     pub(crate) kind: Kind,
+    /// Its `id` is a version-0 connection id, which is not secret (the app and the REST API see
+    /// it): every request must then prove the user with an access token.
+    pub(crate) needs_token: bool,
     pub(crate) hub: Box<str>,
     pub(crate) user: Option<Box<str>>,
     state: Mutex<State>,
@@ -224,9 +228,16 @@ impl Pipe {
             generation,
         };
         let wait = futures::future::poll_fn(|cx| {
+            // A superseded poll must not register: it would take the newer poll's wake-up.
+            if self.state.lock().poll_generation != generation {
+                return Poll::Ready(Polled::Empty);
+            }
             self.reader.register(cx.waker());
             let mut state = self.state.lock();
             if state.poll_generation != generation {
+                drop(state);
+                // Give the wake-up back to the poll that now waits.
+                self.reader.wake();
                 return Poll::Ready(Polled::Empty);
             }
             if !state.outbound.is_empty() {
@@ -285,13 +296,22 @@ impl Drop for PollEnd {
 /// raw newlines.
 pub(crate) fn sse_event(data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 16);
-    for line in data.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"data: ");
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            // CR LF, a lone CR and a lone LF all end a line for an EventSource.
+            b'\r' | b'\n' => {
+                if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                out.extend_from_slice(b"\r\ndata: ");
+            }
+            byte => out.extend_from_slice(&[byte]),
+        }
+        i += 1;
     }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n\r\n");
     out.freeze()
 }
 
@@ -349,6 +369,35 @@ fn gone(why: &'static str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why)
 }
 
+impl PipeTransport {
+    /// Long Polling: `Err` once the client has not polled for the client timeout (arming the
+    /// timer otherwise). Checked by reads and by writes waiting for room, so a client that left
+    /// without a DELETE is noticed whichever the task is doing.
+    fn check_polled(&mut self, cx: &mut Context<'_>) -> Result<(), std::io::Error> {
+        if self.pipe.kind != Kind::LongPolling {
+            return Ok(());
+        }
+        let (deadline, polling) = {
+            let state = self.pipe.state.lock();
+            (state.last_poll + self.client_timeout, state.polling)
+        };
+        if polling {
+            self.no_poll = None;
+            return Ok(());
+        }
+        let timer = self
+            .no_poll
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Err(gone("the client has not polled for the client timeout"));
+        }
+        Ok(())
+    }
+}
+
 impl Stream for PipeTransport {
     type Item = Result<Message, std::io::Error>;
 
@@ -396,16 +445,22 @@ impl Stream for PipeTransport {
 impl Sink<Message> for PipeTransport {
     type Error = std::io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.pipe.task.register(cx.waker());
-        let state = self.pipe.state.lock();
-        if state.client_closed || state.server_closed {
-            return Poll::Ready(Err(gone("the client is gone")));
+        let full = {
+            let state = self.pipe.state.lock();
+            if state.client_closed || state.server_closed {
+                return Poll::Ready(Err(gone("the client is gone")));
+            }
+            state.outbound.len() >= MAX_OUTBOUND_BYTES
+        };
+        if !full {
+            return Poll::Ready(Ok(()));
         }
-        if state.outbound.len() >= MAX_OUTBOUND_BYTES {
-            return Poll::Pending;
+        match self.check_polled(cx) {
+            Ok(()) => Poll::Pending,
+            Err(error) => Poll::Ready(Err(error)),
         }
-        Poll::Ready(Ok(()))
     }
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
@@ -435,15 +490,37 @@ impl Sink<Message> for PipeTransport {
 
 impl Drop for PipeTransport {
     fn drop(&mut self) {
-        self.pipe.state.lock().server_closed = true;
+        let pending = {
+            let mut state = self.pipe.state.lock();
+            state.server_closed = true;
+            !state.outbound.is_empty() && !state.client_closed
+        };
         self.pipe.reader.wake();
         self.pipe.room.notify_waiters();
-        let mut map = self.pipes.map.lock();
-        if map
-            .get(&self.id)
-            .is_some_and(|p| Arc::ptr_eq(p, &self.pipe))
-        {
-            map.remove(&self.id);
+        // A Long Polling client between polls has not yet fetched the last frames (the Close
+        // message among them): its next poll must still find them, and then get 204. The entry
+        // is forgotten once the client has had the client timeout to poll.
+        if pending && self.pipe.kind == Kind::LongPolling {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (pipes, id, pipe) = (self.pipes.clone(), self.id.clone(), self.pipe.clone());
+                let linger = self.client_timeout;
+                runtime.spawn(async move {
+                    tokio::time::sleep(linger).await;
+                    pipes.forget(&id, &pipe);
+                });
+                return;
+            }
+        }
+        self.pipes.forget(&self.id, &self.pipe);
+    }
+}
+
+impl Pipes {
+    /// Removes `id`'s entry if it is still `pipe`.
+    fn forget(&self, id: &str, pipe: &Arc<Pipe>) {
+        let mut map = self.map.lock();
+        if map.get(id).is_some_and(|p| Arc::ptr_eq(p, pipe)) {
+            map.remove(id);
         }
     }
 }
@@ -623,16 +700,53 @@ mod tests {
         assert_eq!(waiting.await.expect("joined"), Sent::Queued);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waiting_for_a_poll_gives_up_after_the_client_timeout() {
+        let (pipes, mut transport) = open(Kind::LongPolling);
+        let _pipe = pipes.get("t1").expect("listed");
+        let big = "x".repeat(MAX_OUTBOUND_BYTES);
+        transport
+            .send(Message::Text(big.into()))
+            .await
+            .expect("fits");
+        // Full, and nobody polls: the next write waits, then fails once the client is gone.
+        let started = Instant::now();
+        let result = transport.send(Message::Text("more".into())).await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(started.elapsed() >= Duration::from_secs(29));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_long_polling_connection_still_hands_over_its_last_frames() {
+        let (pipes, mut transport) = open(Kind::LongPolling);
+        transport
+            .send(Message::Text("close\u{1e}".into()))
+            .await
+            .expect("sent");
+        drop(transport);
+        let pipe = pipes.get("t1").expect("kept for the last poll");
+        assert_eq!(
+            pipe.poll(POLL_TIMEOUT).await,
+            Polled::Data(Bytes::from("close\u{1e}"))
+        );
+        assert_eq!(pipe.poll(POLL_TIMEOUT).await, Polled::Closed);
+        // Forgotten after the client timeout.
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(pipes.get("t1").is_none());
+    }
+
     proptest! {
         #[test]
-        fn sse_events_carry_the_data_back(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'a'), Just(0x1e_u8), Just(b' ')], 0..64)) {
+        fn sse_events_carry_the_data_back(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), Just(0x1e_u8), Just(b' ')], 0..64)) {
             // What an EventSource does: strip "data: " from each line, join with "\n".
             let event = sse_event(&data);
             let text = std::str::from_utf8(&event).expect("utf8");
             let body = text.strip_suffix("\r\n\r\n").expect("blank line ends the event");
             let lines: Vec<&str> = body.split("\r\n").map(|l| l.strip_prefix("data: ").expect("data line")).collect();
             let joined = lines.join("\n");
-            prop_assert_eq!(joined.as_bytes(), &data[..]);
+            // Line ends come back as LF (an EventSource's rule), everything else as it was.
+            let expected = String::from_utf8(data.clone()).expect("ascii").replace("\r\n", "\n").replace('\r', "\n");
+            prop_assert_eq!(joined, expected);
         }
     }
 }

@@ -484,6 +484,11 @@ pub(super) fn pipe_request_allowed(
             "No connection with that id on this hub.",
         ));
     }
+    if pipe.needs_token && token.is_none() {
+        return Err(ApiError::unauthorized(
+            "An access token is required (Authorization: Bearer or access_token).",
+        ));
+    }
     if let Some(token) = token {
         let claims = verify_client_token(shared, Some(token), hub)?;
         if user_id(&claims).as_deref() != pipe.user.as_deref() {

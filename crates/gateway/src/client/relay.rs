@@ -160,10 +160,9 @@ pub(crate) async fn pump_resume(
                         break;
                     }
                 }
-                Some(Err(_)) | None => {
-                    let _ = tx.send(ResumeFrame { frame: Some(Frame::Close(String::new())) }).await;
-                    break;
-                }
+                // The client's socket failed: dropping the stream tells the holder its transport
+                // is lost (it waits for the client again); only a Close frame closes.
+                Some(Err(_)) | None => break,
             },
             frame = inbound.message() => match frame {
                 Ok(Some(frame)) => match from_frame(frame) {
