@@ -16,6 +16,46 @@
 
 use std::collections::VecDeque;
 
+use crate::{FrameReader, Protocol};
+
+/// How many trackable messages (types 1–5) a frame holds: a frame may carry several messages
+/// (an upstream's answer, a pre-serialized REST payload) or none that counts (a ping). The
+/// common frames (one invocation, as Switchboard serializes it) are recognized from their first
+/// bytes; others are decoded.
+pub fn trackable_messages(protocol: Protocol, frame: &[u8]) -> u64 {
+    let mut reader = FrameReader::new(protocol, usize::MAX);
+    reader.push(frame);
+    let mut count = 0;
+    while let Ok(Some(payload)) = reader.next_frame() {
+        if message_type(protocol, &payload).is_some_and(|t| (1..=5).contains(&t)) {
+            count += 1;
+        }
+    }
+    count
+}
+
+fn message_type(protocol: Protocol, payload: &[u8]) -> Option<u8> {
+    let quick = match protocol {
+        // `{"type":N,` — how every JSON frame Switchboard builds begins.
+        Protocol::Json => payload
+            .strip_prefix(b"{\"type\":")
+            .and_then(|rest| match rest {
+                [d, b',' | b'}', ..] if d.is_ascii_digit() => Some(d - b'0'),
+                _ => None,
+            }),
+        // A fixarray whose first element is a positive fixint.
+        Protocol::MessagePack => match payload {
+            [0x90..=0x9f, t @ 0..=0x7f, ..] => Some(*t),
+            _ => None,
+        },
+    };
+    quick.or_else(|| {
+        crate::decode(protocol, payload)
+            .ok()
+            .map(|m| m.message_type())
+    })
+}
+
 /// The sending half: numbers trackable messages and keeps them until acknowledged.
 #[derive(Debug)]
 pub struct SendBuffer<T> {
@@ -24,8 +64,9 @@ pub struct SendBuffer<T> {
     limit: usize,
     /// The id the next trackable message gets.
     next_id: u64,
-    /// Sent and not acknowledged, oldest first, with their sizes.
-    unacked: VecDeque<(u64, usize, T)>,
+    /// Sent and not acknowledged, oldest first: the first and last id of the messages each
+    /// frame holds, its size, the frame.
+    unacked: VecDeque<(u64, u64, usize, T)>,
     bytes: usize,
 }
 
@@ -47,11 +88,21 @@ impl<T> SendBuffer<T> {
 
     /// Records a trackable message about to be sent; returns its id.
     pub fn push(&mut self, len: usize, message: T) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        self.push_frame(1, len, message).unwrap_or(self.next_id)
+    }
+
+    /// Records a frame of `count` trackable messages about to be sent; returns the id of its
+    /// last. A frame with none (a ping) is not kept: it is never replayed (`None`).
+    pub fn push_frame(&mut self, count: u64, len: usize, frame: T) -> Option<u64> {
+        if count == 0 {
+            return None;
+        }
+        let first = self.next_id;
+        self.next_id += count;
+        let last = self.next_id - 1;
         self.bytes += len;
-        self.unacked.push_back((id, len, message));
-        id
+        self.unacked.push_back((first, last, len, frame));
+        Some(last)
     }
 
     /// The peer acknowledged everything up to `sequence_id`. Returns how many messages were
@@ -67,9 +118,9 @@ impl<T> SendBuffer<T> {
         while self
             .unacked
             .front()
-            .is_some_and(|(id, _, _)| *id <= sequence_id)
+            .is_some_and(|(_, last, _, _)| *last <= sequence_id)
         {
-            if let Some((_, len, _)) = self.unacked.pop_front() {
+            if let Some((_, _, len, _)) = self.unacked.pop_front() {
                 self.bytes -= len;
                 released += 1;
             }
@@ -79,8 +130,11 @@ impl<T> SendBuffer<T> {
 
     /// What to send on a new transport: the `Sequence` id, then every unacknowledged message.
     pub fn replay(&self) -> (u64, impl Iterator<Item = &T>) {
-        let first = self.unacked.front().map_or(self.next_id, |(id, _, _)| *id);
-        (first, self.unacked.iter().map(|(_, _, m)| m))
+        let first = self
+            .unacked
+            .front()
+            .map_or(self.next_id, |(first, _, _, _)| *first);
+        (first, self.unacked.iter().map(|(_, _, _, m)| m))
     }
 
     /// Bytes held.
@@ -231,6 +285,54 @@ mod tests {
             Err(SequenceError::AckBeyondSent { acked: 4, sent: 3 })
         );
         assert_eq!(send.ack(2), Ok(0), "an old ack is harmless");
+    }
+
+    #[test]
+    fn frames_count_their_trackable_messages() {
+        let json = Protocol::Json;
+        assert_eq!(
+            trackable_messages(json, b"{\"type\":1,\"target\":\"m\",\"arguments\":[]}\x1e"),
+            1
+        );
+        assert_eq!(trackable_messages(json, b"{\"type\":6}\x1e"), 0);
+        assert_eq!(
+            trackable_messages(
+                json,
+                b"{\"type\":3,\"invocationId\":\"1\"}\x1e{\"type\":3,\"invocationId\":\"2\"}\x1e"
+            ),
+            2
+        );
+        // Not in Switchboard's own order: decoded.
+        assert_eq!(
+            trackable_messages(json, b"{\"target\":\"m\",\"type\":1,\"arguments\":[]}\x1e"),
+            1
+        );
+        let mp = Protocol::MessagePack;
+        let ping = crate::encode(mp, &crate::HubMessage::Ping).expect("encodes");
+        assert_eq!(trackable_messages(mp, &ping), 0);
+        let completion = crate::encode(
+            mp,
+            &crate::HubMessage::Completion {
+                invocation_id: "1".into(),
+                result: crate::CompletionResult::Void,
+                headers: Vec::new(),
+            },
+        )
+        .expect("encodes");
+        let two = [completion.as_ref(), completion.as_ref()].concat();
+        assert_eq!(trackable_messages(mp, &two), 2);
+    }
+
+    #[test]
+    fn a_frame_of_several_messages_takes_as_many_ids() {
+        let mut send = SendBuffer::new(100);
+        assert_eq!(send.push_frame(2, 10, "ab"), Some(2));
+        assert_eq!(send.push_frame(0, 5, "ping"), None);
+        assert_eq!(send.push_frame(1, 10, "c"), Some(3));
+        assert_eq!(send.ack(1), Ok(0), "half of a frame keeps it");
+        assert_eq!(send.replay().0, 1);
+        assert_eq!(send.ack(2), Ok(1));
+        assert_eq!(send.replay().0, 3);
     }
 
     #[test]

@@ -118,6 +118,7 @@ struct Stateful {
     held: VecDeque<Message>,
     slot: Arc<Slot>,
     token_id: Box<str>,
+    protocol: Protocol,
 }
 
 struct Connection<S> {
@@ -283,6 +284,7 @@ where
                 held: VecDeque::new(),
                 slot,
                 token_id: token_id.into(),
+                protocol,
             }));
         }
         tracing::debug!(user = ?handle.user, protocol = protocol.name(), stateful = self.stateful.is_some(), "connected");
@@ -639,7 +641,16 @@ where
             let Some(message) = stateful.held.pop_front() else {
                 break;
             };
-            stateful.send.push(len, message.clone());
+            // Numbered by the messages the frame holds, as the client counts them; a frame with
+            // none (a pre-serialized ping) is sent but never replayed.
+            let bytes_of = match &message {
+                Message::Text(text) => text.as_bytes(),
+                Message::Binary(binary) => binary.as_ref(),
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) => &[],
+            };
+            let count =
+                switchboard_protocol::stateful::trackable_messages(stateful.protocol, bytes_of);
+            stateful.send.push_frame(count, len, message.clone());
             bytes += len as u64;
             frames += 1;
             socket.feed(message).await?;
