@@ -79,6 +79,11 @@ pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
     if is_v0_connection_id(id) {
         return Vec::new();
     }
+    // ...and only while the token may still open a connection: a connection is unregistered
+    // only around its start, so an older token is not worth a call to every gateway.
+    if shared.keys.verify_ticket(id, crate::now_secs()).is_err() {
+        return Vec::new();
+    }
     let hint = switchboard_core::node_of_connection_id(&connection);
     let mut nodes: Vec<_> = view.nodes().filter(|n| n.node != me).collect();
     nodes.sort_by_key(|n| Some(n.node) != hint);
