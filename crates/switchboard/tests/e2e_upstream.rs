@@ -209,8 +209,8 @@ async fn every_answer_completes_the_invocation_clearly() -> anyhow::Result<()> {
         |r: Recorded| -> futures::future::BoxFuture<'static, Reply> {
             Box::pin(async move {
                 if r.event() == "slow" {
-                    // Longer than --upstream-timeout.
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    // Never answers: only --upstream-timeout ends the call.
+                    std::future::pending::<()>().await;
                 }
                 app(&r)
             })

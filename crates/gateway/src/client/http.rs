@@ -40,6 +40,13 @@ use futures::{Sink, Stream};
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
+/// The answers the local handlers and relayed requests share.
+pub(crate) const IN_USE: &str =
+    "This connection token is already used by an open connection; negotiate again.";
+pub(crate) const NOT_FOUND: &str = "No Connection with that ID.";
+pub(crate) const NOT_LONG_POLLING: &str =
+    "Cannot terminate this connection using the DELETE endpoint.";
+
 /// How long a poll waits for something to send (ASP.NET Core's `PollTimeout`).
 pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 /// The largest send body.

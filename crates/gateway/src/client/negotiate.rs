@@ -239,10 +239,7 @@ pub(super) async fn connect(
                 return Ok(poll(&shared, &pipe).await);
             }
             shared.metrics.refused_in_use.increment(1);
-            return Err(ApiError::new(
-                ErrorCode::ConnectionInUse,
-                "This connection token is already used by an open connection; negotiate again.",
-            ));
+            return Err(ApiError::new(ErrorCode::ConnectionInUse, http::IN_USE));
         }
         // A poll of a connection another gateway holds.
         if !wants_sse(&headers) {
@@ -297,10 +294,7 @@ pub(super) async fn connect(
     // keeps working. (The store refuses a race between two gateways the same way.)
     if in_use(&shared, &ticket) {
         shared.metrics.refused_in_use.increment(1);
-        return Err(ApiError::new(
-            ErrorCode::ConnectionInUse,
-            "This connection token is already used by an open connection; negotiate again.",
-        ));
+        return Err(ApiError::new(ErrorCode::ConnectionInUse, http::IN_USE));
     }
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         shared.metrics.refused_limit.increment(1);
@@ -421,10 +415,7 @@ fn open_http(
         shared.config.client_timeout,
     ) else {
         shared.metrics.refused_in_use.increment(1);
-        return Err(ApiError::new(
-            ErrorCode::ConnectionInUse,
-            "This connection token is already used by an open connection; negotiate again.",
-        ));
+        return Err(ApiError::new(ErrorCode::ConnectionInUse, http::IN_USE));
     };
     let pipe = transport.pipe().clone();
     let query = match &shared.upstream {
@@ -523,10 +514,7 @@ fn find_pipe(shared: &Shared, headers: &HeaderMap, raw: Option<&str>) -> ApiResu
     }
     let addresses = relay::holders(shared, &query.hub, id);
     if addresses.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::RouteNotFound,
-            "No Connection with that ID.",
-        ));
+        return Err(ApiError::new(ErrorCode::RouteNotFound, http::NOT_FOUND));
     }
     Ok(Found::Elsewhere {
         addresses,
@@ -588,10 +576,7 @@ pub(super) async fn send(
     };
     match pipe.send(body, shared.config.client_timeout).await {
         http::Sent::Queued => Ok(StatusCode::OK.into_response()),
-        http::Sent::Closed => Err(ApiError::new(
-            ErrorCode::RouteNotFound,
-            "No Connection with that ID.",
-        )),
+        http::Sent::Closed => Err(ApiError::new(ErrorCode::RouteNotFound, http::NOT_FOUND)),
         http::Sent::Busy => Err(ApiError(Error::unavailable(
             "The connection is not reading its sends; try again.",
         ))),
@@ -618,9 +603,7 @@ pub(super) async fn delete(
         }
     };
     if pipe.kind != http::Kind::LongPolling {
-        return Err(ApiError::invalid(
-            "Cannot terminate this connection using the DELETE endpoint.",
-        ));
+        return Err(ApiError::invalid(http::NOT_LONG_POLLING));
     }
     pipe.close_by_client();
     Ok(StatusCode::ACCEPTED.into_response())

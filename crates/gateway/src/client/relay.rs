@@ -23,7 +23,7 @@ use switchboard_cluster::proto::{RelayReply, RelaySend, RelayTarget};
 use switchboard_core::{Error, ErrorCode};
 use tonic::{Request, Status};
 
-use super::http::{self, Polled, Sent};
+use super::http::{self, Polled, Sent, NOT_FOUND};
 use super::negotiate::{pipe_request_allowed, resume_allowed};
 use super::socket::{from_frame, to_frame, ClientSocket, RelayedSocket};
 use crate::error::{ApiError, ApiResult};
@@ -337,6 +337,22 @@ impl RelayService {
     }
 }
 
+impl RelayService {
+    /// [`RelayService::pipe`], which must be a Long Polling one (else refused with `code`).
+    fn long_polling(
+        &self,
+        target: &RelayTarget,
+        code: ErrorCode,
+        error: &str,
+    ) -> Result<Arc<http::Pipe>, RelayReply> {
+        let pipe = self.pipe(target)?;
+        if pipe.kind != http::Kind::LongPolling {
+            return Err(refusal(code, error));
+        }
+        Ok(pipe)
+    }
+}
+
 fn refusal(code: ErrorCode, error: &str) -> RelayReply {
     RelayReply {
         status: u32::from(code.http_status()),
@@ -354,8 +370,6 @@ fn ok(status: u16, body: Bytes) -> RelayReply {
         code: String::new(),
     }
 }
-
-const NOT_FOUND: &str = "No Connection with that ID.";
 
 #[tonic::async_trait]
 impl Relay for RelayService {
@@ -431,17 +445,14 @@ impl Relay for RelayService {
         &self,
         request: Request<RelayTarget>,
     ) -> Result<tonic::Response<RelayReply>, Status> {
-        let target = request.into_inner();
-        let pipe = match self.pipe(&target) {
+        let pipe = match self.long_polling(
+            &request.into_inner(),
+            ErrorCode::ConnectionInUse,
+            http::IN_USE,
+        ) {
             Ok(pipe) => pipe,
             Err(refused) => return Ok(tonic::Response::new(refused)),
         };
-        if pipe.kind != http::Kind::LongPolling {
-            return Ok(tonic::Response::new(refusal(
-                ErrorCode::ConnectionInUse,
-                "This connection token is already used by an open connection; negotiate again.",
-            )));
-        }
         let outcome = pipe.poll(http::POLL_TIMEOUT).await;
         self.shared.metrics.long_poll(&outcome);
         let answer = match outcome {
@@ -456,17 +467,14 @@ impl Relay for RelayService {
         &self,
         request: Request<RelayTarget>,
     ) -> Result<tonic::Response<RelayReply>, Status> {
-        let target = request.into_inner();
-        let pipe = match self.pipe(&target) {
+        let pipe = match self.long_polling(
+            &request.into_inner(),
+            ErrorCode::InvalidArgument,
+            http::NOT_LONG_POLLING,
+        ) {
             Ok(pipe) => pipe,
             Err(refused) => return Ok(tonic::Response::new(refused)),
         };
-        if pipe.kind != http::Kind::LongPolling {
-            return Ok(tonic::Response::new(refusal(
-                ErrorCode::InvalidArgument,
-                "Cannot terminate this connection using the DELETE endpoint.",
-            )));
-        }
         pipe.close_by_client();
         Ok(tonic::Response::new(ok(202, Bytes::new())))
     }
