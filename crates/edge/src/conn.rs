@@ -20,6 +20,11 @@
 //! An upgraded connection (a WebSocket) is no longer HTTP: reads pass straight through, no
 //! deadline applies (the WebSocket has its own keep-alive and client timeout), and it is never
 //! evicted. Writes always pass straight through.
+//!
+//! A request the scanner detaches (a long-lived client request, see `detach`) ends the HTTP
+//! server's turn: once every request before it has been answered, hyper reads end of stream,
+//! flushes, and "shuts down" — which leaves the socket open — and the edge takes the socket
+//! back with [`Conn::into_detached`].
 
 use std::future::Future;
 use std::io;
@@ -34,7 +39,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::head::{Limits, Phase, Rejection, Scanner};
+use crate::head::{Detached, Limits, Phase, Rejection, Scanner};
 
 /// The slowest average a request body may arrive at, after the grace period.
 pub const MIN_BODY_RATE: u64 = 1024;
@@ -54,6 +59,8 @@ pub struct Timeouts {
 pub(crate) struct ConnState {
     /// Responses being produced or sent.
     pub(crate) in_flight: AtomicUsize,
+    /// Responses done (sent or dropped), ever.
+    pub(crate) done: AtomicU64,
     /// The connection switched protocols (a WebSocket).
     pub(crate) upgraded: AtomicBool,
     /// When the connection last completed something (accepted, a response finished), in ms
@@ -73,6 +80,7 @@ impl ConnState {
     pub(crate) fn new(now_ms: u64) -> ConnState {
         ConnState {
             in_flight: AtomicUsize::new(0),
+            done: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(now_ms),
             served: AtomicBool::new(false),
@@ -133,6 +141,8 @@ enum Wait {
 /// A connection with its scanner and deadlines (see the module docs).
 pub(crate) struct Conn<IO> {
     io: IO,
+    /// The server's turn ended at a detached request: shutting down leaves the socket open.
+    detached: bool,
     /// Everything HTTP/1 needs; dropped once the connection is upgraded, so a WebSocket keeps
     /// only the socket, the shared state and its slot.
     http: Option<Box<Http>>,
@@ -156,35 +166,84 @@ struct Http {
     timer: Option<Pin<Box<Sleep>>>,
     /// Armed while a write makes no progress.
     write_timer: Option<Pin<Box<Sleep>>>,
-    on_end: Option<Box<dyn FnOnce(Ending) + Send>>,
+    on_end: Option<fn(Ending)>,
+    /// `state.done` when this connection's turn began: its own answers are the ones after.
+    base_done: u64,
+    /// Bytes read before this turn began (after a detached request), scanned first.
+    pending_input: Vec<u8>,
 }
 
 impl<IO> Conn<IO> {
+    #[cfg(test)]
     pub(crate) fn new(
         io: IO,
         limits: Limits,
         timeouts: Timeouts,
         state: Arc<ConnState>,
-        on_end: Box<dyn FnOnce(Ending) + Send>,
+        on_end: fn(Ending),
         slot: crate::Slot,
     ) -> Conn<IO> {
+        Conn::resume(
+            io,
+            limits,
+            Arc::from([]),
+            timeouts,
+            state,
+            on_end,
+            slot,
+            None,
+        )
+    }
+
+    /// A connection for the HTTP server's next turn: detaching GETs to `detach`, scanning
+    /// `after` (what followed a detached request) first. `after` is `None` for a new
+    /// connection, whose first byte must come within the header timeout.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn resume(
+        io: IO,
+        limits: Limits,
+        detach: Arc<[String]>,
+        timeouts: Timeouts,
+        state: Arc<ConnState>,
+        on_end: fn(Ending),
+        slot: crate::Slot,
+        after: Option<Vec<u8>>,
+    ) -> Conn<IO> {
+        let now = Instant::now();
+        let (wait, pending_input) = match after {
+            None => (Wait::First(now), Vec::new()),
+            Some(after) => (Wait::Idle(now), after),
+        };
+        let base_done = state.done.load(Ordering::Acquire);
         Conn {
             io,
+            detached: false,
             http: Some(Box::new(Http {
                 state,
-                scanner: Scanner::new(limits),
+                scanner: Scanner::detaching(limits, detach),
                 timeouts,
                 out: Vec::new(),
                 out_pos: 0,
                 eof_after_out: false,
-                wait: Wait::First(Instant::now()),
+                wait,
                 wait_heads: 0,
                 timer: None,
                 write_timer: None,
                 on_end: Some(on_end),
+                base_done,
+                pending_input,
             })),
             _slot: slot,
         }
+    }
+
+    /// The socket and the detached request, if this turn ended at one.
+    pub(crate) fn into_detached(self) -> Option<(IO, Detached, crate::Slot)> {
+        if !self.detached {
+            return None;
+        }
+        let detached = self.http?.scanner.take_detached()?;
+        Some((self.io, detached, self._slot))
     }
 }
 
@@ -205,7 +264,7 @@ impl Http {
         let fresh = heads != self.wait_heads;
         self.wait_heads = heads;
         self.wait = match (self.scanner.phase(), self.wait) {
-            (Phase::Passthrough | Phase::Failed, _) => Wait::None,
+            (Phase::Passthrough | Phase::Failed | Phase::Detached, _) => Wait::None,
             (Phase::Head, Wait::Head(since)) if !fresh => Wait::Head(since),
             (Phase::Head, Wait::First(since)) if heads == 0 => Wait::Head(since),
             (Phase::Head, _) => Wait::Head(now),
@@ -295,7 +354,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let Conn { io, http: slot, .. } = self.get_mut();
+        let Conn {
+            io,
+            http: slot,
+            detached,
+            ..
+        } = self.get_mut();
         loop {
             let Some(http) = slot.as_mut() else {
                 // An upgraded connection: straight through, no deadlines, nothing kept.
@@ -333,6 +397,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 http.end(Ending::Evicted);
                 return Poll::Ready(Ok(()));
             }
+            if http.scanner.phase() == Phase::Detached {
+                // Every request before the detached one answered: the server's turn is over.
+                let done = http.state.done.load(Ordering::Acquire) - http.base_done;
+                if done >= http.scanner.heads() {
+                    *detached = true;
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
             http.refresh_wait(Instant::now());
             if let Some(ending) = http.poll_deadline(cx) {
                 http.end(ending);
@@ -351,13 +424,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 return Poll::Ready(Ok(()));
             }
             let mut chunk = [0u8; 4096];
-            let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut *io).poll_read(cx, &mut read) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let input = read.filled();
+            let pending_input = std::mem::take(&mut http.pending_input);
+            let input = if pending_input.is_empty() {
+                let mut read = ReadBuf::new(&mut chunk);
+                match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let n = read.filled().len();
+                &chunk[..n]
+            } else {
+                &pending_input[..]
+            };
             if input.is_empty() {
                 // End of stream; a partial head is dropped with it.
                 return Poll::Ready(Ok(()));
@@ -446,7 +525,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.detached {
+            // The socket outlives this turn of the HTTP server.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
@@ -468,7 +552,7 @@ mod tests {
                 idle: Duration::from_secs(120),
             },
             state.clone(),
-            Box::new(|_| {}),
+            |_| {},
             slot,
         );
         (conn, state)
@@ -527,6 +611,64 @@ mod tests {
         );
         // ... and then the idle timeout closes it.
         assert_eq!(read_some(&mut conn, Duration::from_secs(30)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_detached_request_ends_the_servers_turn_once_it_has_answered() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let state = Arc::new(ConnState::new(0));
+        let table = crate::tests::table(8);
+        let (slot, _) = table.admit().unwrap_or_else(|| unreachable!());
+        let timeouts = Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+        };
+        let paths: Arc<[String]> = Arc::from(vec!["/client".to_owned()]);
+        let mut conn = Conn::resume(
+            server,
+            Limits::default(),
+            paths,
+            timeouts,
+            state.clone(),
+            |_| {},
+            slot,
+            Some(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+        );
+        client
+            .write_all(b"GET /client?id=1 HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n")
+            .await
+            .unwrap_or_default();
+        // What came before the turn began is served first; then the server's answer to it is
+        // awaited, however long it takes ...
+        let first = read_some(&mut conn, Duration::from_millis(1)).await;
+        assert_eq!(
+            first.as_deref(),
+            Some(&b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"[..])
+        );
+        assert_eq!(
+            read_some(&mut conn, Duration::from_secs(300)).await,
+            Some(Vec::new())
+        );
+        // ... and once it is done, the server reads end of stream and its shutdown leaves the
+        // socket open.
+        state.done.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(read_some(&mut conn, Duration::from_millis(1)).await, None);
+        conn.shutdown().await.unwrap_or_else(|_| unreachable!());
+        let (mut io, detached, _slot) = conn.into_detached().unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            detached.head,
+            b"GET /client?id=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        assert_eq!(detached.rest, b"GET /b HTTP/1.1\r\n");
+        io.write_all(b"still open")
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let mut back = [0u8; 10];
+        client
+            .read_exact(&mut back)
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(&back, b"still open");
     }
 
     #[tokio::test(start_paused = true)]

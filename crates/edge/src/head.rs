@@ -16,6 +16,13 @@
 //! starts. A malformed chunked body ends the connection ([`Rejection::MalformedBody`]: the head
 //! was passed on already, so there is no answer to give). A request that asks for a protocol
 //! upgrade (a WebSocket) ends the scanning: everything after its head passes through untouched.
+//!
+//! A bodiless `GET` to one of the scanner's *detach paths* (the client endpoints, whose answers
+//! are long-lived: a Server-Sent Events stream, a pending Long Polling poll) is held back
+//! instead of passed on: the scanner stops there with the head and whatever followed it
+//! ([`Detached`]), for the caller to serve outside the HTTP server (see `detach`).
+
+use std::sync::Arc;
 
 use http::{Method, Uri};
 
@@ -68,6 +75,8 @@ pub enum Phase {
     Body,
     /// No longer scanning (after an upgrade request or a body the server must judge).
     Passthrough,
+    /// Stopped at a request on a detach path ([`Scanner::take_detached`]).
+    Detached,
     /// A request was refused; nothing more is passed on.
     Failed,
 }
@@ -112,6 +121,7 @@ enum State {
     Length { remaining: u64 },
     Chunked(Chunk),
     Passthrough,
+    Detached,
     Failed,
 }
 
@@ -142,6 +152,17 @@ pub struct Scanner {
     heads: u64,
     /// Bytes of chunk extensions in the current body.
     extensions: usize,
+    /// Paths whose bodiless `GET`s are detached.
+    detach: Arc<[String]>,
+    /// The detached request, until taken.
+    detached: Option<Detached>,
+}
+
+/// A request held back for the caller: its validated head, and the bytes that came after it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Detached {
+    pub head: Vec<u8>,
+    pub rest: Vec<u8>,
 }
 
 /// A validated head: what the scanner needs to know to follow the body.
@@ -159,6 +180,11 @@ enum Body {
 
 impl Scanner {
     pub fn new(limits: Limits) -> Scanner {
+        Scanner::detaching(limits, Arc::from([]))
+    }
+
+    /// A scanner that stops at bodiless `GET`s to `paths` (exact paths; any query).
+    pub fn detaching(limits: Limits, paths: Arc<[String]>) -> Scanner {
         Scanner {
             limits,
             state: State::Idle { empty_lines: 0 },
@@ -167,7 +193,14 @@ impl Scanner {
             request_line_end: None,
             heads: 0,
             extensions: 0,
+            detach: paths,
+            detached: None,
         }
+    }
+
+    /// The detached request, once (the scanner stays [`Phase::Detached`]).
+    pub fn take_detached(&mut self) -> Option<Detached> {
+        self.detached.take()
     }
 
     pub fn phase(&self) -> Phase {
@@ -176,6 +209,7 @@ impl Scanner {
             State::Idle { .. } | State::Head => Phase::Head,
             State::Length { .. } | State::Chunked(_) => Phase::Body,
             State::Passthrough => Phase::Passthrough,
+            State::Detached => Phase::Detached,
             State::Failed => Phase::Failed,
         }
     }
@@ -206,6 +240,12 @@ impl Scanner {
         while i < input.len() {
             match self.state {
                 State::Failed => return Ok(()),
+                State::Detached => {
+                    if let Some(detached) = self.detached.as_mut() {
+                        detached.rest.extend_from_slice(&input[i..]);
+                    }
+                    return Ok(());
+                }
                 State::Passthrough => {
                     out.extend_from_slice(&input[i..]);
                     return Ok(());
@@ -328,6 +368,18 @@ impl Scanner {
 
     fn finish_head(&mut self, out: &mut Vec<u8>) -> Result<(), Rejection> {
         let framing = validate(&self.head, &self.limits)?;
+        if !framing.upgrade
+            && framing.body == Body::Length(0)
+            && detachable(&self.head, &self.detach)
+        {
+            self.request_line_end = None;
+            self.detached = Some(Detached {
+                head: std::mem::take(&mut self.head),
+                rest: Vec::new(),
+            });
+            self.state = State::Detached;
+            return Ok(());
+        }
         out.extend_from_slice(&self.head);
         if framing.upgrade {
             // Scanning ends here: an upgraded connection keeps no buffer.
@@ -450,6 +502,18 @@ impl Scanner {
         self.state = State::Chunked(chunk);
         Ok(i)
     }
+}
+
+/// Whether a valid head is a `GET` to one of `paths`.
+fn detachable(head: &[u8], paths: &[String]) -> bool {
+    let Some(target) = head.strip_prefix(b"GET ") else {
+        return false;
+    };
+    let end = target
+        .iter()
+        .position(|&b| b == b' ' || b == b'?')
+        .unwrap_or(target.len());
+    paths.iter().any(|p| p.as_bytes() == &target[..end])
 }
 
 fn bad(message: impl Into<String>) -> Rejection {
@@ -764,6 +828,55 @@ mod tests {
         assert_eq!(result, Ok(()));
         assert_eq!(out, input);
         assert_eq!(phase, Phase::Passthrough);
+    }
+
+    #[test]
+    fn gets_to_a_detach_path_are_held_back_with_what_follows() {
+        let paths: Arc<[String]> = Arc::from(vec!["/client".to_owned(), "/client/".to_owned()]);
+        let sse =
+            "GET /client/?hub=h&id=x HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\n\r\n";
+        let post = "POST /client/?hub=h HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi";
+        let ws = "GET /client/?hub=h HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        // Requests before it pass as usual; the detached one and what follows are held.
+        let mut scanner = Scanner::detaching(Limits::default(), paths.clone());
+        let mut out = Vec::new();
+        let input = format!("{GET}{post}{sse}{GET}");
+        let (a, b) = input.split_at(GET.len() + post.len() + 10);
+        scanner.feed(a.as_bytes(), &mut out).unwrap();
+        scanner.feed(b.as_bytes(), &mut out).unwrap();
+        assert_eq!(out, format!("{GET}{post}").as_bytes());
+        assert_eq!(scanner.phase(), Phase::Detached);
+        assert_eq!(scanner.heads(), 2);
+        scanner.feed(b"more", &mut out).unwrap();
+        let detached = scanner.take_detached().unwrap();
+        assert_eq!(detached.head, sse.as_bytes());
+        assert_eq!(detached.rest, format!("{GET}more").as_bytes());
+        assert!(scanner.take_detached().is_none());
+        // Bodies, upgrades, other methods and other paths are not detached.
+        for other in [
+            post.to_owned(),
+            ws.to_owned(),
+            GET.to_owned(),
+            "GET /clientx HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
+            "GET /client/negotiate HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
+            "DELETE /client/?id=x HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
+            "GET /client/?id=x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc".to_owned(),
+        ] {
+            let mut scanner = Scanner::detaching(Limits::default(), paths.clone());
+            let mut out = Vec::new();
+            scanner.feed(other.as_bytes(), &mut out).unwrap();
+            assert_eq!(out, other.as_bytes(), "{other:?}");
+            assert_ne!(scanner.phase(), Phase::Detached);
+        }
+        // Both spellings of the path, with or without a query.
+        for path in ["/client", "/client/", "/client?id=1"] {
+            let mut scanner = Scanner::detaching(Limits::default(), paths.clone());
+            let mut out = Vec::new();
+            let head = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+            scanner.feed(head.as_bytes(), &mut out).unwrap();
+            assert!(out.is_empty());
+            assert_eq!(scanner.phase(), Phase::Detached, "{path}");
+        }
     }
 
     #[test]

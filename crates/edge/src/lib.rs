@@ -15,10 +15,14 @@
 //! - **Accepting at the file limit**: an accept error (out of file descriptors) is logged at a
 //!   limited rate and retried after a pause; the loop never spins and never stops.
 //! - **TLS** (optional): handshakes bounded by the header timeout.
+//! - **Detached requests** ([`detach`]): bodiless `GET`s to [`EdgeConfig::detach_paths`] (the
+//!   client endpoints: Server-Sent Events streams, Long Polling polls) are answered by the edge
+//!   itself outside hyper's connection state, so an idle stream keeps no HTTP buffers.
 //!
 //! HTTP/1.1 only (with upgrades to WebSockets).
 
 pub mod conn;
+mod detach;
 pub mod head;
 mod metrics;
 
@@ -60,6 +64,9 @@ pub struct EdgeConfig {
     /// Server-only TLS, if the listener speaks HTTPS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub reject: Reject,
+    /// Paths (exact, any query) whose bodiless `GET`s are detached from the HTTP server: the
+    /// long-lived client requests.
+    pub detach_paths: Arc<[String]>,
 }
 
 impl EdgeConfig {
@@ -74,6 +81,7 @@ impl EdgeConfig {
             max_sockets,
             tls: None,
             reject,
+            detach_paths: Arc::from([]),
         }
     }
 }
@@ -255,29 +263,9 @@ async fn serve_connection(
     router: Router,
     shutdown: CancellationToken,
 ) {
-    let id = slot.id;
-    let on_end: Box<dyn FnOnce(Ending) + Send> = Box::new(|ending| {
-        metrics::connection_ended(match ending {
-            Ending::Malformed => "malformed",
-            Ending::HeadTimeout => "head_timeout",
-            Ending::SilentTimeout => "silent_timeout",
-            Ending::IdleTimeout => "idle_timeout",
-            Ending::BodyTimeout => "body_timeout",
-            Ending::WriteTimeout => "write_timeout",
-            Ending::Evicted => "evicted_closed",
-        })
-    });
     match &config.tls {
         None => {
-            let conn = Conn::new(
-                tcp,
-                config.limits,
-                config.timeouts,
-                state.clone(),
-                on_end,
-                slot,
-            );
-            http1(conn, id, remote, state, table, config, router, shutdown).await;
+            turns(tcp, slot, remote, state, table, config, router, shutdown).await;
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -311,19 +299,89 @@ async fn serve_connection(
                     }
                 },
             };
-            let conn = Conn::new(
-                stream,
-                config.limits,
-                config.timeouts,
-                state.clone(),
-                on_end,
-                slot,
-            );
-            http1(conn, id, remote, state, table, config, router, shutdown).await;
+            turns(stream, slot, remote, state, table, config, router, shutdown).await;
         }
     }
 }
 
+fn on_end(ending: Ending) {
+    metrics::connection_ended(match ending {
+        Ending::Malformed => "malformed",
+        Ending::HeadTimeout => "head_timeout",
+        Ending::SilentTimeout => "silent_timeout",
+        Ending::IdleTimeout => "idle_timeout",
+        Ending::BodyTimeout => "body_timeout",
+        Ending::WriteTimeout => "write_timeout",
+        Ending::Evicted => "evicted_closed",
+    })
+}
+
+/// A connection's life: turns of the HTTP server, each ended by a detached request that the
+/// edge answers itself before handing the socket back (see [`detach`]).
+#[allow(clippy::too_many_arguments)]
+async fn turns<IO>(
+    io: IO,
+    slot: Slot,
+    remote: SocketAddr,
+    state: Arc<ConnState>,
+    table: &Arc<Table>,
+    config: &Arc<EdgeConfig>,
+    router: Router,
+    shutdown: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let id = slot.id;
+    let mut after = None;
+    let (mut io, mut slot) = (io, slot);
+    loop {
+        let conn = Conn::resume(
+            io,
+            config.limits,
+            config.detach_paths.clone(),
+            config.timeouts,
+            state.clone(),
+            on_end,
+            slot,
+            after.take(),
+        );
+        // Boxed: while a detached request is answered, the HTTP server's state is gone.
+        let turn = Box::pin(http1(
+            conn,
+            id,
+            remote,
+            state.clone(),
+            table,
+            config,
+            router.clone(),
+            shutdown.clone(),
+        ))
+        .await;
+        let Some((socket, detached, socket_slot)) = turn.and_then(Conn::into_detached) else {
+            return;
+        };
+        let ctx = detach::Ctx {
+            id,
+            remote,
+            state: &state,
+            table,
+            reject: &config.reject,
+            router: router.clone(),
+            idle: config.timeouts.idle,
+            max_headers: config.limits.max_headers,
+        };
+        let Some(back) = detach::serve(socket, socket_slot, detached, ctx).await else {
+            return;
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        (io, slot, after) = (back.io, back.slot, Some(back.after));
+    }
+}
+
+/// One turn of the HTTP server on a connection; the connection back if the turn ended at a
+/// detached request.
 #[allow(clippy::too_many_arguments)]
 async fn http1<IO>(
     conn: Conn<IO>,
@@ -334,7 +392,8 @@ async fn http1<IO>(
     config: &Arc<EdgeConfig>,
     router: Router,
     shutdown: CancellationToken,
-) where
+) -> Option<Conn<IO>>
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let requests = Arc::new(AtomicU64::new(0));
@@ -359,28 +418,30 @@ async fn http1<IO>(
         .max_headers(config.limits.max_headers)
         // The scanner enforces the head deadline (hyper's would count idle time too).
         .header_read_timeout(None);
-    let connection = builder
+    let mut connection = builder
         .serve_connection(TokioIo::new(conn), service)
         .with_upgrades();
-    tokio::pin!(connection);
     tokio::select! {
-        result = connection.as_mut() => {
+        result = &mut connection => {
             if let Err(error) = result {
                 tracing::debug!(%remote, %error, "HTTP connection ended with an error");
+                return None;
             }
         }
         _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
+            std::pin::Pin::new(&mut connection).graceful_shutdown();
             let _ = connection.await;
+            return None;
         }
     }
+    connection.into_parts().map(|parts| parts.io.into_inner())
 }
 
 /// One request: the rejection it stands for, or the router's answer, tracked until its body
 /// has been sent.
 #[allow(clippy::too_many_arguments)]
-async fn handle(
-    request: http::Request<hyper::body::Incoming>,
+async fn handle<B>(
+    request: http::Request<B>,
     seq: u64,
     id: u64,
     remote: SocketAddr,
@@ -388,7 +449,11 @@ async fn handle(
     table: &Table,
     reject: &Reject,
     router: Router,
-) -> Response<TrackedBody> {
+) -> Response<TrackedBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     if let Some(rejection) = state.take_rejection(seq) {
         let error = match rejection {
             Rejection::BadRequest(message) => Error::new(ErrorCode::InvalidArgument, message),
@@ -450,6 +515,7 @@ impl Drop for InFlight {
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
         self.state.served.store(true, Ordering::Release);
         self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.state.done.fetch_add(1, Ordering::AcqRel);
         // The reader may be waiting without a deadline: let it arm the idle one.
         self.state.waker.wake();
     }

@@ -388,6 +388,11 @@ impl Gateway {
         let presence = tokio::spawn(presence::run(shared.clone(), background.clone()));
 
         let stop_accepting = CancellationToken::new();
+        let mut edge = edge;
+        edge.detach_paths = client::LONG_LIVED_PATHS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
         let server = tokio::spawn(switchboard_edge::serve(
             listener,
             self.router(),

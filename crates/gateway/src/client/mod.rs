@@ -19,6 +19,11 @@ use axum::Router;
 
 use crate::Shared;
 
+/// The paths of the client connection itself, whose `GET`s (a Server-Sent Events stream, a
+/// Long Polling poll) are long-lived: the edge serves them outside the HTTP server's
+/// per-connection buffers (`EdgeConfig::detach_paths`).
+pub(crate) const LONG_LIVED_PATHS: [&str; 2] = ["/client", "/client/"];
+
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/client/negotiate", post(negotiate::negotiate))

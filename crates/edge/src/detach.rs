@@ -1,0 +1,404 @@
+//! Long-lived client requests, served outside the HTTP server's connection state.
+//!
+//! hyper keeps a read buffer and a header write buffer (8 KiB each) for as long as it holds a
+//! connection. That is nothing for a REST call, but a Server-Sent Events stream or a pending
+//! Long Polling poll idles for minutes with nothing to read and little to write, and there may
+//! be hundreds of thousands of them: the buffers would cost five times what the rest of such a
+//! connection costs. So the scanner detaches a bodiless `GET` to the client endpoints (see
+//! `head`), hyper's turn on the socket ends once everything before it is answered (see `conn`),
+//! and [`serve`] takes over: it rebuilds the request from its validated head, runs the router,
+//! and writes the answer itself — the status line and headers, then the body with its exact
+//! length or in chunks, flushed frame by frame — while watching the socket for the client going
+//! away (which drops the answer, as hyper would). A frame the client does not read within the
+//! idle timeout ends the connection. Afterwards, unless the request or the answer closes the
+//! connection, the socket goes back to the HTTP server for its next request, with any bytes
+//! that arrived meanwhile.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, Version};
+use http_body::{Body as _, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::conn::ConnState;
+use crate::head::Detached;
+use crate::{metrics, Reject, Slot, Table};
+
+/// Bytes a client may send while its detached request is answered (a pipelined request) before
+/// the socket is no longer read until the answer is done.
+const MAX_AFTER: usize = 64 * 1024;
+
+/// What a detached request needs from its connection.
+pub(crate) struct Ctx<'a> {
+    pub(crate) id: u64,
+    pub(crate) remote: SocketAddr,
+    pub(crate) state: &'a Arc<ConnState>,
+    pub(crate) table: &'a Table,
+    pub(crate) reject: &'a Reject,
+    pub(crate) router: Router,
+    /// How long a frame may wait for the client to read it.
+    pub(crate) idle: Duration,
+    pub(crate) max_headers: usize,
+}
+
+/// A socket handed back for the HTTP server's next turn.
+pub(crate) struct Back<IO> {
+    pub(crate) io: IO,
+    pub(crate) slot: Slot,
+    /// What the client sent after the detached request.
+    pub(crate) after: Vec<u8>,
+}
+
+/// Answers the detached request on `io`; the socket back if the connection stays open.
+pub(crate) async fn serve<IO>(
+    mut io: IO,
+    slot: Slot,
+    detached: Detached,
+    ctx: Ctx<'_>,
+) -> Option<Back<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let Detached {
+        head,
+        rest: mut after,
+    } = detached;
+    let Some(request) = parse(&head, ctx.max_headers) else {
+        // The scanner validated it: unreachable in practice, and nothing sensible to answer.
+        tracing::debug!(remote = %ctx.remote, "a detached request head did not parse");
+        return None;
+    };
+    drop(head);
+    let http11 = request.version() == Version::HTTP_11;
+    let keep_alive = http11 && !wants_close(request.headers());
+    let mut probe = [0u8; 128];
+    let mut reading = true;
+
+    // The router's answer, while watching for the client leaving.
+    let mut answer = Box::pin(crate::handle(
+        request,
+        0,
+        ctx.id,
+        ctx.remote,
+        ctx.state.clone(),
+        ctx.table,
+        ctx.reject,
+        ctx.router,
+    ));
+    let response = loop {
+        tokio::select! {
+            response = &mut answer => break response,
+            read = io.read(&mut probe), if reading => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => take_after(&mut after, &probe[..n], &mut reading),
+            },
+        }
+    };
+    drop(answer);
+
+    let (parts, mut body) = response.into_parts();
+    let framing = Framing::of(parts.status, body.size_hint(), http11);
+    let close = !keep_alive || wants_close(&parts.headers) || framing == Framing::Close;
+    let head = encode_head(
+        parts.status,
+        &parts.headers,
+        framing,
+        close,
+        SystemTime::now(),
+    );
+    drop(parts);
+    if !write(&mut io, &head, ctx.idle).await {
+        return None;
+    }
+    drop(head);
+    let mut sent = 0u64;
+    if framing != Framing::Empty {
+        loop {
+            let frame = tokio::select! {
+                frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => frame,
+                read = io.read(&mut probe), if reading => {
+                    match read {
+                        Ok(0) | Err(_) => return None,
+                        Ok(n) => take_after(&mut after, &probe[..n], &mut reading),
+                    }
+                    continue;
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::debug!(remote = %ctx.remote, %error, "a detached response body failed");
+                    return None;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    // Trailers and empty frames: nothing to send.
+                    _ => continue,
+                },
+            };
+            sent += data.len() as u64;
+            if matches!(framing, Framing::Length(n) if sent > n) {
+                tracing::debug!(remote = %ctx.remote, "a detached response body outgrew its length");
+                return None;
+            }
+            let out = match framing {
+                Framing::Chunked => chunk(&data),
+                _ => data,
+            };
+            if !write(&mut io, &out, ctx.idle).await {
+                return None;
+            }
+        }
+        match framing {
+            Framing::Chunked if !write(&mut io, b"0\r\n\r\n", ctx.idle).await => return None,
+            Framing::Length(n) if sent != n => return None,
+            _ => {}
+        }
+    }
+    // The answer is done: its request no longer counts as in flight.
+    drop(body);
+    if close {
+        let _ = tokio::time::timeout(ctx.idle, io.shutdown()).await;
+        return None;
+    }
+    Some(Back { io, slot, after })
+}
+
+/// Keeps what a client sent meanwhile, up to [`MAX_AFTER`]; stops reading beyond.
+fn take_after(after: &mut Vec<u8>, data: &[u8], reading: &mut bool) {
+    after.extend_from_slice(data);
+    if after.len() >= MAX_AFTER {
+        *reading = false;
+    }
+}
+
+/// Writes and flushes `data`; false if the client did not take it within `idle`, or is gone.
+async fn write<IO: AsyncWrite + Unpin>(io: &mut IO, data: &[u8], idle: Duration) -> bool {
+    let sent = async {
+        io.write_all(data).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(idle, sent).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            metrics::connection_ended("write_timeout");
+            false
+        }
+    }
+}
+
+/// Rebuilds a request from a head the scanner validated.
+fn parse(head: &[u8], max_headers: usize) -> Option<Request<Body>> {
+    let mut fields = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
+    let mut parsed = httparse::Request::new(&mut fields);
+    if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(parsed.path?)
+        .version(match parsed.version? {
+            0 => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        });
+    for field in parsed.headers.iter() {
+        builder = builder.header(field.name, field.value);
+    }
+    builder.body(Body::empty()).ok()
+}
+
+/// Whether a `Connection` header asks to close.
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (1xx, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes: an HTTP/1.0 client knows no chunks.
+    Close,
+}
+
+impl Framing {
+    fn of(status: StatusCode, hint: SizeHint, http11: bool) -> Framing {
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Empty
+        } else if let Some(n) = hint.exact() {
+            Framing::Length(n)
+        } else if http11 {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    }
+}
+
+/// The status line and headers; the framing headers and `Connection` are the edge's own.
+fn encode_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    close: bool,
+    now: SystemTime,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Empty | Framing::Close => {}
+        Framing::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if !headers.contains_key(http::header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// One chunk of a chunked body.
+fn chunk(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 20);
+    out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn heads_carry_the_framing_and_close_of_the_edge() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert("content-length", HeaderValue::from_static("99"));
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let head = encode_head(StatusCode::OK, &headers, Framing::Chunked, false, now);
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\ndate: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\n"
+        );
+        let head = encode_head(
+            StatusCode::NO_CONTENT,
+            &HeaderMap::new(),
+            Framing::Empty,
+            true,
+            now,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            "HTTP/1.1 204 No Content\r\ndate: Sun, 09 Sep 2001 01:46:40 GMT\r\nconnection: close\r\n\r\n"
+        );
+        // What a parser reads back is what was meant.
+        let head = encode_head(
+            StatusCode::NOT_FOUND,
+            &headers,
+            Framing::Length(5),
+            false,
+            now,
+        );
+        let mut fields = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut fields);
+        assert!(
+            matches!(parsed.parse(&head), Ok(httparse::Status::Complete(n)) if n == head.len())
+        );
+        assert_eq!(parsed.code, Some(404));
+        let lengths: Vec<_> = parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| h.value)
+            .collect();
+        assert_eq!(lengths, vec![b"5".as_slice()]);
+    }
+
+    #[test]
+    fn framing_follows_status_and_length() {
+        let ok = StatusCode::OK;
+        assert_eq!(
+            Framing::of(ok, SizeHint::with_exact(3), true),
+            Framing::Length(3)
+        );
+        assert_eq!(Framing::of(ok, SizeHint::new(), true), Framing::Chunked);
+        assert_eq!(Framing::of(ok, SizeHint::new(), false), Framing::Close);
+        assert_eq!(
+            Framing::of(ok, SizeHint::with_exact(3), false),
+            Framing::Length(3)
+        );
+        let no_content = StatusCode::NO_CONTENT;
+        assert_eq!(
+            Framing::of(no_content, SizeHint::with_exact(0), true),
+            Framing::Empty
+        );
+        assert_eq!(
+            Framing::of(StatusCode::NOT_MODIFIED, SizeHint::new(), true),
+            Framing::Empty
+        );
+        assert_eq!(
+            chunk(b"hello world!!!!!").as_ref(),
+            b"10\r\nhello world!!!!!\r\n"
+        );
+    }
+
+    #[test]
+    fn requests_are_rebuilt_from_their_heads() {
+        let head = b"GET /client/?hub=h&id=x HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\nX: 1\r\nX: 2\r\n\r\n";
+        let request = parse(head, 100).unwrap();
+        assert_eq!(request.uri(), "/client/?hub=h&id=x");
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()["accept"], "text/event-stream");
+        assert_eq!(request.headers().get_all("x").iter().count(), 2);
+        assert!(!wants_close(request.headers()));
+        let head = b"GET /client HTTP/1.0\r\nConnection: keep-alive, Close\r\n\r\n";
+        let request = parse(head, 100).unwrap();
+        assert_eq!(request.version(), Version::HTTP_10);
+        assert!(wants_close(request.headers()));
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: h\r\n", 100).is_none());
+    }
+}
