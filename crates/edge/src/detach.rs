@@ -14,16 +14,20 @@
 //! connection, the socket goes back to the HTTP server for its next request, with any bytes
 //! that arrived meanwhile.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
+use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body::{Body as _, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::conn::ConnState;
 use crate::head::Detached;
@@ -55,32 +59,60 @@ pub(crate) struct Back<IO> {
 }
 
 /// Answers the detached request on `io`; the socket back if the connection stays open.
-pub(crate) async fn serve<IO>(
-    mut io: IO,
+///
+/// The request is parsed and handed to the router before the returned future starts, and the
+/// answer is waited for and sent in futures of their own, so the state an idle stream waits in
+/// (its body) keeps nothing of the request; the socket is read only inside polls, into a
+/// buffer on the stack.
+pub(crate) fn serve<'a, IO>(
+    io: IO,
     slot: Slot,
     detached: Detached,
-    ctx: Ctx<'_>,
-) -> Option<Back<IO>>
+    ctx: Ctx<'a>,
+) -> impl Future<Output = Option<Back<IO>>> + Send + 'a
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
-    let Detached {
-        head,
-        rest: mut after,
-    } = detached;
-    let Some(request) = parse(&head, ctx.max_headers) else {
+    let Detached { head, rest } = detached;
+    let idle = ctx.idle;
+    let started = start(&head, ctx);
+    drop(head);
+    async move {
+        let (answer, http11, keep_alive) = started?;
+        let mut io = io;
+        let mut client = Client {
+            after: rest,
+            reading: true,
+        };
+        let response = wait(&mut io, &mut client, answer).await?;
+        let (head, body, framing, close) = prepare(response, http11, keep_alive);
+        send(&mut io, &mut client, head, body, framing, idle).await?;
+        if close {
+            let _ = tokio::time::timeout(idle, io.shutdown()).await;
+            return None;
+        }
+        Some(Back {
+            io,
+            slot,
+            after: client.after,
+        })
+    }
+}
+
+/// The router's answer being produced.
+type Answer<'a> = Pin<Box<dyn Future<Output = Response<crate::TrackedBody>> + Send + 'a>>;
+
+/// Hands the request in `head` to the router; with whether it is HTTP/1.1 and keeps the
+/// connection alive.
+fn start<'a>(head: &[u8], ctx: Ctx<'a>) -> Option<(Answer<'a>, bool, bool)> {
+    let Some(request) = parse(head, ctx.max_headers) else {
         // The scanner validated it: unreachable in practice, and nothing sensible to answer.
         tracing::debug!(remote = %ctx.remote, "a detached request head did not parse");
         return None;
     };
-    drop(head);
     let http11 = request.version() == Version::HTTP_11;
     let keep_alive = http11 && !wants_close(request.headers());
-    let mut probe = [0u8; 128];
-    let mut reading = true;
-
-    // The router's answer, while watching for the client leaving.
-    let mut answer = Box::pin(crate::handle(
+    let answer = Box::pin(crate::handle(
         request,
         0,
         ctx.id,
@@ -90,18 +122,31 @@ where
         ctx.reject,
         ctx.router,
     ));
-    let response = loop {
-        tokio::select! {
-            response = &mut answer => break response,
-            read = io.read(&mut probe), if reading => match read {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => take_after(&mut after, &probe[..n], &mut reading),
-            },
-        }
-    };
-    drop(answer);
+    Some((answer, http11, keep_alive))
+}
 
-    let (parts, mut body) = response.into_parts();
+/// The answer, unless the client leaves first.
+async fn wait<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    client: &mut Client,
+    mut answer: Answer<'_>,
+) -> Option<Response<crate::TrackedBody>> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(response) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        client.poll_gone(io, cx).map(|()| None)
+    })
+    .await
+}
+
+/// The answer's head (status line, headers, the edge's framing) and its body.
+fn prepare(
+    response: Response<crate::TrackedBody>,
+    http11: bool,
+    keep_alive: bool,
+) -> (Vec<u8>, crate::TrackedBody, Framing, bool) {
+    let (parts, body) = response.into_parts();
     let framing = Framing::of(parts.status, body.size_hint(), http11);
     let close = !keep_alive || wants_close(&parts.headers) || framing == Framing::Close;
     let head = encode_head(
@@ -111,86 +156,145 @@ where
         close,
         SystemTime::now(),
     );
-    drop(parts);
-    if !write(&mut io, &head, ctx.idle).await {
+    (head, body, framing, close)
+}
+
+/// The client's side of the socket while its request is answered.
+struct Client {
+    /// What it sent after the request.
+    after: Vec<u8>,
+    /// Still read (false once `after` is full).
+    reading: bool,
+}
+
+impl Client {
+    /// Reads what the client sent meanwhile; `Ready` if it is gone (end of stream or an error).
+    fn poll_gone<IO: AsyncRead + Unpin>(&mut self, io: &mut IO, cx: &mut Context<'_>) -> Poll<()> {
+        while self.reading {
+            let mut buf = [0u8; 512];
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    self.after.extend_from_slice(read.filled());
+                    self.reading = self.after.len() < MAX_AFTER;
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Writes the answer's `head` and `body`; `None` if the connection broke.
+async fn send<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    client: &mut Client,
+    head: Vec<u8>,
+    mut body: crate::TrackedBody,
+    framing: Framing,
+    idle: Duration,
+) -> Option<()> {
+    if !write(io, &head, idle).await {
         return None;
     }
     drop(head);
     let mut sent = 0u64;
     if framing != Framing::Empty {
         loop {
-            let frame = tokio::select! {
-                frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => frame,
-                read = io.read(&mut probe), if reading => {
-                    match read {
-                        Ok(0) | Err(_) => return None,
-                        Ok(n) => take_after(&mut after, &probe[..n], &mut reading),
-                    }
-                    continue;
+            let step = std::future::poll_fn(|cx| {
+                if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                    return Poll::Ready(match frame {
+                        None => Step::End,
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, "a detached response body failed");
+                            Step::Broken
+                        }
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) if !data.is_empty() => Step::Data(data),
+                            // Trailers and empty frames: nothing to send.
+                            _ => Step::Nothing,
+                        },
+                    });
                 }
-            };
-            let data = match frame {
-                None => break,
-                Some(Err(error)) => {
-                    tracing::debug!(remote = %ctx.remote, %error, "a detached response body failed");
-                    return None;
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => data,
-                    // Trailers and empty frames: nothing to send.
-                    _ => continue,
-                },
+                client.poll_gone(io, cx).map(|()| Step::Broken)
+            })
+            .await;
+            let data = match step {
+                Step::End => break,
+                Step::Broken => return None,
+                Step::Nothing => continue,
+                Step::Data(data) => data,
             };
             sent += data.len() as u64;
             if matches!(framing, Framing::Length(n) if sent > n) {
-                tracing::debug!(remote = %ctx.remote, "a detached response body outgrew its length");
+                tracing::debug!("a detached response body outgrew its length");
                 return None;
             }
             let out = match framing {
                 Framing::Chunked => chunk(&data),
                 _ => data,
             };
-            if !write(&mut io, &out, ctx.idle).await {
+            if !write(io, &out, idle).await {
                 return None;
             }
         }
         match framing {
-            Framing::Chunked if !write(&mut io, b"0\r\n\r\n", ctx.idle).await => return None,
+            Framing::Chunked if !write(io, b"0\r\n\r\n", idle).await => return None,
             Framing::Length(n) if sent != n => return None,
             _ => {}
         }
     }
     // The answer is done: its request no longer counts as in flight.
     drop(body);
-    if close {
-        let _ = tokio::time::timeout(ctx.idle, io.shutdown()).await;
-        return None;
-    }
-    Some(Back { io, slot, after })
+    Some(())
 }
 
-/// Keeps what a client sent meanwhile, up to [`MAX_AFTER`]; stops reading beyond.
-fn take_after(after: &mut Vec<u8>, data: &[u8], reading: &mut bool) {
-    after.extend_from_slice(data);
-    if after.len() >= MAX_AFTER {
-        *reading = false;
-    }
+/// What the body gave.
+enum Step {
+    Data(Bytes),
+    /// A frame with nothing to send.
+    Nothing,
+    End,
+    /// The body failed, or the client left.
+    Broken,
 }
 
-/// Writes and flushes `data`; false if the client did not take it within `idle`, or is gone.
+/// Writes and flushes `data`; false if the client is gone, or took nothing of it for `idle`.
 async fn write<IO: AsyncWrite + Unpin>(io: &mut IO, data: &[u8], idle: Duration) -> bool {
-    let sent = async {
-        io.write_all(data).await?;
-        io.flush().await
-    };
-    match tokio::time::timeout(idle, sent).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
-            metrics::connection_ended("write_timeout");
-            false
+    let mut written = 0;
+    // Armed while the client takes nothing (boxed: most writes never wait).
+    let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| loop {
+        let progress = if written < data.len() {
+            match Pin::new(&mut *io).poll_write(cx, &data[written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    true
+                }
+                Poll::Pending => false,
+            }
+        } else {
+            match Pin::new(&mut *io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(true),
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Pending => false,
+            }
+        };
+        if progress {
+            stalled = None;
+            continue;
         }
-    }
+        let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if timer.as_mut().poll(cx).is_ready() {
+            metrics::connection_ended("write_timeout");
+            return Poll::Ready(false);
+        }
+        return Poll::Pending;
+    })
+    .await
 }
 
 /// Rebuilds a request from a head the scanner validated.

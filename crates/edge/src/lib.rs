@@ -268,40 +268,68 @@ async fn serve_connection(
             turns(tcp, slot, remote, state, table, config, router, shutdown).await;
         }
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-            let handshake = tokio::time::timeout(config.timeouts.header, acceptor.accept(tcp));
-            // A handshake in progress is a connection like any other: the table may evict it.
-            let evicted = futures::future::poll_fn(|cx| {
-                state.waker.register(cx.waker());
-                if state.evicted.load(Ordering::Acquire) {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
-                }
-            });
-            let stream = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = evicted => {
-                    metrics::connection_ended("evicted_closed");
-                    return;
-                }
-                result = handshake => match result {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        metrics::connection_ended("tls");
-                        tracing::debug!(%remote, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics::connection_ended("tls");
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            turns(stream, slot, remote, state, table, config, router, shutdown).await;
+            // Boxed: a plain connection's task does not carry a TLS stream's size.
+            Box::pin(serve_tls(
+                tls.clone(),
+                tcp,
+                remote,
+                slot,
+                state,
+                table,
+                config,
+                router,
+                shutdown,
+            ))
+            .await;
         }
     }
+}
+
+/// A TLS connection: the handshake (bounded by the header timeout, evictable), then its turns.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    tls: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    slot: Slot,
+    state: Arc<ConnState>,
+    table: &Arc<Table>,
+    config: &Arc<EdgeConfig>,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = tokio::time::timeout(config.timeouts.header, acceptor.accept(tcp));
+    // A handshake in progress is a connection like any other: the table may evict it.
+    let evicted = futures::future::poll_fn(|cx| {
+        state.waker.register(cx.waker());
+        if state.evicted.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    let stream = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = evicted => {
+            metrics::connection_ended("evicted_closed");
+            return;
+        }
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                metrics::connection_ended("tls");
+                tracing::debug!(%remote, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::connection_ended("tls");
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    turns(stream, slot, remote, state, table, config, router, shutdown).await;
 }
 
 fn on_end(ending: Ending) {
