@@ -185,25 +185,15 @@ impl Membership {
         page
     }
 
-    /// A live stored entry (`expires_at > now_ms`) or any current connection of the user in the
-    /// group.
+    /// Whether the user has a live stored entry for the group (`expires_at > now_ms`), as Azure's
+    /// emulator answers: a connection of the user that joined the group (through an entry since
+    /// expired, a `ttl=0` add, or a connection-group add) does not make the user a member.
     pub fn user_in_group(&self, hub: &str, user: &str, group: &str, now_ms: u64) -> bool {
-        let Some(u) = self.hub(hub).and_then(|h| h.users.get(user)) else {
-            return false;
-        };
-        let stored = u
-            .entries
-            .as_ref()
+        self.hub(hub)
+            .and_then(|h| h.users.get(user))
+            .and_then(|u| u.entries.as_ref())
             .and_then(|e| e.by_group.get(group))
-            .is_some_and(|e| e.expires_at_ms > now_ms);
-        stored
-            || self.hub(hub).is_some_and(|h| {
-                u.connections.iter().any(|c| {
-                    h.connections
-                        .get(&**c)
-                        .is_some_and(|conn| conn.groups.contains(group))
-                })
-            })
+            .is_some_and(|e| e.expires_at_ms > now_ms)
     }
 
     /// The user's live stored entries (`expires_at > now_ms`), sorted by group.

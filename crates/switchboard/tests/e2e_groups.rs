@@ -329,6 +329,16 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
     .await?;
     group_send(&server, "once", &[], "current").await?;
     assert_eq!(js.next_message("now").await?.args, vec![json!("current")]);
+    // Its connection is in the group, but nothing is stored: the user is not in it (the stored
+    // entry alone answers, as in Azure's emulator).
+    let r = server
+        .rest(
+            "GET",
+            &format!("/api/hubs/chat/users/z/groups/once?{V}"),
+            None,
+        )
+        .await?;
+    assert_error(&r, 404, Some("Info.User.NotInGroup"));
     js.stop("now").await?;
     js.connect_simple("later", &server, "chat", Some("z"))
         .await?;

@@ -448,9 +448,10 @@ fn ttl_entry_expires_exactly_at_its_deadline_and_joined_connections_stay() {
     assert!(f.groups_of("c").is_empty());
     assert!(f.user_groups("u").is_empty());
     assert_eq!(f.m.stats().user_group_entries, 0);
-    // ...but those that joined stay, and the user is still "in" the group through them.
+    // ...but those that joined stay. The user is no longer "in" the group: that answers from
+    // the stored entry only, as Azure's emulator does, not from connections that joined through it.
     assert_eq!(f.members("g"), vec!["a", "b"]);
-    assert!(f.m.user_in_group(HUB, "u", "g", deadline));
+    assert!(!f.m.user_in_group(HUB, "u", "g", deadline));
 }
 
 #[test]
@@ -459,6 +460,10 @@ fn ttl_zero_joins_current_connections_and_removes_the_stored_entry() {
     f.run(vec![open("a", Some("u"), 1), add_user("u", "g", Some(0))]);
     assert_eq!(f.members("g"), vec!["a"]);
     assert!(f.user_groups("u").is_empty());
+    // Nothing stored, so the user is not in the group, though its connection is.
+    assert!(!f.m.user_in_group(HUB, "u", "g", f.t));
+    f.one(join("a", "j"));
+    assert!(!f.m.user_in_group(HUB, "u", "j", f.t));
     f.one(open("b", Some("u"), 1));
     assert!(f.groups_of("b").is_empty());
     // An existing entry is removed by ttl=0 (the TTL is set to zero), current connections join.
@@ -881,13 +886,19 @@ fn group_pages_merge_nodes_in_id_order() {
 }
 
 #[test]
-fn user_in_group_counts_connections_as_well_as_entries() {
+fn user_in_group_answers_from_the_stored_entry_only() {
     let mut f = Fixture::new();
+    // A connection of the user in the group is not the user in the group ...
     f.run(vec![open("a", Some("u"), 1), join("a", "g")]);
-    assert!(f.m.user_in_group(HUB, "u", "g", f.t));
+    assert!(!f.m.user_in_group(HUB, "u", "g", f.t));
     assert!(f.user_groups("u").is_empty());
+    // ... a stored entry is, in its hub only, while it lives.
+    f.one(add_user("u", "g", Some(5)));
+    assert!(f.m.user_in_group(HUB, "u", "g", f.t));
     assert!(!f.m.user_in_group(HUB, "u", "h", f.t));
     assert!(!f.m.user_in_group("other", "u", "g", f.t));
+    assert!(!f.m.user_in_group(HUB, "u", "g", f.t + 5_000));
+    assert_eq!(f.members("g"), vec!["a"]);
 }
 
 #[test]
