@@ -35,8 +35,11 @@ pub trait Forwarder: Send + Sync + 'static {
         commands: Vec<Command>,
     ) -> Result<Applied, StoreError>;
 
-    /// How far `leader` has applied its log (every acknowledged write is at or below it).
-    async fn leader_applied_index(
+    /// The commit point `leader` confirms with a quorum: every write acknowledged before the
+    /// call is at or below it. A node that is not the leader, or cannot confirm it leads (a
+    /// deposed leader cut off from the others), gives no index: its own applied index could miss
+    /// writes the real leader acknowledged.
+    async fn leader_read_index(
         &self,
         leader: NodeId,
         leader_node: Option<BasicNode>,

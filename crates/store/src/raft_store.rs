@@ -614,7 +614,7 @@ impl MembershipStore for RaftStore {
             .barrier
             .leader_index(move || async move {
                 forwarder
-                    .leader_applied_index(leader, node)
+                    .leader_read_index(leader, node)
                     .await
                     .map_err(|e| e.to_string())
             })

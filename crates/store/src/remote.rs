@@ -330,9 +330,7 @@ impl MembershipStore for RemoteStore {
         let index = self
             .barrier
             .leader_index(move || async move {
-                leader_applied_index(&shared)
-                    .await
-                    .map_err(|e| e.to_string())
+                leader_read_index(&shared).await.map_err(|e| e.to_string())
             })
             .await
             .map_err(StoreError::Unavailable)?;
@@ -782,9 +780,10 @@ async fn write_batch(shared: &Shared, commands: Vec<Command>) -> Result<Applied,
     })
 }
 
-/// How far the leader has applied its log, asked of the leader itself (following one
-/// not-the-leader hint, since a follower's answer could be behind).
-async fn leader_applied_index(shared: &Shared) -> Result<u64, StoreError> {
+/// The commit point the leader confirms with a quorum, asked of the leader itself (following
+/// not-the-leader hints, since a follower's answer could be behind): the same rule as a
+/// follower voter's barrier ([`crate::grpc::confirmed_read_index`]).
+async fn leader_read_index(shared: &Shared) -> Result<u64, StoreError> {
     // One deadline for every hop.
     let deadline = tokio::time::Instant::now() + SYNC_WAIT;
     let mut addr = shared
@@ -808,16 +807,24 @@ async fn leader_applied_index(shared: &Shared) -> Result<u64, StoreError> {
                 )));
             }
         };
-        if reply.leader_id != 0 && reply.leader_id == reply.node_id && reply.read_index != 0 {
-            shared.learn_leader(Some(reply.leader_id), Some(addr));
-            return Ok(reply.read_index);
+        match crate::grpc::confirmed_read_index(&reply) {
+            Ok(index) => {
+                shared.learn_leader(Some(reply.leader_id), Some(addr));
+                return Ok(index);
+            }
+            Err(StoreError::NotLeader {
+                leader_id,
+                leader_addr: Some(next),
+            }) => {
+                shared.forget_leader(&addr);
+                shared.learn_leader(leader_id, Some(next.clone()));
+                addr = next;
+            }
+            Err(error) => {
+                shared.forget_leader(&addr);
+                return Err(error);
+            }
         }
-        shared.forget_leader(&addr);
-        if reply.leader_id == 0 || reply.leader_addr.is_empty() {
-            break;
-        }
-        shared.learn_leader(Some(reply.leader_id), Some(reply.leader_addr.clone()));
-        addr = reply.leader_addr;
     }
     Err(StoreError::Unavailable(
         "no store leader is known".to_owned(),

@@ -111,7 +111,7 @@ impl Forwarder for GrpcForwarder {
         })
     }
 
-    async fn leader_applied_index(
+    async fn leader_read_index(
         &self,
         leader: NodeId,
         leader_node: Option<BasicNode>,
@@ -141,12 +141,6 @@ impl Forwarder for GrpcForwarder {
                 )))
             }
         };
-        if reply.leader_id != reply.node_id {
-            return Err(StoreError::NotLeader {
-                leader_id: (reply.leader_id != 0).then_some(reply.leader_id),
-                leader_addr: (!reply.leader_addr.is_empty()).then_some(reply.leader_addr),
-            });
-        }
-        Ok(reply.applied_index)
+        super::confirmed_read_index(&reply)
     }
 }

@@ -104,6 +104,29 @@ pub fn error_from_status(status: &Status) -> StoreError {
     }
 }
 
+/// The read barrier's index from a `Status` reply: the commit point of a leader that has just
+/// confirmed its leadership with a quorum. Every read barrier (a follower voter's, a stateless
+/// gateway's) goes through here, so they agree on what counts. A follower's reply is
+/// [`StoreError::NotLeader`] with its hint; a leader that could not confirm it leads is
+/// unavailable: its own applied index could miss writes a newer leader acknowledged.
+pub(crate) fn confirmed_read_index(
+    reply: &switchboard_proto::v1::StatusReply,
+) -> Result<u64, StoreError> {
+    if reply.leader_id == 0 || reply.leader_id != reply.node_id {
+        return Err(StoreError::NotLeader {
+            leader_id: (reply.leader_id != 0).then_some(reply.leader_id),
+            leader_addr: (!reply.leader_addr.is_empty()).then(|| reply.leader_addr.clone()),
+        });
+    }
+    if reply.read_index == 0 {
+        return Err(StoreError::Unavailable(format!(
+            "node {} could not confirm its leadership with a quorum",
+            reply.node_id
+        )));
+    }
+    Ok(reply.read_index)
+}
+
 /// Channels with a fixed test key, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_channels() -> Channels {
@@ -120,6 +143,54 @@ pub(crate) fn test_channels() -> Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_barrier_takes_only_a_confirmed_leaders_commit_point() {
+        use switchboard_proto::v1::StatusReply;
+        let leader = StatusReply {
+            node_id: 1,
+            leader_id: 1,
+            leader_addr: "10.0.0.1:7001".into(),
+            term: 3,
+            applied_index: 40,
+            read_index: 42,
+        };
+        assert_eq!(confirmed_read_index(&leader).ok(), Some(42));
+        // A leader that could not confirm it leads: not its applied index, nothing.
+        let unconfirmed = StatusReply {
+            read_index: 0,
+            ..leader.clone()
+        };
+        assert!(matches!(
+            confirmed_read_index(&unconfirmed),
+            Err(StoreError::Unavailable(_))
+        ));
+        // A follower points at the leader, or says none is known.
+        let follower = StatusReply {
+            node_id: 2,
+            ..leader.clone()
+        };
+        assert_eq!(
+            confirmed_read_index(&follower).err(),
+            Some(StoreError::NotLeader {
+                leader_id: Some(1),
+                leader_addr: Some("10.0.0.1:7001".into())
+            })
+        );
+        let lost = StatusReply {
+            node_id: 2,
+            leader_id: 0,
+            leader_addr: String::new(),
+            ..leader
+        };
+        assert_eq!(
+            confirmed_read_index(&lost).err(),
+            Some(StoreError::NotLeader {
+                leader_id: None,
+                leader_addr: None
+            })
+        );
+    }
 
     #[test]
     fn not_leader_round_trips_with_its_hint() {
