@@ -142,7 +142,8 @@ impl ErrorCode {
         }
     }
 
-    /// The canonical gRPC status code number (as in `tonic::Code`).
+    /// The canonical gRPC status code number (as in `tonic::Code`). The conversion between
+    /// errors and statuses, both ways, is `switchboard_net::status`.
     pub fn grpc_code(self) -> i32 {
         match self {
             ErrorCode::InvalidArgument
@@ -165,22 +166,6 @@ impl ErrorCode {
             ErrorCode::Unavailable => 14,
             ErrorCode::Timeout => 4,
             ErrorCode::Internal => 13,
-        }
-    }
-
-    /// Maps a gRPC status code number back; NotFound-like detail is carried in the message.
-    pub fn from_grpc_code(code: i32) -> ErrorCode {
-        match code {
-            3 => ErrorCode::InvalidArgument,
-            16 => ErrorCode::Unauthenticated,
-            7 => ErrorCode::PermissionDenied,
-            6 => ErrorCode::ConnectionInUse,
-            8 => ErrorCode::ConnectionLimit,
-            5 => ErrorCode::RouteNotFound,
-            12 => ErrorCode::MethodNotAllowed,
-            14 => ErrorCode::Unavailable,
-            4 => ErrorCode::Timeout,
-            _ => ErrorCode::Internal,
         }
     }
 
@@ -257,17 +242,5 @@ mod tests {
             ErrorCode::UserNotInGroup.x_ms_error_code(),
             Some("Info.User.NotInGroup")
         );
-    }
-
-    #[test]
-    fn grpc_round_trip_keeps_the_class() {
-        for code in ALL {
-            let back = ErrorCode::from_grpc_code(code.grpc_code());
-            assert_eq!(
-                back.http_status() / 100,
-                code.http_status() / 100,
-                "{code:?}"
-            );
-        }
     }
 }

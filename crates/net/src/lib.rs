@@ -21,6 +21,7 @@ pub mod auth;
 pub mod channels;
 mod metrics;
 pub mod server;
+pub mod status;
 pub mod tls;
 
 use std::sync::Arc;

@@ -17,10 +17,11 @@
 //! size ([`switchboard_net::ClusterSecurity::max_message_bytes`]); the watch stream sends the
 //! state in chunks below it.
 //!
-//! Errors cross the wire in one shape: a [`StoreError`] becomes a `tonic::Status` whose code is
-//! [`switchboard_core::ErrorCode::grpc_code`] of the error, and "not the leader" travels as
-//! `UNAVAILABLE` with the leader's id and address in the message and in metadata
-//! ([`status_from_error`] / [`error_from_status`]).
+//! Errors cross the wire in one shape: a [`StoreError`] becomes a `tonic::Status` through the
+//! cluster's one conversion (`switchboard_net::status`: the gRPC code of its error code, and
+//! the exact code in metadata), and "not the leader" travels as `UNAVAILABLE` with the leader's
+//! id and address in the message and in metadata ([`status_from_error`] /
+//! [`error_from_status`]).
 
 mod forwarder;
 mod network;
@@ -28,10 +29,10 @@ mod raft_guard;
 mod raft_service;
 mod store_service;
 
-use switchboard_core::NodeId;
+use switchboard_core::{ErrorCode, NodeId};
 pub use switchboard_net::{ChannelSettings, Channels, ClusterChannel, InvalidAddress};
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::error::StoreError;
 
@@ -46,6 +47,8 @@ pub const LEADER_ID_KEY: &str = "x-switchboard-leader-id";
 pub const LEADER_ADDR_KEY: &str = "x-switchboard-leader-addr";
 /// Metadata key marking a not-the-leader status (also when the leader is unknown).
 const NOT_LEADER_KEY: &str = "x-switchboard-not-leader";
+/// Metadata key marking a refusal of this node's cluster credentials, relayed by a voter.
+const REFUSED_KEY: &str = "x-switchboard-refused";
 /// Metadata key a voter sets on a write it forwards, so the receiver never forwards it again.
 pub(crate) const FORWARDED_KEY: &str = "x-switchboard-forwarded";
 
@@ -55,29 +58,35 @@ fn insert_ascii(metadata: &mut MetadataMap, key: &'static str, value: &str) {
     }
 }
 
-/// The gRPC status a store error is answered with.
+/// The gRPC status a store error is answered with: the one conversion
+/// ([`switchboard_net::status`]), plus where the leader is for "not the leader" and a marker
+/// for a refusal (which must not be retried, though API callers see it as unavailability).
 pub fn status_from_error(error: &StoreError) -> Status {
-    let code = Code::from_i32(error.code().grpc_code());
-    let mut status = Status::new(code, error.to_string());
-    if let StoreError::NotLeader {
-        leader_id,
-        leader_addr,
-    } = error
-    {
-        let metadata = status.metadata_mut();
-        insert_ascii(metadata, NOT_LEADER_KEY, "1");
-        if let Some(id) = leader_id {
-            insert_ascii(metadata, LEADER_ID_KEY, &id.to_string());
+    let mut status =
+        switchboard_net::status::to_status(&switchboard_core::Error::from(error.clone()));
+    let metadata = status.metadata_mut();
+    match error {
+        StoreError::NotLeader {
+            leader_id,
+            leader_addr,
+        } => {
+            insert_ascii(metadata, NOT_LEADER_KEY, "1");
+            if let Some(id) = leader_id {
+                insert_ascii(metadata, LEADER_ID_KEY, &id.to_string());
+            }
+            if let Some(addr) = leader_addr.as_deref().filter(|a| !a.is_empty()) {
+                insert_ascii(metadata, LEADER_ADDR_KEY, addr);
+            }
         }
-        if let Some(addr) = leader_addr.as_deref().filter(|a| !a.is_empty()) {
-            insert_ascii(metadata, LEADER_ADDR_KEY, addr);
-        }
+        StoreError::Refused(_) => insert_ascii(metadata, REFUSED_KEY, "1"),
+        _ => {}
     }
     status
 }
 
 /// The store error a gRPC status stands for. Transport failures (the peer is down, the
-/// connection broke, the deadline passed) are [`StoreError::Unavailable`], so callers retry.
+/// connection broke, the deadline passed) are [`StoreError::Unavailable`], so callers retry;
+/// a peer refusing this node's credentials is [`StoreError::Refused`].
 pub fn error_from_status(status: &Status) -> StoreError {
     let metadata = status.metadata();
     let text = |key: &str| {
@@ -86,21 +95,22 @@ pub fn error_from_status(status: &Status) -> StoreError {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    match status.code() {
-        Code::Unavailable if metadata.contains_key(NOT_LEADER_KEY) => StoreError::NotLeader {
+    if metadata.contains_key(NOT_LEADER_KEY) {
+        return StoreError::NotLeader {
             leader_id: text(LEADER_ID_KEY).and_then(|id| id.parse::<NodeId>().ok()),
             leader_addr: text(LEADER_ADDR_KEY).filter(|a| !a.is_empty()),
-        },
-        Code::Unauthenticated | Code::PermissionDenied => {
-            StoreError::Refused(status.message().to_owned())
+        };
+    }
+    if metadata.contains_key(REFUSED_KEY) {
+        return StoreError::Refused(status.message().to_owned());
+    }
+    let error = switchboard_net::status::from_status(status);
+    match error.code {
+        ErrorCode::Unauthenticated | ErrorCode::PermissionDenied => {
+            StoreError::Refused(error.message)
         }
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Cancelled
-        | Code::Unknown
-        | Code::Aborted
-        | Code::ResourceExhausted => StoreError::Unavailable(status.message().to_owned()),
-        code => StoreError::Internal(format!("{code:?}: {}", status.message())),
+        code if code.retryable() => StoreError::Unavailable(error.message),
+        code => StoreError::Internal(format!("{code}: {}", error.message)),
     }
 }
 
@@ -142,6 +152,8 @@ pub(crate) fn test_channels() -> Channels {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
 
     #[test]
@@ -238,5 +250,22 @@ mod tests {
             error_from_status(&Status::permission_denied("not yourself")),
             StoreError::Refused(_)
         ));
+        // A refusal relayed by a voter stays a refusal (not retried), and every variant comes
+        // back as itself.
+        let refused = StoreError::Refused("bad key".into());
+        let status = status_from_error(&refused);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!error_from_status(&status).retryable());
+        for error in [
+            StoreError::Unavailable("u".into()),
+            refused,
+            StoreError::Internal("i".into()),
+        ] {
+            let back = error_from_status(&status_from_error(&error));
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&error)
+            );
+        }
     }
 }
