@@ -106,6 +106,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Lease of this node in the store; renewed every third of it.
     pub lease: Duration,
+    /// A backstop for a store that does not answer at all: above the store's own write
+    /// deadline (5 s), which answers first with the same 504.
     pub store_timeout: Duration,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace: Duration,
@@ -142,7 +144,7 @@ impl GatewayConfig {
             connection_token_lifetime: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
             lease: Duration::from_secs(10),
-            store_timeout: Duration::from_secs(5),
+            store_timeout: Duration::from_secs(6),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
             cluster: None,

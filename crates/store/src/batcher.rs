@@ -13,6 +13,7 @@
 //! node that is not the leader they fail with [`StoreError::NotLeader`], so two nodes with stale
 //! ideas of who leads cannot bounce a write between them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,15 @@ pub(crate) struct Request {
     /// Whether a follower may hand these commands to the leader (false for writes that another
     /// node already forwarded here).
     pub(crate) forward: bool,
+    /// Set once the commands left this node's queue for the log (proposed, forwarded, or sent
+    /// to a voter): from then on a write that runs out of time may still be applied.
+    pub(crate) sent: Arc<AtomicBool>,
+}
+
+impl Request {
+    pub(crate) fn mark_sent(&self) {
+        self.sent.store(true, Ordering::Release);
+    }
 }
 
 /// The sending side of the batcher queue: submits commands and waits for their outcomes.
@@ -95,12 +105,14 @@ impl Submitter {
         forward: bool,
     ) -> Result<Applied, StoreError> {
         let (reply, answer) = oneshot::channel();
+        let sent = Arc::new(AtomicBool::new(false));
         let exchange = async {
             self.tx
                 .send(Request {
                     commands,
                     reply,
                     forward,
+                    sent: sent.clone(),
                 })
                 .await
                 .map_err(|_| StoreError::Unavailable("the store is shutting down".to_owned()))?;
@@ -108,10 +120,17 @@ impl Submitter {
                 StoreError::Unavailable("the store stopped before answering".to_owned())
             })?
         };
+        // The caller's one deadline. The timers inside (waiting for a leader, for the commit,
+        // for this node to catch up) start later and answer alike: not yet sent is unavailable
+        // (nothing was applied), sent is a timeout (it may still be applied).
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) if sent.load(Ordering::Acquire) => Err(StoreError::Timeout(format!(
                 "the write was not applied within {} ms; it may still be applied",
+                self.timeout.as_millis()
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the write could not be sent to a leader within {} ms; it was not applied",
                 self.timeout.as_millis()
             ))),
         }
@@ -330,6 +349,7 @@ impl Batcher {
             commands.append(&mut request.commands);
         }
         crate::metrics::write_batch(total);
+        requests.iter().for_each(Request::mark_sent);
         if leader == self.node_id {
             let batch = Batch {
                 // The state machine keeps its time monotone (max of this and its own).
@@ -399,7 +419,7 @@ impl Work {
                     tokio::time::sleep(SHUTDOWN_GRACE).await;
                     StoreError::Unavailable("the store is shutting down".to_owned())
                 }
-                _ = tokio::time::sleep(limit) => StoreError::Unavailable(format!(
+                _ = tokio::time::sleep(limit) => StoreError::Timeout(format!(
                     "the entry was not committed within {} ms (the leadership may have changed); it may still be applied",
                     limit.as_millis()
                 )),
@@ -441,7 +461,7 @@ impl Work {
                 drop(permit);
                 if let Ok(applied) = &result {
                     if !view.wait_applied(applied.log_index, limit).await {
-                        result = Err(StoreError::Unavailable(format!(
+                        result = Err(StoreError::Timeout(format!(
                             "the leader applied the write at index {}, but this node has not caught up yet",
                             applied.log_index
                         )));
@@ -501,9 +521,31 @@ mod tests {
                 commands: vec![Command::Tick; n],
                 reply,
                 forward: true,
+                sent: Arc::default(),
             },
             rx,
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_out_of_time_is_unavailable_until_sent_and_a_timeout_after() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let submitter = Submitter::new(tx, Duration::from_secs(5));
+        // Queued but never taken (no leader): nothing was applied.
+        let error = submitter.submit(vec![Command::Tick]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+        let _ = rx.recv().await;
+        // Taken and sent, never answered: it may still be applied.
+        let taker = tokio::spawn(async move {
+            let mut request = rx.recv().await.unwrap_or_else(|| unreachable!());
+            request.mark_sent();
+            // Held unanswered until the caller gives up.
+            request.reply.closed().await;
+        });
+        let error = submitter.submit(vec![Command::Tick]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Timeout(_)), "{error}");
+        assert_eq!(switchboard_core::Error::from(error).code.http_status(), 504);
+        taker.await.unwrap_or_else(|_| unreachable!());
     }
 
     #[test]

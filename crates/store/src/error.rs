@@ -9,10 +9,14 @@ use switchboard_core::{ErrorCode, NodeId};
 /// Why a store operation failed.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// The store cannot serve the request now: no leader, a timeout, or shutting down. A retry
-    /// may succeed. After a write timed out, the write may still be applied.
+    /// The store cannot serve the request now: no leader, or shutting down. A retry may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write's deadline passed before it was applied here: it may still be applied. Every
+    /// timer a write runs under (the caller's wait, the entry's commit, the replica catching up)
+    /// gives this same answer, so what the client sees does not depend on which fired first.
+    #[error("store timeout: {0}")]
+    Timeout(String),
     /// This node is not the Raft leader and no forwarder took the write; `leader_id` and
     /// `leader_addr` say where the leader is, when known.
     #[error("this node is not the store leader (leader: {})", leader_hint(*.leader_id, .leader_addr.as_deref()))]
@@ -51,6 +55,7 @@ impl StoreError {
             StoreError::Unavailable(_) | StoreError::NotLeader { .. } | StoreError::Refused(_) => {
                 ErrorCode::Unavailable
             }
+            StoreError::Timeout(_) => ErrorCode::Timeout,
             StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -92,6 +97,15 @@ mod tests {
 
         let core: switchboard_core::Error = StoreError::Unavailable("no leader".into()).into();
         assert_eq!(core.code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn a_timeout_is_a_retryable_504() {
+        let timeout = StoreError::Timeout("not applied within 5000 ms".into());
+        assert!(timeout.retryable());
+        let core: switchboard_core::Error = timeout.into();
+        assert_eq!(core.code, ErrorCode::Timeout);
+        assert_eq!(core.code.http_status(), 504);
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub(crate) fn result_label(result: &Result<(), &StoreError>) -> &'static str {
         Ok(()) => "ok",
         Err(StoreError::NotLeader { .. }) => "not_leader",
         Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(StoreError::Timeout(_)) => "timeout",
         Err(_) => "error",
     }
 }

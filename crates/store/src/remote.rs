@@ -691,6 +691,7 @@ async fn run_writes(
         }
         let shared = shared.clone();
         let cancel = cancel.clone();
+        requests.iter().for_each(crate::batcher::Request::mark_sent);
         tasks.spawn(async move {
             let mut sizes = Vec::with_capacity(requests.len());
             let mut batch = Vec::with_capacity(requests.iter().map(|r| r.commands.len()).sum());
@@ -758,7 +759,7 @@ async fn write_batch(shared: &Shared, commands: Vec<Command>) -> Result<Applied,
         tracing::debug!(voter = %addr, error = %error, "store write attempt failed; retrying");
         failed = Some(addr);
         if tokio::time::Instant::now() + pause >= deadline {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Timeout(format!(
                 "no store voter applied the write within {} ms (last: {error}); it may still be applied",
                 timeout.as_millis()
             )));
@@ -770,7 +771,7 @@ async fn write_batch(shared: &Shared, commands: Vec<Command>) -> Result<Applied,
     if !shared.view.wait_applied(log_index, remaining).await {
         // The voter this replica follows is behind: start over on the leader.
         shared.resync.send_modify(|n| *n = n.wrapping_add(1));
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Timeout(format!(
             "the write was applied at index {log_index}, but this gateway's replica has not caught up yet"
         )));
     }

@@ -47,7 +47,7 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             result = submitter.submit(vec![Command::Tick]) => match result {
                 Ok(applied) => tracing::debug!(deadline_ms = deadline, log_index = applied.log_index, "proposed tick"),
-                Err(error @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => {
+                Err(error @ (StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::NotLeader { .. })) => {
                     tracing::debug!(deadline_ms = deadline, error = %error, "tick not applied");
                 }
                 Err(error) => tracing::warn!(deadline_ms = deadline, error = %error, "tick failed"),

@@ -109,6 +109,7 @@ pub fn error_from_status(status: &Status) -> StoreError {
         ErrorCode::Unauthenticated | ErrorCode::PermissionDenied => {
             StoreError::Refused(error.message)
         }
+        ErrorCode::Timeout => StoreError::Timeout(error.message),
         code if code.retryable() => StoreError::Unavailable(error.message),
         code => StoreError::Internal(format!("{code}: {}", error.message)),
     }
@@ -258,6 +259,7 @@ mod tests {
         assert!(!error_from_status(&status).retryable());
         for error in [
             StoreError::Unavailable("u".into()),
+            StoreError::Timeout("t".into()),
             refused,
             StoreError::Internal("i".into()),
         ] {
