@@ -161,6 +161,9 @@ pub struct RaftStore {
     quorum_confirmed_ms: Arc<AtomicU64>,
     forwarder: Arc<dyn Forwarder>,
     barrier: ReadBarrier,
+    /// Quorum rounds of this node as leader, shared by every concurrent `read_index` (local
+    /// barriers, followers' and gateways' `Status` calls).
+    leader_rounds: ReadBarrier,
 }
 
 /// How long a read-index request may wait for a quorum's confirmation.
@@ -293,6 +296,7 @@ impl RaftStore {
             quorum_confirmed_ms,
             forwarder: forwarder_for_reads,
             barrier: ReadBarrier::default(),
+            leader_rounds: ReadBarrier::default(),
         }))
     }
 
@@ -466,17 +470,21 @@ impl RaftStore {
     }
 
     /// On the leader: confirms the leadership with a quorum (one heartbeat round) and returns
-    /// the commit point, at or above every write acknowledged before the call.
+    /// the commit point, at or above every write acknowledged before the call. Concurrent
+    /// callers share rounds (a round that started after the caller arrived), so a thousand
+    /// barriers a second cost about one heartbeat round per round trip, not a thousand.
     pub async fn read_index(&self) -> Result<u64, StoreError> {
-        match tokio::time::timeout(READ_INDEX_TIMEOUT, self.raft.get_read_log_id()).await {
-            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |id| id.index)),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "not a confirmed leader: {e}"
-            ))),
-            Err(_) => Err(StoreError::Unavailable(
-                "no quorum confirmed the leadership in time".to_owned(),
-            )),
-        }
+        let raft = self.raft.clone();
+        self.leader_rounds
+            .leader_index(move || async move {
+                match tokio::time::timeout(READ_INDEX_TIMEOUT, raft.get_read_log_id()).await {
+                    Ok(Ok((read, _applied))) => Ok(read.map_or(0, |id| id.index)),
+                    Ok(Err(e)) => Err(format!("not a confirmed leader: {e}")),
+                    Err(_) => Err("no quorum confirmed the leadership in time".to_owned()),
+                }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
     }
 
     /// The openraft handle, for the cluster's gRPC layer.

@@ -387,6 +387,35 @@ async fn concurrent_writes_share_log_entries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_barriers_on_the_leader_never_answer_from_before_the_caller() {
+    const READS: usize = 500;
+    let dir = TempDir::new().unwrap();
+    let store = open(config(dir.path())).await;
+    store.write(heartbeat()).await.unwrap();
+    store.write(opened("c", None)).await.unwrap();
+    let mut tasks = Vec::with_capacity(READS * 2);
+    for i in 0..READS {
+        let writer = store.clone();
+        tasks.push(tokio::spawn(async move {
+            writer.write(join("c", &format!("g{i}"))).await.unwrap();
+        }));
+        let reader = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Everything applied when the caller arrives is at or below the index it is given.
+            let seen = reader.view().applied_index();
+            let index = reader.read_index().await.unwrap();
+            assert!(index >= seen, "read index {index} below {seen}");
+            reader.sync().await.unwrap();
+            assert!(reader.view().applied_index() >= index);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttls_expire_without_traffic() {
     let dir = TempDir::new().unwrap();
     let store = open(config(dir.path())).await;
