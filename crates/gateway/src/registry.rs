@@ -5,8 +5,13 @@
 //! message to it. Which groups a connection is in, and which connections a user has, is the
 //! store's knowledge (the membership view); the registry answers only "give me the handle of this
 //! local connection" and "every local connection of this hub" (broadcast).
+//!
+//! The handles are split over [`SHARDS`] locks by connection id, so a broadcast to a large hub
+//! holds each lock only for its share of the fan-out: a connect or a disconnect meanwhile waits
+//! for one shard's part of one broadcast at most, never for the whole of it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -54,10 +59,25 @@ impl ConnectionHandle {
 
 type HubConnections = HashMap<Name, Arc<ConnectionHandle>>;
 
+/// Locks the handles are split over.
+pub const SHARDS: usize = 16;
+
+/// One shard: its connections by hub.
+type Shard = RwLock<HashMap<Name, HubConnections>>;
+
 /// See the module docs.
-#[derive(Default)]
 pub struct Registry {
-    hubs: RwLock<HashMap<Name, HubConnections>>,
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 impl Registry {
@@ -65,10 +85,18 @@ impl Registry {
         Self::default()
     }
 
+    fn shard_index(&self, id: &str) -> usize {
+        (self.hasher.hash_one(id) as usize) % self.shards.len()
+    }
+
+    fn shard(&self, id: &str) -> &Shard {
+        &self.shards[self.shard_index(id)]
+    }
+
     /// Adds the handle; false (and nothing changes) if its id is already taken — a connection
     /// token presented twice.
     pub fn insert(&self, handle: Arc<ConnectionHandle>) -> bool {
-        let mut hubs = self.hubs.write();
+        let mut hubs = self.shard(&handle.id).write();
         let conns = hubs.entry(handle.hub.clone()).or_default();
         if conns.contains_key(&handle.id) {
             return false;
@@ -79,7 +107,7 @@ impl Registry {
 
     /// Removes the handle if it is the one registered for its id.
     pub fn remove(&self, handle: &ConnectionHandle) {
-        let mut hubs = self.hubs.write();
+        let mut hubs = self.shard(&handle.id).write();
         if let Some(conns) = hubs.get_mut(&handle.hub) {
             if conns
                 .get(&handle.id)
@@ -94,32 +122,40 @@ impl Registry {
     }
 
     pub fn get(&self, hub: &str, id: &str) -> Option<Arc<ConnectionHandle>> {
-        self.hubs.read().get(hub)?.get(id).cloned()
+        self.shard(id).read().get(hub)?.get(id).cloned()
     }
 
     pub fn contains(&self, hub: &str, id: &str) -> bool {
-        self.hubs
+        self.shard(id)
             .read()
             .get(hub)
             .is_some_and(|c| c.contains_key(id))
     }
 
-    /// Calls `f` for every connection of `hub` while holding the read lock: `f` must not block.
+    /// Calls `f` for every connection of `hub`, holding one shard's read lock at a time: `f`
+    /// must not block.
     pub fn for_each_in_hub(&self, hub: &str, mut f: impl FnMut(&Arc<ConnectionHandle>)) {
-        if let Some(conns) = self.hubs.read().get(hub) {
-            conns.values().for_each(&mut f);
+        for shard in self.shards.iter() {
+            if let Some(conns) = shard.read().get(hub) {
+                conns.values().for_each(&mut f);
+            }
         }
     }
 
     /// Calls `f` for every local connection.
     pub fn for_each(&self, mut f: impl FnMut(&Arc<ConnectionHandle>)) {
-        for conns in self.hubs.read().values() {
-            conns.values().for_each(&mut f);
+        for shard in self.shards.iter() {
+            for conns in shard.read().values() {
+                conns.values().for_each(&mut f);
+            }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.hubs.read().values().map(HashMap::len).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.read().values().map(HashMap::len).sum::<usize>())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,6 +177,32 @@ mod tests {
     }
 
     #[test]
+    fn a_broadcast_visits_every_connection_once_holding_one_shard_at_a_time() {
+        let r = Registry::new();
+        for i in 0..200 {
+            assert!(r.insert(handle("h", &format!("c{i}"))));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut opened = false;
+        r.for_each_in_hub("h", |h| {
+            assert!(seen.insert(h.id.clone()), "{} twice", h.id);
+            if !opened {
+                // A connection of another shard opens in the middle of the broadcast: it takes
+                // that shard's write lock at once (under one lock for all, this would deadlock).
+                let here = r.shard_index(&h.id);
+                let other = (0..)
+                    .map(|i| format!("n{i}"))
+                    .find(|id| r.shard_index(id) != here)
+                    .unwrap_or_default();
+                assert!(r.insert(handle("other", &other)));
+                opened = true;
+            }
+        });
+        assert_eq!(seen.len(), 200);
+        assert_eq!(r.len(), 201);
+    }
+
+    #[test]
     fn hubs_are_separate_and_empty_hubs_vanish() {
         let r = Registry::new();
         let a = handle("h1", "a");
@@ -159,6 +221,9 @@ mod tests {
         r.remove(&a);
         assert!(r.get("h1", "a").is_none());
         assert_eq!(r.len(), 1);
-        assert!(r.hubs.read().get("h1").is_none());
+        assert!(r
+            .shards
+            .iter()
+            .all(|shard| shard.read().get("h1").is_none()));
     }
 }
