@@ -1,8 +1,9 @@
 //! The long-running roles: `serve` (gateway + voter), `gateway` (stateless) and `store` (voter).
 //!
 //! Each one validates its flags before binding anything (exit code 64 on a bad configuration),
-//! binds its listeners, hands them to the library crates, and on SIGTERM/Ctrl-C shuts down in
-//! order: the gateway drains its clients first, the cluster listener and the store stop last.
+//! binds its listeners and hands them to `switchboard_node::Node`, which serves and, on
+//! SIGTERM/Ctrl-C, shuts down in order: the gateway drains its clients first, the cluster
+//! listener and the store stop last.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,17 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
 use switchboard_gateway::cors::CorsOrigins;
 use switchboard_gateway::upstream::UpstreamConfig;
-use switchboard_gateway::{observability, Gateway, GatewayConfig};
-use switchboard_net::{ClusterIdentity, ClusterSecurity, ListenerLimits};
-use switchboard_store::grpc::{
-    Channels, GrpcForwarder, GrpcNetwork, RaftGrpcService, StoreGrpcService,
-};
-use switchboard_store::remote::{RemoteStore, RemoteStoreConfig};
-use switchboard_store::{MembershipStore, RaftStore, StoreConfig};
+use switchboard_gateway::GatewayConfig;
+use switchboard_net::ClusterIdentity;
+use switchboard_node::{GatewaySpec, Listeners, Node, NodeConfig, StoreSpec};
+use switchboard_store::grpc::Channels;
+use switchboard_store::remote::RemoteStoreConfig;
+use switchboard_store::StoreConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -279,86 +278,6 @@ fn advertise(
     listen.to_string()
 }
 
-/// Opens the Raft store: single voter without peers, a cluster member with them.
-async fn open_store(
-    node_id: u64,
-    data_dir: &std::path::Path,
-    snapshots: (u64, u64),
-    advertise: String,
-    peers: Option<&BTreeMap<u64, String>>,
-    security: Option<&ClusterSecurity>,
-) -> anyhow::Result<Arc<RaftStore>> {
-    let mut config = StoreConfig::new(node_id, data_dir.to_path_buf());
-    (config.snapshot_every, config.keep_logs_after_snapshot) = snapshots;
-    config.advertise_addr = advertise;
-    match peers {
-        None => {
-            let store = RaftStore::open(config, switchboard_store::network::SingleNodeNetwork)
-                .await
-                .context("opening the store")?;
-            store
-                .initialize_single()
-                .await
-                .context("initializing the store")?;
-            Ok(store)
-        }
-        Some(peers) => {
-            let security = security.context("a cluster store needs cluster credentials")?;
-            let channels = Channels::new(security.clone());
-            let network = GrpcNetwork::new(node_id, channels.clone()).with_addresses(peers.clone());
-            let forwarder = Arc::new(GrpcForwarder::new(channels).with_addresses(peers.clone()));
-            let store = RaftStore::open_with_forwarder(config, network, forwarder)
-                .await
-                .context("opening the store")?;
-            store
-                .initialize_cluster(peers.clone())
-                .await
-                .context("joining the store cluster")?;
-            Ok(store)
-        }
-    }
-}
-
-/// Serves the cluster gRPC services on `listener` until `stop`, every call authenticated.
-fn spawn_cluster_server(
-    listener: TcpListener,
-    security: &ClusterSecurity,
-    store: Option<&Arc<RaftStore>>,
-    fanout: Option<
-        switchboard_cluster::proto::fanout_server::FanoutServer<
-            switchboard_cluster::fanout::FanoutService,
-        >,
-    >,
-    relay: Option<
-        switchboard_cluster::proto::relay_server::RelayServer<
-            switchboard_gateway::client::relay::RelayService,
-        >,
-    >,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let max = security.max_message_bytes();
-    let router = switchboard_net::server_builder()
-        .layer(security.server_layer())
-        .add_optional_service(store.map(|s| RaftGrpcService::new(s.clone()).into_server(max)))
-        .add_optional_service(store.map(|s| {
-            StoreGrpcService::new(s.clone())
-                .with_shutdown(stop.clone())
-                .into_server(max)
-        }))
-        .add_optional_service(fanout)
-        .add_optional_service(relay);
-    let incoming =
-        switchboard_net::incoming(listener, security, ListenerLimits::default(), stop.clone());
-    tokio::spawn(async move {
-        if let Err(error) = router
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(%error, "cluster listener failed");
-        }
-    })
-}
-
 /// An incarnation for this process: milliseconds since the epoch at start (a restart of the
 /// same node id announces a higher one).
 fn incarnation() -> u64 {
@@ -404,9 +323,9 @@ pub async fn serve(
         Some(addr) => Some(bind(addr, "--cluster-listen").await?),
         None => None,
     };
-    let peers = args.peers.as_ref().map(|p| &p.0);
+    let peers = args.peers.as_ref().map(|p| p.0.clone());
     let advertise = match (&cluster_listener, args.cluster_listen) {
-        (Some(_), Some(addr)) => advertise(args.advertise.as_ref(), peers, node_id, addr),
+        (Some(_), Some(addr)) => advertise(args.advertise.as_ref(), peers.as_ref(), node_id, addr),
         _ => listener.local_addr()?.to_string(),
     };
     let security = match &cluster_listener {
@@ -419,69 +338,83 @@ pub async fn serve(
         )?),
         None => None,
     };
-    let store = open_store(
-        node_id,
-        &args.data_dir,
-        (args.snapshot_every, args.snapshot_keep_logs),
-        advertise.clone(),
-        peers,
-        security.as_ref(),
-    )
-    .await?;
-
     let bound = listener.local_addr()?;
-    let channels = security.clone().map(Channels::new);
-    let cluster = channels.is_some();
+    let cluster = security.is_some();
     let max_sockets = switchboard_edge::socket_budget();
     let config = gateway_config(
         node_id,
         incarnation,
-        advertise,
+        advertise.clone(),
         &args.gateway,
-        channels,
+        security.clone().map(Channels::new),
         max_sockets,
         secrets.upstream.as_ref(),
     );
     let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
-    let gateway = Gateway::new(
-        config,
-        keyset,
-        store.clone() as Arc<dyn MembershipStore>,
-        Some(prometheus),
-    )?;
-    let stop_cluster = CancellationToken::new();
-    let cluster_server = match (cluster_listener, &security) {
-        (Some(l), Some(security)) => Some(spawn_cluster_server(
-            l,
+    let tls = edge.tls.is_some();
+    let mut store = StoreConfig::new(node_id, args.data_dir.clone());
+    (store.snapshot_every, store.keep_logs_after_snapshot) =
+        (args.snapshot_every, args.snapshot_keep_logs);
+    store.advertise_addr = advertise;
+    let node = Node::start(
+        Listeners {
+            public: Some(listener),
+            cluster: cluster_listener,
+        },
+        NodeConfig {
+            store: StoreSpec::Voter {
+                config: store,
+                peers,
+            },
+            gateway: Some(GatewaySpec {
+                config,
+                keys: keyset,
+                edge,
+            }),
             security,
-            Some(&store),
-            gateway.fanout_service(),
-            gateway.relay_service(),
-            stop_cluster.clone(),
-        )),
-        _ => None,
-    };
-
-    tracing::info!(listen = %bound, data_dir = %args.data_dir.display(), node_id, cluster, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, upstream_templates = gateway.shared().upstream.as_ref().map_or(0, |u| u.templates()), "switchboard is serving");
-    print_connection_string(
-        &args.gateway,
+            health_edge: None,
+            prometheus: Some(prometheus),
+        },
+        shutdown,
+    )
+    .await
+    .context("starting")?;
+    log_serving(
+        &node,
+        "switchboard is serving",
         bound,
-        &keys[0],
-        Some(&args.data_dir),
-        edge.tls.is_some(),
-    )?;
-
-    gateway
-        .run(listener, edge, shutdown)
-        .await
-        .context("serving")?;
-    stop_cluster.cancel();
-    if let Some(server) = cluster_server {
-        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    }
-    store.shutdown().await;
+        cluster,
+        &secrets,
+        tls,
+    );
+    print_connection_string(&args.gateway, bound, &keys[0], Some(&args.data_dir), tls)?;
+    node.wait().await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The start-up line of a node with a gateway.
+fn log_serving(
+    node: &Node,
+    what: &'static str,
+    bound: SocketAddr,
+    cluster: bool,
+    secrets: &Secrets,
+    tls: bool,
+) {
+    let Some(gateway) = node.gateway() else {
+        return;
+    };
+    tracing::info!(
+        listen = %bound,
+        node_id = gateway.config.node_id,
+        cluster,
+        cluster_tls = secrets.cluster_tls.is_some(),
+        tls,
+        max_connections = gateway.config.max_connections,
+        upstream_templates = gateway.upstream.as_ref().map_or(0, |u| u.templates()),
+        "{what}"
+    );
 }
 
 /// `switchboard gateway`.
@@ -509,12 +442,6 @@ pub async fn gateway(
     let listener = bind(args.listen, "--listen").await?;
     let cluster_listener = bind(args.cluster_listen, "--cluster-listen").await?;
     let advertise = advertise(args.advertise.as_ref(), None, node_id, args.cluster_listen);
-
-    let store = RemoteStore::connect(
-        args.store.0.clone(),
-        RemoteStoreConfig::new(node_id),
-        security.clone(),
-    );
     let max_sockets = switchboard_edge::socket_budget();
     let config = gateway_config(
         node_id,
@@ -526,32 +453,42 @@ pub async fn gateway(
         secrets.upstream.as_ref(),
     );
     let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
-    let gateway = Gateway::new(
-        config,
-        keyset,
-        store.clone() as Arc<dyn MembershipStore>,
-        Some(prometheus),
-    )?;
-    let stop_cluster = CancellationToken::new();
-    let cluster_server = spawn_cluster_server(
-        cluster_listener,
-        &security,
-        None,
-        gateway.fanout_service(),
-        gateway.relay_service(),
-        stop_cluster.clone(),
-    );
+    let tls = edge.tls.is_some();
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, node_id, store = ?args.store.0, cluster_tls = secrets.cluster_tls.is_some(), tls = edge.tls.is_some(), max_connections = gateway.shared().config.max_connections, upstream_templates = gateway.shared().upstream.as_ref().map_or(0, |u| u.templates()), "switchboard gateway is serving");
-    print_connection_string(&args.gateway, bound, &keys[0], None, edge.tls.is_some())?;
-
-    gateway
-        .run(listener, edge, shutdown)
-        .await
-        .context("serving")?;
-    stop_cluster.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), cluster_server).await;
-    store.shutdown().await;
+    tracing::info!(store = ?args.store.0, "following the store");
+    let node = Node::start(
+        Listeners {
+            public: Some(listener),
+            cluster: Some(cluster_listener),
+        },
+        NodeConfig {
+            store: StoreSpec::Remote {
+                voters: args.store.0.clone(),
+                config: RemoteStoreConfig::new(node_id),
+            },
+            gateway: Some(GatewaySpec {
+                config,
+                keys: keyset,
+                edge,
+            }),
+            security: Some(security),
+            health_edge: None,
+            prometheus: Some(prometheus),
+        },
+        shutdown,
+    )
+    .await
+    .context("starting")?;
+    log_serving(
+        &node,
+        "switchboard gateway is serving",
+        bound,
+        true,
+        &secrets,
+        tls,
+    );
+    print_connection_string(&args.gateway, bound, &keys[0], None, tls)?;
+    node.wait().await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -578,65 +515,39 @@ pub async fn store(
         None => None,
     };
     let cluster_listener = bind(args.cluster_listen, "--cluster-listen").await?;
-    let advertise = advertise(
+    let mut store = StoreConfig::new(node_id, args.data_dir.clone());
+    (store.snapshot_every, store.keep_logs_after_snapshot) =
+        (args.snapshot_every, args.snapshot_keep_logs);
+    store.advertise_addr = advertise(
         args.advertise.as_ref(),
         Some(&args.peers.0),
         node_id,
         args.cluster_listen,
     );
-    let store = open_store(
-        node_id,
-        &args.data_dir,
-        (args.snapshot_every, args.snapshot_keep_logs),
-        advertise,
-        Some(&args.peers.0),
-        Some(&security),
+    let node = Node::start(
+        Listeners {
+            public: http,
+            cluster: Some(cluster_listener),
+        },
+        NodeConfig {
+            store: StoreSpec::Voter {
+                config: store,
+                peers: Some(args.peers.0.clone()),
+            },
+            gateway: None,
+            security: Some(security),
+            // Health and metrics only: a small share of the process's sockets.
+            health_edge: Some(edge_config(&args.http, &secrets, 256)),
+            prometheus: Some(prometheus),
+        },
+        shutdown,
     )
-    .await?;
-    let stop_cluster = CancellationToken::new();
-    let cluster_server = spawn_cluster_server(
-        cluster_listener,
-        &security,
-        Some(&store),
-        None,
-        None,
-        stop_cluster.clone(),
-    );
-    let http_server = http.map(|listener| {
-        let app = health_router(store.clone(), prometheus);
-        // Health and metrics only: a small share of the process's sockets.
-        let edge = edge_config(&args.http, &secrets, 256);
-        tokio::spawn(switchboard_edge::serve(
-            listener,
-            app,
-            edge,
-            shutdown.clone(),
-            Duration::from_secs(2),
-        ))
-    });
+    .await
+    .context("starting")?;
     tracing::info!(node_id, cluster_listen = %args.cluster_listen, tls = secrets.cluster_tls.is_some(), "switchboard store voter is serving");
-    shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    stop_cluster.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), cluster_server).await;
-    if let Some(server) = http_server {
-        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    }
-    store.shutdown().await;
+    node.wait().await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `/api/health`, `/readyz` and `/metrics` for a voter without a gateway.
-fn health_router(store: Arc<RaftStore>, prometheus: PrometheusHandle) -> axum::Router {
-    let ready: observability::ReadyCheck = Arc::new(move || {
-        if store.status().leader_known() {
-            Ok(())
-        } else {
-            Err("not ready: no raft leader known")
-        }
-    });
-    observability::router(ready, Some(prometheus))
 }
 
 fn rand_node_id() -> u64 {
