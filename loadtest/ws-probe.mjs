@@ -3,7 +3,7 @@
 // Switchboard, each with its own negotiate and the JSON hub protocol handshake, and the
 // server's RSS is read from /proc before the first and 2 s after the last handshake.
 //
-//   node loadtest/ws-probe.mjs --url http://127.0.0.1:18490 --token JWT --pid PID [--connections 10000]
+//   node loadtest/ws-probe.mjs --url http://127.0.0.1:18490 --token JWT --pid PID [--connections 10000] [--hold SECONDS]
 //
 // JWT is a client access token for the hub `probe` (`switchboard token --hub probe --only
 // token`); loadtest/ws-probe.sh starts a server and runs this. Prints one JSON line:
@@ -34,6 +34,8 @@ const token = arg("token");
 const pid = Number(arg("pid"));
 const total = Number(arg("connections", "10000"));
 const parallel = Number(arg("parallel", "100"));
+// Seconds to keep the connections open after the measure (to profile the server meanwhile).
+const hold = Number(arg("hold", "0"));
 const hub = "probe";
 
 function rssKib() {
@@ -83,5 +85,6 @@ console.log(
     kib_per_connection: Number(((after - before) / sockets.length).toFixed(3)),
   }),
 );
+if (hold > 0) await new Promise((resolve) => setTimeout(resolve, hold * 1000));
 for (const socket of sockets) socket.terminate();
 process.exit(0);
