@@ -188,113 +188,100 @@ impl Client {
 }
 
 /// Writes the answer's `head` and `body`; `None` if the connection broke.
-async fn send<IO: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut IO,
-    client: &mut Client,
+///
+/// One poll function over explicit state rather than an `async fn`: an idle stream waits here,
+/// and this keeps what it holds to the body, the bytes being written and a few counters.
+fn send<'a, IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &'a mut IO,
+    client: &'a mut Client,
     head: Vec<u8>,
     mut body: crate::TrackedBody,
     framing: Framing,
     idle: Duration,
-) -> Option<()> {
-    if !write(io, &head, idle).await {
-        return None;
-    }
-    drop(head);
-    let mut sent = 0u64;
-    if framing != Framing::Empty {
-        loop {
-            let step = std::future::poll_fn(|cx| {
-                if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
-                    return Poll::Ready(match frame {
-                        None => Step::End,
-                        Some(Err(error)) => {
-                            tracing::debug!(%error, "a detached response body failed");
-                            Step::Broken
-                        }
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) if !data.is_empty() => Step::Data(data),
-                            // Trailers and empty frames: nothing to send.
-                            _ => Step::Nothing,
-                        },
-                    });
-                }
-                client.poll_gone(io, cx).map(|()| Step::Broken)
-            })
-            .await;
-            let data = match step {
-                Step::End => break,
-                Step::Broken => return None,
-                Step::Nothing => continue,
-                Step::Data(data) => data,
-            };
-            sent += data.len() as u64;
-            if matches!(framing, Framing::Length(n) if sent > n) {
-                tracing::debug!("a detached response body outgrew its length");
-                return None;
-            }
-            let out = match framing {
-                Framing::Chunked => chunk(&data),
-                _ => data,
-            };
-            if !write(io, &out, idle).await {
-                return None;
-            }
-        }
-        match framing {
-            Framing::Chunked if !write(io, b"0\r\n\r\n", idle).await => return None,
-            Framing::Length(n) if sent != n => return None,
-            _ => {}
-        }
-    }
-    // The answer is done: its request no longer counts as in flight.
-    drop(body);
-    Some(())
-}
-
-/// What the body gave.
-enum Step {
-    Data(Bytes),
-    /// A frame with nothing to send.
-    Nothing,
-    End,
-    /// The body failed, or the client left.
-    Broken,
-}
-
-/// Writes and flushes `data`; false if the client is gone, or took nothing of it for `idle`.
-async fn write<IO: AsyncWrite + Unpin>(io: &mut IO, data: &[u8], idle: Duration) -> bool {
+) -> impl Future<Output = Option<()>> + 'a {
+    // What is being written, and how much of it is out.
+    let mut out = Bytes::from(head);
     let mut written = 0;
+    let mut flushed = false;
+    // The body is done (its last bytes are in `out`).
+    let mut ended = framing == Framing::Empty;
+    let mut sent = 0u64;
     // Armed while the client takes nothing (boxed: most writes never wait).
     let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| loop {
-        let progress = if written < data.len() {
-            match Pin::new(&mut *io).poll_write(cx, &data[written..]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
-                Poll::Ready(Ok(n)) => {
-                    written += n;
-                    true
+    std::future::poll_fn(move |cx| loop {
+        if written < out.len() || !flushed {
+            let progress = if written < out.len() {
+                match Pin::new(&mut *io).poll_write(cx, &out[written..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(n)) => {
+                        written += n;
+                        true
+                    }
+                    Poll::Pending => false,
                 }
-                Poll::Pending => false,
+            } else {
+                match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        flushed = true;
+                        true
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Pending => false,
+                }
+            };
+            if progress {
+                stalled = None;
+                continue;
             }
-        } else {
-            match Pin::new(&mut *io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(true),
-                Poll::Ready(Err(_)) => return Poll::Ready(false),
-                Poll::Pending => false,
+            let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            if timer.as_mut().poll(cx).is_ready() {
+                metrics::connection_ended("write_timeout");
+                return Poll::Ready(None);
             }
+            return Poll::Pending;
+        }
+        if ended {
+            return Poll::Ready(Some(()));
+        }
+        let data = match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Pending => {
+                return match client.poll_gone(io, cx) {
+                    Poll::Ready(()) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            Poll::Ready(None) => {
+                ended = true;
+                match framing {
+                    Framing::Chunked => {
+                        (out, written, flushed) = (Bytes::from_static(b"0\r\n\r\n"), 0, false);
+                    }
+                    Framing::Length(n) if sent != n => return Poll::Ready(None),
+                    _ => {}
+                }
+                continue;
+            }
+            Poll::Ready(Some(Err(error))) => {
+                tracing::debug!(%error, "a detached response body failed");
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                // Trailers and empty frames: nothing to send.
+                _ => continue,
+            },
         };
-        if progress {
-            stalled = None;
-            continue;
+        sent += data.len() as u64;
+        if matches!(framing, Framing::Length(n) if sent > n) {
+            tracing::debug!("a detached response body outgrew its length");
+            return Poll::Ready(None);
         }
-        let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-        if timer.as_mut().poll(cx).is_ready() {
-            metrics::connection_ended("write_timeout");
-            return Poll::Ready(false);
-        }
-        return Poll::Pending;
+        out = match framing {
+            Framing::Chunked => chunk(&data),
+            _ => data,
+        };
+        (written, flushed) = (0, false);
     })
-    .await
 }
 
 /// Rebuilds a request from a head the scanner validated.

@@ -236,9 +236,9 @@ pub async fn serve(
             router.clone(),
             shutdown.clone(),
         );
-        tasks.spawn(async move {
-            serve_connection(tcp, remote, slot, state, &table, &config, router, shutdown).await;
-        });
+        tasks.spawn(serve_connection(
+            tcp, remote, slot, state, table, config, router, shutdown,
+        ));
     }
     tasks.close();
     if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
@@ -252,36 +252,27 @@ fn refuse_busy(tcp: &TcpStream) {
     let _ = tcp.try_write(BUSY);
 }
 
+/// A connection's task. Not an `async fn`: it would keep its arguments beside the future it
+/// hands them to, for as long as the connection lives.
 #[allow(clippy::too_many_arguments)]
-async fn serve_connection(
+fn serve_connection(
     tcp: TcpStream,
     remote: SocketAddr,
     slot: Slot,
     state: Arc<ConnState>,
-    table: &Arc<Table>,
-    config: &Arc<EdgeConfig>,
+    table: Arc<Table>,
+    config: Arc<EdgeConfig>,
     router: Router,
     shutdown: CancellationToken,
-) {
-    match &config.tls {
-        None => {
-            turns(tcp, slot, remote, state, table, config, router, shutdown).await;
-        }
-        Some(tls) => {
-            // Boxed: a plain connection's task does not carry a TLS stream's size.
-            Box::pin(serve_tls(
-                tls.clone(),
-                tcp,
-                remote,
-                slot,
-                state,
-                table,
-                config,
-                router,
-                shutdown,
-            ))
-            .await;
-        }
+) -> impl std::future::Future<Output = ()> + Send {
+    match config.tls.clone() {
+        None => futures::future::Either::Left(turns(
+            tcp, slot, remote, state, table, config, router, shutdown,
+        )),
+        // Boxed: a plain connection's task does not carry a TLS stream's size.
+        Some(tls) => futures::future::Either::Right(Box::pin(serve_tls(
+            tls, tcp, remote, slot, state, table, config, router, shutdown,
+        ))),
     }
 }
 
@@ -293,8 +284,8 @@ async fn serve_tls(
     remote: SocketAddr,
     slot: Slot,
     state: Arc<ConnState>,
-    table: &Arc<Table>,
-    config: &Arc<EdgeConfig>,
+    table: Arc<Table>,
+    config: Arc<EdgeConfig>,
     router: Router,
     shutdown: CancellationToken,
 ) {
@@ -348,12 +339,12 @@ fn on_end(ending: Ending) {
 /// edge answers itself before handing the socket back (see [`detach`]).
 #[allow(clippy::too_many_arguments)]
 async fn turns<IO>(
-    io: IO,
-    slot: Slot,
+    mut io: IO,
+    mut slot: Slot,
     remote: SocketAddr,
     state: Arc<ConnState>,
-    table: &Arc<Table>,
-    config: &Arc<EdgeConfig>,
+    table: Arc<Table>,
+    config: Arc<EdgeConfig>,
     router: Router,
     shutdown: CancellationToken,
 ) where
@@ -361,7 +352,6 @@ async fn turns<IO>(
 {
     let id = slot.id;
     let mut after = None;
-    let (mut io, mut slot) = (io, slot);
     loop {
         let conn = Conn::resume(
             io,
@@ -379,8 +369,8 @@ async fn turns<IO>(
             id,
             remote,
             state.clone(),
-            table,
-            config,
+            &table,
+            &config,
             router.clone(),
             shutdown.clone(),
         ))
@@ -392,7 +382,7 @@ async fn turns<IO>(
             id,
             remote,
             state: &state,
-            table,
+            table: &table,
             reject: &config.reject,
             router: router.clone(),
             idle: config.timeouts.idle,
