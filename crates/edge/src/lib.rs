@@ -46,7 +46,6 @@ use switchboard_core::{Error, ErrorCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::conn::{Conn, ConnState, Ending, Timeouts};
 use crate::head::{Limits, Rejection};
@@ -457,21 +456,26 @@ where
 
 /// One request: the rejection it stands for, or the router's answer, tracked until its body
 /// has been sent.
+///
+/// Not an `async fn`: the request is handed to the router before the returned future starts,
+/// so a request in service (a pending poll, for minutes) keeps only the router's future and the
+/// few things the answer needs, not the request's head beside it.
 #[allow(clippy::too_many_arguments)]
-async fn handle<B>(
+fn handle<'a, B>(
     request: http::Request<B>,
     seq: u64,
     id: u64,
     remote: SocketAddr,
     state: Arc<ConnState>,
-    table: &Table,
+    table: &'a Table,
     reject: &Reject,
-    router: Router,
-) -> Response<TrackedBody>
+    mut router: Router,
+) -> impl std::future::Future<Output = Response<TrackedBody>> + Send + 'a
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
+    use futures::future::Either;
     if let Some(rejection) = state.take_rejection(seq) {
         let error = match rejection {
             Rejection::BadRequest(message) => Error::new(ErrorCode::InvalidArgument, message),
@@ -487,7 +491,7 @@ where
         metrics::request_rejected(error.code.http_status());
         let mut response = reject(error);
         close_after(&mut response);
-        return response.map(TrackedBody::untracked);
+        return Either::Left(std::future::ready(response.map(TrackedBody::untracked)));
     }
     state.in_flight.fetch_add(1, Ordering::AcqRel);
     let guard = InFlight {
@@ -499,18 +503,23 @@ where
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(remote));
-    let mut response = match router.oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        state.upgraded.store(true, Ordering::Release);
-        table.promote(id);
-    } else if wants_upgrade {
-        // The scanner stopped at the upgrade request: this connection cannot carry more HTTP.
-        close_after(&mut response);
-    }
-    response.map(|body| TrackedBody::tracked(body, guard))
+    // A router is always ready (axum's `poll_ready` is `Ready` unconditionally).
+    let answer = tower::Service::call(&mut router, request);
+    Either::Right(async move {
+        let mut response = match answer.await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            state.upgraded.store(true, Ordering::Release);
+            table.promote(id);
+        } else if wants_upgrade {
+            // The scanner stopped at the upgrade request: this connection cannot carry more
+            // HTTP.
+            close_after(&mut response);
+        }
+        response.map(|body| TrackedBody::tracked(body, guard))
+    })
 }
 
 fn close_after(response: &mut Response) {

@@ -371,7 +371,7 @@ impl Gateway {
             .merge(client::routes())
             .fallback(rest::not_found)
             .method_not_allowed_fallback(rest::method_not_allowed)
-            .layer(axum::middleware::from_fn(rest::track_http))
+            .layer(rest::TrackHttpLayer)
             .layer(self.shared.config.cors.layer())
             .with_state(self.shared.clone())
     }
