@@ -1,0 +1,226 @@
+//! The scale simulator: the real membership state machine under synthetic churn, with no network
+//! and no fsync, to see how the design's costs grow with the cluster's connections.
+//!
+//! For each size N and gateway count G it registers G gateways, opens N connections (one user
+//! each, spread over the gateways) in log entries of at most 1,024 commands (the batcher's
+//! bound), then lets one gateway's lease lapse so that one apply drops all its connections.
+//! It reports, per connection:
+//! - the state's memory: what every replica holds (a stateless gateway's replica holds all N,
+//!   including the connections it does not hold: today's "RSS per connection elsewhere");
+//! - the consensus commands and log bytes a connect costs (every connect is a Raft command);
+//! and for the whole state: the longest single apply (a lock hold on a live node), the apply
+//! that drops a dead gateway, and the snapshot (its size and its encode time, which a live node
+//! spends under the state's read lock).
+//!
+//! ```text
+//! cargo run --release -p switchboard-store --example scale_sim                # the matrix
+//! cargo run --release -p switchboard-store --example scale_sim -- 1000000 10  # one run
+//! ```
+//! The matrix runs every (N, G) of `--sizes 100000,300000,1000000` × `--gateways 3,10,50` in a
+//! child process of its own (so each memory figure starts from a fresh heap) and prints a table
+//! plus the slopes fitted over N; `--sizes` may include 3000000 (about 4 GiB of memory).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+use switchboard_membership::{Batch, Command, Membership, Name};
+
+/// Commands per log entry, as the batcher packs them.
+const PER_ENTRY: usize = 1024;
+const LEASE_MS: u64 = 10_000;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// One run: prints a line of `key=value` fields.
+fn run(connections: usize, gateways: u64) {
+    let mut state = Membership::new();
+    let mut time_ms = 1_000_000u64;
+    let heartbeats = (1..=gateways)
+        .map(|node| Command::NodeHeartbeat {
+            node,
+            incarnation: 1,
+            address: format!("10.0.0.{node}:7001"),
+            lease_ms: LEASE_MS,
+        })
+        .collect();
+    state.apply(&Batch {
+        time_ms,
+        commands: heartbeats,
+    });
+    let hub: Name = "chat".into();
+    let before = rss_bytes();
+    let mut log_bytes = 0usize;
+    let mut entries = 0usize;
+    let mut longest_apply = Duration::ZERO;
+    let mut opened = 0;
+    while opened < connections {
+        let n = PER_ENTRY.min(connections - opened);
+        let commands = (opened..opened + n)
+            .map(|i| Command::ConnectionOpened {
+                hub: hub.clone(),
+                connection: format!("{i:022}.{}", i as u64 % gateways + 1).into(),
+                user: Some(format!("user-{i}").into()),
+                node: i as u64 % gateways + 1,
+                incarnation: 1,
+            })
+            .collect();
+        let batch = Batch { time_ms, commands };
+        log_bytes += rmp_serde::to_vec(&batch).expect("encode").len();
+        entries += 1;
+        let started = Instant::now();
+        state.apply(&batch);
+        longest_apply = longest_apply.max(started.elapsed());
+        opened += n;
+    }
+    let after = rss_bytes();
+
+    let started = Instant::now();
+    let snapshot = rmp_serde::to_vec_named(&state).expect("encode the state");
+    let snapshot_encode = started.elapsed();
+
+    // Every gateway but the first renews its lease; the first's lapses, and the next tick
+    // drops its connections in one apply.
+    time_ms += LEASE_MS / 2;
+    let renewals = (2..=gateways)
+        .map(|node| Command::NodeHeartbeat {
+            node,
+            incarnation: 1,
+            address: format!("10.0.0.{node}:7001"),
+            lease_ms: LEASE_MS,
+        })
+        .collect();
+    state.apply(&Batch {
+        time_ms,
+        commands: renewals,
+    });
+    time_ms += LEASE_MS / 2 + 1;
+    let started = Instant::now();
+    state.apply(&Batch {
+        time_ms,
+        commands: vec![Command::Tick],
+    });
+    let dead_gateway_apply = started.elapsed();
+    let remaining = state.stats();
+
+    println!(
+        "connections={connections} gateways={gateways} state_bytes_per_connection={:.1} log_bytes_per_connect={:.1} commands_per_connect=1 log_entries={entries} longest_open_apply_ms={:.2} dead_gateway_apply_ms={:.2} dead_gateway_connections={} snapshot_bytes={} snapshot_bytes_per_connection={:.1} snapshot_encode_ms={:.1} connections_left={}",
+        after.saturating_sub(before) as f64 / connections as f64,
+        log_bytes as f64 / connections as f64,
+        longest_apply.as_secs_f64() * 1e3,
+        dead_gateway_apply.as_secs_f64() * 1e3,
+        connections.div_ceil(gateways as usize),
+        snapshot.len(),
+        snapshot.len() as f64 / connections as f64,
+        snapshot_encode.as_secs_f64() * 1e3,
+        remaining.connections,
+    );
+}
+
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Least-squares slope and intercept of `ys` over `xs`.
+fn fit(xs: &[f64], ys: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    let slope = if sxx == 0.0 { 0.0 } else { sxy / sxx };
+    (slope, my - slope * mx)
+}
+
+fn list(args: &[String], flag: &str, default: &str) -> Vec<u64> {
+    let value = args
+        .iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, String::as_str);
+    value
+        .split(',')
+        .map(|v| v.trim().parse().expect("a number"))
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let (Some(n), Some(g)) = (
+        args.first().and_then(|a| a.parse().ok()),
+        args.get(1).and_then(|a| a.parse().ok()),
+    ) {
+        run(n, g);
+        return;
+    }
+    let sizes = list(&args, "--sizes", "100000,300000,1000000");
+    let gateways = list(&args, "--gateways", "3,10,50");
+    let exe = std::env::current_exe().expect("this program");
+    println!("| connections | gateways | state B/conn | log B/connect | commands/connect | longest open apply ms | dead-gateway apply ms (its connections) | snapshot MB | snapshot B/conn | snapshot encode ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut rows: Vec<(u64, u64, String)> = Vec::new();
+    for &g in &gateways {
+        for &n in &sizes {
+            let out = Process::new(&exe)
+                .args([n.to_string(), g.to_string()])
+                .output()
+                .expect("run a child");
+            let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            println!(
+                "| {n} | {g} | {:.0} | {:.1} | 1 | {:.1} | {:.1} ({:.0}) | {:.1} | {:.0} | {:.0} |",
+                field(&line, "state_bytes_per_connection"),
+                field(&line, "log_bytes_per_connect"),
+                field(&line, "longest_open_apply_ms"),
+                field(&line, "dead_gateway_apply_ms"),
+                field(&line, "dead_gateway_connections"),
+                field(&line, "snapshot_bytes") / 1e6,
+                field(&line, "snapshot_bytes_per_connection"),
+                field(&line, "snapshot_encode_ms"),
+            );
+            rows.push((n, g, line));
+        }
+    }
+    println!();
+    println!("Fitted over the sizes, per gateway count, and extrapolated to 10M connections:");
+    println!();
+    println!("| gateways | state bytes = a·N + b | at 10M | snapshot encode ms = a·N + b | at 10M | dead-gateway apply ms per connection dropped |");
+    println!("| ---: | --- | ---: | --- | ---: | ---: |");
+    for &g in &gateways {
+        let mine: Vec<&(u64, u64, String)> = rows.iter().filter(|r| r.1 == g).collect();
+        let xs: Vec<f64> = mine.iter().map(|r| r.0 as f64).collect();
+        let state: Vec<f64> = mine
+            .iter()
+            .map(|r| field(&r.2, "state_bytes_per_connection") * r.0 as f64)
+            .collect();
+        let encode: Vec<f64> = mine
+            .iter()
+            .map(|r| field(&r.2, "snapshot_encode_ms"))
+            .collect();
+        let dead: Vec<f64> = mine
+            .iter()
+            .map(|r| field(&r.2, "dead_gateway_apply_ms") / field(&r.2, "dead_gateway_connections"))
+            .collect();
+        let (sa, sb) = fit(&xs, &state);
+        let (ea, eb) = fit(&xs, &encode);
+        let dead_per = dead.iter().sum::<f64>() / dead.len() as f64;
+        println!(
+            "| {g} | {sa:.0}·N + {:.1} MB | {:.2} GB | {:.2e}·N + {eb:.0} | {:.1} s | {:.2e} |",
+            sb / 1e6,
+            (sa * 1e7 + sb) / 1e9,
+            ea,
+            (ea * 1e7 + eb) / 1e3,
+            dead_per,
+        );
+    }
+}
