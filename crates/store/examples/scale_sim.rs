@@ -7,8 +7,9 @@
 //! It reports, per connection:
 //! - the state's memory: what every replica holds (a stateless gateway's replica holds all N,
 //!   including the connections it does not hold: today's "RSS per connection elsewhere");
-//! - the consensus commands and log bytes a connect costs (every connect is a Raft command);
-//! and for the whole state: the longest single apply (a lock hold on a live node), the apply
+//! - the consensus commands and log bytes a connect costs (every connect is a Raft command).
+//!
+//! And for the whole state: the longest single apply (a lock hold on a live node), the apply
 //! that drops a dead gateway, and the snapshot (its size and its encode time, which a live node
 //! spends under the state's read lock).
 //!
