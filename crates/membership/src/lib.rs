@@ -46,6 +46,7 @@ pub use switchboard_core::NodeId;
 
 mod name_set;
 mod query;
+mod sharded;
 mod snapshot;
 mod state;
 

@@ -86,7 +86,7 @@ impl Membership {
         found.into_iter().flat_map(|(h, u)| {
             u.connections
                 .iter()
-                .filter_map(move |c| h.connections.get(&**c).map(|conn| (c, conn.node)))
+                .filter_map(move |c| h.connections.get(c).map(|conn| (c, conn.node)))
         })
     }
 
@@ -176,7 +176,7 @@ impl Membership {
             let Some(Reverse((c, i))) = heap.pop() else {
                 break;
             };
-            let user = h.connections.get(&**c).and_then(|conn| conn.user.clone());
+            let user = h.connections.get(c).and_then(|conn| conn.user.clone());
             page.push((c.clone(), user));
             if let Some(next) = cursors.get_mut(i).and_then(|cursor| cursor.next()) {
                 heap.push(Reverse((next, i)));

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 mod tests;
 
 use crate::name_set::NameSet;
+use crate::sharded::Sharded;
 use crate::{
     Batch, Command, Name, NodeId, NodeInfo, Outcome, DEFAULT_USER_GROUP_TTL_SECS,
     MAX_GROUPS_WITHOUT_TTL,
@@ -58,9 +59,10 @@ pub(crate) struct Node {
 /// Everything in one hub. Removed from `Membership::hubs` as soon as it holds nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Hub {
-    pub(crate) connections: HashMap<Name, Conn>,
-    /// Users with at least one connection or one stored entry.
-    pub(crate) users: HashMap<Name, User>,
+    /// Split over shards: a growth rehash stays small (see `sharded`).
+    pub(crate) connections: Sharded<Conn>,
+    /// Users with at least one connection or one stored entry (sharded alike).
+    pub(crate) users: Sharded<User>,
     /// Groups with at least one connection.
     pub(crate) groups: HashMap<Name, Group>,
     /// Stored user-group entries in this hub.
@@ -160,6 +162,13 @@ fn canonical<V>(map: &HashMap<Name, V>, name: &Name) -> Name {
         .unwrap_or_else(|| name.clone())
 }
 
+/// [`canonical`] for a sharded table.
+fn canonical_in<V>(map: &Sharded<V>, name: &Name) -> Name {
+    map.get_key_value(name)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| name.clone())
+}
+
 fn ms_from_secs(secs: u64) -> u64 {
     secs.saturating_mul(1000)
 }
@@ -172,7 +181,7 @@ impl Hub {
     /// Adds a connection (which must not exist yet), joins it to its user's live groups, and
     /// returns its canonical id.
     fn open(&mut self, connection: &Name, user: Option<&Name>, node: NodeId, now: u64) -> Name {
-        let user = user.map(|u| canonical(&self.users, u));
+        let user = user.map(|u| canonical_in(&self.users, u));
         self.connections.insert(
             connection.clone(),
             Conn {
@@ -202,10 +211,10 @@ impl Hub {
     fn remove_connection(&mut self, connection: &str) -> Option<Conn> {
         let mut conn = self.connections.remove(connection)?;
         if let Some(user) = &conn.user {
-            if let Some(record) = self.users.get_mut(&**user) {
+            if let Some(record) = self.users.get_mut(user) {
                 record.connections.remove(connection);
                 if record.is_empty() {
-                    self.users.remove(&**user);
+                    self.users.remove(user);
                 }
             }
         }
@@ -508,7 +517,7 @@ impl Membership {
         if let Some(existing) = self
             .hubs
             .get(&**hub)
-            .and_then(|h| h.connections.get(&**connection))
+            .and_then(|h| h.connections.get(connection))
         {
             return if existing.node == node {
                 Outcome::Ok
@@ -590,7 +599,7 @@ impl Membership {
         if let Some(expires_at_ms) = expires_at_ms {
             let seq = self.next_seq;
             self.next_seq += 1;
-            let user_key = canonical(&h.users, user);
+            let user_key = canonical_in(&h.users, user);
             let record = h.users.entry(user_key.clone()).or_default();
             let entries = record.entries.get_or_insert_with(Box::default);
             let entry = Entry {
@@ -669,7 +678,7 @@ impl Membership {
             return;
         };
         let hub_key = hub_key.clone();
-        let Some((user_key, _)) = h.users.get_key_value(&**user) else {
+        let Some((user_key, _)) = h.users.get_key_value(user) else {
             return;
         };
         let user_key = user_key.clone();
@@ -677,7 +686,7 @@ impl Membership {
             return;
         };
         let connections = h.user_connections(user);
-        if let Some(record) = h.users.get_mut(&**user) {
+        if let Some(record) = h.users.get_mut(user) {
             if let Some(entries) = record.entries.take() {
                 h.entry_count -= entries.by_group.len();
                 for (group, old) in entries.by_group {
@@ -690,7 +699,7 @@ impl Membership {
                 }
             }
             if record.is_empty() {
-                h.users.remove(&**user);
+                h.users.remove(user);
             }
         }
         for connection in &connections {
@@ -727,7 +736,7 @@ impl Membership {
         for (hub_name, h) in &self.hubs {
             assert!(!h.is_empty(), "empty hub {hub_name}");
             let mut entry_count = 0;
-            for (cid, c) in &h.connections {
+            for (cid, c) in h.connections.iter() {
                 let n = self.nodes.get(&c.node).expect("connection on missing node");
                 assert!(n.connections.get(hub_name).is_some_and(|s| s.contains(cid)));
                 if let Some(u) = &c.user {
@@ -738,7 +747,7 @@ impl Membership {
                     assert!(group.members_on(c.node).is_some_and(|s| s.contains(cid)));
                 }
             }
-            for (uname, u) in &h.users {
+            for (uname, u) in h.users.iter() {
                 assert!(!u.is_empty(), "empty user");
                 for cid in u.connections.iter() {
                     let c = h

@@ -80,7 +80,11 @@ fn run(connections: usize, gateways: u64) {
         entries += 1;
         let started = Instant::now();
         state.apply(&batch);
-        longest_apply = longest_apply.max(started.elapsed());
+        let took = started.elapsed();
+        if std::env::var_os("SCALE_SIM_SPIKES").is_some() && took > Duration::from_millis(20) {
+            eprintln!("apply of entry {entries} ({opened} open) took {took:?}");
+        }
+        longest_apply = longest_apply.max(took);
         opened += n;
     }
     let after = rss_bytes();

@@ -943,7 +943,10 @@ fn names_are_shared_between_indexes() {
     let (user_key, _) = h.users.get_key_value("u").expect("user");
     assert!(Arc::ptr_eq(user_key, conn.user.as_ref().expect("user")));
     let (group_key, _) = h.groups.get_key_value("g").expect("group");
-    let entry_group = h.users["u"]
+    let entry_group = h
+        .users
+        .get("u")
+        .expect("user")
         .entries
         .as_ref()
         .and_then(|e| e.by_group.get_key_value("g"))
