@@ -18,6 +18,7 @@ use switchboard_node::{GatewaySpec, Listeners, Node, NodeConfig, StoreSpec};
 use switchboard_store::grpc::Channels;
 use switchboard_store::remote::RemoteStoreConfig;
 use switchboard_store::StoreConfig;
+use switchboard_testkit::eventually;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,19 +38,6 @@ fn security(node: u64) -> ClusterSecurity {
             incarnation: 1,
         },
     )
-}
-
-/// Polls `check` until it holds (or fails the test after [`WAIT`]).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,13 +125,14 @@ async fn three_voters_and_two_gateways_in_one_process() {
         group: "g".into(),
         ttl_secs: None,
     };
-    eventually("a write through gateway A", || {
+    eventually(WAIT, "a write through gateway A", || {
         let (a, add) = (a.clone(), add.clone());
-        async move { a.write(add).await.is_ok() }
+        async move { a.write(add).await.ok() }
     })
-    .await;
+    .await
+    .unwrap();
     // ... and read through B after its read barrier.
-    eventually("the entry seen through gateway B", || {
+    eventually(WAIT, "the entry seen through gateway B", || {
         let b = b.clone();
         async move {
             b.sync_view().await;
@@ -151,9 +140,11 @@ async fn three_voters_and_two_gateways_in_one_process() {
                 .view()
                 .read()
                 .user_in_group("chat", "u", "g", now_ms())
+                .then_some(())
         }
     })
-    .await;
+    .await
+    .unwrap();
 
     // Everything stops, gateways first, then the voters.
     shutdown.cancel();
