@@ -147,7 +147,7 @@ pub(crate) struct Conn<IO> {
     /// only the socket, the shared state and its slot.
     http: Option<Box<Http>>,
     /// The connection's place under the socket cap, held for as long as the socket lives.
-    _slot: crate::Slot,
+    slot: crate::Slot,
 }
 
 /// The HTTP/1 side of a connection: the scanner, what it validated, and the deadlines.
@@ -233,7 +233,7 @@ impl<IO> Conn<IO> {
                 base_done,
                 pending_input,
             })),
-            _slot: slot,
+            slot,
         }
     }
 
@@ -243,7 +243,7 @@ impl<IO> Conn<IO> {
             return None;
         }
         let detached = self.http?.scanner.take_detached()?;
-        Some((self.io, detached, self._slot))
+        Some((self.io, detached, self.slot))
     }
 }
 

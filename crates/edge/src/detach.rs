@@ -33,8 +33,8 @@ use crate::conn::ConnState;
 use crate::head::Detached;
 use crate::{metrics, Reject, Slot, Table};
 
-/// Bytes a client may send while its detached request is answered (a pipelined request) before
-/// the socket is no longer read until the answer is done.
+/// Bytes a client may send while its detached request is answered (a pipelined request); a
+/// client that sends more is treated as gone (counted as `pipelined_overflow`).
 const MAX_AFTER: usize = 64 * 1024;
 
 /// What a detached request needs from its connection.
@@ -74,19 +74,22 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
     let Detached { head, rest } = detached;
-    let idle = ctx.idle;
+    let (idle, remote) = (ctx.idle, ctx.remote);
     let started = start(&head, ctx);
     drop(head);
     async move {
         let (answer, http11, keep_alive) = started?;
         let mut io = io;
-        let mut client = Client {
-            after: rest,
-            reading: true,
-        };
+        let mut client = Client { after: rest };
         let response = wait(&mut io, &mut client, answer).await?;
         let (head, body, framing, close) = prepare(response, http11, keep_alive);
-        send(&mut io, &mut client, head, body, framing, idle).await?;
+        if send(&mut io, &mut client, head, body, framing, idle)
+            .await
+            .is_none()
+        {
+            tracing::debug!(remote = %remote, "a detached answer ended early: the client left or a write failed");
+            return None;
+        }
         if close {
             let _ = tokio::time::timeout(idle, io.shutdown()).await;
             return None;
@@ -163,14 +166,13 @@ fn prepare(
 struct Client {
     /// What it sent after the request.
     after: Vec<u8>,
-    /// Still read (false once `after` is full).
-    reading: bool,
 }
 
 impl Client {
-    /// Reads what the client sent meanwhile; `Ready` if it is gone (end of stream or an error).
+    /// Reads what the client sent meanwhile; `Ready` if it is gone (end of stream, an error, or
+    /// more than [`MAX_AFTER`] pipelined).
     fn poll_gone<IO: AsyncRead + Unpin>(&mut self, io: &mut IO, cx: &mut Context<'_>) -> Poll<()> {
-        while self.reading {
+        loop {
             let mut buf = [0u8; 512];
             let mut read = ReadBuf::new(&mut buf);
             match Pin::new(&mut *io).poll_read(cx, &mut read) {
@@ -179,11 +181,14 @@ impl Client {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {
                     self.after.extend_from_slice(read.filled());
-                    self.reading = self.after.len() < MAX_AFTER;
+                    if self.after.len() > MAX_AFTER {
+                        // Nobody pipelines that much behind a poll or a stream: stop holding it.
+                        metrics::connection_ended("pipelined_overflow");
+                        return Poll::Ready(());
+                    }
                 }
             }
         }
-        Poll::Pending
     }
 }
 

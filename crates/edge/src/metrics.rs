@@ -12,7 +12,7 @@ pub fn describe() {
     describe_gauge!(OPEN_SOCKETS, "TCP connections open on the public listener.");
     describe_counter!(
         ENDED,
-        "Connections the edge closed or refused, by reason: limit (every connection busy), evicted (closed to make room), malformed, head_timeout, silent_timeout, idle_timeout, body_timeout, tls."
+        "Connections the edge closed or refused, by reason: limit (every connection busy), evicted (closed to make room), malformed, head_timeout, silent_timeout, idle_timeout, body_timeout, write_timeout, tls, pipelined_overflow (more than 64 KiB sent behind a long-lived request)."
     );
     describe_counter!(
         REJECTED,

@@ -343,8 +343,8 @@ impl Gateway {
         self.shared.fanout.as_ref().map(Fanout::service)
     }
 
-    /// The gRPC service other gateways relay SSE and Long Polling requests to (mount it on the
-    /// cluster listener), in a cluster.
+    /// The gRPC service other gateways relay SSE and Long Polling requests, and stateful
+    /// reconnects' WebSockets, to (mount it on the cluster listener), in a cluster.
     pub fn relay_service(
         &self,
     ) -> Option<switchboard_cluster::proto::relay_server::RelayServer<client::relay::RelayService>>

@@ -3,8 +3,9 @@
 //! A hub's connection and user tables hold an entry per connection: a million entries in one
 //! `HashMap` means that the apply which makes it grow rehashes all of them at once, under the
 //! state's write lock (0.4 s at a million connections, measured by the scale simulator). Split
-//! over 64 maps, a growth rehashes one sixty-fourth. A key's shard comes from a fixed hash, so
-//! every replica splits alike; inside a shard the map is an ordinary `HashMap`.
+//! over 64 maps, a growth rehashes one sixty-fourth. A key's shard comes from an unseeded hash
+//! (the same in every process of one build); equality ignores shards, so nothing depends on it
+//! across builds. Inside a shard the map is an ordinary `HashMap`.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;

@@ -167,6 +167,8 @@ impl Node {
             None => None,
         };
         let stop_cluster = CancellationToken::new();
+        // A start that fails below stops the cluster listener it already started.
+        let stop_on_error = stop_cluster.clone().drop_guard();
         let cluster = match (listeners.cluster, &security) {
             (Some(listener), Some(security)) => {
                 let voter = match &store {
@@ -224,6 +226,7 @@ impl Node {
             }
             (None, None) => None,
         };
+        stop_on_error.disarm();
         Ok(Node {
             store,
             gateway: shared,

@@ -4,7 +4,9 @@
 //! still lag by a few milliseconds (a follower learns of commits with the next append; a
 //! gateway's replica one hop later). Routing a message or answering an existence check from such
 //! a view could miss a group join a client just made through another node. A barrier asks the
-//! leader how far it has applied and waits until the local view has applied as much.
+//! leader for the commit point it confirms with a quorum (every acknowledged write is at or
+//! below it) and waits until the local view has applied as much. The leader itself shares its
+//! quorum rounds through the same coalescing (`RaftStore::read_index`).
 //!
 //! Asking costs a round trip, so concurrent callers share one: a caller joins the round in
 //! flight only if it started after the caller arrived, otherwise the next one, which starts when
@@ -25,14 +27,15 @@ struct Rounds {
     next: Option<Round>,
 }
 
-/// Coalesces concurrent "what index has the leader applied?" questions; see the module docs.
+/// Coalesces concurrent "what is the leader's confirmed commit point?" questions; see the
+/// module docs.
 #[derive(Default)]
 pub(crate) struct ReadBarrier {
     rounds: Mutex<Rounds>,
 }
 
 impl ReadBarrier {
-    /// The leader's applied index as asked by a round that started after this call.
+    /// The index `ask` answers, from a round that started after this call.
     pub(crate) async fn leader_index<F, Fut>(&self, ask: F) -> Result<u64, String>
     where
         F: FnOnce() -> Fut + Send + 'static,

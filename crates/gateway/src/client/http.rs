@@ -51,6 +51,10 @@ pub(crate) const NOT_LONG_POLLING: &str =
 pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 /// The largest send body.
 pub(crate) const MAX_SEND_BYTES: usize = 1024 * 1024;
+/// The answer to a send over [`MAX_SEND_BYTES`].
+pub(crate) const SEND_TOO_LARGE: &str = "A send may carry at most 1048576 bytes.";
+/// The answer to a send the connection does not take in time (its queue stays full).
+pub(crate) const NOT_READING: &str = "The connection is not reading its sends; try again.";
 /// Sends waiting for the connection task, in bytes.
 pub(crate) const MAX_INBOUND_BYTES: usize = 2 * MAX_SEND_BYTES;
 /// Frames waiting for the client, in bytes, before the task's writes wait.

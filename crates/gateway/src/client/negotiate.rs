@@ -146,7 +146,7 @@ pub(super) async fn negotiate(
         "connectionToken": token,
         "availableTransports": transports,
     });
-    if query.stateful_reconnect && !shared.config.stateful_reconnect_window.is_zero() {
+    if ticket.stateful_reconnect {
         body["useStatefulReconnect"] = json!(true);
     }
     Ok(Json(body).into_response())
@@ -222,11 +222,12 @@ pub(super) fn connect(
     upgrade: Upgrade,
 ) -> impl std::future::Future<Output = ApiResult<Response>> + Send {
     use futures::future::Either;
+    let parsed = parse_client_query(raw.as_deref());
     if upgrade.is_err() && !wants_sse(&headers) {
-        if let Ok(query) = parse_client_query(raw.as_deref()) {
+        if let Ok(query) = &parsed {
             let pipe = query.id.as_deref().and_then(|id| shared.pipes.get(id));
             if let Some(pipe) = pipe.filter(|p| p.kind == http::Kind::LongPolling) {
-                if let Err(error) = check_pipe_request(&shared, &headers, &query, &pipe) {
+                if let Err(error) = check_pipe_request(&shared, &headers, query, &pipe) {
                     return Either::Left(Either::Left(std::future::ready(Err(error))));
                 }
                 // What the request brought (its headers, its query with both tokens) is
@@ -235,18 +236,22 @@ pub(super) fn connect(
             }
         }
     }
-    Either::Right(Box::pin(connect_any(shared, peer, headers, raw, upgrade)))
+    Either::Right(Box::pin(connect_any(
+        shared, peer, headers, parsed, raw, upgrade,
+    )))
 }
 
-/// Every connect request but a poll of a Long Polling connection open here.
+/// Every connect request but a poll of a Long Polling connection open here; `parsed` is its
+/// query, parsed by [`connect`].
 async fn connect_any(
     shared: Arc<Shared>,
     peer: std::net::SocketAddr,
     headers: HeaderMap,
+    parsed: ApiResult<ClientQuery>,
     raw: Option<String>,
     upgrade: Upgrade,
 ) -> ApiResult<Response> {
-    let query = parse_client_query(raw.as_deref())?;
+    let query = parsed?;
     let Some(id) = query.id.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::RouteNotFound,
@@ -266,7 +271,8 @@ async fn connect_any(
         if let Some(pipe) = shared.pipes.get(id) {
             check_pipe_request(&shared, &headers, &query, &pipe)?;
             if pipe.kind == http::Kind::LongPolling && !wants_sse(&headers) {
-                // An idle client's poll waits here for up to 90 s: free what the request
+                // Only when the pipe appeared after `connect` looked (a race): `connect` serves
+                // polls of open pipes in a small future of its own. Free what the request
                 // brought (its headers, its query with both tokens) before waiting.
                 drop((headers, query, raw, upgrade));
                 return Ok(poll(&shared, &pipe).await);
@@ -592,12 +598,7 @@ pub(super) async fn send(
     let found = find_pipe(&shared, &headers, raw.as_deref())?;
     let body = axum::body::to_bytes(body, http::MAX_SEND_BYTES)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("A send may carry at most {} bytes.", http::MAX_SEND_BYTES),
-            )
-        })?;
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, http::SEND_TOO_LARGE))?;
     let pipe = match found {
         Found::Here(pipe) => pipe,
         Found::Elsewhere { addresses, target } => {
@@ -614,9 +615,7 @@ pub(super) async fn send(
     match pipe.send(body, shared.config.client_timeout).await {
         http::Sent::Queued => Ok(StatusCode::OK.into_response()),
         http::Sent::Closed => Err(ApiError::new(ErrorCode::RouteNotFound, http::NOT_FOUND)),
-        http::Sent::Busy => Err(ApiError(Error::unavailable(
-            "The connection is not reading its sends; try again.",
-        ))),
+        http::Sent::Busy => Err(ApiError(Error::unavailable(http::NOT_READING))),
     }
 }
 

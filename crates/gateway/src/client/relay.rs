@@ -123,9 +123,14 @@ pub(crate) async fn pump_resume(
     let Some(channels) = shared.config.cluster.as_ref() else {
         return;
     };
-    let Ok(channel) = channels.get(&address) else {
-        let _ = ws.close().await;
-        return;
+    let channel = match channels.get(&address) {
+        Ok(channel) => channel,
+        Err(error) => {
+            shared.metrics.relay_failed("resume");
+            tracing::debug!(%error, address, "relay target has a bad address; closing the reconnect");
+            let _ = ws.close().await;
+            return;
+        }
     };
     let max = channels.max_message_bytes();
     let mut client = RelayClient::new(channel)
@@ -247,9 +252,11 @@ pub(crate) async fn relay(
     let Some(channels) = shared.config.cluster.as_ref() else {
         return Err(unavailable("no cluster"));
     };
-    let channel = channels
-        .get(address)
-        .map_err(|e| unavailable(&e.to_string()))?;
+    let channel = channels.get(address).map_err(|e| {
+        shared.metrics.relay_failed(kind.as_str());
+        tracing::debug!(error = %e, address, "relay target has a bad address");
+        unavailable(&e.to_string())
+    })?;
     let max = channels.max_message_bytes();
     let mut client = RelayClient::new(channel)
         .max_decoding_message_size(max)
@@ -424,7 +431,7 @@ impl Relay for RelayService {
         if message.body.len() > http::MAX_SEND_BYTES {
             return Ok(tonic::Response::new(refusal(
                 ErrorCode::PayloadTooLarge,
-                "A send may carry at most 1 MiB.",
+                http::SEND_TOO_LARGE,
             )));
         }
         let answer = match pipe
@@ -433,10 +440,7 @@ impl Relay for RelayService {
         {
             Sent::Queued => ok(200, Bytes::new()),
             Sent::Closed => refusal(ErrorCode::RouteNotFound, NOT_FOUND),
-            Sent::Busy => refusal(
-                ErrorCode::Unavailable,
-                "The connection is not reading its sends; try again.",
-            ),
+            Sent::Busy => refusal(ErrorCode::Unavailable, http::NOT_READING),
         };
         Ok(tonic::Response::new(answer))
     }

@@ -10,7 +10,7 @@
 //! task swaps its socket, sends `Sequence` and everything unacknowledged, and goes on. A new
 //! socket may arrive before the task noticed the old one was gone: it replaces the old one.
 //!
-//! The token is accepted here past its five seconds because it names a connection that is open
+//! The token is accepted here past its connect lifetime because it names a connection that is open
 //! on this gateway and was opened with it; the same checks as for other requests of an open
 //! connection apply (hub, and an access token, when presented, for the same user).
 
