@@ -299,6 +299,35 @@ async fn a_client_that_leaves_drops_its_answer() {
 }
 
 #[tokio::test]
+async fn a_client_that_pipelines_too_much_behind_a_stream_is_let_go() {
+    let (addr, streams, _, _shutdown) = start().await;
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let mut buf = Vec::new();
+    let (frames_tx, frames_rx) = mpsc::channel(4);
+    streams.send(frames_rx).await.unwrap();
+    tcp.write_all(b"GET /client HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    // The stream works ...
+    frames_tx
+        .send(Bytes::from_static(b"data: 1\r\n\r\n"))
+        .await
+        .unwrap();
+    read_until(&mut tcp, &mut buf, |b| {
+        b.windows(11)
+            .position(|w| w == b"data: 1\r\n\r\n")
+            .map(|i| i + 11)
+    })
+    .await;
+    // ... and a client that sends more than 64 KiB behind it while it runs is dropped with it.
+    tcp.write_all(&vec![b'x'; 70 * 1024]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), frames_tx.closed())
+        .await
+        .expect("the answer is dropped");
+    assert!(closed(&mut tcp).await);
+}
+
+#[tokio::test]
 async fn connection_close_is_honoured_after_a_detached_answer() {
     let (addr, streams, _, _shutdown) = start().await;
     for request in [
