@@ -2,8 +2,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["raft.proto", "store.proto", "fanout.proto", "relay.proto"]
-        .map(|f| root.join("switchboard/cluster/v1").join(f));
+    let files = [
+        "raft.proto",
+        "store.proto",
+        "fanout.proto",
+        "relay.proto",
+        "presence.proto",
+    ]
+    .map(|f| root.join("switchboard/cluster/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -87,7 +87,7 @@ impl KeySet {
         hub: &str,
         user: Option<&str>,
         now_secs: u64,
-    ) -> Result<(), AuthError> {
+    ) -> Result<u64, AuthError> {
         let malformed =
             || AuthError::Malformed("not a connection id of negotiate version 0".into());
         let mut parts = id.split('~');
@@ -119,7 +119,7 @@ impl KeySet {
                 now: now_secs,
             });
         }
-        Ok(())
+        Ok(expires_at)
     }
 }
 

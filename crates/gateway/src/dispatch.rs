@@ -2,8 +2,8 @@
 //!
 //! A message is serialized at most once per protocol ([`Payload`] caches each frame), then the
 //! same `Bytes` are queued for every recipient. Recipients are resolved from two sources: the
-//! local [`Registry`] (the handles, and every connection of a hub for broadcasts) and the
-//! membership view replicated by the store (which connections are in a group, which belong to a
+//! local [`Registry`] (the handles, and every connection of a hub for broadcasts) and this
+//! gateway's presence (`local`: which of its connections are in a group, which belong to a
 //! user). This module delivers to the connections on this node; the cluster layer forwards the
 //! same [`Envelope`] to other nodes that may hold recipients, where it is delivered the same way.
 
@@ -14,7 +14,6 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use switchboard_core::NodeId;
 use switchboard_protocol::Protocol;
-use switchboard_store::View;
 
 use crate::metrics::{CloseReason, GatewayMetrics};
 use crate::outbound::{CloseRequest, Push, QueueLimits};
@@ -171,7 +170,7 @@ pub enum Envelope {
 pub struct LocalDelivery {
     pub node: NodeId,
     pub registry: Arc<Registry>,
-    pub view: View,
+    pub local: Arc<crate::local::LocalPresence>,
     pub metrics: Arc<GatewayMetrics>,
     pub limits: QueueLimits,
 }
@@ -200,8 +199,8 @@ impl LocalDelivery {
                 }
             }
             Recipients::User { user, excluded } => {
-                let view = self.view.read();
-                for id in view.user_connections_on_node(hub, user, self.node) {
+                let local = self.local.read();
+                for id in local.user_connections_on_node(hub, user, self.node) {
                     if !is_excluded(excluded, id) {
                         if let Some(h) = self.registry.get(hub, id) {
                             f(&h)
@@ -210,8 +209,8 @@ impl LocalDelivery {
                 }
             }
             Recipients::Group { group, excluded } => {
-                let view = self.view.read();
-                for id in view.group_connections_on_node(hub, group, self.node) {
+                let local = self.local.read();
+                for id in local.group_connections_on_node(hub, group, self.node) {
                     if !is_excluded(excluded, id) {
                         if let Some(h) = self.registry.get(hub, id) {
                             f(&h)

@@ -3,16 +3,19 @@
 //! A gateway terminates client WebSockets (negotiate, handshake, the hub protocol in JSON and
 //! MessagePack), serves the data-plane REST API (the legacy `/api/v1/...` paths and the
 //! `/api/hubs/...?api-version=` paths), `/api/health`, `/readyz` and `/metrics`. It holds no
-//! durable state: membership lives in the store behind [`MembershipStore`], which this gateway
-//! reads through a replicated view and writes through the store API, so any gateway can take any
-//! request.
+//! durable state: user-group membership and the gateways' leases live in the store behind
+//! [`MembershipStore`], which this gateway reads through a replicated view and writes through the
+//! store API; its own connections' presence is soft state it holds itself and answers for to the
+//! other gateways, so any gateway can take any request.
 //!
 //! Layout:
 //! - [`client`]: negotiate and the per-connection task.
 //! - [`rest`]: the REST routes, request extraction (auth, names, api-version) and handlers.
 //! - [`dispatch`]: payloads serialized once per protocol, and delivery to local connections.
 //! - [`registry`] and [`outbound`]: local connection handles and their bounded queues.
-//! - [`presence`]: the node's lease in the store, and reconciling local connections with it.
+//! - [`local`]: presence of this gateway's own connections (their users and groups), soft
+//!   state never written to the store; [`scatter`]: asking and changing it on other gateways.
+//! - [`presence`]: the node's lease in the store, and the fan-out's peers.
 //! - [`upstream`]: client events sent to the serverless upstream, one ordered queue per
 //!   connection.
 //! - [`cors`]: which browser origins get CORS headers (`--cors-allowed-origins`).
@@ -22,6 +25,7 @@ pub mod client;
 pub mod cors;
 pub mod dispatch;
 pub mod error;
+pub mod local;
 pub mod metrics;
 pub mod observability;
 pub mod outbound;
@@ -29,6 +33,7 @@ mod peers;
 pub mod presence;
 pub mod registry;
 pub mod rest;
+pub mod scatter;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,6 +167,10 @@ pub struct Shared {
     pub keys: KeySet,
     pub store: Arc<dyn MembershipStore>,
     pub registry: Arc<Registry>,
+    /// This gateway's connections: their users and groups (soft state; see `local`).
+    pub local: Arc<local::LocalPresence>,
+    /// Connection tokens this gateway issued that opened a connection (see `scatter::claim`).
+    pub(crate) claims: scatter::Claims,
     pub delivery: LocalDelivery,
     pub metrics: Arc<GatewayMetrics>,
     pub prometheus: Option<PrometheusHandle>,
@@ -176,6 +185,8 @@ pub struct Shared {
     pub(crate) pipes: Arc<client::http::Pipes>,
     /// Connections a reconnecting client can resume (stateful reconnect), by token.
     pub(crate) resumable: client::resume::Resumable,
+    /// Which gateway answered relayed requests for a token last.
+    pub(crate) relay_holders: client::relay::HolderCache,
     /// The node holds a live lease in the store.
     registered: AtomicBool,
     /// Shutdown has begun: not ready, no new connections.
@@ -238,21 +249,15 @@ impl Shared {
         }
     }
 
-    /// Routes an envelope to its recipients: queued for every local one, and for every other
-    /// gateway that may hold one. The message has been accepted when this returns.
+    /// Routes an envelope to its recipients: queued for every local one, and sent to every other
+    /// gateway that may hold one (every gateway the store lists, but none for a connection held
+    /// here). The message has been accepted when this returns.
     pub fn dispatch(&self, envelope: Envelope) {
         let received = Instant::now();
         if let Some(fanout) = &self.fanout {
-            let view = self.store.view();
-            let (peers, applied) = {
-                let state = view.read();
-                (
-                    peers::route(&state, &envelope, self.config.node_id),
-                    view.applied_index(),
-                )
-            };
+            let peers = peers::route(self, &envelope);
             if !peers.is_empty() {
-                let wire = peers::to_wire(&envelope, applied);
+                let wire = peers::to_wire(&envelope);
                 for peer in &peers {
                     fanout.send(peer, wire.clone());
                 }
@@ -271,6 +276,14 @@ impl Shared {
             });
         });
     }
+}
+
+/// The gateway's services on the cluster listener.
+pub struct ClusterServices {
+    pub fanout: FanoutServer<FanoutService>,
+    pub relay: switchboard_cluster::proto::relay_server::RelayServer<client::relay::RelayService>,
+    pub presence:
+        switchboard_cluster::proto::presence_server::PresenceServer<scatter::PresenceService>,
 }
 
 /// A gateway ready to serve; see the crate docs.
@@ -296,10 +309,11 @@ impl Gateway {
         };
         let metrics = Arc::new(GatewayMetrics::new());
         let registry = Arc::new(Registry::new());
+        let local = Arc::new(local::LocalPresence::new(config.node_id));
         let delivery = LocalDelivery {
             node: config.node_id,
             registry: registry.clone(),
-            view: store.view(),
+            local: local.clone(),
             metrics: metrics.clone(),
             limits: config.queue_limits,
         };
@@ -322,6 +336,8 @@ impl Gateway {
                 keys,
                 store,
                 registry,
+                local,
+                claims: scatter::Claims::default(),
                 delivery,
                 metrics,
                 prometheus,
@@ -331,6 +347,7 @@ impl Gateway {
                 connection_slots,
                 pipes: Arc::default(),
                 resumable: Default::default(),
+                relay_holders: Default::default(),
                 registered: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }
@@ -338,22 +355,18 @@ impl Gateway {
         Ok(Gateway { shared })
     }
 
-    /// The gRPC service other gateways link to (mount it on the cluster listener), in a cluster.
-    pub fn fanout_service(&self) -> Option<FanoutServer<FanoutService>> {
-        self.shared.fanout.as_ref().map(Fanout::service)
-    }
-
-    /// The gRPC service other gateways relay SSE and Long Polling requests, and stateful
-    /// reconnects' WebSockets, to (mount it on the cluster listener), in a cluster.
-    pub fn relay_service(
-        &self,
-    ) -> Option<switchboard_cluster::proto::relay_server::RelayServer<client::relay::RelayService>>
-    {
+    /// The gRPC services other gateways call (mount them on the cluster listener), in a
+    /// cluster: the fan-out links, the relay of SSE and Long Polling requests (and stateful
+    /// reconnects' WebSockets), and presence.
+    pub fn cluster_services(&self) -> Option<ClusterServices> {
         let channels = self.shared.config.cluster.as_ref()?;
-        Some(client::relay::RelayService::server(
-            self.shared.clone(),
-            channels.max_message_bytes(),
-        ))
+        let fanout = self.shared.fanout.as_ref()?;
+        let max = channels.max_message_bytes();
+        Some(ClusterServices {
+            fanout: fanout.service(),
+            relay: client::relay::RelayService::server(self.shared.clone(), max),
+            presence: scatter::PresenceService::server(self.shared.clone(), max),
+        })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

@@ -2,31 +2,27 @@
 //! conversion of envelopes to and from their wire form, and what happens to envelopes that
 //! arrive from other gateways.
 //!
-//! Routing reads the membership view: a hub broadcast goes to the gateways holding a connection
-//! of that hub, a user or group message to the gateways holding one of its connections, a
-//! connection message to the gateway holding it (or, while the view has not caught up yet, to
-//! the gateway its id names). The envelope carries the log index the sender's view had applied;
-//! the receiver waits, briefly, until its own view has applied it too, so a membership change
-//! the sender already saw is honoured on the other side.
+//! No gateway knows another's connections (see `local`), so a message for a hub, a user or a
+//! group goes to every gateway the store lists, and each delivers it to the recipients it
+//! holds; a message for a connection held here goes nowhere else. One link per pair of
+//! gateways and one queue per peer keep per-sender order. An arriving envelope is delivered at
+//! once: the memberships it is routed by live on the receiving gateway, which applied every
+//! change it acknowledged before acknowledging it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use switchboard_cluster::proto;
 use switchboard_cluster::{Inbound, PeerInfo};
-use switchboard_core::{node_of_connection_id, NodeId};
+use switchboard_core::NodeId;
 use switchboard_membership::Membership;
 
 use crate::dispatch::{Envelope, Payload, PayloadSource, Recipients};
 use crate::Shared;
 
-/// How long an envelope from another gateway waits for this node's view to catch up.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
-
 /// The other gateways that may hold a recipient of `envelope`.
-pub(crate) fn route(view: &Membership, envelope: &Envelope, me: NodeId) -> Vec<PeerInfo> {
+pub(crate) fn route(shared: &Shared, envelope: &Envelope) -> Vec<PeerInfo> {
     let (hub, recipients) = match envelope {
         Envelope::Message {
             hub, recipients, ..
@@ -35,25 +31,17 @@ pub(crate) fn route(view: &Membership, envelope: &Envelope, me: NodeId) -> Vec<P
             hub, recipients, ..
         } => (hub, recipients),
     };
-    let mut nodes: Vec<NodeId> = match recipients {
-        Recipients::Hub { .. } => view.hub_nodes(hub).collect(),
-        Recipients::User { user, .. } => view.user_nodes(hub, user).collect(),
-        Recipients::Group { group, .. } => view.group_nodes(hub, group).collect(),
-        Recipients::Connection { connection } => view
-            .connection(hub, connection)
-            .map(|c| c.node)
-            .or_else(|| node_of_connection_id(connection))
-            .into_iter()
-            .collect(),
-    };
-    nodes.retain(|n| *n != me);
-    nodes
+    if let Recipients::Connection { connection } = recipients {
+        if shared.local.read().connection(hub, connection).is_some() {
+            return Vec::new();
+        }
+    }
+    crate::scatter::peers(shared)
         .into_iter()
-        .filter_map(|n| view.node(n))
-        .map(|info| PeerInfo {
-            node: info.node,
-            incarnation: info.incarnation,
-            address: info.address.clone(),
+        .map(|p| PeerInfo {
+            node: p.node,
+            incarnation: p.incarnation,
+            address: p.address,
         })
         .collect()
 }
@@ -69,7 +57,7 @@ pub(crate) fn listed_peers(view: &Membership) -> Vec<PeerInfo> {
         .collect()
 }
 
-pub(crate) fn to_wire(envelope: &Envelope, min_applied_index: u64) -> proto::Envelope {
+pub(crate) fn to_wire(envelope: &Envelope) -> proto::Envelope {
     let (hub, recipients, body) = match envelope {
         Envelope::Message {
             hub,
@@ -146,7 +134,7 @@ pub(crate) fn to_wire(envelope: &Envelope, min_applied_index: u64) -> proto::Env
             excluded,
         }),
         body: Some(body),
-        min_applied_index,
+        min_applied_index: 0,
         sent_at_micros: 0,
     }
 }
@@ -208,18 +196,11 @@ pub(crate) fn from_wire(envelope: proto::Envelope) -> Result<Envelope, WireError
 /// Delivers envelopes from other gateways to this gateway's connections.
 pub(crate) struct PeerInbound {
     pub(crate) shared: Weak<Shared>,
-    /// The view's applied index when a catch-up wait last timed out (`u64::MAX`: none). While
-    /// the view has not moved since, envelopes are delivered without waiting again: a stalled
-    /// view must not slow every link down to one envelope per wait.
-    stalled_at: AtomicU64,
 }
 
 impl PeerInbound {
     pub(crate) fn new(shared: Weak<Shared>) -> Self {
-        PeerInbound {
-            shared,
-            stalled_at: AtomicU64::new(u64::MAX),
-        }
+        PeerInbound { shared }
     }
 }
 
@@ -230,30 +211,12 @@ impl Inbound for PeerInbound {
             return;
         };
         let received = Instant::now();
-        let min_index = envelope.min_applied_index;
-        let envelope = match from_wire(envelope) {
-            Ok(e) => e,
-            Err(error) => {
-                tracing::warn!(peer = from, %error, "dropping an envelope");
-                return;
+        match from_wire(envelope) {
+            Ok(envelope) => {
+                shared.delivery.deliver(&envelope, received);
             }
-        };
-        let view = shared.store.view();
-        let applied = view.applied_index();
-        if applied < min_index
-            && applied != self.stalled_at.load(Ordering::Relaxed)
-            && !view.wait_applied(min_index, CATCH_UP_WAIT).await
-        {
-            let applied = view.applied_index();
-            self.stalled_at.store(applied, Ordering::Relaxed);
-            tracing::warn!(
-                peer = from,
-                min_index,
-                applied,
-                "this gateway's view is not catching up; delivering with it as it is"
-            );
+            Err(error) => tracing::warn!(peer = from, %error, "dropping an envelope"),
         }
-        shared.delivery.deliver(&envelope, received);
     }
 }
 
@@ -303,8 +266,7 @@ mod tests {
             },
         ];
         for envelope in cases {
-            let wire = to_wire(&envelope, 7);
-            assert_eq!(wire.min_applied_index, 7);
+            let wire = to_wire(&envelope);
             let back = from_wire(wire).expect("decodes");
             assert_eq!(format!("{back:?}"), format!("{envelope:?}"));
         }

@@ -1,35 +1,29 @@
-//! This gateway's presence in the store, and keeping its local connections and the store in step.
+//! This gateway's lease in the store, and the fan-out's peers.
 //!
-//! The gateway holds a lease (`NodeHeartbeat`, renewed every third of the lease). If the store
-//! ever answers a renewal with a fresh registration, the lease had lapsed and the store already
-//! dropped this node's connections: the gateway closes them (clients reconnect and re-register).
-//! The reconciler repairs the other direction: connections the store still lists for this node
-//! but that are gone locally (their disconnect could not be recorded) are removed from the store,
-//! and local connections the store no longer knows are closed.
+//! The gateway holds a lease (`NodeHeartbeat`, renewed every third of the lease). The lease is
+//! what makes its connections visible: other gateways ask (and send to) only the gateways the
+//! store lists. If the store ever answers a renewal with a fresh registration, the lease had
+//! lapsed and the cluster stopped seeing this gateway's connections, and user-group changes made
+//! meanwhile did not reach them: the gateway closes them (clients reconnect and join their
+//! groups afresh).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_membership::{Command, Name, Outcome};
+use switchboard_membership::{Command, Outcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::CloseReason;
-use crate::outbound::CloseRequest;
 use crate::Shared;
 
-const RECONCILE_EVERY: Duration = Duration::from_secs(5);
-/// Connections closed per reconciliation write.
-const RECONCILE_CHUNK: usize = 256;
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 const PEER_SYNC_EVERY: Duration = Duration::from_millis(500);
 
-/// Runs heartbeats and reconciliation until `cancel`.
+/// Runs heartbeats and the peer table until `cancel`.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let heartbeat = heartbeat(shared.clone(), cancel.clone());
-    let reconcile = reconcile_loop(shared.clone(), cancel.clone());
     let peers = sync_peers(shared, cancel);
-    tokio::join!(heartbeat, reconcile, peers);
+    tokio::join!(heartbeat, peers);
 }
 
 /// Keeps the fan-out's peer table in step with the gateways the store lists.
@@ -118,73 +112,6 @@ async fn heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-async fn reconcile_loop(shared: Arc<Shared>, cancel: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
-        }
-        reconcile(&shared).await;
-    }
-}
-
-/// One pass of reconciliation; see the module docs.
-pub async fn reconcile(shared: &Shared) {
-    let node = shared.config.node_id;
-    // Local handles first, the view second: a handle is marked registered only after the store
-    // applied its connection, so every handle seen here is in any view read afterwards unless
-    // the store really dropped it. (The other order races with connections opening meanwhile.)
-    let mut registered = Vec::new();
-    shared.registry.for_each(|h| {
-        if h.is_registered() {
-            registered.push(h.clone());
-        }
-    });
-    let (stale, known): (Vec<(Name, Name)>, HashSet<Name>) = {
-        let view = shared.store.view();
-        let view = view.read();
-        let mut stale = Vec::new();
-        let mut known = HashSet::new();
-        for (hub, connection) in view.connections_on_node(node) {
-            if !shared.registry.contains(hub, connection) {
-                stale.push((hub.clone(), connection.clone()));
-            }
-            known.insert(connection.clone());
-        }
-        (stale, known)
-    };
-    let orphans: Vec<_> = registered
-        .into_iter()
-        .filter(|h| !known.contains(&h.id))
-        .collect();
-    for handle in orphans {
-        tracing::info!(connection_id = %handle.id, "closing a connection the store no longer knows");
-        handle.close(CloseRequest {
-            reason: CloseReason::Store,
-            error: Some("The server lost this connection's registration; reconnect.".into()),
-            allow_reconnect: true,
-        });
-    }
-    if stale.is_empty() {
-        return;
-    }
-    tracing::debug!(
-        count = stale.len(),
-        "removing connections that ended locally from the store"
-    );
-    let commands: Vec<Command> = stale
-        .into_iter()
-        .map(|(hub, connection)| Command::ConnectionClosed { hub, connection })
-        .collect();
-    // In entries of bounded size: these need no atomicity, and one entry must stay small.
-    for chunk in commands.chunks(RECONCILE_CHUNK) {
-        if let Err(error) = shared.store.write_all(chunk.to_vec()).await {
-            tracing::debug!(%error, "reconciliation write failed; will retry");
-            return;
         }
     }
 }

@@ -158,6 +158,21 @@ impl Command {
         FIXED + strings + 15
     }
 
+    /// Whether the store keeps this command: gateways' leases and user-group entries. The
+    /// connection commands are the soft state each gateway applies to its own connections (the
+    /// same state machine, another instance) and are never written to the log.
+    pub fn is_durable(&self) -> bool {
+        matches!(
+            self,
+            Command::NodeHeartbeat { .. }
+                | Command::NodeLeft { .. }
+                | Command::AddUserToGroup { .. }
+                | Command::RemoveUserFromGroup { .. }
+                | Command::RemoveUserFromAllGroups { .. }
+                | Command::Tick
+        )
+    }
+
     /// The node (and incarnation) this command speaks for, if it is one only that node may
     /// send: its lease, its leaving, a connection opening on it. The store refuses such a
     /// command from a caller with another identity.

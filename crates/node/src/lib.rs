@@ -23,11 +23,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_auth::KeySet;
-use switchboard_cluster::fanout::FanoutService;
-use switchboard_cluster::proto::fanout_server::FanoutServer;
-use switchboard_cluster::proto::relay_server::RelayServer;
 use switchboard_edge::EdgeConfig;
-use switchboard_gateway::client::relay::RelayService;
+use switchboard_gateway::ClusterServices;
 use switchboard_gateway::{observability, Gateway, GatewayConfig, Shared};
 use switchboard_net::{ClusterSecurity, ListenerLimits};
 use switchboard_store::grpc::{
@@ -175,15 +172,12 @@ impl Node {
                     Store::Voter(s) => Some(s),
                     Store::Remote(_) => None,
                 };
-                let (fanout, relay) = gateway.as_ref().map_or((None, None), |(g, _)| {
-                    (g.fanout_service(), g.relay_service())
-                });
+                let services = gateway.as_ref().and_then(|(g, _)| g.cluster_services());
                 Some(spawn_cluster_server(
                     listener,
                     security,
                     voter,
-                    fanout,
-                    relay,
+                    services,
                     stop_cluster.clone(),
                 ))
             }
@@ -320,10 +314,13 @@ fn spawn_cluster_server(
     listener: TcpListener,
     security: &ClusterSecurity,
     store: Option<&Arc<RaftStore>>,
-    fanout: Option<FanoutServer<FanoutService>>,
-    relay: Option<RelayServer<RelayService>>,
+    gateway: Option<ClusterServices>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
+    let (fanout, relay, presence) = match gateway {
+        Some(g) => (Some(g.fanout), Some(g.relay), Some(g.presence)),
+        None => (None, None, None),
+    };
     let max = security.max_message_bytes();
     let router = switchboard_net::server_builder()
         .layer(security.server_layer())
@@ -334,7 +331,8 @@ fn spawn_cluster_server(
                 .into_server(max)
         }))
         .add_optional_service(fanout)
-        .add_optional_service(relay);
+        .add_optional_service(relay)
+        .add_optional_service(presence);
     let incoming =
         switchboard_net::incoming(listener, security, ListenerLimits::default(), stop.clone());
     tokio::spawn(async move {

@@ -270,33 +270,26 @@ fn heartbeat(node: u64) -> Command {
     }
 }
 
-fn opened(connection: &str, node: u64) -> Command {
-    Command::ConnectionOpened {
+/// A durable write: user `user` joins `group` (no TTL).
+fn join(user: &str, group: &str) -> Command {
+    Command::AddUserToGroup {
         hub: Name::from("h"),
-        connection: Name::from(connection),
-        user: None,
-        node,
-        incarnation: 1,
-    }
-}
-
-fn join(connection: &str, group: &str) -> Command {
-    Command::AddConnectionToGroup {
-        hub: Name::from("h"),
+        user: Name::from(user),
         group: Name::from(group),
-        connection: Name::from(connection),
+        ttl_secs: None,
     }
 }
 
+/// Whether user `c1` is in `group` in the store's view.
 fn in_group(store: &dyn MembershipStore, group: &str) -> bool {
-    store.view().read().group_has_connections("h", group)
+    store.view().read().user_in_group("h", "c1", group, 0)
 }
 
-/// Registers gateway 9 with connection `c1` through `store`.
+/// Registers gateway 9 through `store`, with user `c1` in group `base`.
 async fn register(store: &dyn MembershipStore) {
     assert_eq!(
         store
-            .write_all(vec![heartbeat(9), opened("c1", 9)])
+            .write_all(vec![heartbeat(9), join("c1", "base")])
             .await
             .unwrap(),
         vec![Outcome::Registered, Outcome::Ok]
@@ -366,7 +359,20 @@ async fn concurrent_bootstrap_forwarding_and_a_remote_replica() {
             .write_all(vec![join("nope", "g"), join("c1", "g3")])
             .await
             .unwrap(),
-        vec![Outcome::ConnectionNotFound, Outcome::Ok]
+        vec![Outcome::Ok, Outcome::Ok]
+    );
+    // Connections are a gateway's own state: the store refuses to log them.
+    let opened = Command::ConnectionOpened {
+        hub: Name::from("h"),
+        connection: Name::from("c9"),
+        user: None,
+        node: 50,
+        incarnation: 1,
+    };
+    let refused = remote.write(opened).await;
+    assert!(
+        refused.is_err(),
+        "a connection command was logged: {refused:?}"
     );
     assert!(in_group(&*remote, "g3"));
 
@@ -397,7 +403,7 @@ async fn concurrent_bootstrap_forwarding_and_a_remote_replica() {
 
     // And the replica equals the voters.
     let state = cluster.wait_converged(Some(&remote)).await;
-    assert!(state.group_has_connections("h", "many-99"));
+    assert!(state.user_in_group("h", "c1", "many-99", 0));
     assert_eq!(remote.status().leader_id, Some(leader));
     assert!(!remote.status().is_leader);
 
@@ -458,14 +464,14 @@ async fn losing_the_leader_loses_no_acknowledged_write() {
     }
     let state = cluster.wait_converged(Some(&remote)).await;
     for group in &acknowledged {
-        assert!(state.group_has_connections("h", group), "{group} lost");
+        assert!(state.user_in_group("h", "c1", group, 0), "{group} lost");
     }
 
     // The old leader comes back from its data directory and catches up.
     cluster.restart(old_leader).await;
     let state = cluster.wait_converged(Some(&remote)).await;
     for group in &acknowledged {
-        assert!(state.group_has_connections("h", group), "{group} lost");
+        assert!(state.user_in_group("h", "c1", group, 0), "{group} lost");
     }
     assert!(in_group(&*cluster.node(old_leader).store, "after-9"));
 
@@ -518,7 +524,7 @@ async fn a_voter_that_missed_purged_entries_installs_a_snapshot_over_grpc() {
     })
     .await;
     let state = cluster.wait_converged(None).await;
-    assert!(state.group_has_connections("h", "late-59"));
+    assert!(state.user_in_group("h", "c1", "late-59", 0));
     assert!(in_group(&*restarted, "late-0"));
     cluster.shutdown().await;
 }
@@ -632,6 +638,6 @@ async fn a_watch_reproduces_the_view_from_its_state_and_batches() {
     assert!(batches >= 1);
     assert_eq!(store.view().applied_index(), last);
     assert_eq!(replica, *store.view().read());
-    assert!(replica.group_has_connections("h", "w-49"));
+    assert!(replica.user_in_group("h", "c1", "w-49", 0));
     store.shutdown().await;
 }

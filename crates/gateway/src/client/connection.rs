@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use switchboard_auth::ConnectionTicket;
-use switchboard_membership::{Command, Outcome};
 use switchboard_protocol::stateful::{Incoming, Receiver, SendBuffer};
 use switchboard_protocol::{self as protocol, FrameReader, HubMessage, Protocol};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -376,36 +375,34 @@ where
         let _ = timeout(CLOSE_WRITE_TIMEOUT, self.socket.close()).await;
     }
 
-    /// Makes the connection routable: in the local registry, then in the store.
+    /// Makes the connection routable: in the local registry and this gateway's presence,
+    /// joined to its user's live groups (read from the store's view). Nothing is written to the
+    /// store: other gateways ask this one (`scatter`).
     async fn register(&mut self, handle: &Arc<ConnectionHandle>) -> Result<(), String> {
         const IN_USE: &str = "This connection token is already in use; negotiate again.";
         if !self.shared.registry.insert(handle.clone()) {
             // Not ours to remove: the first connection with this id keeps it.
             return Err(IN_USE.into());
         }
-        let node = self.shared.config.node_id;
-        let command = Command::ConnectionOpened {
-            hub: handle.hub.clone(),
-            connection: handle.id.clone(),
-            user: handle.user.clone(),
-            node,
-            incarnation: self.shared.config.incarnation,
-        };
-        let refusal = match self.shared.write(command).await {
-            Ok(Outcome::Ok) => None,
-            // The same ticket was presented to another gateway first: that connection keeps it.
-            Ok(Outcome::ConnectionExists) => Some(IN_USE.to_owned()),
-            Ok(other) => Some(format!(
-                "This gateway is not registered with the store ({other:?}); try again."
-            )),
-            Err(e) => Some(format!(
-                "The membership store is unavailable ({}); try again.",
-                e.message
-            )),
-        };
-        if let Some(refusal) = refusal {
+        let view = self.shared.store.view();
+        let opened =
+            self.shared.local.open(
+                &handle.hub,
+                &handle.id,
+                handle.user.as_ref(),
+                || match &handle.user {
+                    Some(user) => view
+                        .read()
+                        .user_groups(&handle.hub, user, crate::now_ms())
+                        .into_iter()
+                        .map(|g| g.group)
+                        .collect(),
+                    None => Vec::new(),
+                },
+            );
+        if !opened {
             self.shared.registry.remove(handle);
-            return Err(refusal);
+            return Err(IN_USE.into());
         }
         handle.mark_registered();
         Ok(())
@@ -414,16 +411,8 @@ where
     async fn unregister(&mut self, handle: &Arc<ConnectionHandle>, reason: CloseReason) {
         self.shared.registry.remove(handle);
         self.shared.metrics.closed(reason);
-        if !handle.is_registered() {
-            return;
-        }
-        let command = Command::ConnectionClosed {
-            hub: handle.hub.clone(),
-            connection: handle.id.clone(),
-        };
-        if let Err(error) = self.shared.write(command).await {
-            // The reconciler retries: the store still lists a connection the registry lost.
-            tracing::debug!(%error, "could not record the disconnect; will retry");
+        if handle.is_registered() {
+            self.shared.local.close(&handle.hub, &handle.id);
         }
     }
 

@@ -190,7 +190,7 @@ fn connection_ticket(
     }
     let mut claims = verify_client_token(shared, bearer(headers, query), &query.hub)?;
     let user = user_id(&claims);
-    shared
+    let expires_at = shared
         .keys
         .verify_v0_connection_id(id, &query.hub, user.as_deref(), now_secs())
         .map_err(|e| not_accepted(&e))?;
@@ -200,7 +200,7 @@ fn connection_ticket(
         connection_id: id.to_owned(),
         user_id: user,
         claims,
-        expires_at: now_secs(),
+        expires_at,
         // Version 0 predates stateful reconnect.
         stateful_reconnect: false,
     })
@@ -307,7 +307,11 @@ async fn connect_any(
         (upgrade, _) => upgrade,
     };
     // A stateful connection another gateway holds: its client's new socket is relayed there.
-    let upgrade = match (upgrade, relay::listed_holder(&shared, &query.hub, id)) {
+    let holder = match &upgrade {
+        Some(_) => relay::stateful_holder(&shared, &query.hub, id).await,
+        None => None,
+    };
+    let upgrade = match (upgrade, holder) {
         (Some(upgrade), Some(address)) => {
             let target = relay_target(&headers, &query, id);
             let shared = shared.clone();
@@ -330,10 +334,18 @@ async fn connect_any(
         )));
     }
     // A connection token opens one connection: a second transport is refused, the first
-    // keeps working. (The store refuses a race between two gateways the same way.)
-    if in_use(&shared, &ticket) {
+    // keeps working, on this gateway or any other (the issuer remembers used tokens).
+    if shared.registry.contains(&ticket.hub, &ticket.connection_id) {
         shared.metrics.refused_in_use.increment(1);
         return Err(ApiError::new(ErrorCode::ConnectionInUse, http::IN_USE));
+    }
+    match crate::scatter::claim(&shared, &ticket.connection_id, ticket.expires_at).await {
+        Ok(()) => {}
+        Err(crate::scatter::ClaimRefused::Used) => {
+            shared.metrics.refused_in_use.increment(1);
+            return Err(ApiError::new(ErrorCode::ConnectionInUse, http::IN_USE));
+        }
+        Err(crate::scatter::ClaimRefused::Unavailable(error)) => return Err(error),
     }
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         shared.metrics.refused_limit.increment(1);
@@ -651,20 +663,6 @@ fn connection_limit() -> ApiError {
         ErrorCode::ConnectionLimit,
         "Connection count reaches limit.",
     )
-}
-
-/// Whether the ticket's connection is open: here, or (as far as this gateway's view knows)
-/// anywhere. A replay within the view's lag is refused by the store instead.
-fn in_use(shared: &Shared, ticket: &ConnectionTicket) -> bool {
-    if shared.registry.contains(&ticket.hub, &ticket.connection_id) {
-        return true;
-    }
-    shared
-        .store
-        .view()
-        .read()
-        .connection(&ticket.hub, &ticket.connection_id)
-        .is_some()
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //!
 //! A Long Polling client polls and sends with separate requests, and an SSE client sends with
 //! requests beside its stream; behind a load balancer any of them may reach any gateway. The
-//! gateway that receives one for a connection it does not hold finds the holder in the
-//! membership view (the store records the node of every connection; the connection id is in the
-//! token the client presents) and relays the request over the cluster plane (`Relay` in
+//! gateway that receives one for a connection it does not hold finds the holder (the gateway
+//! that last answered for that token, else the one that issued it — named in the connection id
+//! inside the token — else each other gateway in turn) and relays the request over the cluster plane (`Relay` in
 //! `proto/`), authenticated like every cluster call. The holder answers exactly as it answers
 //! its own clients, including the access-token check, and the relaying gateway passes the
 //! answer on. A relayed poll is held as long as a local one.
@@ -50,10 +50,9 @@ impl Kind {
 }
 
 /// The cluster addresses of the gateways that may hold the connection `id` names, most likely
-/// first, when it is not here: the one the store lists for it; or, before the connection is
-/// registered (an HTTP-transport connection registers after its handshake, which arrives by a
-/// request of its own), the gateway that issued the id, then every other gateway. Empty when
-/// there is no cluster or no such connection.
+/// first, when it is not here: the one that last answered for it; the gateway that issued the
+/// id; then every other gateway. Empty when there is no cluster, or `id` is not a connection
+/// token (or version-0 id) this service signed for the hub.
 pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
     if shared.config.cluster.is_none() {
         return Vec::new();
@@ -61,39 +60,16 @@ pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
     let Some(connection) = connection_id(shared, hub, id) else {
         return Vec::new();
     };
-    let view = shared.store.view();
-    let view = view.read();
-    let me = shared.config.node_id;
-    if let Some(info) = view.connection(hub, &connection) {
-        if info.node == me {
-            return Vec::new();
-        }
-        return view
-            .node(info.node)
-            .map(|n| vec![n.address.clone()])
-            .unwrap_or_default();
-    }
-    // Asking every gateway is for tokens whose signature was just verified: a version-0 id is
-    // only checked against its MAC at connect, so an unlisted one is not chased (a made-up id
-    // would otherwise cost a call to every gateway).
-    if is_v0_connection_id(id) {
-        return Vec::new();
-    }
-    // ...and only while the token may still open a connection: a connection is unregistered
-    // only around its start, so an older token is not worth a call to every gateway.
-    if shared.keys.verify_ticket(id, crate::now_secs()).is_err() {
-        return Vec::new();
-    }
+    let known = shared.relay_holders.get(id);
     let hint = switchboard_core::node_of_connection_id(&connection);
-    let mut nodes: Vec<_> = view.nodes().filter(|n| n.node != me).collect();
-    nodes.sort_by_key(|n| Some(n.node) != hint);
-    nodes.into_iter().map(|n| n.address.clone()).collect()
+    let mut peers = crate::scatter::peers(shared);
+    peers.sort_by_key(|p| (Some(&p.address) != known.as_ref(), Some(p.node) != hint));
+    peers.into_iter().map(|p| p.address).collect()
 }
 
-/// The gateway the store lists for the stateful connection `id` names, when it is another one (a
-/// WebSocket connection is registered before its client hears it is connected, so a reconnect
-/// always finds it listed).
-pub(crate) fn listed_holder(shared: &Shared, hub: &str, id: &str) -> Option<String> {
+/// The gateway holding the stateful connection `id` names, when it is another one (asked of
+/// every gateway: a reconnect happens once per lost socket).
+pub(crate) async fn stateful_holder(shared: &Shared, hub: &str, id: &str) -> Option<String> {
     shared.config.cluster.as_ref()?;
     // Only tokens of connections that negotiated stateful reconnect are resumed; any other
     // token of an open connection is refused as in use, as before.
@@ -101,14 +77,9 @@ pub(crate) fn listed_holder(shared: &Shared, hub: &str, id: &str) -> Option<Stri
     if ticket.hub != hub || !ticket.stateful_reconnect {
         return None;
     }
-    let connection = ticket.connection_id;
-    let view = shared.store.view();
-    let view = view.read();
-    let info = view.connection(hub, &connection)?;
-    if info.node == shared.config.node_id {
-        return None;
-    }
-    view.node(info.node).map(|n| n.address.clone())
+    crate::scatter::holder(shared, hub, &ticket.connection_id)
+        .await
+        .map(|p| p.address)
 }
 
 /// Carries a reconnected client's WebSocket to the gateway holding its connection, both ways,
@@ -225,15 +196,53 @@ pub(crate) async fn relay_any(
     for address in addresses {
         last = relay(shared, address, kind, target.clone(), body.clone()).await;
         match &last {
-            Err(error) if nobody_holds(error) => {}
+            Err(error) if nobody_holds(error) => shared.relay_holders.forget(&target.id, address),
             // Probing several: an unreachable one is skipped (a listed holder is never probed).
             Err(error) if addresses.len() > 1 && error.0.code == ErrorCode::Unavailable => {
                 last = Err(ApiError::new(ErrorCode::RouteNotFound, NOT_FOUND));
             }
-            _ => return last,
+            _ => {
+                shared.relay_holders.remember(&target.id, address);
+                return last;
+            }
         }
     }
     last
+}
+
+/// Which gateway last answered a relayed request for a connection token, so the next request
+/// goes there first. Bounded: when full it starts over (a miss costs a few probes, not a
+/// wrong answer).
+#[derive(Default)]
+pub(crate) struct HolderCache {
+    inner: parking_lot::Mutex<std::collections::HashMap<Box<str>, Arc<str>>>,
+}
+
+/// Tokens remembered at most.
+const HOLDER_CACHE: usize = 1 << 16;
+
+impl HolderCache {
+    fn get(&self, id: &str) -> Option<String> {
+        self.inner.lock().get(id).map(|a| a.to_string())
+    }
+
+    fn remember(&self, id: &str, address: &str) {
+        let mut map = self.inner.lock();
+        if map.get(id).is_some_and(|a| &**a == address) {
+            return;
+        }
+        if map.len() >= HOLDER_CACHE {
+            map.clear();
+        }
+        map.insert(id.into(), address.into());
+    }
+
+    fn forget(&self, id: &str, address: &str) {
+        let mut map = self.inner.lock();
+        if map.get(id).is_some_and(|a| &**a == address) {
+            map.remove(id);
+        }
+    }
 }
 
 /// Relays a request to the holder at `address`; the answer is the client's.

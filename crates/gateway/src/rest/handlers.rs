@@ -1,6 +1,7 @@
 //! REST handlers. Each one is a few lines: validate what the route adds to [`RestCall`], then
-//! either route an envelope (sends, closes), write a command to the store (membership), or read
-//! the membership view (existence checks, listings).
+//! route an envelope (sends, closes), change or ask the gateways' presence (connections and
+//! their groups: `scatter`), or write a user-group entry to the store and bring the user's
+//! current connections along.
 
 use std::sync::Arc;
 
@@ -13,12 +14,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
 use switchboard_core::{Error, ErrorCode};
-use switchboard_membership::{Command, Outcome};
+use switchboard_membership::Command;
 
 use super::{payload, RestCall, Surface};
 use crate::dispatch::{Envelope, Payload, Recipients};
 use crate::error::{ApiError, ApiResult};
-use crate::{now_ms, now_secs, Shared};
+use crate::{now_ms, now_secs, scatter, Shared};
 
 type Ctx = State<Arc<Shared>>;
 
@@ -35,7 +36,6 @@ async fn send(
     body: Body,
 ) -> ApiResult<StatusCode> {
     let payload = read_payload(shared, &headers, body).await?;
-    shared.sync_view().await;
     shared.dispatch(Envelope::Message {
         hub: call.hub,
         recipients,
@@ -44,13 +44,14 @@ async fn send(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Writes one command through the store, bounded by the store timeout.
-async fn write(shared: &Shared, command: Command) -> ApiResult<Outcome> {
-    Ok(shared.write(command).await?)
+/// Writes a user-group change to the store (bounded by the store timeout), then applies it
+/// to the user's current connections on every gateway.
+async fn durable_user_change(shared: &Arc<Shared>, command: Command) -> ApiResult<()> {
+    shared.write(command.clone()).await?;
+    scatter::change_user(shared, command).await
 }
 
 async fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
-    shared.sync_view().await;
     let reason = call.query.reason.clone();
     shared.dispatch(Envelope::Close {
         hub: call.hub,
@@ -136,33 +137,21 @@ pub(super) async fn send_to_connection(
 
 pub(super) async fn connection_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let connection = call.connection()?;
-    shared.sync_view().await;
-    let found = shared
-        .store
-        .view()
-        .read()
-        .connection(&call.hub, &connection)
-        .is_some();
+    let found = scatter::connection_exists(&shared, &call.hub, &connection).await;
     exists(found, ErrorCode::ConnectionNotExisted, "The connection")
 }
 
 pub(super) async fn close_connection(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let connection = call.connection()?;
-    shared.sync_view().await;
-    let found = shared
-        .store
-        .view()
-        .read()
-        .connection(&call.hub, &connection)
-        .is_some();
     let surface = call.surface;
+    let found =
+        surface == Surface::V1 || scatter::connection_exists(&shared, &call.hub, &connection).await;
     if !found && surface == Surface::Versioned {
         return Err(ApiError::new(
             ErrorCode::ConnectionNotExisted,
             "The connection does not exist.",
         ));
     }
-    // The view was synced above: dispatch directly.
     shared.dispatch(Envelope::Close {
         hub: call.hub,
         recipients: Recipients::Connection {
@@ -181,21 +170,18 @@ pub(super) async fn add_connection_to_group(
     call: RestCall,
 ) -> ApiResult<StatusCode> {
     let (connection, group) = (call.connection()?, call.group()?);
-    match write(
-        &shared,
-        Command::AddConnectionToGroup {
-            hub: call.hub,
-            group,
-            connection,
-        },
-    )
-    .await?
-    {
-        Outcome::ConnectionNotFound => Err(ApiError::new(
+    let command = Command::AddConnectionToGroup {
+        hub: call.hub.clone(),
+        group,
+        connection: connection.clone(),
+    };
+    if scatter::change_connection(&shared, &call.hub, &connection, command).await? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(
             ErrorCode::ConnectionNotExistedError,
             "The connection does not exist.",
-        )),
-        _ => Ok(StatusCode::OK),
+        ))
     }
 }
 
@@ -204,21 +190,18 @@ pub(super) async fn remove_connection_from_group(
     call: RestCall,
 ) -> ApiResult<StatusCode> {
     let (connection, group) = (call.connection()?, call.group()?);
-    match write(
-        &shared,
-        Command::RemoveConnectionFromGroup {
-            hub: call.hub,
-            group,
-            connection,
-        },
-    )
-    .await?
-    {
-        Outcome::ConnectionNotFound => Err(ApiError::new(
+    let command = Command::RemoveConnectionFromGroup {
+        hub: call.hub.clone(),
+        group,
+        connection: connection.clone(),
+    };
+    if scatter::change_connection(&shared, &call.hub, &connection, command).await? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(
             ErrorCode::ConnectionNotExisted,
             "The connection does not exist.",
-        )),
-        _ => Ok(StatusCode::OK),
+        ))
     }
 }
 
@@ -227,14 +210,12 @@ pub(super) async fn remove_connection_from_all_groups(
     call: RestCall,
 ) -> ApiResult<StatusCode> {
     let connection = call.connection()?;
-    write(
-        &shared,
-        Command::RemoveConnectionFromAllGroups {
-            hub: call.hub,
-            connection,
-        },
-    )
-    .await?;
+    let command = Command::RemoveConnectionFromAllGroups {
+        hub: call.hub.clone(),
+        connection: connection.clone(),
+    };
+    // Not finding the connection is not an error here (as in Azure).
+    scatter::change_connection(&shared, &call.hub, &connection, command).await?;
     Ok(StatusCode::OK)
 }
 
@@ -260,12 +241,7 @@ pub(super) async fn send_to_user(
 
 pub(super) async fn user_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let user = call.user()?;
-    shared.sync_view().await;
-    let found = shared
-        .store
-        .view()
-        .read()
-        .user_has_connections(&call.hub, &user);
+    let found = scatter::user_exists(&shared, &call.hub, &user).await;
     exists(found, ErrorCode::UserNotExisted, "The user")
 }
 
@@ -290,7 +266,7 @@ pub(super) async fn add_user_to_group(State(shared): Ctx, call: RestCall) -> Api
             }
         },
     };
-    write(
+    durable_user_change(
         &shared,
         Command::AddUserToGroup {
             hub: call.hub.clone(),
@@ -311,7 +287,7 @@ pub(super) async fn remove_user_from_group(
     call: RestCall,
 ) -> ApiResult<StatusCode> {
     let (user, group) = (call.user()?, call.group()?);
-    write(
+    durable_user_change(
         &shared,
         Command::RemoveUserFromGroup {
             hub: call.hub.clone(),
@@ -331,7 +307,7 @@ pub(super) async fn remove_user_from_all_groups(
     call: RestCall,
 ) -> ApiResult<StatusCode> {
     let user = call.user()?;
-    write(
+    durable_user_change(
         &shared,
         Command::RemoveUserFromAllGroups {
             hub: call.hub.clone(),
@@ -378,12 +354,7 @@ pub(super) async fn send_to_group(
 
 pub(super) async fn group_exists(State(shared): Ctx, call: RestCall) -> ApiResult<StatusCode> {
     let group = call.group()?;
-    shared.sync_view().await;
-    let found = shared
-        .store
-        .view()
-        .read()
-        .group_has_connections(&call.hub, &group);
+    let found = scatter::group_exists(&shared, &call.hub, &group).await;
     exists(found, ErrorCode::GroupNotExisted, "The group")
 }
 
@@ -423,7 +394,6 @@ pub(super) async fn list_group_connections(
     call: RestCall,
 ) -> ApiResult<Response> {
     let group = call.group()?;
-    shared.sync_view().await;
     let page_size = parse_count(
         call.query.max_page_size.as_deref(),
         "maxpagesize",
@@ -447,12 +417,8 @@ pub(super) async fn list_group_connections(
         }
     };
     let limit = top.map_or(page_size, |t| t.min(page_size));
-    let mut page = shared.store.view().read().group_connections_page(
-        &call.hub,
-        &group,
-        after.as_deref(),
-        limit + 1,
-    );
+    let mut page =
+        scatter::group_page(&shared, &call.hub, &group, after.as_deref(), limit + 1).await;
     let more = page.len() > limit;
     page.truncate(limit);
     let remaining = top.map(|t| t - page.len());

@@ -203,6 +203,12 @@ impl StoreRpc for StoreGrpcService {
                 "a write needs at least one command",
             ));
         }
+        if !commands.iter().all(Command::is_durable) {
+            crate::metrics::write_refused();
+            return Err(Status::invalid_argument(
+                "connection commands are a gateway's own state, not the store's",
+            ));
+        }
         if forwarded {
             // Only a voter forwards, and it checked the commands' caller itself.
             if !self.store.is_voter(caller.node) {

@@ -1,0 +1,600 @@
+//! Presence across gateways: asking every other gateway about the connections it holds, and
+//! changing them there (`Presence` in `proto/`).
+//!
+//! No gateway keeps a copy of another's connections (see `local`). What needs them cluster-wide
+//! asks the gateways the store lists (each holds a live lease), in parallel, over the
+//! authenticated cluster plane:
+//!
+//! - existence checks and the paged group listing (`query_*`, `group_page`): the union of the
+//!   answers; a gateway that does not answer in time counts as holding nothing (counted and
+//!   logged: its connections cannot be reached either);
+//! - a change to one connection (`change_connection`): applied where the connection is; not
+//!   found anywhere while a gateway did not answer is `503` (the change may belong there);
+//! - a user-group change reaching the user's current connections (`change_user`), after its
+//!   durable entry is written: sent to every gateway with the log index the writer has
+//!   applied, so the holder applies it once its own view has that entry too (a connection
+//!   opening meanwhile reads it there instead). A gateway that does not answer is retried in
+//!   the background while the store still lists it and this gateway is not shutting down.
+//! - a token's single use (`claim`): asked of the gateway that issued it, which remembers used
+//!   tokens until they expire.
+//!
+//! The cost of a question is one call per gateway; nothing is stored per connection elsewhere,
+//! so a gateway's memory follows its own connections, not the cluster's. This is the design's
+//! trade: membership questions and connection changes cost O(gateways) calls, which is cheap for
+//! the tens of gateways a Switchboard runs, and exact (no directory to keep in step).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use parking_lot::Mutex;
+use switchboard_cluster::proto::presence_client::PresenceClient;
+use switchboard_cluster::proto::presence_query::What;
+use switchboard_cluster::proto::presence_server::{Presence, PresenceServer};
+use switchboard_cluster::proto::{
+    GroupPage, PresenceAnswer, PresenceApplied, PresenceChange, PresenceMember, PresenceQuery,
+    TicketClaim, TicketClaimed,
+};
+use switchboard_core::{Error, NodeId};
+use switchboard_membership::{Command, Name};
+use switchboard_net::ClusterChannel as Channel;
+use tonic::{Request, Response, Status};
+
+use crate::error::{ApiError, ApiResult};
+use crate::local::is_local_change;
+use crate::Shared;
+
+/// How long one gateway has to answer a question.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a holder waits for its view to apply a user-group change's entry.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+/// Between background retries of a change a gateway did not take.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// Used tokens remembered at most (a token is remembered until it expires).
+const MAX_CLAIMS: usize = 1 << 20;
+
+/// Another gateway, as the store lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub(crate) node: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) address: String,
+}
+
+/// Every other gateway with a live lease in this node's view of the store.
+pub(crate) fn peers(shared: &Shared) -> Vec<Peer> {
+    if shared.config.cluster.is_none() {
+        return Vec::new();
+    }
+    let me = shared.config.node_id;
+    let view = shared.store.view();
+    let state = view.read();
+    state
+        .nodes()
+        .filter(|n| n.node != me)
+        .map(|n| Peer {
+            node: n.node,
+            incarnation: n.incarnation,
+            address: n.address.clone(),
+        })
+        .collect()
+}
+
+fn client(shared: &Shared, address: &str) -> Result<PresenceClient<Channel>, Status> {
+    let channels = shared
+        .config
+        .cluster
+        .as_ref()
+        .ok_or_else(|| Status::unavailable("no cluster"))?;
+    let channel = channels
+        .get(address)
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let max = channels.max_message_bytes();
+    Ok(PresenceClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max))
+}
+
+fn timed<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// Counts a call's outcome and logs a failure at a limited rate.
+fn record(rpc: &'static str, peer: &Peer, started: Instant, result: &Result<(), Status>) {
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("switchboard_presence_calls_total", "rpc" => rpc, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("switchboard_presence_call_seconds", "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(status) = result {
+        static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+        let mut last = LAST.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(rpc, peer = peer.node, address = %peer.address, %status, "a gateway did not answer a presence call");
+        }
+    }
+}
+
+/// Calls `f` on every peer at once; the answers as they come, paired with their peer.
+fn call_all<T, F, Fut>(
+    shared: &Shared,
+    rpc: &'static str,
+    peers: Vec<Peer>,
+    f: F,
+) -> FuturesUnordered<impl Future<Output = (Peer, Result<T, Status>)>>
+where
+    F: Fn(PresenceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    peers
+        .into_iter()
+        .map(|peer| {
+            let call = client(shared, &peer.address).map(&f);
+            async move {
+                let started = Instant::now();
+                let result = match call {
+                    Ok(call) => call.await,
+                    Err(status) => Err(status),
+                };
+                record(
+                    rpc,
+                    &peer,
+                    started,
+                    &result.as_ref().map(|_| ()).map_err(Clone::clone),
+                );
+                (peer, result)
+            }
+        })
+        .collect()
+}
+
+/// An answer from the incarnation the store lists (an older process's is ignored).
+fn current(peer: &Peer, incarnation: u64) -> bool {
+    incarnation == peer.incarnation
+}
+
+/// Whether any other gateway answers `what` with found.
+async fn found_anywhere(shared: &Shared, hub: &str, what: What) -> bool {
+    let query = PresenceQuery {
+        hub: hub.to_owned(),
+        what: Some(what),
+    };
+    let mut calls = call_all(shared, "query", peers(shared), |mut c| {
+        let query = query.clone();
+        async move { c.query(timed(query)).await.map(Response::into_inner) }
+    });
+    while let Some((peer, answer)) = calls.next().await {
+        if let Ok(answer) = answer {
+            if answer.found && current(&peer, answer.incarnation) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether the connection is open on any gateway.
+pub(crate) async fn connection_exists(shared: &Shared, hub: &str, connection: &str) -> bool {
+    if shared.local.read().connection(hub, connection).is_some() {
+        return true;
+    }
+    found_anywhere(shared, hub, What::Connection(connection.to_owned())).await
+}
+
+/// The gateway holding the connection, when it is another one.
+pub(crate) async fn holder(shared: &Shared, hub: &str, connection: &str) -> Option<Peer> {
+    if shared.local.read().connection(hub, connection).is_some() {
+        return None;
+    }
+    let query = PresenceQuery {
+        hub: hub.to_owned(),
+        what: Some(What::Connection(connection.to_owned())),
+    };
+    let mut calls = call_all(shared, "query", peers(shared), |mut c| {
+        let query = query.clone();
+        async move { c.query(timed(query)).await.map(Response::into_inner) }
+    });
+    while let Some((peer, answer)) = calls.next().await {
+        if answer.is_ok_and(|a| a.found && current(&peer, a.incarnation)) {
+            return Some(peer);
+        }
+    }
+    None
+}
+
+/// Whether the user has a connection on any gateway.
+pub(crate) async fn user_exists(shared: &Shared, hub: &str, user: &str) -> bool {
+    if shared.local.read().user_has_connections(hub, user) {
+        return true;
+    }
+    found_anywhere(shared, hub, What::User(user.to_owned())).await
+}
+
+/// Whether the group has a connection on any gateway.
+pub(crate) async fn group_exists(shared: &Shared, hub: &str, group: &str) -> bool {
+    if shared.local.read().group_has_connections(hub, group) {
+        return true;
+    }
+    found_anywhere(shared, hub, What::Group(group.to_owned())).await
+}
+
+/// The group's members on every gateway, by connection id, after `after`, at most `limit`.
+pub(crate) async fn group_page(
+    shared: &Shared,
+    hub: &str,
+    group: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<(Name, Option<Name>)> {
+    let mut merged: BTreeMap<Name, Option<Name>> = shared
+        .local
+        .read()
+        .group_connections_page(hub, group, after, limit)
+        .into_iter()
+        .collect();
+    let query = PresenceQuery {
+        hub: hub.to_owned(),
+        what: Some(What::GroupPage(GroupPage {
+            group: group.to_owned(),
+            after: after.unwrap_or_default().to_owned(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        })),
+    };
+    let mut calls = call_all(shared, "query", peers(shared), |mut c| {
+        let query = query.clone();
+        async move { c.query(timed(query)).await.map(Response::into_inner) }
+    });
+    while let Some((peer, answer)) = calls.next().await {
+        let Ok(answer) = answer else { continue };
+        if !current(&peer, answer.incarnation) {
+            continue;
+        }
+        for member in answer.members.into_iter().take(limit) {
+            if after.is_some_and(|a| member.connection.as_str() <= a) {
+                continue;
+            }
+            let user = (!member.user.is_empty()).then(|| Name::from(member.user));
+            merged.insert(member.connection.into(), user);
+        }
+        // Keep only the first `limit`: what lies beyond cannot be on this page.
+        while merged.len() > limit {
+            merged.pop_last();
+        }
+    }
+    merged.into_iter().collect()
+}
+
+fn encode(command: &Command) -> ApiResult<Vec<u8>> {
+    rmp_serde::to_vec(command)
+        .map_err(|e| ApiError(Error::internal(format!("cannot encode a change: {e}"))))
+}
+
+/// Applies a change to one connection (`AddConnectionToGroup` and the like) where it is held;
+/// whether it was found. `503` when it was not found while a gateway did not answer.
+pub(crate) async fn change_connection(
+    shared: &Shared,
+    hub: &str,
+    connection: &str,
+    command: Command,
+) -> ApiResult<bool> {
+    if shared.local.read().connection(hub, connection).is_some() {
+        return Ok(shared.local.apply(command));
+    }
+    let change = PresenceChange {
+        command: encode(&command)?,
+        min_applied_index: 0,
+    };
+    let mut calls = call_all(shared, "apply", peers(shared), |mut c| {
+        let change = change.clone();
+        async move { c.apply(timed(change)).await.map(Response::into_inner) }
+    });
+    let mut silent = 0usize;
+    while let Some((peer, answer)) = calls.next().await {
+        match answer {
+            Ok(a) if a.found && current(&peer, a.incarnation) => return Ok(true),
+            Ok(_) => {}
+            Err(_) => silent += 1,
+        }
+    }
+    // It may have opened here meanwhile.
+    if shared.local.read().connection(hub, connection).is_some() {
+        return Ok(shared.local.apply(command));
+    }
+    if silent > 0 {
+        return Err(ApiError(Error::unavailable(
+            "A gateway that may hold this connection did not answer; try again.",
+        )));
+    }
+    Ok(false)
+}
+
+/// Applies a user-group change to the user's current connections on every gateway, after its
+/// entry was written to the store (see the module docs). Gateways that do not answer get it
+/// again in the background while the store lists them.
+pub(crate) async fn change_user(shared: &Arc<Shared>, command: Command) -> ApiResult<()> {
+    let min_applied_index = shared.store.view().applied_index();
+    shared.local.apply(command.clone());
+    let change = PresenceChange {
+        command: encode(&command)?,
+        min_applied_index,
+    };
+    let mut calls = call_all(shared, "apply", peers(shared), |mut c| {
+        let change = change.clone();
+        async move { c.apply(timed(change)).await.map(Response::into_inner) }
+    });
+    let mut missed = Vec::new();
+    while let Some((peer, answer)) = calls.next().await {
+        if answer.is_err() {
+            missed.push(peer);
+        }
+    }
+    drop(calls);
+    for peer in missed {
+        tokio::spawn(retry_change(shared.clone(), peer, change.clone()));
+    }
+    Ok(())
+}
+
+/// Sends `change` to `peer` until it answers, or the store stops listing it (its connections
+/// are then gone), or the gateway shuts down.
+async fn retry_change(shared: Arc<Shared>, peer: Peer, change: PresenceChange) {
+    loop {
+        tokio::time::sleep(RETRY_EVERY).await;
+        if shared.is_draining() {
+            return;
+        }
+        let listed = peers(&shared)
+            .into_iter()
+            .any(|p| p.node == peer.node && p.incarnation == peer.incarnation);
+        if !listed {
+            return;
+        }
+        let started = Instant::now();
+        let result = match client(&shared, &peer.address) {
+            Ok(mut c) => c.apply(timed(change.clone())).await.map(|_| ()),
+            Err(status) => Err(status),
+        };
+        record("apply", &peer, started, &result);
+        if result.is_ok() {
+            return;
+        }
+    }
+}
+
+/// Why a connection token cannot open a connection here.
+#[derive(Debug)]
+pub(crate) enum ClaimRefused {
+    /// It opened one already.
+    Used,
+    /// Its issuer could not be asked.
+    Unavailable(ApiError),
+}
+
+/// Records the single use of a connection token: with the gateway that issued it (named in
+/// the connection id), which remembers used tokens until they expire.
+pub(crate) async fn claim(
+    shared: &Shared,
+    connection: &str,
+    expires_at: u64,
+) -> Result<(), ClaimRefused> {
+    // Accepted until then (clocks may differ by the leeway).
+    let expires_at = expires_at.saturating_add(switchboard_auth::TICKET_LEEWAY_SECS);
+    let me = shared.config.node_id;
+    let issuer = switchboard_core::node_of_connection_id(connection);
+    let remote = match issuer {
+        Some(node) if node != me && shared.config.cluster.is_some() => Some(node),
+        _ => None,
+    };
+    let Some(node) = remote else {
+        return if shared
+            .claims
+            .claim(connection, expires_at, crate::now_secs())
+        {
+            Ok(())
+        } else {
+            Err(ClaimRefused::Used)
+        };
+    };
+    let gone = || {
+        ClaimRefused::Unavailable(ApiError(Error::unavailable(
+            "The gateway that issued this connection token is not reachable; negotiate again.",
+        )))
+    };
+    let Some(peer) = peers(shared).into_iter().find(|p| p.node == node) else {
+        return Err(gone());
+    };
+    let started = Instant::now();
+    let result = match client(shared, &peer.address) {
+        Ok(mut c) => c
+            .claim(timed(TicketClaim {
+                connection: connection.to_owned(),
+                expires_at,
+            }))
+            .await
+            .map(Response::into_inner),
+        Err(status) => Err(status),
+    };
+    record(
+        "claim",
+        &peer,
+        started,
+        &result.as_ref().map(|_| ()).map_err(Clone::clone),
+    );
+    match result {
+        Ok(TicketClaimed { claimed: true }) => Ok(()),
+        Ok(TicketClaimed { claimed: false }) => Err(ClaimRefused::Used),
+        Err(_) => Err(gone()),
+    }
+}
+
+/// Connection tokens that opened a connection, kept until they expire (a token opens one
+/// connection; after it expires it opens none anyway). Bounded: beyond [`MAX_CLAIMS`] live
+/// entries a claim is refused.
+#[derive(Default)]
+pub(crate) struct Claims {
+    inner: Mutex<ClaimTable>,
+}
+
+#[derive(Default)]
+struct ClaimTable {
+    used: HashMap<Box<str>, u64>,
+    /// `(expires_at, connection)` in the order claims arrive; expiries are nearly ordered
+    /// (every token lives as long), so the front is what expires first.
+    order: VecDeque<(u64, Box<str>)>,
+}
+
+impl Claims {
+    /// Records `connection`'s token as used until `expires_at` (Unix seconds); false if it was
+    /// used already, or the table is full.
+    pub(crate) fn claim(&self, connection: &str, expires_at: u64, now: u64) -> bool {
+        let mut table = self.inner.lock();
+        while let Some((at, _)) = table.order.front() {
+            // Pop when expired; a later-expiring entry behind an earlier one waits its turn.
+            if *at >= now {
+                break;
+            }
+            if let Some((at, id)) = table.order.pop_front() {
+                if table.used.get(&id).is_some_and(|t| *t == at) {
+                    table.used.remove(&id);
+                }
+            }
+        }
+        if let Some(until) = table.used.get(connection) {
+            if *until >= now {
+                return false;
+            }
+        }
+        if table.used.len() >= MAX_CLAIMS {
+            return false;
+        }
+        table.used.insert(connection.into(), expires_at);
+        table.order.push_back((expires_at, connection.into()));
+        true
+    }
+}
+
+/// The `Presence` service on the cluster listener: answers for this gateway's connections.
+pub struct PresenceService {
+    shared: Arc<Shared>,
+}
+
+impl PresenceService {
+    pub(crate) fn server(shared: Arc<Shared>, max: usize) -> PresenceServer<PresenceService> {
+        PresenceServer::new(PresenceService { shared })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+}
+
+/// Largest group page a caller may ask for.
+const MAX_PAGE: usize = 1000;
+
+#[tonic::async_trait]
+impl Presence for PresenceService {
+    async fn apply(
+        &self,
+        request: Request<PresenceChange>,
+    ) -> Result<Response<PresenceApplied>, Status> {
+        let change = request.into_inner();
+        let command: Command = rmp_serde::from_slice(&change.command)
+            .map_err(|_| Status::invalid_argument("the change is not a membership command"))?;
+        if !is_local_change(&command) {
+            return Err(Status::invalid_argument(
+                "only connection and user-group changes apply to a gateway's connections",
+            ));
+        }
+        let view = self.shared.store.view();
+        if view.applied_index() < change.min_applied_index
+            && !view
+                .wait_applied(change.min_applied_index, CATCH_UP_WAIT)
+                .await
+        {
+            tracing::warn!(
+                min_index = change.min_applied_index,
+                applied = view.applied_index(),
+                "applying a user-group change before this gateway's view caught up with it"
+            );
+        }
+        let found = self.shared.local.apply(command);
+        Ok(Response::new(PresenceApplied {
+            found,
+            incarnation: self.shared.config.incarnation,
+        }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<PresenceQuery>,
+    ) -> Result<Response<PresenceAnswer>, Status> {
+        let query = request.into_inner();
+        let hub = query.hub.as_str();
+        let local = self.shared.local.read();
+        let mut answer = PresenceAnswer {
+            found: false,
+            members: Vec::new(),
+            incarnation: self.shared.config.incarnation,
+        };
+        match query.what {
+            None => return Err(Status::invalid_argument("the query asks nothing")),
+            Some(What::Connection(c)) => answer.found = local.connection(hub, &c).is_some(),
+            Some(What::User(u)) => answer.found = local.user_has_connections(hub, &u),
+            Some(What::Group(g)) => answer.found = local.group_has_connections(hub, &g),
+            Some(What::GroupPage(page)) => {
+                let after = (!page.after.is_empty()).then_some(page.after.as_str());
+                let limit = (page.limit as usize).min(MAX_PAGE);
+                answer.members = local
+                    .group_connections_page(hub, &page.group, after, limit)
+                    .into_iter()
+                    .map(|(connection, user)| PresenceMember {
+                        connection: connection.to_string(),
+                        user: user.map(|u| u.to_string()).unwrap_or_default(),
+                    })
+                    .collect();
+                answer.found = !answer.members.is_empty();
+            }
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn claim(
+        &self,
+        request: Request<TicketClaim>,
+    ) -> Result<Response<TicketClaimed>, Status> {
+        let claim = request.into_inner();
+        let mine = switchboard_core::node_of_connection_id(&claim.connection)
+            == Some(self.shared.config.node_id);
+        if !mine {
+            return Err(Status::invalid_argument(
+                "this gateway did not issue that connection id",
+            ));
+        }
+        let claimed =
+            self.shared
+                .claims
+                .claim(&claim.connection, claim.expires_at, crate::now_secs());
+        Ok(Response::new(TicketClaimed { claimed }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_claimed_once_until_it_expires() {
+        let claims = Claims::default();
+        assert!(claims.claim("a.1", 100, 90));
+        assert!(!claims.claim("a.1", 100, 95), "used");
+        assert!(claims.claim("b.1", 101, 95));
+        // Expired entries are dropped as time passes; an expired token can be claimed again
+        // (its connect is refused by its expiry before it gets here).
+        assert!(claims.claim("a.1", 200, 150));
+        assert!(!claims.claim("a.1", 200, 160));
+        assert_eq!(claims.inner.lock().used.len(), 1);
+    }
+}
