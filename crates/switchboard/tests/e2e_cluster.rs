@@ -567,3 +567,144 @@ async fn a_partitioned_minority_stops_acknowledging_writes() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// The connection ids of a group listing, following `nextLink` page by page.
+async fn listed_members(server: &Server, group: &str, page: usize) -> anyhow::Result<Vec<String>> {
+    let mut path = format!(
+        "/api/hubs/chat/groups/{group}/connections?maxpagesize={page}&api-version=2024-12-01"
+    );
+    let mut ids = Vec::new();
+    loop {
+        let response = server.rest("GET", &path, None).await?;
+        assert_status(&response, 200);
+        let body: serde_json::Value = serde_json::from_str(&response.body)?;
+        let value = body["value"].as_array().cloned().unwrap_or_default();
+        assert!(value.len() <= page, "a page longer than asked: {body}");
+        ids.extend(
+            value
+                .iter()
+                .filter_map(|m| m["connectionId"].as_str().map(str::to_owned)),
+        );
+        match body["nextLink"].as_str() {
+            Some(link) => {
+                let at = link.find("/api/").expect("a link to the API");
+                path = link[at..].to_owned();
+            }
+            None => return Ok(ids),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_live_on_their_gateway_and_never_in_the_store() -> anyhow::Result<()> {
+    let cluster = Cluster::serve(bin(), 3, &[]).await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    let (n1, n2, n3) = (&cluster.voters[0], &cluster.voters[1], &cluster.voters[2]);
+    // A durable entry first: alice joins "room" through node 1.
+    expect_status(
+        n1,
+        "PUT",
+        &format!("/api/hubs/chat/users/alice/groups/room?{V}"),
+        200,
+    )
+    .await?;
+    let mut js = JsClients::start().await?;
+    let alice = js
+        .connect(
+            "alice",
+            n2,
+            ConnectOptions {
+                user: Some("alice"),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut anonymous = Vec::new();
+    for i in 0..3 {
+        let name = format!("anon{i}");
+        let id = js.connect(&name, n3, ConnectOptions::default()).await?;
+        anonymous.push((name, id));
+    }
+    // Alice's new connection on node 2 joined "room" from the store's entry; it is visible,
+    // with its user, from every node at once (no view to catch up).
+    for node in [n1, n2, n3] {
+        assert!(exists(node, &format!("/api/hubs/chat/connections/{alice}?{V}")).await);
+        assert!(exists(node, &format!("/api/hubs/chat/users/alice?{V}")).await);
+        assert!(exists(node, &format!("/api/hubs/chat/groups/room?{V}")).await);
+    }
+    // Connections on node 3 join "room" through node 1; the listing through node 2 merges the
+    // gateways' members in id order, page by page.
+    for (_, id) in &anonymous {
+        expect_status(
+            n1,
+            "PUT",
+            &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
+            200,
+        )
+        .await?;
+    }
+    let mut expected: Vec<String> = anonymous.iter().map(|(_, id)| id.clone()).collect();
+    expected.push(alice.clone());
+    expected.sort();
+    assert_eq!(listed_members(n2, "room", 2).await?, expected);
+    assert_eq!(listed_members(n1, "room", 200).await?, expected);
+
+    // The store holds the entry and the gateways' leases, and not one connection.
+    let state = store_state(cluster.cluster_addrs[0]).await?;
+    let stats = state.stats();
+    assert_eq!(stats.connections, 0, "{stats:?}");
+    assert_eq!(stats.user_group_entries, 1, "{stats:?}");
+    assert_eq!(stats.nodes, 3, "{stats:?}");
+
+    // Removing alice from the group through node 3 takes her connection on node 2 out.
+    expect_status(
+        n3,
+        "DELETE",
+        &format!("/api/hubs/chat/users/alice/groups/room?{V}"),
+        204,
+    )
+    .await?;
+    send_ok(
+        n1,
+        &format!("/api/hubs/chat/groups/room/:send?{V}"),
+        json!(["room"]),
+    )
+    .await?;
+    send_ok(
+        n1,
+        &format!("/api/hubs/chat/users/alice/:send?{V}"),
+        json!(["direct"]),
+    )
+    .await?;
+    for (name, _) in &anonymous {
+        assert_eq!(
+            js.next_message(name).await?.args,
+            vec![json!("room")],
+            "{name}"
+        );
+    }
+    // The same sender's later message arrives; the group message, sent first, did not.
+    assert_eq!(js.next_message("alice").await?.args, vec![json!("direct")]);
+    // Gone everywhere once closed.
+    expect_status(
+        n1,
+        "DELETE",
+        &format!("/api/hubs/chat/connections/{alice}?{V}"),
+        200,
+    )
+    .await?;
+    js.wait_closed("alice").await?;
+    eventually(
+        Duration::from_secs(5),
+        "alice gone from every node",
+        || async {
+            let mut gone = true;
+            for node in [n1, n2, n3] {
+                gone &= !exists(node, &format!("/api/hubs/chat/users/alice?{V}")).await;
+            }
+            gone.then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -13,64 +13,18 @@ use common::*;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, LogId, Vote};
 use serde_json::json;
-use switchboard_auth::{ClusterIdentity, ClusterKeys};
 use switchboard_membership::Command;
 use switchboard_proto::v1::fanout_client::FanoutClient;
+use switchboard_proto::v1::presence_client::PresenceClient;
 use switchboard_proto::v1::raft_client::RaftClient;
 use switchboard_proto::v1::store_client::StoreClient;
 use switchboard_proto::v1::{
     peer_frame, Hello, PeerFrame, RaftRequest, StatusRequest, WatchRequest, WriteRequest,
 };
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
 const V: &str = "api-version=2022-06-01";
-
-/// What the attacker sends as credentials.
-#[derive(Clone)]
-enum Credentials {
-    None,
-    /// A token minted with `key` for `identity`.
-    Token {
-        key: String,
-        identity: ClusterIdentity,
-    },
-}
-
-impl Credentials {
-    fn key(key: &str, node: u64, incarnation: u64) -> Credentials {
-        Credentials::Token {
-            key: key.to_owned(),
-            identity: ClusterIdentity { node, incarnation },
-        }
-    }
-
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(Duration::from_secs(10));
-        if let Credentials::Token { key, identity } = self {
-            let token = ClusterKeys::new(&[key.as_str()])
-                .expect("a key")
-                .mint(*identity, now_ms());
-            request
-                .metadata_mut()
-                .insert("x-switchboard-cluster-auth", token.parse().expect("ascii"));
-        }
-        request
-    }
-}
-
-fn now_ms() -> u64 {
-    now_secs() * 1000
-}
-
-/// A plain (h2c) channel to a cluster address, as anyone on the network can open.
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy()
-}
 
 fn raft_payload<T: serde::Serialize>(request: &T) -> RaftRequest {
     RaftRequest {
@@ -128,6 +82,7 @@ async fn probe(
     let channel = channel(addr).await;
     let mut store = StoreClient::new(channel.clone());
     let mut raft = RaftClient::new(channel.clone());
+    let mut presence = PresenceClient::new(channel.clone());
     let mut fanout = FanoutClient::new(channel);
     let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
     let mut results = Vec::new();
@@ -178,6 +133,16 @@ async fn probe(
         Err(status) => Err(status),
     };
     results.push(("Fanout.Link", code(link)));
+    let query = switchboard_proto::v1::PresenceQuery {
+        hub: "chat".into(),
+        what: Some(switchboard_proto::v1::presence_query::What::User(
+            "alice".into(),
+        )),
+    };
+    results.push((
+        "Presence.Query",
+        code(presence.query(credentials.request(query)).await.map(drop)),
+    ));
     results.push((
         "Raft.Vote",
         code(
@@ -255,7 +220,7 @@ async fn an_outsider_can_neither_read_nor_change_the_cluster() -> anyhow::Result
         for (call, code) in &impostor {
             let expected = match *call {
                 // Reading is what a gateway with the key does.
-                "Store.Status" | "Store.Watch" => Code::Ok,
+                "Store.Status" | "Store.Watch" | "Presence.Query" => Code::Ok,
                 _ => Code::PermissionDenied,
             };
             assert_eq!(

@@ -293,24 +293,22 @@ async fn a_connection_token_is_refused_on_another_gateway_while_its_connection_i
         Err(refused) => anyhow::bail!("first connect refused: {refused:?}"),
     };
     first.handshake_json().await?;
-    let refused = eventually(
-        Duration::from_secs(10),
-        "refused on the other node",
-        || async {
-            match RawClient::connect_ticket(b, "chat", &negotiated)
-                .await
-                .ok()?
-            {
-                Err(refused) => Some(refused),
-                Ok(mut stolen) => {
-                    // If the other node's view had not caught up, the store refuses the handshake.
-                    let _ = stolen.handshake_json().await;
-                    None
-                }
-            }
-        },
-    )
-    .await?;
+    // The issuer remembers the token's use: refused at once, on any gateway.
+    match RawClient::connect_ticket(b, "chat", &negotiated).await? {
+        Err(refused) => assert_eq!(refused.status, 409, "{refused:?}"),
+        Ok(_) => anyhow::bail!("a used token opened a second connection on another gateway"),
+    }
+    // A token first used on a gateway that did not issue it is refused by its issuer too.
+    let other = RawClient::negotiate(a, "chat", None).await?;
+    let mut elsewhere = match RawClient::connect_ticket(b, "chat", &other).await? {
+        Ok(client) => client,
+        Err(refused) => anyhow::bail!("connect on another gateway refused: {refused:?}"),
+    };
+    elsewhere.handshake_json().await?;
+    let refused = match RawClient::connect_ticket(a, "chat", &other).await? {
+        Err(refused) => refused,
+        Ok(_) => anyhow::bail!("the issuer let a used token open a second connection"),
+    };
     assert_eq!(refused.status, 409);
     let id = &negotiated.connection_id;
     send_ok(

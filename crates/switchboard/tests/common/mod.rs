@@ -113,3 +113,85 @@ pub async fn send_ok(server: &Server, path: &str, args: serde_json::Value) -> an
     );
     Ok(())
 }
+
+// ----- the cluster plane, as a gRPC client generated from `proto/` -----
+
+use std::net::SocketAddr;
+use switchboard_auth::{ClusterIdentity, ClusterKeys};
+use tonic::transport::Channel;
+use tonic::Request;
+
+/// What the attacker sends as credentials.
+#[derive(Clone)]
+pub enum Credentials {
+    None,
+    /// A token minted with `key` for `identity`.
+    Token {
+        key: String,
+        identity: ClusterIdentity,
+    },
+}
+
+impl Credentials {
+    pub fn key(key: &str, node: u64, incarnation: u64) -> Credentials {
+        Credentials::Token {
+            key: key.to_owned(),
+            identity: ClusterIdentity { node, incarnation },
+        }
+    }
+
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(Duration::from_secs(10));
+        if let Credentials::Token { key, identity } = self {
+            let token = ClusterKeys::new(&[key.as_str()])
+                .expect("a key")
+                .mint(*identity, now_ms());
+            request
+                .metadata_mut()
+                .insert("x-switchboard-cluster-auth", token.parse().expect("ascii"));
+        }
+        request
+    }
+}
+
+pub fn now_ms() -> u64 {
+    now_secs() * 1000
+}
+
+/// A plain (h2c) channel to a cluster address, as anyone on the network can open.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// The membership state a voter's store holds, read over `Store.Watch` with the cluster key
+/// (as a stateless gateway reads it).
+pub async fn store_state(addr: SocketAddr) -> anyhow::Result<switchboard_membership::Membership> {
+    use switchboard_proto::v1::store_client::StoreClient;
+    use switchboard_proto::v1::{watch_event, WatchRequest};
+    let mut store = StoreClient::new(channel(addr).await);
+    let mut stream = store
+        .watch(Credentials::key(TEST_KEY, 98, 1).request(WatchRequest {}))
+        .await?
+        .into_inner();
+    let mut state = Vec::new();
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(watch_event::Event::Snapshot(s)) => {
+                state = s.state;
+                break;
+            }
+            Some(watch_event::Event::Chunk(c)) => {
+                state.extend_from_slice(&c.data);
+                if c.last {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(rmp_serde::from_slice(&state)?)
+}
