@@ -25,6 +25,7 @@ pub mod client;
 pub mod cors;
 pub mod dispatch;
 pub mod error;
+pub mod interest;
 pub mod local;
 pub mod metrics;
 pub mod observability;
@@ -169,6 +170,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// This gateway's connections: their users and groups (soft state; see `local`).
     pub local: Arc<local::LocalPresence>,
+    /// Which hubs the other gateways serve, and which this one announced (see `interest`).
+    pub(crate) interest: interest::Interest,
     /// Connection tokens this gateway issued that opened a connection (see `scatter::claim`).
     pub(crate) claims: scatter::Claims,
     pub delivery: LocalDelivery,
@@ -338,6 +341,7 @@ impl Gateway {
                 registry,
                 local,
                 claims: scatter::Claims::default(),
+                interest: interest::Interest::default(),
                 delivery,
                 metrics,
                 prometheus,

@@ -59,7 +59,7 @@ impl LocalPresence {
         hub: &Name,
         connection: &Name,
         user: Option<&Name>,
-        groups: impl FnOnce() -> Vec<Name>,
+        groups: impl Fn() -> Vec<Name>,
     ) -> bool {
         let mut state = self.state.write();
         if state.connection(hub, connection).is_some() {

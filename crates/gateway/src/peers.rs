@@ -2,9 +2,10 @@
 //! conversion of envelopes to and from their wire form, and what happens to envelopes that
 //! arrive from other gateways.
 //!
-//! No gateway knows another's connections (see `local`), so a message for a hub, a user or a
-//! group goes to every gateway the store lists, and each delivers it to the recipients it
-//! holds; a message for a connection held here goes nowhere else. One link per pair of
+//! No gateway knows another's connections (see `local`), so a message for a hub, a user, a
+//! group or a connection held elsewhere goes to every gateway the store lists that serves the
+//! hub (`interest`), and each delivers it to the recipients it holds; a message for a
+//! connection held here goes nowhere else. One link per pair of
 //! gateways and one queue per peer keep per-sender order. An arriving envelope is delivered at
 //! once: the memberships it is routed by live on the receiving gateway, which applied every
 //! change it acknowledged before acknowledging it.
@@ -36,7 +37,7 @@ pub(crate) fn route(shared: &Shared, envelope: &Envelope) -> Vec<PeerInfo> {
             return Vec::new();
         }
     }
-    crate::scatter::peers(shared)
+    crate::scatter::peers_for(shared, hub)
         .into_iter()
         .map(|p| PeerInfo {
             node: p.node,

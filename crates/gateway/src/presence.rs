@@ -18,6 +18,8 @@ use crate::Shared;
 
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 const PEER_SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Peer syncs between two pulls of every gateway's hubs (`interest`).
+const PULL_EVERY_ROUNDS: u64 = 10;
 
 /// Runs heartbeats and the peer table until `cancel`.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -26,15 +28,25 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     tokio::join!(heartbeat, peers);
 }
 
-/// Keeps the fan-out's peer table in step with the gateways the store lists.
+/// Keeps the fan-out's peer table in step with the gateways the store lists, and the table of
+/// the hubs they serve (pulled every few seconds; withdrawn hubs swept here).
 async fn sync_peers(shared: Arc<Shared>, cancel: CancellationToken) {
     let Some(fanout) = shared.fanout.clone() else {
         return;
     };
     let view = shared.store.view();
+    let mut round = 0u64;
     loop {
         let listed = crate::peers::listed_peers(&view.read());
         fanout.set_peers(&listed);
+        if round % PULL_EVERY_ROUNDS == 0 {
+            crate::scatter::pull_hubs(&shared).await;
+            let local = shared.local.clone();
+            shared.interest.sweep(std::time::Instant::now(), |hub| {
+                local.read().hub_nodes(hub).next().is_some()
+            });
+        }
+        round += 1;
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(PEER_SYNC_EVERY) => {}

@@ -23,7 +23,7 @@
 //! trade: membership questions and connection changes cost O(gateways) calls, which is cheap for
 //! the tens of gateways a Switchboard runs, and exact (no directory to keep in step).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +34,12 @@ use switchboard_cluster::proto::presence_client::PresenceClient;
 use switchboard_cluster::proto::presence_query::What;
 use switchboard_cluster::proto::presence_server::{Presence, PresenceServer};
 use switchboard_cluster::proto::{
-    GroupPage, PresenceAnswer, PresenceApplied, PresenceChange, PresenceMember, PresenceQuery,
-    TicketClaim, TicketClaimed,
+    Announced, GroupPage, HubSet, HubsRequest, PresenceAnswer, PresenceApplied, PresenceChange,
+    PresenceMember, PresenceQuery, TicketClaim, TicketClaimed,
 };
 use switchboard_core::{Error, NodeId};
 use switchboard_membership::{Command, Name};
+use switchboard_net::peer_identity;
 use switchboard_net::ClusterChannel as Channel;
 use tonic::{Request, Response, Status};
 
@@ -61,6 +62,14 @@ pub(crate) struct Peer {
     pub(crate) node: NodeId,
     pub(crate) incarnation: u64,
     pub(crate) address: String,
+}
+
+/// Every other gateway with a live lease in this node's view of the store that may hold a
+/// connection of `hub` (see `interest`).
+pub(crate) fn peers_for(shared: &Shared, hub: &str) -> Vec<Peer> {
+    let mut peers = peers(shared);
+    peers.retain(|p| shared.interest.may_hold(p.node, p.incarnation, hub));
+    peers
 }
 
 /// Every other gateway with a live lease in this node's view of the store.
@@ -164,7 +173,7 @@ async fn found_anywhere(shared: &Shared, hub: &str, what: What) -> bool {
         hub: hub.to_owned(),
         what: Some(what),
     };
-    let mut calls = call_all(shared, "query", peers(shared), |mut c| {
+    let mut calls = call_all(shared, "query", peers_for(shared, hub), |mut c| {
         let query = query.clone();
         async move { c.query(timed(query)).await.map(Response::into_inner) }
     });
@@ -195,7 +204,7 @@ pub(crate) async fn holder(shared: &Shared, hub: &str, connection: &str) -> Opti
         hub: hub.to_owned(),
         what: Some(What::Connection(connection.to_owned())),
     };
-    let mut calls = call_all(shared, "query", peers(shared), |mut c| {
+    let mut calls = call_all(shared, "query", peers_for(shared, hub), |mut c| {
         let query = query.clone();
         async move { c.query(timed(query)).await.map(Response::into_inner) }
     });
@@ -245,7 +254,7 @@ pub(crate) async fn group_page(
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         })),
     };
-    let mut calls = call_all(shared, "query", peers(shared), |mut c| {
+    let mut calls = call_all(shared, "query", peers_for(shared, hub), |mut c| {
         let query = query.clone();
         async move { c.query(timed(query)).await.map(Response::into_inner) }
     });
@@ -289,7 +298,7 @@ pub(crate) async fn change_connection(
         command: encode(&command)?,
         min_applied_index: 0,
     };
-    let mut calls = call_all(shared, "apply", peers(shared), |mut c| {
+    let mut calls = call_all(shared, "apply", peers_for(shared, hub), |mut c| {
         let change = change.clone();
         async move { c.apply(timed(change)).await.map(Response::into_inner) }
     });
@@ -316,14 +325,18 @@ pub(crate) async fn change_connection(
 /// Applies a user-group change to the user's current connections on every gateway, after its
 /// entry was written to the store (see the module docs). Gateways that do not answer get it
 /// again in the background while the store lists them.
-pub(crate) async fn change_user(shared: &Arc<Shared>, command: Command) -> ApiResult<()> {
+pub(crate) async fn change_user(
+    shared: &Arc<Shared>,
+    hub: &str,
+    command: Command,
+) -> ApiResult<()> {
     let min_applied_index = shared.store.view().applied_index();
     shared.local.apply(command.clone());
     let change = PresenceChange {
         command: encode(&command)?,
         min_applied_index,
     };
-    let mut calls = call_all(shared, "apply", peers(shared), |mut c| {
+    let mut calls = call_all(shared, "apply", peers_for(shared, hub), |mut c| {
         let change = change.clone();
         async move { c.apply(timed(change)).await.map(Response::into_inner) }
     });
@@ -362,6 +375,121 @@ async fn retry_change(shared: Arc<Shared>, peer: Peer, change: PresenceChange) {
         record("apply", &peer, started, &result);
         if result.is_ok() {
             return;
+        }
+    }
+}
+
+/// How long a gateway has to record an announcement (a listed gateway that is gone costs an
+/// opener this much, once per hub).
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Opens a connection in this gateway's presence, joined to the groups `groups` reads from the
+/// store's view; false if its id is here already. The first connection of a hub announces the
+/// hub to every other gateway first (see `interest`).
+pub(crate) async fn open(
+    shared: &Shared,
+    hub: &Name,
+    connection: &Name,
+    user: Option<&Name>,
+    groups: impl Fn() -> Vec<Name>,
+) -> bool {
+    use crate::interest::Admission;
+    loop {
+        let admission = shared
+            .interest
+            .admit(hub, || shared.local.open(hub, connection, user, &groups));
+        match admission {
+            Admission::Opened(opened) => return opened,
+            Admission::Wait(rx) => crate::interest::wait(rx).await,
+            Admission::Announce(done) => {
+                // Abandoned if this future is dropped before the announcement finishes.
+                let guard = AnnounceGuard {
+                    shared,
+                    hub,
+                    done: Some(done),
+                };
+                let index = announce(shared, hub).await;
+                let view = shared.store.view();
+                if view.applied_index() < index && !view.wait_applied(index, CATCH_UP_WAIT).await {
+                    tracing::warn!(
+                        index,
+                        applied = view.applied_index(),
+                        "opening a hub's first connection before this gateway's view caught up with the others"
+                    );
+                }
+                guard.finish();
+            }
+        }
+    }
+}
+
+struct AnnounceGuard<'a> {
+    shared: &'a Shared,
+    hub: &'a Name,
+    done: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl AnnounceGuard<'_> {
+    fn finish(mut self) {
+        if let Some(done) = self.done.take() {
+            self.shared.interest.announced(self.hub, done);
+        }
+    }
+}
+
+impl Drop for AnnounceGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            self.shared.interest.abandon(self.hub, done);
+        }
+    }
+}
+
+/// Tells every other gateway that this one serves `hub`; the highest applied store index
+/// among their answers. A gateway that does not answer learns it on its next pull.
+async fn announce(shared: &Shared, hub: &Name) -> u64 {
+    let set = HubSet {
+        generation: shared.interest.next_generation(),
+        hubs: vec![hub.to_string()],
+        incarnation: shared.config.incarnation,
+    };
+    let mut calls = call_all(shared, "announce", peers(shared), |mut c| {
+        let set = set.clone();
+        async move {
+            let mut request = Request::new(set);
+            request.set_timeout(ANNOUNCE_TIMEOUT);
+            c.announce(request).await.map(Response::into_inner)
+        }
+    });
+    let mut index = 0;
+    while let Some((_, answer)) = calls.next().await {
+        if let Ok(answer) = answer {
+            index = index.max(answer.applied_index);
+        }
+    }
+    index
+}
+
+/// Asks every other gateway for the hubs it serves, and records the answers (a gateway that
+/// does not answer is sent everything until it does).
+pub(crate) async fn pull_hubs(shared: &Shared) {
+    let listed = peers(shared);
+    let nodes: HashSet<NodeId> = listed.iter().map(|p| p.node).collect();
+    shared.interest.retain(&nodes);
+    let mut calls = call_all(shared, "hubs", listed, |mut c| async move {
+        c.hubs(timed(HubsRequest {}))
+            .await
+            .map(Response::into_inner)
+    });
+    while let Some((peer, answer)) = calls.next().await {
+        match answer {
+            Ok(set) if current(&peer, set.incarnation) => shared.interest.replace(
+                peer.node,
+                set.incarnation,
+                set.generation,
+                set.hubs.into_iter().map(Name::from).collect(),
+            ),
+            _ => shared.interest.forget(peer.node),
         }
     }
 }
@@ -559,6 +687,29 @@ impl Presence for PresenceService {
             }
         }
         Ok(Response::new(answer))
+    }
+
+    async fn announce(&self, request: Request<HubSet>) -> Result<Response<Announced>, Status> {
+        let caller = peer_identity(&request)?;
+        let set = request.into_inner();
+        self.shared.interest.add(
+            caller.node,
+            caller.incarnation,
+            set.generation,
+            set.hubs.into_iter().map(Name::from).collect(),
+        );
+        Ok(Response::new(Announced {
+            applied_index: self.shared.store.view().applied_index(),
+        }))
+    }
+
+    async fn hubs(&self, _request: Request<HubsRequest>) -> Result<Response<HubSet>, Status> {
+        let (generation, hubs) = self.shared.interest.announced_hubs();
+        Ok(Response::new(HubSet {
+            generation,
+            hubs: hubs.iter().map(|h| h.to_string()).collect(),
+            incarnation: self.shared.config.incarnation,
+        }))
     }
 
     async fn claim(

@@ -708,3 +708,54 @@ async fn connections_live_on_their_gateway_and_never_in_the_store() -> anyhow::R
     .await?;
     Ok(())
 }
+
+async fn received(server: &Server) -> f64 {
+    server
+        .metric("switchboard_cluster_received_messages_total")
+        .await
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn messages_go_only_to_gateways_serving_their_hub() -> anyhow::Result<()> {
+    let cluster = Cluster::serve(bin(), 3, &[]).await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    let (n1, n2, n3) = (&cluster.voters[0], &cluster.voters[1], &cluster.voters[2]);
+    let mut js = JsClients::start().await?;
+    js.connect("first", n1, ConnectOptions::default()).await?;
+    let other = ConnectOptions {
+        hub: "other",
+        ..Default::default()
+    };
+    js.connect("watcher", n3, other).await?;
+    // A broadcast to chat through node 2, then one to other: node 3 holds only other's
+    // watcher, and one link keeps node 2's order, so once the watcher has the second, node 3
+    // has received the first too if it was sent there at all. Until node 2 pulled node 3's
+    // hubs it is; afterwards never.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let before = received(n3).await;
+        send_ok(n2, &format!("/api/hubs/chat/:send?{V}"), json!([round])).await?;
+        send_ok(n2, &format!("/api/hubs/other/:send?{V}"), json!([round])).await?;
+        assert_eq!(js.next_message("watcher").await?.args, vec![json!(round)]);
+        assert_eq!(js.next_message("first").await?.args, vec![json!(round)]);
+        let envelopes = received(n3).await - before;
+        if envelopes == 1.0 {
+            break;
+        }
+        assert_eq!(envelopes, 2.0, "round {round}");
+        assert!(
+            Instant::now() < deadline,
+            "node 3 still gets chat's messages"
+        );
+    }
+    // Node 3's first connection of chat is announced before its handshake is answered: a
+    // broadcast right after reaches it.
+    js.connect("late", n3, ConnectOptions::default()).await?;
+    send_ok(n2, &format!("/api/hubs/chat/:send?{V}"), json!(["after"])).await?;
+    assert_eq!(js.next_message("late").await?.args, vec![json!("after")]);
+    assert_eq!(js.next_message("first").await?.args, vec![json!("after")]);
+    Ok(())
+}

@@ -385,21 +385,22 @@ where
             return Err(IN_USE.into());
         }
         let view = self.shared.store.view();
-        let opened =
-            self.shared.local.open(
-                &handle.hub,
-                &handle.id,
-                handle.user.as_ref(),
-                || match &handle.user {
-                    Some(user) => view
-                        .read()
-                        .user_groups(&handle.hub, user, crate::now_ms())
-                        .into_iter()
-                        .map(|g| g.group)
-                        .collect(),
-                    None => Vec::new(),
-                },
-            );
+        let opened = crate::scatter::open(
+            &self.shared,
+            &handle.hub,
+            &handle.id,
+            handle.user.as_ref(),
+            || match &handle.user {
+                Some(user) => view
+                    .read()
+                    .user_groups(&handle.hub, user, crate::now_ms())
+                    .into_iter()
+                    .map(|g| g.group)
+                    .collect(),
+                None => Vec::new(),
+            },
+        )
+        .await;
         if !opened {
             self.shared.registry.remove(handle);
             return Err(IN_USE.into());

@@ -47,8 +47,14 @@ async fn send(
 /// Writes a user-group change to the store (bounded by the store timeout), then applies it
 /// to the user's current connections on every gateway.
 async fn durable_user_change(shared: &Arc<Shared>, command: Command) -> ApiResult<()> {
+    let hub = match &command {
+        Command::AddUserToGroup { hub, .. }
+        | Command::RemoveUserFromGroup { hub, .. }
+        | Command::RemoveUserFromAllGroups { hub, .. } => hub.clone(),
+        _ => return Err(ApiError(Error::internal("not a user-group change"))),
+    };
     shared.write(command.clone()).await?;
-    scatter::change_user(shared, command).await
+    scatter::change_user(shared, &hub, command).await
 }
 
 async fn close(shared: &Shared, call: RestCall, recipients: Recipients) {

@@ -1,0 +1,271 @@
+//! Routing by interest, at the grain of a hub: which hubs each other gateway holds connections
+//! of, so a message (or a presence question) goes only to gateways that may hold a recipient.
+//!
+//! Each gateway *announces* a hub to every other gateway before its first connection of that
+//! hub is opened (and before that connection's handshake is answered), and waits for their
+//! answers; each answer carries the answering gateway's applied store index, which the
+//! announcing gateway's view reaches before the connection reads its user's groups. So a
+//! message, a connection change or a user-group change routed after the announcement reaches
+//! the new connection, and one routed before it finds the change already in the store.
+//! Announcements are deltas; every gateway also *pulls* each other's whole set every few
+//! seconds (`presence::sync_peers`), which repairs a lost announcement and is how a hub a gateway
+//! stopped serving (no connection of it for [`IDLE_HUB`]) leaves the others' tables. Both carry
+//! the announcing gateway's generation (bumped on every change of its set), so an older whole set
+//! never undoes a newer announcement. A gateway whose set is not known (just listed, its last
+//! pull failed, a new incarnation) gets everything, as before this table existed.
+//!
+//! The table holds hubs × gateways: nothing per connection, user or group. Within a hub, user,
+//! group and connection messages still go to every gateway serving the hub.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use switchboard_core::NodeId;
+use switchboard_membership::Name;
+use tokio::sync::watch;
+
+/// A hub with no connection here for this long is withdrawn (on the next sweep).
+pub(crate) const IDLE_HUB: Duration = Duration::from_secs(30);
+
+/// What another gateway said it serves.
+#[derive(Debug)]
+struct PeerHubs {
+    incarnation: u64,
+    generation: u64,
+    hubs: HashSet<Name>,
+}
+
+/// A hub this gateway serves, or is announcing.
+enum Local {
+    /// The announcement is in flight; openers wait for it.
+    Announcing(watch::Receiver<bool>),
+    /// Announced; `idle_since` is set by the sweep while the hub has no connection here.
+    Announced { idle_since: Option<Instant> },
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Interest {
+    generation: AtomicU64,
+    local: Mutex<HashMap<Name, Local>>,
+    peers: RwLock<HashMap<NodeId, PeerHubs>>,
+}
+
+/// What an opener must do for its hub.
+pub(crate) enum Admission {
+    /// Announced already: open at once (`open` ran under the table's lock).
+    Opened(bool),
+    /// Another connection is announcing it: wait, then try again.
+    Wait(watch::Receiver<bool>),
+    /// This connection announces it: call [`Interest::announced`] afterwards.
+    Announce(watch::Sender<bool>),
+}
+
+impl Interest {
+    /// May `peer` (at `incarnation`) hold a connection of `hub`? True unless its set is known
+    /// and lacks the hub.
+    pub(crate) fn may_hold(&self, peer: NodeId, incarnation: u64, hub: &str) -> bool {
+        match self.peers.read().get(&peer) {
+            Some(p) if p.incarnation == incarnation => p.hubs.contains(hub),
+            _ => true,
+        }
+    }
+
+    /// Records an announcement of `peer`: it serves `hubs` too.
+    pub(crate) fn add(&self, peer: NodeId, incarnation: u64, generation: u64, hubs: Vec<Name>) {
+        let mut peers = self.peers.write();
+        match peers.get_mut(&peer) {
+            Some(p) if p.incarnation == incarnation => {
+                p.generation = p.generation.max(generation);
+                p.hubs.extend(hubs);
+            }
+            // An unknown set stays unknown (everything is sent) until a whole set arrives: an
+            // announcement lists one hub, not all of them.
+            _ => {}
+        }
+    }
+
+    /// Records `peer`'s whole set, unless a newer announcement was recorded since.
+    pub(crate) fn replace(&self, peer: NodeId, incarnation: u64, generation: u64, hubs: Vec<Name>) {
+        let mut peers = self.peers.write();
+        let newer = peers
+            .get(&peer)
+            .is_some_and(|p| p.incarnation == incarnation && p.generation > generation);
+        if !newer {
+            peers.insert(
+                peer,
+                PeerHubs {
+                    incarnation,
+                    generation,
+                    hubs: hubs.into_iter().collect(),
+                },
+            );
+        }
+    }
+
+    /// Forgets `peer`'s set (its pull failed): everything goes to it until the next one.
+    pub(crate) fn forget(&self, peer: NodeId) {
+        self.peers.write().remove(&peer);
+    }
+
+    /// Keeps only the peers in `listed`.
+    pub(crate) fn retain(&self, listed: &HashSet<NodeId>) {
+        self.peers.write().retain(|node, _| listed.contains(node));
+    }
+
+    /// This gateway's generation and announced hubs (what a pull answers).
+    pub(crate) fn announced_hubs(&self) -> (u64, Vec<Name>) {
+        let local = self.local.lock();
+        let hubs = local
+            .iter()
+            .filter(|(_, state)| matches!(state, Local::Announced { .. }))
+            .map(|(hub, _)| hub.clone())
+            .collect();
+        (self.generation.load(Ordering::Acquire), hubs)
+    }
+
+    /// The first step of opening a connection of `hub`: `open` runs now, under the table's lock,
+    /// if the hub is announced (so a sweep cannot withdraw it in between).
+    pub(crate) fn admit(&self, hub: &Name, open: impl FnOnce() -> bool) -> Admission {
+        let mut local = self.local.lock();
+        match local.get_mut(hub) {
+            Some(Local::Announced { idle_since }) => {
+                *idle_since = None;
+                Admission::Opened(open())
+            }
+            Some(Local::Announcing(rx)) => Admission::Wait(rx.clone()),
+            None => {
+                let (tx, rx) = watch::channel(false);
+                local.insert(hub.clone(), Local::Announcing(rx));
+                Admission::Announce(tx)
+            }
+        }
+    }
+
+    /// The announcement of `hub` is done (answered or not): it is served from now on.
+    pub(crate) fn announced(&self, hub: &Name, done: watch::Sender<bool>) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.local
+            .lock()
+            .insert(hub.clone(), Local::Announced { idle_since: None });
+        let _ = done.send(true);
+        generation
+    }
+
+    /// An announcement of `hub` that did not finish (its connection went away first): the next
+    /// opener announces again.
+    pub(crate) fn abandon(&self, hub: &Name, done: watch::Sender<bool>) {
+        let mut local = self.local.lock();
+        if matches!(local.get(hub), Some(Local::Announcing(_))) {
+            local.remove(hub);
+        }
+        let _ = done.send(true);
+    }
+
+    /// The generation an announcement in flight carries.
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire) + 1
+    }
+
+    /// Withdraws hubs with no connection here for [`IDLE_HUB`]; `has_connections` is asked
+    /// under the table's lock, so no connection opens in a hub being withdrawn.
+    pub(crate) fn sweep(&self, now: Instant, has_connections: impl Fn(&str) -> bool) {
+        let mut local = self.local.lock();
+        let mut withdrawn = false;
+        local.retain(|hub, state| match state {
+            Local::Announcing(_) => true,
+            Local::Announced { idle_since } => {
+                if has_connections(hub) {
+                    *idle_since = None;
+                    return true;
+                }
+                let since = *idle_since.get_or_insert(now);
+                let keep = now.duration_since(since) < IDLE_HUB;
+                withdrawn |= !keep;
+                keep
+            }
+        });
+        if withdrawn {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Waits for an announcement another opener makes.
+pub(crate) async fn wait(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|done| *done).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        s.into()
+    }
+
+    #[test]
+    fn an_unknown_peer_gets_everything_and_a_known_one_only_its_hubs() {
+        let interest = Interest::default();
+        assert!(interest.may_hold(2, 1, "chat"));
+        // An announcement alone does not make a set known.
+        interest.add(2, 1, 1, vec![n("chat")]);
+        assert!(interest.may_hold(2, 1, "other"));
+        interest.replace(2, 1, 1, vec![n("chat")]);
+        assert!(interest.may_hold(2, 1, "chat"));
+        assert!(!interest.may_hold(2, 1, "other"));
+        // A new incarnation is unknown again.
+        assert!(interest.may_hold(2, 2, "other"));
+        interest.forget(2);
+        assert!(interest.may_hold(2, 1, "other"));
+    }
+
+    #[test]
+    fn an_older_whole_set_never_undoes_a_newer_announcement() {
+        let interest = Interest::default();
+        interest.replace(2, 1, 4, vec![]);
+        interest.add(2, 1, 6, vec![n("chat")]);
+        // The pull answered before the announcement, delivered after it.
+        interest.replace(2, 1, 5, vec![]);
+        assert!(interest.may_hold(2, 1, "chat"));
+        interest.replace(2, 1, 6, vec![n("chat")]);
+        interest.replace(2, 1, 7, vec![]);
+        assert!(!interest.may_hold(2, 1, "chat"));
+    }
+
+    #[test]
+    fn a_hub_is_announced_once_and_withdrawn_only_when_idle() {
+        let interest = Interest::default();
+        let hub = n("chat");
+        let Admission::Announce(tx) = interest.admit(&hub, || unreachable!()) else {
+            panic!("the first opener announces")
+        };
+        let Admission::Wait(rx) = interest.admit(&hub, || unreachable!()) else {
+            panic!("a second opener waits")
+        };
+        assert_eq!(interest.next_generation(), 1);
+        assert_eq!(interest.announced(&hub, tx), 1);
+        assert!(*rx.borrow());
+        assert!(matches!(
+            interest.admit(&hub, || true),
+            Admission::Opened(true)
+        ));
+        assert_eq!(interest.announced_hubs(), (1, vec![hub.clone()]));
+        let t0 = Instant::now();
+        interest.sweep(t0, |_| true);
+        interest.sweep(t0 + IDLE_HUB * 2, |_| true);
+        assert_eq!(interest.announced_hubs().1.len(), 1, "busy hubs stay");
+        interest.sweep(t0, |_| false);
+        interest.sweep(t0 + IDLE_HUB / 2, |_| false);
+        assert_eq!(interest.announced_hubs().1.len(), 1, "not idle long enough");
+        interest.sweep(t0 + IDLE_HUB, |_| false);
+        assert_eq!(interest.announced_hubs(), (2, vec![]));
+        assert!(matches!(
+            interest.admit(&hub, || true),
+            Admission::Announce(_)
+        ));
+    }
+}
