@@ -72,7 +72,8 @@ for BIN_DIR in $BINS; do
     STORE=127.0.0.1:17401,127.0.0.2:17402,127.0.0.3:17403
     for g in 4 5 6; do
         "$SB" gateway --node-id "1$g" --listen "127.0.0.$g:1840$g" --cluster-listen "127.0.0.$g:1740$g" \
-            --store "$STORE" --access-key "$KEY" --max-connections 20000 2>"$DATA/gateway-$g.log" &
+            --store "$STORE" --access-key "$KEY" --max-connections 20000 \
+            >/dev/null 2>"$DATA/gateway-$g.log" &
         PIDS+=($!)
     done
     A_PID=${PIDS[3]}
@@ -83,10 +84,21 @@ for BIN_DIR in $BINS; do
     for u in "$A" "$B" "$C"; do wait_ready "$u"; done
     sleep 2
 
-    # 1. N clients on A.
+    # 1. N clients on A. First the voters' writes over an idle window as long as the run (the
+    #    gateways' lease renewals), then during it.
+    voters_written() {
+        local sum=0
+        for p in "${VOTERS[@]}"; do sum=$((sum + $(written "$p"))); done
+        echo "$sum"
+    }
+    idle_start=$(voters_written)
+    idle_t0=$(date +%s.%N)
+    sleep 20
+    idle_bytes=$(($(voters_written) - idle_start))
+    idle_secs=$(python3 -c "import time; print(time.time() - $idle_t0)")
     b_before=$(rss_kib "$B_PID")
-    w_before=0
-    for p in "${VOTERS[@]}"; do w_before=$((w_before + $(written "$p"))); done
+    w_before=$(voters_written)
+    run_t0=$(date +%s.%N)
     "$LOADGEN" --access-key "$KEY" --hub scale --url "$A" --scenario user --connections "$N" \
         --connect-rate 2000 --rate 1 --duration 12 --settle 3 --server-pid "$A_PID" --json \
         >"$DATA/hold.json" 2>/dev/null &
@@ -97,14 +109,14 @@ for BIN_DIR in $BINS; do
     done
     sleep 4
     b_after=$(rss_kib "$B_PID")
-    w_after=0
-    for p in "${VOTERS[@]}"; do w_after=$((w_after + $(written "$p"))); done
+    w_after=$(voters_written)
+    run_secs=$(python3 -c "import time; print(time.time() - $run_t0)")
     wait "$HOLD" || true
     hold=$(tail -1 "$DATA/hold.json")
     echo "clients on A: $N (connected: $(field "$hold" opened))"
     echo "  A KiB/conn: $(field "$hold" kib_per_connection)"
     echo "  B RSS growth per A-connection: $(python3 -c "print(round(($b_after - $b_before) / $N * 1024, 1))") bytes ($b_before -> $b_after KiB)"
-    echo "  voters' disk writes per connect (3 voters, incl. heartbeats): $(python3 -c "print(round(($w_after - $w_before) / $N, 1))") bytes"
+    echo "  voters' disk writes per connect (3 voters together): $(python3 -c "print(round(($w_after - $w_before) / $N, 1))") bytes in ${run_secs%.*} s; with the idle rate (leases, $idle_bytes bytes in ${idle_secs%.*} s) taken out: $(python3 -c "print(round(max(0, ($w_after - $w_before) - $idle_bytes * $run_secs / $idle_secs) / $N, 1))") bytes"
 
     # 2. A dies; N clients storm B.
     kill -9 "$A_PID"

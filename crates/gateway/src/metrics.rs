@@ -133,6 +133,15 @@ impl GatewayMetrics {
             "Relays that failed because the holding gateway could not be reached, by kind."
         );
         describe_counter!(
+            "switchboard_presence_calls_total",
+            "Presence calls to other gateways (query, apply, claim, announce, hubs), by outcome (ok, failed)."
+        );
+        describe_histogram!(
+            "switchboard_presence_call_seconds",
+            Unit::Seconds,
+            "Time a presence call to another gateway took, by call."
+        );
+        describe_counter!(
             "switchboard_negotiations_total",
             "Negotiate requests answered, by negotiate version (0: clients that send none)."
         );

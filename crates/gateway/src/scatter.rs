@@ -577,6 +577,15 @@ struct ClaimTable {
 }
 
 impl Claims {
+    /// Whether `connection`'s token opened a connection (and has not expired since).
+    pub(crate) fn is_claimed(&self, connection: &str, now: u64) -> bool {
+        self.inner
+            .lock()
+            .used
+            .get(connection)
+            .is_some_and(|until| *until >= now)
+    }
+
     /// Records `connection`'s token as used until `expires_at` (Unix seconds); false if it was
     /// used already, or the table is full.
     pub(crate) fn claim(&self, connection: &str, expires_at: u64, now: u64) -> bool {
@@ -739,7 +748,9 @@ mod tests {
     #[test]
     fn a_token_is_claimed_once_until_it_expires() {
         let claims = Claims::default();
+        assert!(!claims.is_claimed("a.1", 90));
         assert!(claims.claim("a.1", 100, 90));
+        assert!(claims.is_claimed("a.1", 95));
         assert!(!claims.claim("a.1", 100, 95), "used");
         assert!(claims.claim("b.1", 101, 95));
         // Expired entries are dropped as time passes; an expired token can be claimed again

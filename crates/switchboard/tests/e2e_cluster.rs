@@ -759,3 +759,59 @@ async fn messages_go_only_to_gateways_serving_their_hub() -> anyhow::Result<()> 
     assert_eq!(js.next_message("first").await?.args, vec![json!("after")]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gateway_that_stops_answering_holds_up_nothing_and_gets_its_changes_later(
+) -> anyhow::Result<()> {
+    // A lease long enough that the frozen gateway keeps it.
+    let cluster = Cluster::serve(bin(), 3, &["--lease", "60"]).await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    let (n1, n2, n3) = (&cluster.voters[0], &cluster.voters[1], &cluster.voters[2]);
+    let mut js = JsClients::start().await?;
+    let alice = ConnectOptions {
+        user: Some("alice"),
+        ..Default::default()
+    };
+    js.connect("alice", n3, alice).await?;
+    let bob = js.connect("bob", n1, ConnectOptions::default()).await?;
+    assert!(exists(n1, &format!("/api/hubs/chat/users/alice?{V}")).await);
+
+    n3.pause()?;
+    // Questions are answered by the gateways that answer, within the call timeout.
+    let asked = Instant::now();
+    assert!(!exists(n1, &format!("/api/hubs/chat/users/alice?{V}")).await);
+    assert!(exists(n1, &format!("/api/hubs/chat/connections/{bob}?{V}")).await);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    // A user-group change is written (two voters of three answer) and answered.
+    expect_status(
+        n1,
+        "PUT",
+        &format!("/api/hubs/chat/users/alice/groups/room?{V}"),
+        200,
+    )
+    .await?;
+    n3.resume()?;
+    // The frozen gateway gets the change when it answers again: alice's connection joins.
+    eventually(
+        Duration::from_secs(15),
+        "alice's connection in room",
+        || async {
+            exists(n2, &format!("/api/hubs/chat/groups/room?{V}"))
+                .await
+                .then_some(())
+        },
+    )
+    .await?;
+    send_ok(
+        n2,
+        &format!("/api/hubs/chat/groups/room/:send?{V}"),
+        json!(["late"]),
+    )
+    .await?;
+    assert_eq!(js.next_message("alice").await?.args, vec![json!("late")]);
+    Ok(())
+}

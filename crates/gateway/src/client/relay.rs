@@ -68,13 +68,25 @@ pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
 }
 
 /// The gateway holding the stateful connection `id` names, when it is another one (asked of
-/// every gateway: a reconnect happens once per lost socket).
+/// every gateway serving the hub: a reconnect happens once per lost socket; a first connect
+/// with a token this gateway issued asks nobody).
 pub(crate) async fn stateful_holder(shared: &Shared, hub: &str, id: &str) -> Option<String> {
     shared.config.cluster.as_ref()?;
     // Only tokens of connections that negotiated stateful reconnect are resumed; any other
     // token of an open connection is refused as in use, as before.
     let ticket = shared.keys.verify_ticket(id, 0).ok()?;
     if ticket.hub != hub || !ticket.stateful_reconnect {
+        return None;
+    }
+    // A token this gateway issued that never opened a connection is a first connect, not a
+    // reconnect: no gateway holds it.
+    let issuer = switchboard_core::node_of_connection_id(&ticket.connection_id);
+    if issuer == Some(shared.config.node_id)
+        && ticket.expires_at + switchboard_auth::TICKET_LEEWAY_SECS >= crate::now_secs()
+        && !shared
+            .claims
+            .is_claimed(&ticket.connection_id, crate::now_secs())
+    {
         return None;
     }
     crate::scatter::holder(shared, hub, &ticket.connection_id)
