@@ -27,7 +27,9 @@
 //! `--designs before,after`, each in a child process of its own (so each memory figure starts
 //! from a fresh heap), and prints a table per design plus the slopes fitted over N; `--sizes`
 //! may include 3000000 (about 4 GiB of memory for `before`). `SCALE_SIM_SPIKES=1` prints every
-//! apply or open over 20 ms to stderr.
+//! apply or open over 20 ms to stderr. `scale_sim entries N` measures the store's own ceiling:
+//! N user-group entries (what the store keeps now), their log bytes, the longest apply, the
+//! snapshot, and the tick that expires them all at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -197,6 +199,60 @@ fn after(connections: usize, gateways: u64) {
     );
 }
 
+/// The store's own ceiling: `count` user-group entries (one per user, a 60 s TTL), written in
+/// log entries of at most 1,024 commands, then expired by one tick.
+fn entries(count: usize) {
+    let mut store = Membership::new();
+    let mut time_ms = 1_000_000u64;
+    store.apply(&Batch {
+        time_ms,
+        commands: heartbeats(1..=3),
+    });
+    let hub: Name = "chat".into();
+    let before = rss_bytes();
+    let mut longest_apply = Duration::ZERO;
+    let mut log_bytes = 0usize;
+    let mut written = 0;
+    while written < count {
+        let n = PER_ENTRY.min(count - written);
+        let commands = (written..written + n)
+            .map(|i| Command::AddUserToGroup {
+                hub: hub.clone(),
+                user: format!("user-{i}").into(),
+                group: format!("group-{}", i % 1000).into(),
+                ttl_secs: Some(60),
+            })
+            .collect();
+        let batch = Batch { time_ms, commands };
+        log_bytes += rmp_serde::to_vec(&batch).expect("encode").len();
+        let started = Instant::now();
+        store.apply(&batch);
+        longest_apply = longest_apply.max(started.elapsed());
+        written += n;
+    }
+    let after = rss_bytes();
+    let started = Instant::now();
+    let snapshot = rmp_serde::to_vec_named(&store).expect("encode the state");
+    let snapshot_encode = started.elapsed();
+    time_ms += 61_000;
+    let started = Instant::now();
+    store.apply(&Batch {
+        time_ms,
+        commands: heartbeats(1..=3),
+    });
+    let expiry = started.elapsed();
+    assert_eq!(store.stats().user_group_entries, 0);
+    println!(
+        "entries={count} state_bytes_per_entry={:.1} log_bytes_per_entry={:.1} longest_apply_ms={:.2} snapshot_bytes_per_entry={:.1} snapshot_encode_ms={:.1} expiry_apply_ms={:.1}",
+        after.saturating_sub(before) as f64 / count as f64,
+        log_bytes as f64 / count as f64,
+        longest_apply.as_secs_f64() * 1e3,
+        snapshot.len() as f64 / count as f64,
+        snapshot_encode.as_secs_f64() * 1e3,
+        expiry.as_secs_f64() * 1e3,
+    );
+}
+
 fn field(line: &str, key: &str) -> f64 {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -228,6 +284,13 @@ fn list(args: &[String], flag: &str, default: &str) -> Vec<u64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let (Some("entries"), Some(n)) = (
+        args.first().map(String::as_str),
+        args.get(1).and_then(|a| a.parse().ok()),
+    ) {
+        entries(n);
+        return;
+    }
     if let (Some(design), Some(n), Some(g)) = (
         args.first(),
         args.get(1).and_then(|a| a.parse().ok()),

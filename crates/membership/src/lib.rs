@@ -1,17 +1,20 @@
 //! The membership state machine: which connections exist, on which node, in which groups, and
 //! which users belong to which groups until when.
 //!
-//! This is the state the Raft store replicates and every gateway reads on its hot path (routing a
-//! send to a group, a user or a connection). It is deterministic: it does no I/O and never reads a
-//! clock. Time arrives inside each [`Batch`] (stamped by the Raft leader), so every replica and
-//! every replay computes the same expiries; nothing that replicas must agree on depends on hash
-//! iteration order.
+//! Two instances of it run: the Raft store replicates one holding the gateways' leases and the
+//! user-group entries (durable), and each gateway keeps one of its own connections, their users
+//! and groups (soft, never logged; see `switchboard_gateway::local`). It is deterministic: it
+//! does no I/O and never reads a clock. Time arrives inside each [`Batch`] (stamped by the Raft
+//! leader), so every replica and every replay computes the same expiries; nothing that replicas
+//! must agree on depends on hash iteration order.
 //!
 //! # Rules
 //!
 //! - **Time.** A batch moves state time to `max(now, batch.time_ms)` (a new leader whose clock is
-//!   behind cannot move it back), then everything whose deadline is at or before that time
-//!   expires, then the commands apply in order, each with one [`Outcome`].
+//!   behind cannot move it back), then every lease whose deadline is at or before that time
+//!   ends and up to [`MAX_EXPIRED_PER_BATCH`] such user-group entries expire (oldest first; the
+//!   rest with the next batches, and every query already treats them as gone), then the
+//!   commands apply in order, each with one [`Outcome`].
 //! - **Nodes.** A heartbeat from an unknown node, or with a higher incarnation, registers it
 //!   (a higher incarnation first drops every connection of the older one); the same incarnation
 //!   renews the lease; a lower one is stale. When a lease ends, or the node leaves, the node and
@@ -54,7 +57,7 @@ mod state;
 mod model_tests;
 
 pub use snapshot::SnapshotError;
-pub use state::Membership;
+pub use state::{Membership, MAX_EXPIRED_PER_BATCH};
 
 /// Hub, group, user and connection names. Cheap to clone; shared between indexes.
 pub type Name = Arc<str>;

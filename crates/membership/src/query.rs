@@ -53,7 +53,7 @@ impl Membership {
             .get(&node)
             .into_iter()
             .flat_map(|n| n.connections.iter())
-            .flat_map(|(hub, conns)| conns.iter().map(move |c| (hub, c)))
+            .flat_map(|(hub, conns)| conns.iter().map(move |(c, ())| (hub, c)))
     }
 
     /// The groups the connection is in.

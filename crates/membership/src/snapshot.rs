@@ -268,7 +268,7 @@ impl Membership {
                 node.connections
                     .entry(hub_name.clone())
                     .or_default()
-                    .insert(id.clone());
+                    .insert(id.clone(), ());
                 let user = c.user.map(|u| interner.intern(u));
                 if let Some(user) = &user {
                     hub.users

@@ -18,7 +18,7 @@
 //! Names are [`Name`] (`Arc<str>`): an index stores a clone of the key the primary map already
 //! holds rather than another copy of the string.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +29,11 @@ use crate::{
     Batch, Command, Name, NodeId, NodeInfo, Outcome, DEFAULT_USER_GROUP_TTL_SECS,
     MAX_GROUPS_WITHOUT_TTL,
 };
+
+/// User-group entries one batch expires at most: a burst of entries added with one TTL expires
+/// over several batches (a few milliseconds of the state's write lock each) instead of in one
+/// apply that holds it for as long as the burst is large.
+pub const MAX_EXPIRED_PER_BATCH: usize = 4096;
 
 /// The replicated membership state. See the [crate docs](crate) for the rules it implements.
 ///
@@ -52,8 +57,9 @@ pub struct Membership {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Node {
     pub(crate) info: NodeInfo,
-    /// Hub → connection ids on this node. No empty sets.
-    pub(crate) connections: HashMap<Name, HashSet<Name>>,
+    /// Hub → connection ids on this node (sharded alike: one node may hold a million). No empty
+    /// sets.
+    pub(crate) connections: HashMap<Name, Sharded<()>>,
 }
 
 /// Everything in one hub. Removed from `Membership::hubs` as soon as it holds nothing.
@@ -324,8 +330,10 @@ impl Membership {
     }
 
     /// Applies one replicated batch: advances time to `max(now, batch.time_ms)`, expires every
-    /// lease and user-group entry whose deadline is at or before that time, then applies the
-    /// commands in order. Returns one outcome per command, in the same order.
+    /// lease and up to [`MAX_EXPIRED_PER_BATCH`] user-group entries whose deadline is at or
+    /// before that time (the oldest first; the rest go with the next batches, and queries
+    /// already treat them as gone), then applies the commands in order. Returns one outcome per
+    /// command, in the same order.
     pub fn apply(&mut self, batch: &Batch) -> Vec<Outcome> {
         self.now_ms = self.now_ms.max(batch.time_ms);
         self.expire();
@@ -347,11 +355,14 @@ impl Membership {
                 self.drop_node(node);
             }
         }
-        while self
-            .entry_deadlines
-            .first()
-            .is_some_and(|(at, ..)| *at <= now)
+        let mut expired = 0;
+        while expired < MAX_EXPIRED_PER_BATCH
+            && self
+                .entry_deadlines
+                .first()
+                .is_some_and(|(at, ..)| *at <= now)
         {
+            expired += 1;
             if let Some((_, hub, user, group)) = self.entry_deadlines.pop_first() {
                 if let Some(h) = self.hubs.get_mut(&hub) {
                     h.take_entry(&user, &group);
@@ -492,7 +503,7 @@ impl Membership {
         };
         for (hub, connections) in std::mem::take(&mut n.connections) {
             if let Some(h) = self.hubs.get_mut(&hub) {
-                for connection in &connections {
+                for (connection, ()) in connections.iter() {
                     h.remove_connection(connection);
                 }
                 if h.is_empty() {
@@ -533,7 +544,10 @@ impl Membership {
             .or_default()
             .open(connection, user, node, now);
         if let Some(n) = self.nodes.get_mut(&node) {
-            n.connections.entry(hub_key).or_default().insert(connection);
+            n.connections
+                .entry(hub_key)
+                .or_default()
+                .insert(connection, ());
         }
         Outcome::Ok
     }
@@ -550,7 +564,7 @@ impl Membership {
         }
         if let Some(n) = self.nodes.get_mut(&conn.node) {
             if let Some(set) = n.connections.get_mut(&**hub) {
-                set.remove(&**connection);
+                set.remove(connection);
                 if set.is_empty() {
                     n.connections.remove(&**hub);
                 }
@@ -720,7 +734,7 @@ impl Membership {
             for (hub, conns) in &n.connections {
                 assert!(!conns.is_empty(), "empty node hub set");
                 let h = self.hubs.get(hub).expect("node names a missing hub");
-                for c in conns {
+                for (c, ()) in conns.iter() {
                     assert_eq!(
                         h.connections
                             .get(c)
@@ -738,7 +752,10 @@ impl Membership {
             let mut entry_count = 0;
             for (cid, c) in h.connections.iter() {
                 let n = self.nodes.get(&c.node).expect("connection on missing node");
-                assert!(n.connections.get(hub_name).is_some_and(|s| s.contains(cid)));
+                assert!(n
+                    .connections
+                    .get(hub_name)
+                    .is_some_and(|s| s.contains_key(cid)));
                 if let Some(u) = &c.user {
                     assert!(h.users.get(u).is_some_and(|u| u.connections.contains(cid)));
                 }

@@ -3,8 +3,9 @@
 //! The state machine reads no clock: a user-group TTL or a gateway lease ends only when an entry
 //! stamped at or after its deadline is applied. When nobody writes, the leader proposes
 //! `Command::Tick` itself, as soon as the state's next deadline has passed. It looks about every
-//! `interval` (250 ms by default) and has at most one tick in flight, so even a deadline that a
-//! tick does not clear never turns into a tight loop.
+//! `interval` (250 ms by default) and has at most one tick in flight. A tick that expired entries
+//! but left due ones behind (one batch expires at most `MAX_EXPIRED_PER_BATCH`) is followed by
+//! the next at once; a deadline that a tick does not clear never turns into a tight loop.
 
 use std::time::Duration;
 
@@ -29,15 +30,25 @@ pub(crate) async fn run(
 ) {
     let mut timer = tokio::time::interval(interval);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A tick that left due entries behind (a batch expires a bounded number) is followed by
+    // the next at once.
+    let mut due_again = false;
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = timer.tick() => {}
+        if !due_again {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = timer.tick() => {}
+            }
         }
+        due_again = false;
         if metrics.borrow().current_leader != Some(node_id) {
             continue;
         }
-        let Some(deadline) = view.read().next_deadline() else {
+        let (next, entries) = {
+            let state = view.read();
+            (state.next_deadline(), state.stats().user_group_entries)
+        };
+        let Some(deadline) = next else {
             continue;
         };
         if deadline > now_ms() {
@@ -46,7 +57,12 @@ pub(crate) async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return,
             result = submitter.submit(vec![Command::Tick]) => match result {
-                Ok(applied) => tracing::debug!(deadline_ms = deadline, log_index = applied.log_index, "proposed tick"),
+                Ok(applied) => {
+                    tracing::debug!(deadline_ms = deadline, log_index = applied.log_index, "proposed tick");
+                    let state = view.read();
+                    due_again = state.next_deadline().is_some_and(|d| d <= now_ms())
+                        && state.stats().user_group_entries < entries;
+                }
                 Err(error @ (StoreError::Unavailable(_) | StoreError::Timeout(_) | StoreError::NotLeader { .. })) => {
                     tracing::debug!(deadline_ms = deadline, error = %error, "tick not applied");
                 }

@@ -447,6 +447,35 @@ async fn ttls_expire_without_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_entries_expires_in_bounded_ticks_without_traffic() {
+    let dir = TempDir::new().unwrap();
+    let store = open(config(dir.path())).await;
+    // More than one tick expires, in several entries below the size bound.
+    let count = switchboard_membership::MAX_EXPIRED_PER_BATCH * 2 + 100;
+    let adds: Vec<Command> = (0..count)
+        .map(|i| Command::AddUserToGroup {
+            hub: name(HUB),
+            user: name(&format!("u{i}")),
+            group: name("burst"),
+            ttl_secs: Some(1),
+        })
+        .collect();
+    for chunk in adds.chunks(1000) {
+        store.write_all(chunk.to_vec()).await.unwrap();
+    }
+    let view = store.view();
+    assert_eq!(view.read().stats().user_group_entries, count);
+    let index = store.status().last_log_index.unwrap();
+    wait_until("every entry expired", || {
+        view.read().stats().user_group_entries == 0
+    })
+    .await;
+    let ticks = store.status().last_log_index.unwrap() - index;
+    assert!(ticks >= 3, "{ticks} ticks for {count} entries");
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_without_a_leader_are_unavailable() {
     let dir = TempDir::new().unwrap();
     let mut config = config(dir.path());

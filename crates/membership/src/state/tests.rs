@@ -933,7 +933,9 @@ fn names_are_shared_between_indexes() {
     ]);
     let h = f.m.hubs.get(HUB).expect("hub");
     let (conn_key, conn) = h.connections.get_key_value("a").expect("conn");
-    let on_node = f.m.nodes[&1].connections[HUB].get("a").expect("node index");
+    let (on_node, ()) = f.m.nodes[&1].connections[HUB]
+        .get_key_value("a")
+        .expect("node index");
     assert!(Arc::ptr_eq(conn_key, on_node));
     let member = h.groups["g"]
         .members_on(1)
@@ -953,4 +955,28 @@ fn names_are_shared_between_indexes() {
         .expect("entry")
         .0;
     assert!(Arc::ptr_eq(group_key, entry_group));
+}
+
+#[test]
+fn a_burst_of_entries_expires_over_several_batches_and_is_gone_at_once_for_queries() {
+    let mut f = Fixture::new();
+    let count = MAX_EXPIRED_PER_BATCH + 10;
+    let t0 = f.m.now_ms;
+    let adds: Vec<Command> = (0..count)
+        .map(|i| add_user(&format!("u{i}"), "g", Some(60)))
+        .collect();
+    f.at(t0, adds);
+    assert_eq!(f.m.stats().user_group_entries, count);
+    let later = t0 + 61_000;
+    f.at(later, vec![Command::Tick]);
+    // One batch took the bound; what is left is already past its time for every query.
+    assert_eq!(f.m.stats().user_group_entries, 10);
+    assert!((0..count).all(|i| !f.m.user_in_group(HUB, &format!("u{i}"), "g", later)));
+    assert!(
+        f.m.next_deadline().is_some_and(|d| d <= later),
+        "the ticker is due again"
+    );
+    f.at(later, vec![Command::Tick]);
+    assert_eq!(f.m.stats().user_group_entries, 0);
+    f.m.check_invariants();
 }
