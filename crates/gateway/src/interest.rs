@@ -8,7 +8,7 @@
 //! message, a connection change or a user-group change routed after the announcement reaches
 //! the new connection, and one routed before it finds the change already in the store.
 //! Announcements are deltas; every gateway also *pulls* each other's whole set every few
-//! seconds (`presence::sync_peers`), which repairs a lost announcement and is how a hub a gateway
+//! seconds (`presence::pull_interest`), which repairs a lost announcement and is how a hub a gateway
 //! stopped serving (no connection of it for [`IDLE_HUB`]) leaves the others' tables. Both carry
 //! the announcing gateway's generation (bumped on every change of its set), so an older whole set
 //! never undoes a newer announcement. A gateway whose set is not known (just listed, its last
@@ -59,8 +59,9 @@ pub(crate) enum Admission {
     Opened(bool),
     /// Another connection is announcing it: wait, then try again.
     Wait(watch::Receiver<bool>),
-    /// This connection announces it: call [`Interest::announced`] afterwards.
-    Announce(watch::Sender<bool>),
+    /// This connection announces it, with this generation: call [`Interest::announced`]
+    /// afterwards.
+    Announce(watch::Sender<bool>, u64),
 }
 
 impl Interest {
@@ -115,14 +116,11 @@ impl Interest {
         self.peers.write().retain(|node, _| listed.contains(node));
     }
 
-    /// This gateway's generation and announced hubs (what a pull answers).
+    /// This gateway's generation and its hubs, those being announced included (what a pull
+    /// answers: a pull answered after an announcement began must not undo it).
     pub(crate) fn announced_hubs(&self) -> (u64, Vec<Name>) {
         let local = self.local.lock();
-        let hubs = local
-            .iter()
-            .filter(|(_, state)| matches!(state, Local::Announced { .. }))
-            .map(|(hub, _)| hub.clone())
-            .collect();
+        let hubs = local.keys().cloned().collect();
         (self.generation.load(Ordering::Acquire), hubs)
     }
 
@@ -139,19 +137,19 @@ impl Interest {
             None => {
                 let (tx, rx) = watch::channel(false);
                 local.insert(hub.clone(), Local::Announcing(rx));
-                Admission::Announce(tx)
+                // Under the lock: a pull answered from now on lists the hub with this generation.
+                let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                Admission::Announce(tx, generation)
             }
         }
     }
 
     /// The announcement of `hub` is done (answered or not): it is served from now on.
-    pub(crate) fn announced(&self, hub: &Name, done: watch::Sender<bool>) -> u64 {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    pub(crate) fn announced(&self, hub: &Name, done: watch::Sender<bool>) {
         self.local
             .lock()
             .insert(hub.clone(), Local::Announced { idle_since: None });
         let _ = done.send(true);
-        generation
     }
 
     /// An announcement of `hub` that did not finish (its connection went away first): the next
@@ -160,13 +158,9 @@ impl Interest {
         let mut local = self.local.lock();
         if matches!(local.get(hub), Some(Local::Announcing(_))) {
             local.remove(hub);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         let _ = done.send(true);
-    }
-
-    /// The generation an announcement in flight carries.
-    pub(crate) fn next_generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire) + 1
     }
 
     /// Withdraws hubs with no connection here for [`IDLE_HUB`]; `has_connections` is asked
@@ -240,14 +234,16 @@ mod tests {
     fn a_hub_is_announced_once_and_withdrawn_only_when_idle() {
         let interest = Interest::default();
         let hub = n("chat");
-        let Admission::Announce(tx) = interest.admit(&hub, || unreachable!()) else {
+        let Admission::Announce(tx, generation) = interest.admit(&hub, || unreachable!()) else {
             panic!("the first opener announces")
         };
+        assert_eq!(generation, 1);
+        // A pull answered meanwhile lists it already.
+        assert_eq!(interest.announced_hubs(), (1, vec![hub.clone()]));
         let Admission::Wait(rx) = interest.admit(&hub, || unreachable!()) else {
             panic!("a second opener waits")
         };
-        assert_eq!(interest.next_generation(), 1);
-        assert_eq!(interest.announced(&hub, tx), 1);
+        interest.announced(&hub, tx);
         assert!(*rx.borrow());
         assert!(matches!(
             interest.admit(&hub, || true),
@@ -265,7 +261,7 @@ mod tests {
         assert_eq!(interest.announced_hubs(), (2, vec![]));
         assert!(matches!(
             interest.admit(&hub, || true),
-            Admission::Announce(_)
+            Admission::Announce(_, 3)
         ));
     }
 }

@@ -18,8 +18,8 @@ use crate::Shared;
 
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 const PEER_SYNC_EVERY: Duration = Duration::from_millis(500);
-/// Peer syncs between two pulls of every gateway's hubs (`interest`).
-const PULL_EVERY_ROUNDS: u64 = 10;
+/// Between two pulls of every gateway's hubs (`interest`).
+const PULL_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs heartbeats and the peer table until `cancel`.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -35,21 +35,34 @@ async fn sync_peers(shared: Arc<Shared>, cancel: CancellationToken) {
         return;
     };
     let view = shared.store.view();
-    let mut round = 0u64;
-    loop {
-        let listed = crate::peers::listed_peers(&view.read());
-        fanout.set_peers(&listed);
-        if round % PULL_EVERY_ROUNDS == 0 {
-            crate::scatter::pull_hubs(&shared).await;
-            let local = shared.local.clone();
-            shared.interest.sweep(std::time::Instant::now(), |hub| {
-                local.read().hub_nodes(hub).next().is_some()
-            });
+    let interest = pull_interest(shared.clone(), cancel.clone());
+    let links = async {
+        loop {
+            let listed = crate::peers::listed_peers(&view.read());
+            fanout.set_peers(&listed);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(PEER_SYNC_EVERY) => {}
+            }
         }
-        round += 1;
+    };
+    tokio::join!(links, interest);
+}
+
+/// Pulls every gateway's hubs and withdraws this one's idle hubs, every [`PULL_EVERY`].
+async fn pull_interest(shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(PEER_SYNC_EVERY) => {}
+            _ = crate::scatter::pull_hubs(&shared) => {}
+        }
+        let local = shared.local.clone();
+        shared.interest.sweep(std::time::Instant::now(), |hub| {
+            local.read().hub_nodes(hub).next().is_some()
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(PULL_EVERY) => {}
         }
     }
 }

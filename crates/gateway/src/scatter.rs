@@ -401,14 +401,14 @@ pub(crate) async fn open(
         match admission {
             Admission::Opened(opened) => return opened,
             Admission::Wait(rx) => crate::interest::wait(rx).await,
-            Admission::Announce(done) => {
+            Admission::Announce(done, generation) => {
                 // Abandoned if this future is dropped before the announcement finishes.
                 let guard = AnnounceGuard {
                     shared,
                     hub,
                     done: Some(done),
                 };
-                let index = announce(shared, hub).await;
+                let index = announce(shared, hub, generation).await;
                 let view = shared.store.view();
                 if view.applied_index() < index && !view.wait_applied(index, CATCH_UP_WAIT).await {
                     tracing::warn!(
@@ -447,9 +447,9 @@ impl Drop for AnnounceGuard<'_> {
 
 /// Tells every other gateway that this one serves `hub`; the highest applied store index
 /// among their answers. A gateway that does not answer learns it on its next pull.
-async fn announce(shared: &Shared, hub: &Name) -> u64 {
+async fn announce(shared: &Shared, hub: &Name, generation: u64) -> u64 {
     let set = HubSet {
-        generation: shared.interest.next_generation(),
+        generation,
         hubs: vec![hub.to_string()],
         incarnation: shared.config.incarnation,
     };
