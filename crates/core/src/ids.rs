@@ -2,8 +2,9 @@
 //!
 //! A connection id is 16 random bytes in base64url (22 characters, the same shape as the ids
 //! ASP.NET Core SignalR hands out) followed by `.` and the decimal id of the node that issued it.
-//! The suffix is a routing hint only: the store records which node actually holds a connection,
-//! because a load balancer may send negotiate and the WebSocket to different gateways.
+//! The suffix names the issuer, which remembers the token's single use and is asked first where
+//! the connection is; only the gateway holding a connection knows it holds it, because a load
+//! balancer may send negotiate and the WebSocket to different gateways.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -157,7 +157,7 @@ fn after(connections: usize, gateways: u64) {
         let connection: Name = format!("{i:022}.1").into();
         let user: Name = format!("user-{i}").into();
         let started = Instant::now();
-        local.open(&hub, &connection, Some(&user), Vec::new);
+        local.open(&hub, &connection, Some(&user), || (Vec::new(), 0));
         let took = started.elapsed();
         if std::env::var_os("SCALE_SIM_SPIKES").is_some() && took > Duration::from_millis(20) {
             eprintln!("open {i} took {took:?}");

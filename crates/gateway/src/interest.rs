@@ -3,16 +3,20 @@
 //!
 //! Each gateway *announces* a hub to every other gateway before its first connection of that
 //! hub is opened (and before that connection's handshake is answered), and waits for their
-//! answers; each answer carries the answering gateway's applied store index, which the
-//! announcing gateway's view reaches before the connection reads its user's groups. So a
-//! message, a connection change or a user-group change routed after the announcement reaches
-//! the new connection, and one routed before it finds the change already in the store.
-//! Announcements are deltas; every gateway also *pulls* each other's whole set every few
-//! seconds (`presence::pull_interest`), which repairs a lost announcement and is how a hub a gateway
+//! answers (1 s at most each). A receiver answers once its view lists the announcing gateway;
+//! each answer carries the receiver's applied store index, which the announcing gateway's view
+//! reaches before the connection reads its user's groups. So a message, a connection change or
+//! a user-group change routed by a gateway that answered reaches the new connection, and one
+//! written before finds the change already in the store. A gateway that did not answer (frozen,
+//! cut off) is told again every 500 ms while the store lists it; until it is, its sends for that
+//! hub may miss the new connection — the one window this table opens, bounded by its recovery.
+//! Announcements are deltas; every gateway also *pulls* each other's whole set every 5 s
+//! (`presence::pull_interest`), which repairs a lost announcement and is how a hub a gateway
 //! stopped serving (no connection of it for [`IDLE_HUB`]) leaves the others' tables. Both carry
-//! the announcing gateway's generation (bumped on every change of its set), so an older whole set
-//! never undoes a newer announcement. A gateway whose set is not known (just listed, its last
-//! pull failed, a new incarnation) gets everything, as before this table existed.
+//! the announcing gateway's generation (taken when the announcement begins; a pull answered
+//! meanwhile lists the hub already), and an announcement is kept until a whole set at least as
+//! new covers it, so an older whole set never undoes a newer announcement. A gateway whose set is
+//! not known (just listed, its last pull failed, a new incarnation) gets everything.
 //!
 //! The table holds hubs × gateways: nothing per connection, user or group. Within a hub, user,
 //! group and connection messages still go to every gateway serving the hub.
@@ -28,13 +32,20 @@ use tokio::sync::watch;
 
 /// A hub with no connection here for this long is withdrawn (on the next sweep).
 pub(crate) const IDLE_HUB: Duration = Duration::from_secs(30);
+/// Announcements kept per peer until a whole set covers them.
+const MAX_PENDING: usize = 4096;
 
 /// What another gateway said it serves.
 #[derive(Debug)]
 struct PeerHubs {
     incarnation: u64,
+    /// Whether a whole set arrived: until then everything is sent to it.
+    known: bool,
     generation: u64,
     hubs: HashSet<Name>,
+    /// Announcements by generation, kept until a whole set at least as new covers them (a
+    /// whole set answered before an announcement may arrive after it).
+    announced: Vec<(u64, Name)>,
 }
 
 /// A hub this gateway serves, or is announcing.
@@ -69,41 +80,63 @@ impl Interest {
     /// and lacks the hub.
     pub(crate) fn may_hold(&self, peer: NodeId, incarnation: u64, hub: &str) -> bool {
         match self.peers.read().get(&peer) {
-            Some(p) if p.incarnation == incarnation => p.hubs.contains(hub),
+            Some(p) if p.incarnation == incarnation && p.known => p.hubs.contains(hub),
             _ => true,
         }
     }
 
-    /// Records an announcement of `peer`: it serves `hubs` too.
+    fn entry(
+        peers: &mut HashMap<NodeId, PeerHubs>,
+        peer: NodeId,
+        incarnation: u64,
+    ) -> &mut PeerHubs {
+        let entry = peers.entry(peer).or_insert_with(|| PeerHubs {
+            incarnation,
+            known: false,
+            generation: 0,
+            hubs: HashSet::new(),
+            announced: Vec::new(),
+        });
+        if entry.incarnation != incarnation {
+            *entry = PeerHubs {
+                incarnation,
+                known: false,
+                generation: 0,
+                hubs: HashSet::new(),
+                announced: Vec::new(),
+            };
+        }
+        entry
+    }
+
+    /// Records an announcement of `peer`: it serves `hubs` too (from `generation` on).
     pub(crate) fn add(&self, peer: NodeId, incarnation: u64, generation: u64, hubs: Vec<Name>) {
         let mut peers = self.peers.write();
-        match peers.get_mut(&peer) {
-            Some(p) if p.incarnation == incarnation => {
-                p.generation = p.generation.max(generation);
-                p.hubs.extend(hubs);
+        let p = Self::entry(&mut peers, peer, incarnation);
+        for hub in hubs {
+            p.hubs.insert(hub.clone());
+            // Bounded: a peer announces each hub once per time it starts serving it.
+            if p.announced.len() < MAX_PENDING {
+                p.announced.push((generation, hub));
             }
-            // An unknown set stays unknown (everything is sent) until a whole set arrives: an
-            // announcement lists one hub, not all of them.
-            _ => {}
         }
     }
 
-    /// Records `peer`'s whole set, unless a newer announcement was recorded since.
+    /// Records `peer`'s whole set as of `generation`: it replaces what was known, except the
+    /// hubs announced after that generation.
     pub(crate) fn replace(&self, peer: NodeId, incarnation: u64, generation: u64, hubs: Vec<Name>) {
         let mut peers = self.peers.write();
-        let newer = peers
-            .get(&peer)
-            .is_some_and(|p| p.incarnation == incarnation && p.generation > generation);
-        if !newer {
-            peers.insert(
-                peer,
-                PeerHubs {
-                    incarnation,
-                    generation,
-                    hubs: hubs.into_iter().collect(),
-                },
-            );
+        let p = Self::entry(&mut peers, peer, incarnation);
+        if p.known && p.generation > generation {
+            // Older than a whole set already recorded.
+            return;
         }
+        p.announced.retain(|(g, _)| *g > generation);
+        p.hubs = hubs.into_iter().collect();
+        p.hubs
+            .extend(p.announced.iter().map(|(_, hub)| hub.clone()));
+        p.generation = generation;
+        p.known = true;
     }
 
     /// Forgets `peer`'s set (its pull failed): everything goes to it until the next one.
@@ -199,6 +232,21 @@ mod tests {
 
     fn n(s: &str) -> Name {
         s.into()
+    }
+
+    #[test]
+    fn an_announcement_to_an_unknown_peer_survives_an_older_whole_set() {
+        let interest = Interest::default();
+        // The pull is answered at generation 3, then the peer announces chat (4); the
+        // announcement arrives first.
+        interest.add(2, 1, 4, vec![n("chat")]);
+        interest.replace(2, 1, 3, vec![n("other")]);
+        assert!(interest.may_hold(2, 1, "chat"));
+        assert!(interest.may_hold(2, 1, "other"));
+        assert!(!interest.may_hold(2, 1, "third"));
+        // A whole set at 5 without chat: withdrawn since.
+        interest.replace(2, 1, 5, vec![n("other")]);
+        assert!(!interest.may_hold(2, 1, "chat"));
     }
 
     #[test]

@@ -238,6 +238,22 @@ impl Shared {
         }
     }
 
+    /// [`Shared::write`], with the index of the log entry that carried the command.
+    pub async fn write_indexed(
+        &self,
+        command: Command,
+    ) -> Result<(switchboard_membership::Outcome, u64), switchboard_core::Error> {
+        match tokio::time::timeout(self.config.store_timeout, self.store.write_indexed(command))
+            .await
+        {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(switchboard_core::Error::new(
+                switchboard_core::ErrorCode::Timeout,
+                "The membership store did not answer in time; the change may or may not have been applied.",
+            )),
+        }
+    }
+
     /// Brings this gateway's membership view up to every write acknowledged anywhere before
     /// now, so routing and existence checks see a join made through another node a moment ago.
     /// Best effort: without a reachable store leader the current view is used as it is.
@@ -253,8 +269,8 @@ impl Shared {
     }
 
     /// Routes an envelope to its recipients: queued for every local one, and sent to every other
-    /// gateway that may hold one (every gateway the store lists, but none for a connection held
-    /// here). The message has been accepted when this returns.
+    /// gateway that may hold one (every gateway the store lists that serves the hub, but none
+    /// for a connection held here). The message has been accepted when this returns.
     pub fn dispatch(&self, envelope: Envelope) {
         let received = Instant::now();
         if let Some(fanout) = &self.fanout {

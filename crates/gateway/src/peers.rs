@@ -5,10 +5,10 @@
 //! No gateway knows another's connections (see `local`), so a message for a hub, a user, a
 //! group or a connection held elsewhere goes to every gateway the store lists that serves the
 //! hub (`interest`), and each delivers it to the recipients it holds; a message for a
-//! connection held here goes nowhere else. One link per pair of
-//! gateways and one queue per peer keep per-sender order. An arriving envelope is delivered at
-//! once: the memberships it is routed by live on the receiving gateway, which applied every
-//! change it acknowledged before acknowledging it.
+//! connection held here goes nowhere else. One link per pair of gateways and one queue per peer
+//! keep per-sender order. An arriving envelope is delivered at once, by the memberships the
+//! receiving gateway holds now: a change it answered for was applied before it answered (one
+//! it has not answered for yet, being retried, reaches it later).
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;

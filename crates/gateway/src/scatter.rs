@@ -162,9 +162,10 @@ where
         .collect()
 }
 
-/// An answer from the incarnation the store lists (an older process's is ignored).
+/// An answer from the incarnation the store lists or a newer one (the view has not caught up
+/// with a restart yet); an older process's is ignored.
 fn current(peer: &Peer, incarnation: u64) -> bool {
-    incarnation == peer.incarnation
+    incarnation >= peer.incarnation
 }
 
 /// Whether any other gateway answers `what` with found.
@@ -329,12 +330,12 @@ pub(crate) async fn change_user(
     shared: &Arc<Shared>,
     hub: &str,
     command: Command,
+    index: u64,
 ) -> ApiResult<()> {
-    let min_applied_index = shared.store.view().applied_index();
-    shared.local.apply(command.clone());
+    shared.local.apply_user_change(command.clone(), index);
     let change = PresenceChange {
         command: encode(&command)?,
-        min_applied_index,
+        min_applied_index: index,
     };
     let mut calls = call_all(shared, "apply", peers_for(shared, hub), |mut c| {
         let change = change.clone();
@@ -348,35 +349,13 @@ pub(crate) async fn change_user(
     }
     drop(calls);
     for peer in missed {
-        tokio::spawn(retry_change(shared.clone(), peer, change.clone()));
+        let change = change.clone();
+        spawn_retry(shared, peer, "apply", move |mut c| {
+            let change = change.clone();
+            async move { c.apply(timed(change)).await.map(drop) }
+        });
     }
     Ok(())
-}
-
-/// Sends `change` to `peer` until it answers, or the store stops listing it (its connections
-/// are then gone), or the gateway shuts down.
-async fn retry_change(shared: Arc<Shared>, peer: Peer, change: PresenceChange) {
-    loop {
-        tokio::time::sleep(RETRY_EVERY).await;
-        if shared.is_draining() {
-            return;
-        }
-        let listed = peers(&shared)
-            .into_iter()
-            .any(|p| p.node == peer.node && p.incarnation == peer.incarnation);
-        if !listed {
-            return;
-        }
-        let started = Instant::now();
-        let result = match client(&shared, &peer.address) {
-            Ok(mut c) => c.apply(timed(change.clone())).await.map(|_| ()),
-            Err(status) => Err(status),
-        };
-        record("apply", &peer, started, &result);
-        if result.is_ok() {
-            return;
-        }
-    }
 }
 
 /// How long a gateway has to record an announcement (a listed gateway that is gone costs an
@@ -387,11 +366,11 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// store's view; false if its id is here already. The first connection of a hub announces the
 /// hub to every other gateway first (see `interest`).
 pub(crate) async fn open(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     hub: &Name,
     connection: &Name,
     user: Option<&Name>,
-    groups: impl Fn() -> Vec<Name>,
+    groups: impl Fn() -> (Vec<Name>, u64),
 ) -> bool {
     use crate::interest::Admission;
     loop {
@@ -446,12 +425,14 @@ impl Drop for AnnounceGuard<'_> {
 }
 
 /// Tells every other gateway that this one serves `hub`; the highest applied store index
-/// among their answers. A gateway that does not answer learns it on its next pull.
-async fn announce(shared: &Shared, hub: &Name, generation: u64) -> u64 {
+/// among their answers. A gateway that does not answer is told again every 500 ms while the
+/// store lists it, and learns it on its next pull at the latest.
+async fn announce(shared: &Arc<Shared>, hub: &Name, generation: u64) -> u64 {
     let set = HubSet {
         generation,
         hubs: vec![hub.to_string()],
         incarnation: shared.config.incarnation,
+        applied_index: shared.store.view().applied_index(),
     };
     let mut calls = call_all(shared, "announce", peers(shared), |mut c| {
         let set = set.clone();
@@ -462,12 +443,71 @@ async fn announce(shared: &Shared, hub: &Name, generation: u64) -> u64 {
         }
     });
     let mut index = 0;
-    while let Some((_, answer)) = calls.next().await {
-        if let Ok(answer) = answer {
-            index = index.max(answer.applied_index);
+    let mut missed = Vec::new();
+    while let Some((peer, answer)) = calls.next().await {
+        match answer {
+            Ok(answer) => index = index.max(answer.applied_index),
+            Err(_) => missed.push(peer),
         }
     }
+    drop(calls);
+    for peer in missed {
+        let set = set.clone();
+        spawn_retry(shared, peer, "announce", move |mut c| {
+            let set = set.clone();
+            async move { c.announce(timed(set)).await.map(drop) }
+        });
+    }
     index
+}
+
+/// Retry tasks at most (each one a call every 500 ms to a listed gateway that does not answer).
+const MAX_RETRIES: usize = 1024;
+static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Calls `f` on `peer` every [`RETRY_EVERY`] until it answers, the store stops listing it (its
+/// connections are then gone), or this gateway shuts down. Bounded by [`MAX_RETRIES`]: beyond,
+/// the call is given up (counted, logged), as a gateway that keeps its lease but answers nothing
+/// would otherwise collect one task per change.
+fn spawn_retry<F, Fut>(shared: &Arc<Shared>, peer: Peer, rpc: &'static str, f: F)
+where
+    F: Fn(PresenceClient<Channel>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send,
+{
+    use std::sync::atomic::Ordering;
+    if RETRIES.fetch_add(1, Ordering::AcqRel) >= MAX_RETRIES {
+        RETRIES.fetch_sub(1, Ordering::AcqRel);
+        metrics::counter!("switchboard_presence_calls_total", "rpc" => rpc, "outcome" => "given_up")
+            .increment(1);
+        tracing::warn!(
+            rpc,
+            peer = peer.node,
+            "too many presence retries in flight; giving this one up"
+        );
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RETRY_EVERY).await;
+            let listed = peers(&shared)
+                .into_iter()
+                .any(|p| p.node == peer.node && p.incarnation == peer.incarnation);
+            if !listed || shared.is_draining() {
+                break;
+            }
+            let started = Instant::now();
+            let result = match client(&shared, &peer.address) {
+                Ok(c) => f(c).await,
+                Err(status) => Err(status),
+            };
+            record(rpc, &peer, started, &result);
+            if result.is_ok() {
+                break;
+            }
+        }
+        RETRIES.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 /// Asks every other gateway for the hubs it serves, and records the answers (a gateway that
@@ -510,8 +550,6 @@ pub(crate) async fn claim(
     connection: &str,
     expires_at: u64,
 ) -> Result<(), ClaimRefused> {
-    // Accepted until then (clocks may differ by the leeway).
-    let expires_at = expires_at.saturating_add(switchboard_auth::TICKET_LEEWAY_SECS);
     let me = shared.config.node_id;
     let issuer = switchboard_core::node_of_connection_id(connection);
     let remote = match issuer {
@@ -519,13 +557,12 @@ pub(crate) async fn claim(
         _ => None,
     };
     let Some(node) = remote else {
-        return if shared
-            .claims
-            .claim(connection, expires_at, crate::now_secs())
-        {
-            Ok(())
-        } else {
-            Err(ClaimRefused::Used)
+        return match claim_here(shared, connection, expires_at) {
+            Claim::Claimed => Ok(()),
+            Claim::Used => Err(ClaimRefused::Used),
+            Claim::Unknown(why) => Err(ClaimRefused::Unavailable(ApiError(Error::unavailable(
+                format!("{why}; negotiate again."),
+            )))),
         };
     };
     let gone = || {
@@ -560,6 +597,35 @@ pub(crate) async fn claim(
     }
 }
 
+/// What the issuer of a token says about its use.
+pub(crate) enum Claim {
+    /// Now recorded as used.
+    Claimed,
+    /// It opened a connection already.
+    Used,
+    /// This process cannot tell.
+    Unknown(&'static str),
+}
+
+/// Claims a token this gateway issued (`expires_at` as the token says, the leeway added
+/// here). A token issued before this process started is unknown: its use, if any, was
+/// recorded by the process before.
+pub(crate) fn claim_here(shared: &Shared, connection: &str, expires_at: u64) -> Claim {
+    if !issued_by_this_process(shared, expires_at) {
+        return Claim::Unknown("this connection token was issued before its gateway restarted");
+    }
+    let until = expires_at.saturating_add(switchboard_auth::TICKET_LEEWAY_SECS);
+    shared.claims.claim(connection, until, crate::now_secs())
+}
+
+/// Whether a token of this gateway expiring at `expires_at` was issued by this process (it
+/// started at its incarnation, in ms since the epoch; a second of slack for rounding).
+pub(crate) fn issued_by_this_process(shared: &Shared, expires_at: u64) -> bool {
+    let started = shared.config.incarnation / 1000;
+    let lifetime = shared.config.connection_token_lifetime.as_secs();
+    expires_at.saturating_add(1) >= started.saturating_add(lifetime)
+}
+
 /// Connection tokens that opened a connection, kept until they expire (a token opens one
 /// connection; after it expires it opens none anyway). Bounded: beyond [`MAX_CLAIMS`] live
 /// entries a claim is refused.
@@ -586,9 +652,8 @@ impl Claims {
             .is_some_and(|until| *until >= now)
     }
 
-    /// Records `connection`'s token as used until `expires_at` (Unix seconds); false if it was
-    /// used already, or the table is full.
-    pub(crate) fn claim(&self, connection: &str, expires_at: u64, now: u64) -> bool {
+    /// Records `connection`'s token as used until `expires_at` (Unix seconds).
+    pub(crate) fn claim(&self, connection: &str, expires_at: u64, now: u64) -> Claim {
         let mut table = self.inner.lock();
         while let Some((at, _)) = table.order.front() {
             // Pop when expired; a later-expiring entry behind an earlier one waits its turn.
@@ -603,15 +668,15 @@ impl Claims {
         }
         if let Some(until) = table.used.get(connection) {
             if *until >= now {
-                return false;
+                return Claim::Used;
             }
         }
         if table.used.len() >= MAX_CLAIMS {
-            return false;
+            return Claim::Unknown("too many connection tokens are being used at once");
         }
         table.used.insert(connection.into(), expires_at);
         table.order.push_back((expires_at, connection.into()));
-        true
+        Claim::Claimed
     }
 }
 
@@ -657,7 +722,19 @@ impl Presence for PresenceService {
                 "applying a user-group change before this gateway's view caught up with it"
             );
         }
-        let found = self.shared.local.apply(command);
+        let user_change = matches!(
+            command,
+            Command::AddUserToGroup { .. }
+                | Command::RemoveUserFromGroup { .. }
+                | Command::RemoveUserFromAllGroups { .. }
+        );
+        let found = if user_change {
+            self.shared
+                .local
+                .apply_user_change(command, change.min_applied_index)
+        } else {
+            self.shared.local.apply(command)
+        };
         Ok(Response::new(PresenceApplied {
             found,
             incarnation: self.shared.config.incarnation,
@@ -707,6 +784,12 @@ impl Presence for PresenceService {
             set.generation,
             set.hubs.into_iter().map(Name::from).collect(),
         );
+        // Answer once this view lists the caller (its lease is at or below its applied index),
+        // so a send routed here after the answer goes to it.
+        let view = self.shared.store.view();
+        if view.applied_index() < set.applied_index {
+            view.wait_applied(set.applied_index, CATCH_UP_WAIT).await;
+        }
         Ok(Response::new(Announced {
             applied_index: self.shared.store.view().applied_index(),
         }))
@@ -718,6 +801,7 @@ impl Presence for PresenceService {
             generation,
             hubs: hubs.iter().map(|h| h.to_string()).collect(),
             incarnation: self.shared.config.incarnation,
+            applied_index: 0,
         }))
     }
 
@@ -733,11 +817,11 @@ impl Presence for PresenceService {
                 "this gateway did not issue that connection id",
             ));
         }
-        let claimed =
-            self.shared
-                .claims
-                .claim(&claim.connection, claim.expires_at, crate::now_secs());
-        Ok(Response::new(TicketClaimed { claimed }))
+        match claim_here(&self.shared, &claim.connection, claim.expires_at) {
+            Claim::Claimed => Ok(Response::new(TicketClaimed { claimed: true })),
+            Claim::Used => Ok(Response::new(TicketClaimed { claimed: false })),
+            Claim::Unknown(why) => Err(Status::unavailable(why)),
+        }
     }
 }
 
@@ -748,15 +832,16 @@ mod tests {
     #[test]
     fn a_token_is_claimed_once_until_it_expires() {
         let claims = Claims::default();
+        let claimed = |c: Claim| matches!(c, Claim::Claimed);
         assert!(!claims.is_claimed("a.1", 90));
-        assert!(claims.claim("a.1", 100, 90));
+        assert!(claimed(claims.claim("a.1", 100, 90)));
         assert!(claims.is_claimed("a.1", 95));
-        assert!(!claims.claim("a.1", 100, 95), "used");
-        assert!(claims.claim("b.1", 101, 95));
+        assert!(matches!(claims.claim("a.1", 100, 95), Claim::Used));
+        assert!(claimed(claims.claim("b.1", 101, 95)));
         // Expired entries are dropped as time passes; an expired token can be claimed again
         // (its connect is refused by its expiry before it gets here).
-        assert!(claims.claim("a.1", 200, 150));
-        assert!(!claims.claim("a.1", 200, 160));
+        assert!(claimed(claims.claim("a.1", 200, 150)));
+        assert!(matches!(claims.claim("a.1", 200, 160), Claim::Used));
         assert_eq!(claims.inner.lock().used.len(), 1);
     }
 }

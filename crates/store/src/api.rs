@@ -33,6 +33,10 @@ pub trait MembershipStore: Send + Sync + 'static {
     /// Several commands applied atomically in one log entry, outcomes in order.
     async fn write_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, StoreError>;
 
+    /// [`MembershipStore::write`], with the index of the log entry that carried the command
+    /// (which orders it against every other write).
+    async fn write_indexed(&self, command: Command) -> Result<(Outcome, u64), StoreError>;
+
     /// Waits until this process's view reflects every write acknowledged anywhere in the
     /// cluster before the call (a read barrier; see the `barrier` module). Call it before
     /// routing by membership or answering an existence check.

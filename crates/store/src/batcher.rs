@@ -71,8 +71,18 @@ impl Submitter {
         &self,
         commands: Vec<Command>,
     ) -> Result<Vec<switchboard_membership::Outcome>, StoreError> {
+        self.write_indexed(commands)
+            .await
+            .map(|applied| applied.outcomes)
+    }
+
+    /// [`Submitter::write_all`] with the index of the log entry that carried the commands.
+    pub(crate) async fn write_indexed(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Applied, StoreError> {
         let started = std::time::Instant::now();
-        let result = self.submit(commands).await.map(|applied| applied.outcomes);
+        let result = self.submit(commands).await;
         let label = crate::metrics::result_label(&result.as_ref().map(|_| ()));
         crate::metrics::write_done(label, started.elapsed());
         result

@@ -599,6 +599,16 @@ impl MembershipStore for RaftStore {
         self.submitter.write_all(commands).await
     }
 
+    async fn write_indexed(&self, command: Command) -> Result<(Outcome, u64), StoreError> {
+        let applied = self.submitter.write_indexed(vec![command]).await?;
+        let outcome = applied
+            .outcomes
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Internal("the store returned no outcome".to_owned()))?;
+        Ok((outcome, applied.log_index))
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         let Some((leader, node)) = self.leader() else {
             return Err(StoreError::Unavailable(

@@ -373,9 +373,19 @@ impl Server {
         Ok(status.code())
     }
 
-    /// Freezes the process (SIGSTOP): alive but silent, like a hung node.
+    /// Freezes the process (SIGSTOP): alive but silent, like a hung node. Returns once every
+    /// thread of it is stopped (a signal is delivered to a busy process a moment later).
     pub fn pause(&self) -> anyhow::Result<()> {
-        signal(self.pid().context("not running")?, "-STOP")
+        let pid = self.pid().context("not running")?;
+        signal(pid, "-STOP")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            if std::time::Instant::now() > deadline {
+                bail!("process {pid} did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// Resumes a paused process (SIGCONT).
@@ -424,6 +434,23 @@ impl Server {
         }
         total
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in /proc).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            // The state follows the command name, which is in parentheses.
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {

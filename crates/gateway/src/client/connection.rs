@@ -1,4 +1,4 @@
-//! One client connection: handshake, registration with the store, then a single task that reads
+//! One client connection: handshake, registration in this gateway's presence, then a single task that reads
 //! client frames, drains the outbound queue into the socket, sends keep-alive pings and enforces
 //! the client timeout.
 //!
@@ -197,7 +197,8 @@ where
         }
     }
 
-    /// Handshake, registration in the store, handshake reply. `None` if the connection ended.
+    /// Handshake, registration in this gateway's presence, handshake reply. `None` if the
+    /// connection ended.
     async fn open(
         &mut self,
         opening: Box<Opening>,
@@ -297,7 +298,8 @@ where
         Some((handle, protocol, leftover))
     }
 
-    /// Tells the client why it is closed (when it still listens), then leaves the store.
+    /// Tells the client why it is closed (when it still listens), then leaves this gateway's
+    /// presence.
     async fn finish(&mut self, handle: &Arc<ConnectionHandle>, protocol: Protocol, ending: Ending) {
         if let Some(close) = &ending.close {
             let frame =
@@ -391,13 +393,17 @@ where
             &handle.id,
             handle.user.as_ref(),
             || match &handle.user {
-                Some(user) => view
-                    .read()
-                    .user_groups(&handle.hub, user, crate::now_ms())
-                    .into_iter()
-                    .map(|g| g.group)
-                    .collect(),
-                None => Vec::new(),
+                Some(user) => {
+                    let state = view.read();
+                    let index = view.applied_index();
+                    let groups = state
+                        .user_groups(&handle.hub, user, crate::now_ms())
+                        .into_iter()
+                        .map(|g| g.group)
+                        .collect();
+                    (groups, index)
+                }
+                None => (Vec::new(), 0),
             },
         )
         .await;

@@ -83,6 +83,22 @@ fn verify_client_token(
     Ok(claims)
 }
 
+/// For a version-0 connection id: the user of the request's valid access token (`Some(None)`
+/// for an anonymous one), which its MAC is checked against before other gateways are asked
+/// about it; `None` when the request has no valid token (or `id` is not of version 0).
+fn v0_user(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &ClientQuery,
+    id: &str,
+) -> Option<Option<String>> {
+    if !is_v0_connection_id(id) {
+        return None;
+    }
+    let claims = verify_client_token(shared, bearer(headers, query), &query.hub).ok()?;
+    Some(user_id(&claims))
+}
+
 /// Claims that describe the token rather than the user; not carried into the ticket.
 const TOKEN_CLAIMS: [&str; 5] = ["aud", "exp", "iat", "nbf", "iss"];
 
@@ -284,7 +300,12 @@ async fn connect_any(
         if !wants_sse(&headers) {
             // Held elsewhere (or not yet registered there): that gateway answers the poll.
             // When none holds it, this is the first GET of a new connection.
-            let addresses = relay::holders(&shared, &query.hub, id);
+            let addresses = relay::holders(
+                &shared,
+                &query.hub,
+                id,
+                v0_user(&shared, &headers, &query, id),
+            );
             if !addresses.is_empty() {
                 let target = relay_target(&headers, &query, id);
                 let answer = Box::pin(relay::relay_any(
@@ -339,6 +360,11 @@ async fn connect_any(
         shared.metrics.refused_in_use.increment(1);
         return Err(ApiError::new(ErrorCode::ConnectionInUse, http::IN_USE));
     }
+    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
+        shared.metrics.refused_limit.increment(1);
+        return Err(connection_limit());
+    };
+    // Claimed once the connection can be taken, so a refusal above leaves the token usable.
     match crate::scatter::claim(&shared, &ticket.connection_id, ticket.expires_at).await {
         Ok(()) => {}
         Err(crate::scatter::ClaimRefused::Used) => {
@@ -347,10 +373,6 @@ async fn connect_any(
         }
         Err(crate::scatter::ClaimRefused::Unavailable(error)) => return Err(error),
     }
-    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
-        shared.metrics.refused_limit.increment(1);
-        return Err(connection_limit());
-    };
     let Some(upgrade) = upgrade else {
         let kind = if wants_sse(&headers) {
             http::Kind::ServerSentEvents
@@ -550,7 +572,7 @@ pub(super) fn pipe_request_allowed(
 enum Found {
     Here(Arc<http::Pipe>),
     Elsewhere {
-        addresses: Vec<String>,
+        addresses: relay::Holders,
         target: RelayTarget,
     },
 }
@@ -567,7 +589,7 @@ fn find_pipe(shared: &Shared, headers: &HeaderMap, raw: Option<&str>) -> ApiResu
         check_pipe_request(shared, headers, &query, &pipe)?;
         return Ok(Found::Here(pipe));
     }
-    let addresses = relay::holders(shared, &query.hub, id);
+    let addresses = relay::holders(shared, &query.hub, id, v0_user(shared, headers, &query, id));
     if addresses.is_empty() {
         return Err(ApiError::new(ErrorCode::RouteNotFound, http::NOT_FOUND));
     }

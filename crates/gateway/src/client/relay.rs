@@ -51,20 +51,45 @@ impl Kind {
 
 /// The cluster addresses of the gateways that may hold the connection `id` names, most likely
 /// first, when it is not here: the one that last answered for it; the gateway that issued the
-/// id; then every other gateway. Empty when there is no cluster, or `id` is not a connection
-/// token (or version-0 id) this service signed for the hub.
-pub(crate) fn holders(shared: &Shared, hub: &str, id: &str) -> Vec<String> {
-    if shared.config.cluster.is_none() {
-        return Vec::new();
-    }
-    let Some(connection) = connection_id(shared, hub, id) else {
-        return Vec::new();
+/// id; then every other gateway serving the hub. Empty when there is no cluster, or `id` is not
+/// a connection token (or version-0 id, checked against `v0_user`) this service signed for the
+/// hub: nothing is asked about made-up ids.
+pub(crate) fn holders(
+    shared: &Shared,
+    hub: &str,
+    id: &str,
+    v0_user: Option<Option<String>>,
+) -> Holders {
+    let none = Holders {
+        connection: String::new(),
+        addresses: Vec::new(),
     };
-    let known = shared.relay_holders.get(id);
+    if shared.config.cluster.is_none() {
+        return none;
+    }
+    let Some(connection) = connection_id(shared, hub, id, v0_user) else {
+        return none;
+    };
+    let known = shared.relay_holders.get(&connection);
     let hint = switchboard_core::node_of_connection_id(&connection);
-    let mut peers = crate::scatter::peers(shared);
+    let mut peers = crate::scatter::peers_for(shared, hub);
     peers.sort_by_key(|p| (Some(&p.address) != known.as_ref(), Some(p.node) != hint));
-    peers.into_iter().map(|p| p.address).collect()
+    Holders {
+        connection,
+        addresses: peers.into_iter().map(|p| p.address).collect(),
+    }
+}
+
+/// The gateways a relayed request tries in turn, for one connection.
+pub(crate) struct Holders {
+    connection: String,
+    addresses: Vec<String>,
+}
+
+impl Holders {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.addresses.is_empty()
+    }
 }
 
 /// The gateway holding the stateful connection `id` names, when it is another one (asked of
@@ -82,6 +107,7 @@ pub(crate) async fn stateful_holder(shared: &Shared, hub: &str, id: &str) -> Opt
     // reconnect: no gateway holds it.
     let issuer = switchboard_core::node_of_connection_id(&ticket.connection_id);
     if issuer == Some(shared.config.node_id)
+        && crate::scatter::issued_by_this_process(shared, ticket.expires_at)
         && ticket.expires_at + switchboard_auth::TICKET_LEEWAY_SECS >= crate::now_secs()
         && !shared
             .claims
@@ -180,9 +206,21 @@ pub(crate) async fn pump_resume(
 /// Frames of a relayed reconnect in flight each way.
 const RESUME_QUEUE: usize = 64;
 
-/// The connection id a token names.
-fn connection_id(shared: &Shared, hub: &str, id: &str) -> Option<String> {
+/// The connection id a token names, when this service signed it for the hub. A version-0 id
+/// is checked against `v0_user` (the user of the request's access token, which its MAC
+/// covers), ignoring its expiry.
+fn connection_id(
+    shared: &Shared,
+    hub: &str,
+    id: &str,
+    v0_user: Option<Option<String>>,
+) -> Option<String> {
     if is_v0_connection_id(id) {
+        let user = v0_user?;
+        shared
+            .keys
+            .verify_v0_connection_id(id, hub, user.as_deref(), 0)
+            .ok()?;
         return Some(id.to_owned());
     }
     // Only the connection id is wanted: a token past its connect lifetime still names its
@@ -199,22 +237,30 @@ pub(crate) fn nobody_holds(error: &ApiError) -> bool {
 /// Relays to each of `addresses` in turn until one holds the connection.
 pub(crate) async fn relay_any(
     shared: &Shared,
-    addresses: &[String],
+    holders: &Holders,
     kind: Kind,
     target: RelayTarget,
     body: Bytes,
 ) -> ApiResult<Response> {
     let mut last = Err(ApiError::new(ErrorCode::RouteNotFound, NOT_FOUND));
+    let addresses = &holders.addresses;
+    let connection = holders.connection.as_str();
     for address in addresses {
         last = relay(shared, address, kind, target.clone(), body.clone()).await;
         match &last {
-            Err(error) if nobody_holds(error) => shared.relay_holders.forget(&target.id, address),
-            // Probing several: an unreachable one is skipped (a listed holder is never probed).
+            Err(error) if nobody_holds(error) => shared.relay_holders.forget(connection, address),
+            // Probing several: an unreachable one is skipped.
             Err(error) if addresses.len() > 1 && error.0.code == ErrorCode::Unavailable => {
+                shared.relay_holders.forget(connection, address);
                 last = Err(ApiError::new(ErrorCode::RouteNotFound, NOT_FOUND));
             }
+            Err(error) if error.0.code == ErrorCode::Unavailable => {
+                shared.relay_holders.forget(connection, address);
+                return last;
+            }
+            // The holder answered (its answer may be a refusal of the request).
             _ => {
-                shared.relay_holders.remember(&target.id, address);
+                shared.relay_holders.remember(connection, address);
                 return last;
             }
         }
@@ -222,9 +268,9 @@ pub(crate) async fn relay_any(
     last
 }
 
-/// Which gateway last answered a relayed request for a connection token, so the next request
-/// goes there first. Bounded: when full it starts over (a miss costs a few probes, not a
-/// wrong answer).
+/// Which gateway last answered a relayed request for a connection (by its id, which this
+/// service signed), so the next request goes there first. Bounded: when full it starts over (a
+/// miss costs a few probes, not a wrong answer).
 #[derive(Default)]
 pub(crate) struct HolderCache {
     inner: parking_lot::Mutex<std::collections::HashMap<Box<str>, Arc<str>>>,

@@ -53,8 +53,8 @@ async fn durable_user_change(shared: &Arc<Shared>, command: Command) -> ApiResul
         | Command::RemoveUserFromAllGroups { hub, .. } => hub.clone(),
         _ => return Err(ApiError(Error::internal("not a user-group change"))),
     };
-    shared.write(command.clone()).await?;
-    scatter::change_user(shared, &hub, command).await
+    let (_, index) = shared.write_indexed(command.clone()).await?;
+    scatter::change_user(shared, &hub, command, index).await
 }
 
 async fn close(shared: &Shared, call: RestCall, recipients: Recipients) {
