@@ -134,7 +134,7 @@ impl GatewayMetrics {
         );
         describe_counter!(
             "switchboard_presence_calls_total",
-            "Presence calls to other gateways (query, apply, claim, announce, hubs), by outcome (ok, failed)."
+            "Presence calls to other gateways (query, apply, claim, announce, hubs), by outcome (ok, failed, given_up: a retry not started because too many are in flight)."
         );
         describe_histogram!(
             "switchboard_presence_call_seconds",
