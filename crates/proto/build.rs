@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "fanout.proto",
         "relay.proto",
         "presence.proto",
+        "admin.proto",
     ]
     .map(|f| root.join("switchboard/cluster/v1").join(f));
     for f in &files {

@@ -27,8 +27,9 @@ use switchboard_edge::EdgeConfig;
 use switchboard_gateway::ClusterServices;
 use switchboard_gateway::{observability, Gateway, GatewayConfig, Shared};
 use switchboard_net::{ClusterSecurity, ListenerLimits};
+use switchboard_store::admin::Contacts;
 use switchboard_store::grpc::{
-    Channels, GrpcForwarder, GrpcNetwork, RaftGrpcService, StoreGrpcService,
+    AdminGrpcService, Channels, GrpcForwarder, GrpcNetwork, RaftGrpcService, StoreGrpcService,
 };
 use switchboard_store::remote::{RemoteStore, RemoteStoreConfig};
 use switchboard_store::{MembershipStore, RaftStore, StoreConfig, StoreError};
@@ -72,6 +73,12 @@ pub enum StoreSpec {
     Voter {
         config: StoreConfig,
         peers: Option<BTreeMap<u64, String>>,
+    },
+    /// A voter that joins the running cluster of the voters at `join` (their cluster addresses):
+    /// it starts with no membership, asks the leader to add it, and votes once it has caught up.
+    Joining {
+        config: StoreConfig,
+        join: Vec<String>,
     },
     /// A stateless gateway's replica of the voters at `voters`.
     Remote {
@@ -150,7 +157,7 @@ impl Node {
             health_edge,
             prometheus,
         } = config;
-        let store = open_store(store, security.as_ref()).await?;
+        let (store, contacts, joining) = open_store(store, security.as_ref()).await?;
         let gateway = match gateway {
             Some(spec) => Some((
                 Gateway::new(
@@ -169,7 +176,7 @@ impl Node {
         let cluster = match (listeners.cluster, &security) {
             (Some(listener), Some(security)) => {
                 let voter = match &store {
-                    Store::Voter(s) => Some(s),
+                    Store::Voter(s) => Some((s, contacts)),
                     Store::Remote(_) => None,
                 };
                 let services = gateway.as_ref().and_then(|(g, _)| g.cluster_services());
@@ -188,6 +195,16 @@ impl Node {
             }
             (None, _) => None,
         };
+        // A joining voter asks to be added once its Raft service listens.
+        if let Some(j) = joining {
+            tokio::spawn(switchboard_store::admin::join(
+                j.channels,
+                j.node,
+                j.address,
+                j.seeds,
+                stop_cluster.clone(),
+            ));
+        }
         let shared = gateway.as_ref().map(|(g, _)| g.shared().clone());
         let public = match (listeners.public, gateway) {
             (Some(listener), Some((gateway, edge))) => {
@@ -267,10 +284,20 @@ impl Node {
 }
 
 /// Opens the store: a voter (single, or joining its peers), or a remote replica.
+/// What a joining voter needs to ask the cluster to add it.
+struct Joining {
+    channels: Channels,
+    node: u64,
+    address: String,
+    seeds: Vec<String>,
+}
+
+/// Opens the store; for a voter, also when its peers last answered it, and whether it must
+/// join a running cluster.
 async fn open_store(
     spec: StoreSpec,
     security: Option<&ClusterSecurity>,
-) -> Result<Store, NodeError> {
+) -> Result<(Store, Contacts, Option<Joining>), NodeError> {
     match spec {
         StoreSpec::Voter {
             config,
@@ -279,7 +306,7 @@ async fn open_store(
             let store =
                 RaftStore::open(config, switchboard_store::network::SingleNodeNetwork).await?;
             store.initialize_single().await?;
-            Ok(Store::Voter(store))
+            Ok((Store::Voter(store), Contacts::default(), None))
         }
         StoreSpec::Voter {
             config,
@@ -291,20 +318,39 @@ async fn open_store(
             let channels = Channels::new(security.clone());
             let network =
                 GrpcNetwork::new(config.node_id, channels.clone()).with_addresses(peers.clone());
+            let contacts = network.contacts();
             let forwarder = Arc::new(GrpcForwarder::new(channels).with_addresses(peers.clone()));
             let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
             store.initialize_cluster(peers).await?;
-            Ok(Store::Voter(store))
+            Ok((Store::Voter(store), contacts, None))
+        }
+        StoreSpec::Joining { config, join } => {
+            let security = security.ok_or_else(|| {
+                NodeError::Config("a joining store needs cluster credentials".to_owned())
+            })?;
+            let channels = Channels::new(security.clone());
+            let network = GrpcNetwork::new(config.node_id, channels.clone());
+            let contacts = network.contacts();
+            let forwarder = Arc::new(GrpcForwarder::new(channels.clone()));
+            let (node, address) = (config.node_id, config.advertise_addr.clone());
+            let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
+            let joining = Joining {
+                channels,
+                node,
+                address,
+                seeds: join,
+            };
+            Ok((Store::Voter(store), contacts, Some(joining)))
         }
         StoreSpec::Remote { voters, config } => {
             let security = security.ok_or_else(|| {
                 NodeError::Config("a remote store needs cluster credentials".to_owned())
             })?;
-            Ok(Store::Remote(RemoteStore::connect(
-                voters,
-                config,
-                security.clone(),
-            )))
+            Ok((
+                Store::Remote(RemoteStore::connect(voters, config, security.clone())),
+                Contacts::default(),
+                None,
+            ))
         }
     }
 }
@@ -313,7 +359,7 @@ async fn open_store(
 fn spawn_cluster_server(
     listener: TcpListener,
     security: &ClusterSecurity,
-    store: Option<&Arc<RaftStore>>,
+    store: Option<(&Arc<RaftStore>, Contacts)>,
     gateway: Option<ClusterServices>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -324,12 +370,19 @@ fn spawn_cluster_server(
     let max = security.max_message_bytes();
     let router = switchboard_net::server_builder()
         .layer(security.server_layer())
-        .add_optional_service(store.map(|s| RaftGrpcService::new(s.clone()).into_server(max)))
-        .add_optional_service(store.map(|s| {
-            StoreGrpcService::new(s.clone())
+        .add_optional_service(
+            store
+                .as_ref()
+                .map(|(s, _)| RaftGrpcService::new((*s).clone()).into_server(max)),
+        )
+        .add_optional_service(store.as_ref().map(|(s, _)| {
+            StoreGrpcService::new((*s).clone())
                 .with_shutdown(stop.clone())
                 .into_server(max)
         }))
+        .add_optional_service(
+            store.map(|(s, contacts)| AdminGrpcService::new(s.clone(), contacts).into_server(max)),
+        )
         .add_optional_service(fanout)
         .add_optional_service(relay)
         .add_optional_service(presence);

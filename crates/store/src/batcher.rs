@@ -333,10 +333,30 @@ impl Batcher {
                 ),
             );
         };
+        let voter = self
+            .metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.node_id);
+        if leader == self.node_id && !voter {
+            // A leader that removed itself from the voters believes it leads until it hears of
+            // the next term: nothing it proposes could commit. The caller tries another voter.
+            return Work::Failed(
+                requests,
+                StoreError::NotLeader {
+                    leader_id: None,
+                    leader_addr: None,
+                },
+            );
+        }
         if leader != self.node_id {
-            // Writes forwarded here from another node go no further.
+            // Writes forwarded here from another node go no further, and a node that does not
+            // vote (a learner catching up, a voter removed) forwards none: the leader would
+            // refuse them from it; the caller is told where the leader is instead.
             let (forwardable, refused): (Vec<_>, Vec<_>) =
-                requests.into_iter().partition(|r| r.forward);
+                requests.into_iter().partition(|r| r.forward && voter);
             if !refused.is_empty() {
                 fail(
                     refused,

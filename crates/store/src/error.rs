@@ -32,6 +32,10 @@ pub enum StoreError {
     /// The configuration is invalid or does not match the data directory.
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// An operator's request that cannot be done as asked (a voter change naming a node that
+    /// is not a voter, removing the last voter).
+    #[error("{0}")]
+    Rejected(String),
     /// The disk or the data on it failed (open, read, decode).
     #[error("store storage error: {0}")]
     Storage(String),
@@ -56,6 +60,7 @@ impl StoreError {
                 ErrorCode::Unavailable
             }
             StoreError::Timeout(_) => ErrorCode::Timeout,
+            StoreError::Rejected(_) => ErrorCode::InvalidArgument,
             StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => {
                 ErrorCode::Internal
             }

@@ -31,6 +31,7 @@
 //! - Time inside the state machine comes only from [`switchboard_membership::Batch::time_ms`].
 //! - Restart = latest snapshot + replay of the committed log behind it.
 
+pub mod admin;
 pub mod api;
 mod barrier;
 mod batcher;

@@ -29,6 +29,83 @@ pub enum Command {
     Store(StoreArgs),
     /// Mint a client access token (and URL) or a REST token from a connection string.
     Token(TokenArgs),
+    /// Operate the store: its status, adding and removing voters (talks to any voter).
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub action: ClusterAction,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ClusterAction {
+    /// Voters, learners, the leader and term, and (from the leader) each node's log lag and
+    /// last contact.
+    Status(ClusterConn),
+    /// Adds a node as a learner, waits until it has caught up, then makes it a voter.
+    AddVoter {
+        /// ID=HOST:PORT: the node's id and cluster address.
+        member: Member,
+        #[command(flatten)]
+        conn: ClusterConn,
+    },
+    /// Removes a voter (the leader too: the others elect a new one).
+    RemoveVoter {
+        /// The voter's node id.
+        id: u64,
+        #[command(flatten)]
+        conn: ClusterConn,
+    },
+}
+
+/// How `switchboard cluster` reaches the store.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterConn {
+    /// Store voters' cluster addresses, HOST:PORT,...: any one that answers will do.
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    pub store: Voters,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub keys: KeyFlags,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+}
+
+/// `ID=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub address: String,
+}
+
+impl FromStr for Member {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, address) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+        let id = match id.trim().parse::<u64>() {
+            Ok(0) | Err(_) => return Err(format!("{id:?} is not a node id (a number from 1)")),
+            Ok(id) => id,
+        };
+        let address = address.trim();
+        if address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(format!("{address:?} is not HOST:PORT"));
+        }
+        Ok(Member {
+            id,
+            address: address.to_owned(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -478,9 +555,14 @@ pub struct StoreArgs {
     #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
     pub advertise: Option<String>,
 
-    /// Every store voter of the cluster, this node included: 1=HOST:PORT,2=HOST:PORT,...
-    #[arg(long, env = "SWITCHBOARD_PEERS")]
-    pub peers: Peers,
+    /// Every store voter of the cluster, this node included: 1=HOST:PORT,2=HOST:PORT,... (to form
+    /// a cluster, or rejoin it with this node's data dir).
+    #[arg(long, env = "SWITCHBOARD_PEERS", required_unless_present = "join")]
+    pub peers: Option<Peers>,
+    /// Join a running cluster instead, through any of its voters (HOST:PORT,...): this node is
+    /// added as a learner, catches up, then votes.
+    #[arg(long, env = "SWITCHBOARD_JOIN", conflicts_with = "peers")]
+    pub join: Option<Voters>,
 
     /// Take a store snapshot (and compact the log) after this many log entries.
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]

@@ -6,8 +6,10 @@
 //! - `gateway`: a stateless gateway in front of a store cluster.
 //! - `store`: a Raft store voter only.
 //! - `token`: mint client or REST tokens from a connection string.
+//! - `cluster`: operate the store (status, add and remove voters).
 
 mod cli;
+mod cluster;
 mod keys;
 mod security;
 mod serve;
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Token(args) => token::run(args),
+        cli::Command::Cluster(args) => cluster::run(args),
         cli::Command::Serve(args) => {
             let common = args.common.clone();
             serve::main(

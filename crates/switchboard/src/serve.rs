@@ -161,8 +161,10 @@ pub fn validate_store(args: &StoreArgs) -> anyhow::Result<Secrets> {
     if args.snapshot_every == 0 {
         anyhow::bail!("--snapshot-every must be at least 1");
     }
-    if !args.peers.0.contains_key(&node) {
-        anyhow::bail!("--peers must list this node ({node})");
+    if let Some(peers) = &args.peers {
+        if !peers.0.contains_key(&node) {
+            anyhow::bail!("--peers must list this node ({node})");
+        }
     }
     let secrets = security::read(&args.keys, Some(&args.cluster), Some(&args.http))?;
     if !secrets.has_cluster_key() {
@@ -520,7 +522,7 @@ pub async fn store(
         (args.snapshot_every, args.snapshot_keep_logs);
     store.advertise_addr = advertise(
         args.advertise.as_ref(),
-        Some(&args.peers.0),
+        args.peers.as_ref().map(|p| &p.0),
         node_id,
         args.cluster_listen,
     );
@@ -530,9 +532,15 @@ pub async fn store(
             cluster: Some(cluster_listener),
         },
         NodeConfig {
-            store: StoreSpec::Voter {
-                config: store,
-                peers: Some(args.peers.0.clone()),
+            store: match (&args.peers, &args.join) {
+                (_, Some(join)) => StoreSpec::Joining {
+                    config: store,
+                    join: join.0.clone(),
+                },
+                (peers, None) => StoreSpec::Voter {
+                    config: store,
+                    peers: peers.as_ref().map(|p| p.0.clone()),
+                },
             },
             gateway: None,
             security: Some(security),

@@ -125,6 +125,37 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts one more voter of `role` (on 127.0.0.(n+1), node id n+1) that joins the running
+    /// cluster with `--join` (every current voter listed), and waits until it is ready; returns
+    /// its index in `voters`.
+    pub async fn join_voter(&mut self, role: Role, extra: &[&str]) -> anyhow::Result<usize> {
+        let n = self.voters.len() + 1;
+        let ip = Ipv4Addr::new(127, 0, 0, n as u8);
+        let cluster_addr = free_addr(ip)?;
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            n.to_string(),
+            "--cluster-listen".into(),
+            cluster_addr.to_string(),
+            "--advertise".into(),
+            cluster_addr.to_string(),
+            "--join".into(),
+            self.store_list(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let options = ServerOptions {
+            role,
+            listen: Some(free_addr(ip)?),
+            args,
+            ..Default::default()
+        };
+        let voter = Server::launch(&self.bin, options).await?;
+        voter.wait_ready_within(Duration::from_secs(60)).await?;
+        self.voters.push(voter);
+        self.cluster_addrs.push(cluster_addr);
+        Ok(self.voters.len() - 1)
+    }
+
     /// The `--store` list for gateways.
     pub fn store_list(&self) -> String {
         self.cluster_addrs

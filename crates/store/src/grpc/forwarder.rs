@@ -94,6 +94,14 @@ impl Forwarder for GrpcForwarder {
             .insert(FORWARDED_KEY, MetadataValue::from_static("1"));
         let reply = match tokio::time::timeout(self.timeout, client.write(request)).await {
             Ok(Ok(reply)) => reply.into_inner(),
+            // The leader does not take writes forwarded by a node that no longer votes (this
+            // one was removed, and may not have heard yet): the caller goes to the leader.
+            Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(StoreError::NotLeader {
+                    leader_id: Some(leader),
+                    leader_addr: Some(addr),
+                })
+            }
             Ok(Err(status)) => return Err(error_from_status(&status)),
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(
@@ -134,6 +142,14 @@ impl Forwarder for GrpcForwarder {
         request.set_timeout(self.timeout);
         let reply = match tokio::time::timeout(self.timeout, client.status(request)).await {
             Ok(Ok(reply)) => reply.into_inner(),
+            // The leader does not take writes forwarded by a node that no longer votes (this
+            // one was removed, and may not have heard yet): the caller goes to the leader.
+            Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(StoreError::NotLeader {
+                    leader_id: Some(leader),
+                    leader_addr: Some(addr),
+                })
+            }
             Ok(Err(status)) => return Err(error_from_status(&status)),
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(

@@ -23,6 +23,7 @@
 //! id and address in the message and in metadata ([`status_from_error`] /
 //! [`error_from_status`]).
 
+mod admin_service;
 mod forwarder;
 mod network;
 mod raft_guard;
@@ -36,6 +37,7 @@ use tonic::Status;
 
 use crate::error::StoreError;
 
+pub use admin_service::AdminGrpcService;
 pub use forwarder::GrpcForwarder;
 pub use network::{GrpcNetwork, GrpcPeer};
 pub use raft_service::RaftGrpcService;

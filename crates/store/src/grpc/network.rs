@@ -43,6 +43,7 @@ pub struct GrpcNetwork {
     node_id: u64,
     channels: Channels,
     addresses: Arc<BTreeMap<u64, String>>,
+    contacts: crate::admin::Contacts,
 }
 
 impl GrpcNetwork {
@@ -53,7 +54,13 @@ impl GrpcNetwork {
             node_id,
             channels,
             addresses: Arc::default(),
+            contacts: crate::admin::Contacts::default(),
         }
+    }
+
+    /// When each peer last answered this node's Raft calls (for `switchboard cluster status`).
+    pub fn contacts(&self) -> crate::admin::Contacts {
+        self.contacts.clone()
     }
 
     /// Dials voters at these addresses (this node's `--peers`) rather than the ones recorded in
@@ -84,6 +91,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
             target,
             node: node.clone(),
             client,
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -95,6 +103,7 @@ pub struct GrpcPeer {
     target: u64,
     node: BasicNode,
     client: Result<RaftClient<ClusterChannel>, InvalidAddress>,
+    contacts: crate::admin::Contacts,
 }
 
 static REFUSED_LOG: Throttle = Throttle::new(10_000);
@@ -197,6 +206,7 @@ impl GrpcPeer {
                         answered: answered.unwrap_or(0),
                     }));
                 }
+                self.contacts.answered(target);
                 reply.into_inner()
             }
         };

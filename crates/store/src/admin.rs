@@ -1,0 +1,283 @@
+//! Changing who votes: adding a node (as a learner that catches up, then as a voter),
+//! removing a voter, and the cluster as a voter sees it.
+//!
+//! Only the leader changes the membership; every other voter answers with
+//! [`StoreError::NotLeader`] (and where the leader is), as writes do. A node is added as a
+//! learner first and promoted only once it has caught up (openraft's blocking `add_learner`
+//! waits for that), so a new voter never counts toward a quorum while it still lacks entries.
+//! Removing the leader itself works: it commits the membership without itself, steps down, and
+//! the remaining voters elect a leader among them. A removed node is refused on the Raft plane
+//! (`grpc::raft_service` admits only voters of the current membership), so one that comes back
+//! with its old data is not re-admitted unless an operator adds it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::BasicNode;
+use parking_lot::Mutex;
+
+use crate::error::StoreError;
+use crate::raft_store::RaftStore;
+
+/// When each peer last answered this node's Raft calls (kept by the Raft network).
+#[derive(Debug, Clone, Default)]
+pub struct Contacts(Arc<Mutex<BTreeMap<u64, Instant>>>);
+
+impl Contacts {
+    /// Records an answer from `node` now.
+    pub fn answered(&self, node: u64) {
+        self.0.lock().insert(node, Instant::now());
+    }
+
+    fn since_ms(&self, node: u64) -> Option<u64> {
+        self.0
+            .lock()
+            .get(&node)
+            .map(|t| t.elapsed().as_millis() as u64)
+    }
+}
+
+/// The cluster as one voter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    pub leader_address: Option<String>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+/// One member (voter or learner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub node_id: u64,
+    pub address: String,
+    pub voter: bool,
+    /// Known to the leader only: the last log index the node is known to hold, and how many
+    /// entries it is behind the leader's log.
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+    /// Known to the leader only: milliseconds since the node last answered it.
+    pub last_contact_ms: Option<u64>,
+}
+
+impl RaftStore {
+    /// The cluster as this voter sees it; `contacts` says when peers last answered.
+    pub fn cluster_view(&self, contacts: &Contacts) -> ClusterView {
+        let raft = self.raft();
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        let leading = m.current_leader == Some(m.id) && voters.contains(&m.id);
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|log_id| log_id.map_or(0, |l| l.index));
+                let (matched, contact) = if *id == m.id {
+                    (leading.then_some(last_log_index), leading.then_some(0))
+                } else {
+                    (matched, leading.then(|| contacts.since_ms(*id)).flatten())
+                };
+                NodeView {
+                    node_id: *id,
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: matched.map(|i| last_log_index.saturating_sub(i)),
+                    last_contact_ms: contact,
+                }
+            })
+            .collect();
+        // A leader that removed itself believes it leads until it hears of the next term.
+        let leader_id = m.current_leader.filter(|l| voters.contains(l));
+        let leader_address = leader_id
+            .and_then(|l| membership.get_node(&l))
+            .map(|n| n.addr.clone());
+        ClusterView {
+            node_id: m.id,
+            leader_id,
+            leader_address,
+            term: m.current_term,
+            last_log_index,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            nodes,
+        }
+    }
+
+    fn leading(&self) -> Result<BTreeSet<u64>, StoreError> {
+        let m = self.raft().metrics().borrow().clone();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == m.id);
+        if m.current_leader != Some(m.id) || !voter {
+            let leader_addr = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+                .map(|n| n.addr);
+            return Err(StoreError::NotLeader {
+                leader_id: m.current_leader,
+                leader_addr,
+            });
+        }
+        Ok(m.membership_config.membership().voter_ids().collect())
+    }
+
+    /// Adds `node` at `address`: as a learner, caught up, then as a voter (see the module
+    /// docs). A node that votes already is left as it is.
+    pub async fn add_voter(&self, node: u64, address: String) -> Result<(), StoreError> {
+        let mut voters = self.leading()?;
+        if voters.contains(&node) {
+            return Ok(());
+        }
+        tracing::info!(
+            node,
+            address,
+            "adding a learner; it becomes a voter once caught up"
+        );
+        self.raft()
+            .add_learner(node, BasicNode::new(address), true)
+            .await
+            .map_err(change_error)?;
+        voters.insert(node);
+        self.raft()
+            .change_membership(voters, false)
+            .await
+            .map_err(change_error)?;
+        tracing::info!(node, "the node votes");
+        Ok(())
+    }
+
+    /// Removes voter `node` (this leader included). At least one voter must remain.
+    pub async fn remove_voter(&self, node: u64) -> Result<(), StoreError> {
+        let mut voters = self.leading()?;
+        if !voters.remove(&node) {
+            return Err(StoreError::Rejected(format!("node {node} is not a voter")));
+        }
+        if voters.is_empty() {
+            return Err(StoreError::Rejected(
+                "the last voter cannot be removed".to_owned(),
+            ));
+        }
+        tracing::info!(node, "removing a voter");
+        self.raft()
+            .change_membership(voters, false)
+            .await
+            .map_err(change_error)?;
+        Ok(())
+    }
+}
+
+fn change_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> StoreError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
+            leader_id: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            e @ ChangeMembershipError::InProgress(_),
+        )) => StoreError::Unavailable(e.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            StoreError::Rejected(e.to_string())
+        }
+        RaftError::Fatal(f) => StoreError::Unavailable(f.to_string()),
+    }
+}
+
+/// How often a joining node asks again.
+const JOIN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Asks the cluster that `seeds` (cluster addresses of any of its voters) belong to to add this
+/// node (`node` at `address`) as a voter, until it is one or `cancel`: the status of the first
+/// seed that answers names the leader, which adds it as a learner and promotes it once caught
+/// up. Returns whether it joined.
+pub async fn join(
+    channels: crate::grpc::Channels,
+    node: u64,
+    address: String,
+    seeds: Vec<String>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> bool {
+    use switchboard_proto::v1::admin_client::AdminClient;
+    use switchboard_proto::v1::{AddVoterRequest, AdminStatusRequest};
+    let max = channels.max_message_bytes();
+    let client = |addr: &str| {
+        channels.get(addr).ok().map(|c| {
+            AdminClient::new(c)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+        })
+    };
+    let mut attempts = 0u32;
+    loop {
+        for seed in &seeds {
+            let Some(mut admin) = client(seed) else {
+                continue;
+            };
+            let mut request = tonic::Request::new(AdminStatusRequest {});
+            request.set_timeout(std::time::Duration::from_secs(5));
+            let status = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                status = admin.status(request) => status,
+            };
+            let Ok(status) = status.map(tonic::Response::into_inner) else {
+                continue;
+            };
+            if status
+                .nodes
+                .iter()
+                .any(|n| n.node_id == node && n.role == "voter")
+            {
+                tracing::info!(node, "this node is a voter of the cluster");
+                return true;
+            }
+            if status.leader_address.is_empty() {
+                continue;
+            }
+            let Some(mut leader) = client(&status.leader_address) else {
+                continue;
+            };
+            let mut request = tonic::Request::new(AddVoterRequest {
+                node_id: node,
+                address: address.clone(),
+            });
+            // Catching up from a snapshot may take a while.
+            request.set_timeout(std::time::Duration::from_secs(600));
+            tracing::info!(
+                node,
+                leader = status.leader_id,
+                "asking the leader to add this node"
+            );
+            let added = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                added = leader.add_voter(request) => added,
+            };
+            match added {
+                Ok(_) => {
+                    tracing::info!(node, "joined the cluster as a voter");
+                    return true;
+                }
+                Err(status) => {
+                    attempts += 1;
+                    if attempts == 1 || attempts % 30 == 0 {
+                        tracing::warn!(node, %status, attempts, "joining the cluster failed; retrying");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(JOIN_RETRY) => {}
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Voter lifecycle on a real cluster of processes: voters join a running store with `--join`
+//! (as learners that catch up, then voters), voters are removed with `switchboard cluster
+//! remove-voter` (the leader among them), and `switchboard cluster status` is checked against
+//! the cluster; a writer keeps writing through a stateless gateway all along, and every write
+//! it saw acknowledged is there at the end.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const V: &str = "api-version=2022-06-01";
+
+/// Runs `switchboard cluster ARGS --store STORE --access-key KEY [--json]`.
+fn cluster_cli(store: &str, args: &[&str], json: bool) -> anyhow::Result<(i32, String, String)> {
+    let mut command = std::process::Command::new(bin());
+    command
+        .arg("cluster")
+        .args(args)
+        .args(["--store", store, "--access-key", TEST_KEY]);
+    if json {
+        command.arg("--json");
+    }
+    let out = command.output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn status(store: &str) -> anyhow::Result<Value> {
+    let (code, out, err) = cluster_cli(store, &["status"], true)?;
+    anyhow::ensure!(code == 0, "cluster status failed ({code}): {err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// The voter ids the status lists, sorted.
+fn voters(status: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["role"] == "voter")
+        .filter_map(|n| n["nodeId"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyhow::Result<()> {
+    let mut cluster = Cluster::stores(bin(), 3, &[]).await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    cluster.add_gateway(&[]).await?;
+    let gateway = Arc::new(cluster.gateways.remove(0));
+
+    // A writer: one user-group entry after another through the gateway, each acknowledged one
+    // recorded, and the longest time without an acknowledgement.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (gateway, stop) = (gateway.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut last = Instant::now();
+            let mut longest = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let path = format!("/api/hubs/chat/users/u{i}/groups/g?{V}");
+                if let Ok(r) = gateway.rest("PUT", &path, None).await {
+                    if r.status == 200 {
+                        acknowledged.push(i);
+                        longest = longest.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                }
+            }
+            (acknowledged, longest)
+        })
+    };
+
+    // Grow 3 -> 5 with --join.
+    let seeds = cluster.store_list();
+    for _ in 0..2 {
+        cluster.join_voter(Role::Store, &[]).await?;
+    }
+    let grown = eventually(Duration::from_secs(30), "five voters", || async {
+        let s = status(&seeds).ok()?;
+        (voters(&s) == vec![1, 2, 3, 4, 5]).then_some(s)
+    })
+    .await?;
+    // The status agrees with the cluster: the leader it names is the one that says it leads,
+    // and the leader's view has every node's replication.
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await? as u64 + 1;
+    let named = grown["leaderId"].as_u64();
+    anyhow::ensure!(
+        named == Some(leader) || cluster.leader().await.map(|l| l as u64 + 1) == named,
+        "status names leader {named:?}, the cluster's is {leader}: {grown}"
+    );
+    for node in grown["nodes"].as_array().into_iter().flatten() {
+        anyhow::ensure!(
+            node["lag"].is_u64() && node["matchedIndex"].is_u64(),
+            "no replication in {grown}"
+        );
+    }
+    let (code, table, err) = cluster_cli(&seeds, &["status"], false)?;
+    anyhow::ensure!(
+        code == 0 && table.contains("voter*") && table.lines().count() == 7,
+        "table ({code}): {table}{err}"
+    );
+
+    // Shrink 5 -> 3, the leader first.
+    let leader = status(&seeds)?["leaderId"].as_u64().expect("a leader");
+    let (code, _, err) = cluster_cli(&seeds, &["remove-voter", &leader.to_string()], true)?;
+    anyhow::ensure!(code == 0, "removing the leader failed: {err}");
+    let after = eventually(
+        Duration::from_secs(30),
+        "a new leader among four voters",
+        || async {
+            let s = status(&seeds).ok()?;
+            let l = s["leaderId"].as_u64()?;
+            (voters(&s).len() == 4 && l != leader && voters(&s).contains(&l)).then_some(s)
+        },
+    )
+    .await?;
+    let another = voters(&after)
+        .into_iter()
+        .find(|v| Some(*v) != after["leaderId"].as_u64())
+        .expect("a follower");
+    let (code, _, err) = cluster_cli(&seeds, &["remove-voter", &another.to_string()], true)?;
+    anyhow::ensure!(code == 0, "removing voter {another} failed: {err}");
+    eventually(Duration::from_secs(30), "three voters", || async {
+        let s = status(&seeds).ok()?;
+        (voters(&s).len() == 3).then_some(())
+    })
+    .await?;
+    // Refusals: a node that is not a voter, no key.
+    let (code, _, err) = cluster_cli(&seeds, &["remove-voter", "99"], false)?;
+    anyhow::ensure!(code == 1 && err.contains("not a voter"), "({code}) {err}");
+    let out = std::process::Command::new(bin())
+        .args(["cluster", "status", "--store", &seeds])
+        .output()?;
+    anyhow::ensure!(
+        out.status.code() == Some(64),
+        "status without a key: {out:?}"
+    );
+
+    // A few more writes on the three voters left, then every acknowledged write is there.
+    let count_before = {
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n < 20 && Instant::now() < deadline {
+            let path = format!("/api/hubs/chat/users/late{n}/groups/g?{V}");
+            if matches!(
+                gateway.rest("PUT", &path, None).await.map(|r| r.status),
+                Ok(200)
+            ) {
+                n += 1;
+            }
+        }
+        n
+    };
+    anyhow::ensure!(
+        count_before == 20,
+        "writes after the shrink: {count_before} of 20"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (acknowledged, longest) = writer.await?;
+    eprintln!(
+        "{} writes acknowledged while the store grew and shrank; longest wait {longest:?}",
+        acknowledged.len()
+    );
+    anyhow::ensure!(!acknowledged.is_empty(), "the writer wrote nothing");
+    for i in acknowledged {
+        let path = format!("/api/hubs/chat/users/u{i}/groups/g?{V}");
+        let r = gateway.rest("HEAD", &path, None).await?;
+        anyhow::ensure!(
+            r.status == 200,
+            "acknowledged write u{i} lost ({})",
+            r.status
+        );
+    }
+    Ok(())
+}
