@@ -477,6 +477,11 @@ pub struct ServeArgs {
     /// Every store voter of the cluster, this node included: 1=HOST:PORT,2=HOST:PORT,...
     #[arg(long, env = "SWITCHBOARD_PEERS")]
     pub peers: Option<Peers>,
+    /// Join a running cluster instead, through any of its voters (HOST:PORT,...): this node's
+    /// voter is added as a learner, catches up, then votes (needs --cluster-listen and the
+    /// cluster's --access-key).
+    #[arg(long, env = "SWITCHBOARD_JOIN", conflicts_with = "peers")]
+    pub join: Option<Voters>,
 
     /// Take a store snapshot (and compact the log) after this many log entries.
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 10_000)]

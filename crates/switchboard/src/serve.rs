@@ -141,11 +141,17 @@ pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<Secrets> {
             );
         }
     }
+    if args.join.is_some() && args.cluster_listen.is_none() {
+        anyhow::bail!("--join needs --cluster-listen (where the other voters reach this node)");
+    }
     let mut secrets = security::read(
         &args.gateway.keys,
         Some(&args.cluster),
         Some(&args.gateway.http),
     )?;
+    if args.join.is_some() && !secrets.has_cluster_key() {
+        anyhow::bail!("--join needs the cluster's key (--access-key or --cluster-key): a key generated here would not be the cluster's");
+    }
     secrets.upstream = security::upstream(
         args.gateway.upstream_config.as_deref(),
         &args.gateway.upstreams,
@@ -364,9 +370,15 @@ pub async fn serve(
             cluster: cluster_listener,
         },
         NodeConfig {
-            store: StoreSpec::Voter {
-                config: store,
-                peers,
+            store: match &args.join {
+                Some(join) => StoreSpec::Joining {
+                    config: store,
+                    join: join.0.clone(),
+                },
+                None => StoreSpec::Voter {
+                    config: store,
+                    peers,
+                },
             },
             gateway: Some(GatewaySpec {
                 config,

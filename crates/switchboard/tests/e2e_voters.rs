@@ -187,3 +187,31 @@ async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyho
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_serve_node_joins_with_its_gateway() -> anyhow::Result<()> {
+    let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    let seeds = cluster.store_list();
+    let joined = cluster.join_voter(Role::Serve, &[]).await?;
+    eventually(Duration::from_secs(30), "four voters", || async {
+        let s = status(&seeds).ok()?;
+        (voters(&s) == vec![1, 2, 3, 4]).then_some(())
+    })
+    .await?;
+    // Its gateway is one of the cluster's: a client on it gets a send made through node 1.
+    let mut js = JsClients::start().await?;
+    js.connect("late", &cluster.voters[joined], ConnectOptions::default())
+        .await?;
+    send_ok(
+        &cluster.voters[0],
+        &format!("/api/hubs/chat/:send?{V}"),
+        serde_json::json!(["hello"]),
+    )
+    .await?;
+    assert_eq!(
+        js.next_message("late").await?.args,
+        vec![serde_json::json!("hello")]
+    );
+    Ok(())
+}
