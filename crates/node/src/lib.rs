@@ -319,9 +319,28 @@ async fn open_store(
             let network =
                 GrpcNetwork::new(config.node_id, channels.clone()).with_addresses(peers.clone());
             let contacts = network.contacts();
-            let forwarder = Arc::new(GrpcForwarder::new(channels).with_addresses(peers.clone()));
+            let forwarder =
+                Arc::new(GrpcForwarder::new(channels.clone()).with_addresses(peers.clone()));
+            let node = config.node_id;
             let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
-            store.initialize_cluster(peers).await?;
+            // An empty data dir while the cluster runs is a lost disk: recover, never bootstrap.
+            let others: Vec<String> = peers
+                .iter()
+                .filter(|(id, _)| **id != node)
+                .map(|(_, addr)| addr.clone())
+                .collect();
+            if !store.is_initialized().await?
+                && switchboard_store::admin::cluster_exists(&channels, &others).await
+            {
+                tokio::spawn(switchboard_store::admin::recover(
+                    store.clone(),
+                    channels,
+                    others,
+                    store.shutdown_token(),
+                ));
+            } else {
+                store.initialize_cluster(peers).await?;
+            }
             Ok((Store::Voter(store), contacts, None))
         }
         StoreSpec::Joining { config, join } => {

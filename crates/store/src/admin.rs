@@ -281,3 +281,106 @@ pub async fn join(
         }
     }
 }
+
+/// How long a probe of a peer's status may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether any of `peers` (cluster addresses) reports a cluster that has had a leader: a log
+/// beyond the first membership entry (index 0; a leader's first entry is 1). Used by a voter
+/// whose data dir is empty before it bootstraps: then this node lost its disk, and voting with
+/// an empty log could lose what the cluster acknowledged. Voters of a cluster still forming
+/// (only the first membership written) find none and bootstrap as before.
+pub async fn cluster_exists(channels: &crate::grpc::Channels, peers: &[String]) -> bool {
+    let calls = peers.iter().map(|peer| probe(channels, peer));
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .any(|status| !status.nodes.is_empty() && status.last_log_index >= 1)
+}
+
+async fn probe(
+    channels: &crate::grpc::Channels,
+    peer: &str,
+) -> Option<switchboard_proto::v1::ClusterStatus> {
+    use switchboard_proto::v1::admin_client::AdminClient;
+    let max = channels.max_message_bytes();
+    let mut client = AdminClient::new(channels.get(peer).ok()?)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let mut request = tonic::Request::new(switchboard_proto::v1::AdminStatusRequest {});
+    request.set_timeout(PROBE_TIMEOUT);
+    let call = client.status(request);
+    tokio::time::timeout(PROBE_TIMEOUT, call)
+        .await
+        .ok()?
+        .ok()
+        .map(tonic::Response::into_inner)
+}
+
+/// Recovery of a voter that came back with an empty data dir under its old id, while its
+/// cluster runs: it grants no vote until it holds everything the cluster acknowledged — the
+/// log of a leader (which has every acknowledged entry) up to the index that leader reported
+/// when asked — so it can never help elect a candidate that lacks an acknowledged entry. It
+/// keeps asking `peers` until one answers as the leader, then waits until it has applied that
+/// leader's last index (from the log or a snapshot), then votes again. Until then it is
+/// effectively a learner; it is never a second cluster's first voter.
+///
+/// Votes stop when this is called (before the returned future first runs).
+pub fn recover(
+    store: Arc<RaftStore>,
+    channels: crate::grpc::Channels,
+    peers: Vec<String>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    store.set_may_vote(false);
+    recovering(store, channels, peers, cancel)
+}
+
+async fn recovering(
+    store: Arc<RaftStore>,
+    channels: crate::grpc::Channels,
+    peers: Vec<String>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    tracing::warn!(
+        node = store.node_id(),
+        "this voter's data dir is empty but its cluster exists: it lost its disk; it votes again only once it has caught up"
+    );
+    let target = loop {
+        let statuses = futures::future::join_all(peers.iter().map(|p| probe(&channels, p))).await;
+        let leader = statuses
+            .into_iter()
+            .flatten()
+            .find(|s| s.leader_id != 0 && s.leader_id == s.node_id);
+        if let Some(leader) = leader {
+            break leader.last_log_index;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(JOIN_RETRY) => {}
+        }
+    };
+    tracing::info!(
+        node = store.node_id(),
+        target,
+        "catching up with the leader's log"
+    );
+    let view = crate::api::MembershipStore::view(&*store);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            caught_up = view.wait_applied(target, std::time::Duration::from_secs(60)) => {
+                if caught_up {
+                    break;
+                }
+            }
+        }
+    }
+    store.set_may_vote(true);
+    tracing::info!(
+        node = store.node_id(),
+        target,
+        "caught up: this voter votes again"
+    );
+}

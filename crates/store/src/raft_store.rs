@@ -159,6 +159,9 @@ pub struct RaftStore {
     ready_timeout: Duration,
     /// When a quorum last confirmed this node's leadership (ms since epoch; see `confirm_quorum`).
     quorum_confirmed_ms: Arc<AtomicU64>,
+    /// False while this node, found empty though a cluster with it exists, has not caught up
+    /// with what the cluster acknowledged: it must not vote (see `admin::recover`).
+    votes_allowed: AtomicBool,
     forwarder: Arc<dyn Forwarder>,
     barrier: ReadBarrier,
     /// Quorum rounds of this node as leader, shared by every concurrent `read_index` (local
@@ -294,6 +297,7 @@ impl RaftStore {
             stopped: AtomicBool::new(false),
             ready_timeout: config.write_timeout,
             quorum_confirmed_ms,
+            votes_allowed: AtomicBool::new(true),
             forwarder: forwarder_for_reads,
             barrier: ReadBarrier::default(),
             leader_rounds: ReadBarrier::default(),
@@ -500,6 +504,25 @@ impl RaftStore {
             .membership()
             .voter_ids()
             .any(|id| id == node)
+    }
+
+    /// Whether this node may grant votes (see `admin::recover`).
+    pub fn may_vote(&self) -> bool {
+        self.votes_allowed.load(Ordering::Acquire)
+    }
+
+    /// Stops or resumes granting votes (see `admin::recover`).
+    pub(crate) fn set_may_vote(&self, allowed: bool) {
+        self.votes_allowed.store(allowed, Ordering::Release);
+    }
+
+    /// Whether this node's log holds a membership (it was part of a cluster; false for an
+    /// empty data dir).
+    pub async fn is_initialized(&self) -> Result<bool, StoreError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|f| StoreError::Unavailable(f.to_string()))
     }
 
     /// Whether this node leads and a quorum confirmed it within `within`.

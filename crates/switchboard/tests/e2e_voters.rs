@@ -215,3 +215,84 @@ async fn a_serve_node_joins_with_its_gateway() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The count of Raft RPCs a node refused for `reason`.
+async fn refusals(server: &Server, reason: &str) -> f64 {
+    let Ok(response) = reqwest::get(server.url("/metrics")).await else {
+        return 0.0;
+    };
+    let body = response.text().await.unwrap_or_default();
+    let prefix = format!("switchboard_raft_rpcs_refused_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_voter_that_lost_its_disk_votes_only_once_it_caught_up() -> anyhow::Result<()> {
+    // The worst schedule: writes acknowledged by the leader and C while B is cut off, so B
+    // lacks them; then C loses its disk and the leader dies. Had C voted with its empty log, B
+    // would lead without those writes.
+    let mut cluster = Cluster::serve_partitionable(bin(), 3, &[]).await?;
+    let l = cluster.wait_leader(Duration::from_secs(20)).await?;
+    let (b, c) = ((l + 1) % 3, (l + 2) % 3);
+    cluster.isolate(b);
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let path = format!("/api/hubs/chat/users/w{i}/groups/g?{V}");
+        let r = cluster.voters[l].rest("PUT", &path, None).await?;
+        anyhow::ensure!(
+            r.status == 200,
+            "write {i} with B cut off: {} {}",
+            r.status,
+            r.body
+        );
+        written.push(i);
+    }
+    cluster.voters[c].kill().await?;
+    let dir = cluster.voters[c].data_dir().to_path_buf();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    cluster.voters[l].kill().await?;
+    cluster.heal();
+    // C comes back empty under its old id: B campaigns, C refuses, nobody leads.
+    cluster.voters[c].relaunch().await?;
+    eventually(
+        Duration::from_secs(30),
+        "C refusing B's votes while it recovers",
+        || async { (refusals(&cluster.voters[c], "recovering").await > 0.0).then_some(()) },
+    )
+    .await?;
+    anyhow::ensure!(
+        cluster.leader().await.is_none(),
+        "a leader was elected with a voter that lost its disk"
+    );
+    // The old leader returns: it has every acknowledged write; C catches up from it.
+    cluster.voters[l].relaunch().await?;
+    cluster.wait_leader(Duration::from_secs(30)).await?;
+    for node in [b, c, l] {
+        let server = &cluster.voters[node];
+        eventually(
+            Duration::from_secs(30),
+            "every acknowledged write",
+            || async {
+                for i in &written {
+                    let path = format!("/api/hubs/chat/users/w{i}/groups/g?{V}");
+                    if server.rest("HEAD", &path, None).await.ok()?.status != 200 {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

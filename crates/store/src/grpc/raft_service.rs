@@ -164,8 +164,13 @@ impl RaftRpc for RaftGrpcService {
         let rpc: openraft::raft::VoteRequest<u64> = decode(request)?;
         raft_guard::check_vote_request(&rpc, caller.node, self.my_term())
             .map_err(|r| refused(caller, r))?;
-        if self.leader_is_alive(caller.node) {
-            crate::metrics::raft_rpc_refused("leader_alive");
+        let recovering = !self.store.may_vote();
+        if recovering || self.leader_is_alive(caller.node) {
+            crate::metrics::raft_rpc_refused(if recovering {
+                "recovering"
+            } else {
+                "leader_alive"
+            });
             let (vote, last_log_id) = {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow();
@@ -173,7 +178,11 @@ impl RaftRpc for RaftGrpcService {
                 let last_log = data.borrow().last_log;
                 (metrics.vote, last_log)
             };
-            tracing::debug!(candidate = caller.node, "vote refused: a leader is alive");
+            tracing::debug!(
+                candidate = caller.node,
+                recovering,
+                "vote refused: a leader is alive, or this node has not caught up"
+            );
             let refusal: Result<VoteResponse<u64>, RaftError<u64>> =
                 Ok(VoteResponse::new(vote, last_log_id, false));
             return reply(refusal);
