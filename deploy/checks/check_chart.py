@@ -78,6 +78,8 @@ SCENARIOS = [
               "accessKey": {"value": "key-one,key-two"}},
              release="sb"),
     Scenario("allInOne (1 serve node)", {"mode": "allInOne", "allInOne": {"replicas": 1}}, release="switchboard-dev"),
+    Scenario("cluster scaled up from 3 to 5 voters", {"store": {"initialReplicas": 3, "replicas": 5}},
+             release="grown"),
     Scenario(
         "cluster (cluster key, cluster mTLS, public TLS, HTTP peers, connection limits)",
         {
@@ -715,8 +717,12 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         f.check(arg_value(args, "--cluster-listen") == f"0.0.0.0:{cluster_port}", f"{tag} voters: --cluster-listen")
         f.check(arg_value(args, "--advertise") == f"$(POD_NAME).{headless}.{s.namespace}.svc.{values['clusterDomain']}:{cluster_port}",
                 f"{tag} voters: --advertise {arg_value(args, '--advertise')}")
-        peers = ",".join(f"{i + 1}={host(i)}:{cluster_port}" for i in range(replicas))
+        # The voters the cluster was installed with form it (--peers); the ones beyond join it.
+        initial = min(vvals.get("initialReplicas") or replicas, replicas)
+        peers = ",".join(f"{i + 1}={host(i)}:{cluster_port}" for i in range(initial))
         f.check(arg_value(args, "--peers") == peers, f"{tag} voters: --peers {arg_value(args, '--peers')} != {peers}")
+        join = ",".join(f"{host(i)}:{cluster_port}" for i in range(initial))
+        f.check(arg_value(args, "--join") == join, f"{tag} voters: --join {arg_value(args, '--join')} != {join}")
         f.check(arg_value(args, "--data-dir") == "/data", f"{tag} voters: --data-dir must be /data")
         f.check(any(m["mountPath"] == "/data" and m["name"] == "data" for m in c["volumeMounts"]), f"{tag} voters: /data not mounted")
         f.check({p["name"]: p["containerPort"] for p in c["ports"]}.get("cluster") == cluster_port, f"{tag} voters: no cluster port")

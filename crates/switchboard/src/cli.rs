@@ -477,10 +477,10 @@ pub struct ServeArgs {
     /// Every store voter of the cluster, this node included: 1=HOST:PORT,2=HOST:PORT,...
     #[arg(long, env = "SWITCHBOARD_PEERS")]
     pub peers: Option<Peers>,
-    /// Join a running cluster instead, through any of its voters (HOST:PORT,...): this node's
-    /// voter is added as a learner, catches up, then votes (needs --cluster-listen and the
-    /// cluster's --access-key).
-    #[arg(long, env = "SWITCHBOARD_JOIN", conflicts_with = "peers")]
+    /// Join a running cluster through any of its voters (HOST:PORT,...): this node's voter is
+    /// added as a learner, catches up, then votes (needs --cluster-listen and the cluster's
+    /// --access-key). With --peers, used only when --peers does not list this node.
+    #[arg(long, env = "SWITCHBOARD_JOIN")]
     pub join: Option<Voters>,
 
     /// Take a store snapshot (and compact the log) after this many log entries.
@@ -564,9 +564,10 @@ pub struct StoreArgs {
     /// a cluster, or rejoin it with this node's data dir).
     #[arg(long, env = "SWITCHBOARD_PEERS", required_unless_present = "join")]
     pub peers: Option<Peers>,
-    /// Join a running cluster instead, through any of its voters (HOST:PORT,...): this node is
-    /// added as a learner, catches up, then votes.
-    #[arg(long, env = "SWITCHBOARD_JOIN", conflicts_with = "peers")]
+    /// Join a running cluster through any of its voters (HOST:PORT,...): this node is added as
+    /// a learner, catches up, then votes. With --peers, used only when --peers does not list this
+    /// node (a StatefulSet scaled up past the voters it started with).
+    #[arg(long, env = "SWITCHBOARD_JOIN")]
     pub join: Option<Voters>,
 
     /// Take a store snapshot (and compact the log) after this many log entries.

@@ -132,8 +132,8 @@ pub fn validate_serve(args: &ServeArgs) -> anyhow::Result<Secrets> {
         anyhow::bail!("--snapshot-every must be at least 1");
     }
     if let Some(peers) = &args.peers {
-        if !peers.0.contains_key(&node) {
-            anyhow::bail!("--peers must list this node ({node})");
+        if !peers.0.contains_key(&node) && args.join.is_none() {
+            anyhow::bail!("--peers must list this node ({node}), or --join must say where to join");
         }
         if args.cluster_listen.is_none() {
             anyhow::bail!(
@@ -168,8 +168,8 @@ pub fn validate_store(args: &StoreArgs) -> anyhow::Result<Secrets> {
         anyhow::bail!("--snapshot-every must be at least 1");
     }
     if let Some(peers) = &args.peers {
-        if !peers.0.contains_key(&node) {
-            anyhow::bail!("--peers must list this node ({node})");
+        if !peers.0.contains_key(&node) && args.join.is_none() {
+            anyhow::bail!("--peers must list this node ({node}), or --join must say where to join");
         }
     }
     let secrets = security::read(&args.keys, Some(&args.cluster), Some(&args.http))?;
@@ -370,16 +370,12 @@ pub async fn serve(
             cluster: cluster_listener,
         },
         NodeConfig {
-            store: match &args.join {
-                Some(join) => StoreSpec::Joining {
-                    config: store,
-                    join: join.0.clone(),
-                },
-                None => StoreSpec::Voter {
-                    config: store,
-                    peers,
-                },
-            },
+            store: store_spec(
+                store,
+                args.peers.as_ref(),
+                args.join.as_ref(),
+                node_id,
+            ),
             gateway: Some(GatewaySpec {
                 config,
                 keys: keyset,
@@ -544,16 +540,7 @@ pub async fn store(
             cluster: Some(cluster_listener),
         },
         NodeConfig {
-            store: match (&args.peers, &args.join) {
-                (_, Some(join)) => StoreSpec::Joining {
-                    config: store,
-                    join: join.0.clone(),
-                },
-                (peers, None) => StoreSpec::Voter {
-                    config: store,
-                    peers: peers.as_ref().map(|p| p.0.clone()),
-                },
-            },
+            store: store_spec(store, args.peers.as_ref(), args.join.as_ref(), node_id),
             gateway: None,
             security: Some(security),
             // Health and metrics only: a small share of the process's sockets.
@@ -568,6 +555,30 @@ pub async fn store(
     node.wait().await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A voter of the cluster `--peers` lists when it lists this node; else one that joins through
+/// `--join`; else the single voter.
+fn store_spec(
+    config: StoreConfig,
+    peers: Option<&crate::cli::Peers>,
+    join: Option<&crate::cli::Voters>,
+    node: u64,
+) -> StoreSpec {
+    match (peers, join) {
+        (Some(peers), _) if peers.0.contains_key(&node) => StoreSpec::Voter {
+            config,
+            peers: Some(peers.0.clone()),
+        },
+        (_, Some(join)) => StoreSpec::Joining {
+            config,
+            join: join.0.clone(),
+        },
+        (peers, None) => StoreSpec::Voter {
+            config,
+            peers: peers.map(|p| p.0.clone()),
+        },
+    }
 }
 
 fn rand_node_id() -> u64 {

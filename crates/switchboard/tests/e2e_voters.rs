@@ -193,7 +193,18 @@ async fn a_serve_node_joins_with_its_gateway() -> anyhow::Result<()> {
     let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
     cluster.wait_leader(Duration::from_secs(20)).await?;
     let seeds = cluster.store_list();
-    let joined = cluster.join_voter(Role::Serve, &[]).await?;
+    // As the Helm chart starts a voter past the initial ones: --peers lists the initial voters
+    // (not this one), --join says where to join.
+    let peers = cluster
+        .cluster_addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let joined = cluster
+        .join_voter(Role::Serve, &["--peers", &peers])
+        .await?;
     eventually(Duration::from_secs(30), "four voters", || async {
         let s = status(&seeds).ok()?;
         (voters(&s) == vec![1, 2, 3, 4]).then_some(())

@@ -74,10 +74,17 @@ app.kubernetes.io/part-of: switchboard
 {{- printf "%s-%d.%s.%s.svc.%s" (include "switchboard.votersName" $) (int $i) (include "switchboard.votersHeadless" $) $.Release.Namespace $.Values.clusterDomain -}}
 {{- end }}
 
-{{/* --peers: 1=<voter 0>:7000,2=<voter 1>:7000,... (node id = ordinal + 1). */}}
+{{/* The voters the cluster was installed with (`initialReplicas`, else `replicas`): the
+--peers every voter starts with. Voters beyond them join with --join. */}}
+{{- define "switchboard.initialVoters" -}}
+{{- $v := ternary .Values.allInOne .Values.store (eq .Values.mode "allInOne") -}}
+{{- if $v.initialReplicas }}{{ min ($v.initialReplicas | int) ($v.replicas | int) }}{{ else }}{{ $v.replicas | int }}{{ end }}
+{{- end }}
+
+{{/* --peers: 1=<voter 0>:7000,2=<voter 1>:7000,... (node id = ordinal + 1), the initial voters. */}}
 {{- define "switchboard.peers" -}}
 {{- $peers := list -}}
-{{- range $i := until (include "switchboard.votersReplicas" . | int) -}}
+{{- range $i := until (include "switchboard.initialVoters" . | int) -}}
 {{- $peers = append $peers (printf "%d=%s:%d" (add1 $i) (include "switchboard.voterHost" (list $ $i)) (int $.Values.ports.cluster)) -}}
 {{- end -}}
 {{- join "," $peers -}}
@@ -87,6 +94,15 @@ app.kubernetes.io/part-of: switchboard
 {{- define "switchboard.storeAddresses" -}}
 {{- $addrs := list -}}
 {{- range $i := until (include "switchboard.votersReplicas" . | int) -}}
+{{- $addrs = append $addrs (printf "%s:%d" (include "switchboard.voterHost" (list $ $i)) (int $.Values.ports.cluster)) -}}
+{{- end -}}
+{{- join "," $addrs -}}
+{{- end }}
+
+{{/* --join: the initial voters' cluster addresses (used by voters --peers does not list). */}}
+{{- define "switchboard.joinAddresses" -}}
+{{- $addrs := list -}}
+{{- range $i := until (include "switchboard.initialVoters" . | int) -}}
 {{- $addrs = append $addrs (printf "%s:%d" (include "switchboard.voterHost" (list $ $i)) (int $.Values.ports.cluster)) -}}
 {{- end -}}
 {{- join "," $addrs -}}
