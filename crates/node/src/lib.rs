@@ -420,7 +420,11 @@ fn spawn_cluster_server(
 /// `/api/health`, `/readyz` and `/metrics` for a voter without a gateway.
 fn health_router(store: Arc<RaftStore>, prometheus: Option<PrometheusHandle>) -> axum::Router {
     let ready: observability::ReadyCheck = Arc::new(move || {
-        if store.status().leader_known() {
+        if !store.may_vote() {
+            // Not a full voter yet: lost its disk and is catching up (see store::admin::recover);
+            // a disruption budget then counts it as down.
+            Err("not ready: catching up after losing its data; not voting yet")
+        } else if store.status().leader_known() {
             Ok(())
         } else {
             Err("not ready: no raft leader known")
