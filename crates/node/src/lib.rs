@@ -195,15 +195,33 @@ impl Node {
             }
             (None, _) => None,
         };
-        // A joining voter asks to be added once its Raft service listens.
-        if let Some(j) = joining {
-            tokio::spawn(switchboard_store::admin::join(
-                j.channels,
-                j.node,
-                j.address,
-                j.seeds,
-                stop_cluster.clone(),
-            ));
+        // A voter of a cluster starts (forms, rejoins, recovers or joins) once its Raft service
+        // listens.
+        if let (Some(starting), Store::Voter(voter)) = (joining, &store) {
+            let voter = voter.clone();
+            let cancel = stop_cluster.clone();
+            match starting {
+                Starting::Peers {
+                    channels,
+                    peers,
+                    data_dir,
+                } => {
+                    tokio::spawn(switchboard_store::admin::start_voter(
+                        voter, channels, peers, data_dir, cancel,
+                    ));
+                }
+                Starting::Join {
+                    channels,
+                    node,
+                    address,
+                    seeds,
+                    data_dir,
+                } => {
+                    tokio::spawn(switchboard_store::admin::join(
+                        voter, channels, node, address, seeds, data_dir, cancel,
+                    ));
+                }
+            }
         }
         let shared = gateway.as_ref().map(|(g, _)| g.shared().clone());
         let public = match (listeners.public, gateway) {
@@ -284,12 +302,22 @@ impl Node {
 }
 
 /// Opens the store: a voter (single, or joining its peers), or a remote replica.
-/// What a joining voter needs to ask the cluster to add it.
-struct Joining {
-    channels: Channels,
-    node: u64,
-    address: String,
-    seeds: Vec<String>,
+/// What a voter does once its Raft service listens.
+enum Starting {
+    /// Form, rejoin or recover the cluster of `peers` (store::admin::start_voter).
+    Peers {
+        channels: Channels,
+        peers: BTreeMap<u64, String>,
+        data_dir: std::path::PathBuf,
+    },
+    /// Ask the cluster the voters at `seeds` belong to to add this node (store::admin::join).
+    Join {
+        channels: Channels,
+        node: u64,
+        address: String,
+        seeds: Vec<String>,
+        data_dir: std::path::PathBuf,
+    },
 }
 
 /// Opens the store; for a voter, also when its peers last answered it, and whether it must
@@ -297,7 +325,7 @@ struct Joining {
 async fn open_store(
     spec: StoreSpec,
     security: Option<&ClusterSecurity>,
-) -> Result<(Store, Contacts, Option<Joining>), NodeError> {
+) -> Result<(Store, Contacts, Option<Starting>), NodeError> {
     match spec {
         StoreSpec::Voter {
             config,
@@ -321,27 +349,15 @@ async fn open_store(
             let contacts = network.contacts();
             let forwarder =
                 Arc::new(GrpcForwarder::new(channels.clone()).with_addresses(peers.clone()));
-            let node = config.node_id;
+            let data_dir = config.data_dir.clone();
             let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
-            // An empty data dir while the cluster runs is a lost disk: recover, never bootstrap.
-            let others: Vec<String> = peers
-                .iter()
-                .filter(|(id, _)| **id != node)
-                .map(|(_, addr)| addr.clone())
-                .collect();
-            if !store.is_initialized().await?
-                && switchboard_store::admin::cluster_exists(&channels, &others).await
-            {
-                tokio::spawn(switchboard_store::admin::recover(
-                    store.clone(),
-                    channels,
-                    others,
-                    store.shutdown_token(),
-                ));
-            } else {
-                store.initialize_cluster(peers).await?;
-            }
-            Ok((Store::Voter(store), contacts, None))
+            // Decided once the Raft service listens (see store::admin::start_voter).
+            let starting = Starting::Peers {
+                channels,
+                peers,
+                data_dir,
+            };
+            Ok((Store::Voter(store), contacts, Some(starting)))
         }
         StoreSpec::Joining { config, join } => {
             let security = security.ok_or_else(|| {
@@ -352,12 +368,14 @@ async fn open_store(
             let contacts = network.contacts();
             let forwarder = Arc::new(GrpcForwarder::new(channels.clone()));
             let (node, address) = (config.node_id, config.advertise_addr.clone());
+            let data_dir = config.data_dir.clone();
             let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
-            let joining = Joining {
+            let joining = Starting::Join {
                 channels,
                 node,
                 address,
                 seeds: join,
+                data_dir,
             };
             Ok((Store::Voter(store), contacts, Some(joining)))
         }

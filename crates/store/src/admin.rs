@@ -2,9 +2,12 @@
 //! removing a voter, and the cluster as a voter sees it.
 //!
 //! Only the leader changes the membership; every other voter answers with
-//! [`StoreError::NotLeader`] (and where the leader is), as writes do. A node is added as a
-//! learner first and promoted only once it has caught up (openraft's blocking `add_learner`
-//! waits for that), so a new voter never counts toward a quorum while it still lacks entries.
+//! [`StoreError::NotLeader`] (and where the leader is), as writes do. Changes are made one at a
+//! time on the leader, each as a delta (add these voters, remove these), never as a whole voter
+//! set read before a wait, so concurrent joins cannot undo each other. A node is added as a
+//! learner first and promoted once openraft's blocking `add_learner` says it has caught up
+//! (within openraft's replication lag threshold), so a new voter joins the quorum holding the
+//! log.
 //! Removing the leader itself works: it commits the membership without itself, steps down, and
 //! the remaining voters elect a leader among them. A removed node is refused on the Raft plane
 //! (`grpc::raft_service` admits only voters of the current membership), so one that comes back
@@ -20,6 +23,28 @@ use parking_lot::Mutex;
 
 use crate::error::StoreError;
 use crate::raft_store::RaftStore;
+
+/// How long adding a node may wait for it to catch up.
+const ADD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// A leader reports itself as such only when a quorum confirmed it this recently.
+const LEADERSHIP_FRESH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// An address other nodes can dial: HOST:PORT with a port, not an unspecified host.
+fn valid_address(address: &str) -> Result<(), StoreError> {
+    let bad = || {
+        StoreError::Rejected(format!(
+            "{address:?} is not a HOST:PORT other nodes can dial"
+        ))
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    if matches!(host, "0.0.0.0" | "[::]" | "::") {
+        return Err(bad());
+    }
+    Ok(())
+}
 
 /// When each peer last answered this node's Raft calls (kept by the Raft network).
 #[derive(Debug, Clone, Default)]
@@ -97,8 +122,11 @@ impl RaftStore {
                 }
             })
             .collect();
-        // A leader that removed itself believes it leads until it hears of the next term.
-        let leader_id = m.current_leader.filter(|l| voters.contains(l));
+        // A leader that removed itself believes it leads until it hears of the next term, and
+        // one cut off from its quorum until it notices: neither is reported as the leader.
+        let leader_id = m.current_leader.filter(|l| {
+            voters.contains(l) && (*l != m.id || self.leadership_confirmed_within(LEADERSHIP_FRESH))
+        });
         let leader_address = leader_id
             .and_then(|l| membership.get_node(&l))
             .map(|n| n.addr.clone());
@@ -136,8 +164,9 @@ impl RaftStore {
     /// Adds `node` at `address`: as a learner, caught up, then as a voter (see the module
     /// docs). A node that votes already is left as it is.
     pub async fn add_voter(&self, node: u64, address: String) -> Result<(), StoreError> {
-        let mut voters = self.leading()?;
-        if voters.contains(&node) {
+        valid_address(&address)?;
+        let _one_change = self.admin_lock.lock().await;
+        if self.leading()?.contains(&node) {
             return Ok(());
         }
         tracing::info!(
@@ -145,33 +174,60 @@ impl RaftStore {
             address,
             "adding a learner; it becomes a voter once caught up"
         );
-        self.raft()
-            .add_learner(node, BasicNode::new(address), true)
-            .await
-            .map_err(change_error)?;
-        voters.insert(node);
-        self.raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(change_error)?;
+        let raft = self.raft();
+        let added = tokio::time::timeout(
+            ADD_TIMEOUT,
+            raft.add_learner(node, BasicNode::new(address), true),
+        )
+        .await;
+        match added {
+            Ok(result) => {
+                result.map_err(change_error)?;
+            }
+            Err(_) => {
+                return Err(StoreError::Timeout(format!(
+                    "node {node} did not catch up within {} s; it stays a learner (remove it with remove-voter)",
+                    ADD_TIMEOUT.as_secs()
+                )))
+            }
+        }
+        raft.change_membership(
+            openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node])),
+            false,
+        )
+        .await
+        .map_err(change_error)?;
         tracing::info!(node, "the node votes");
         Ok(())
     }
 
-    /// Removes voter `node` (this leader included). At least one voter must remain.
+    /// Removes voter (or learner) `node`, this leader included. At least one voter must remain.
     pub async fn remove_voter(&self, node: u64) -> Result<(), StoreError> {
-        let mut voters = self.leading()?;
-        if !voters.remove(&node) {
-            return Err(StoreError::Rejected(format!("node {node} is not a voter")));
-        }
-        if voters.is_empty() {
-            return Err(StoreError::Rejected(
-                "the last voter cannot be removed".to_owned(),
-            ));
-        }
-        tracing::info!(node, "removing a voter");
+        let _one_change = self.admin_lock.lock().await;
+        let voters = self.leading()?;
+        let learner = {
+            let m = self.raft().metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            membership.get_node(&node).is_some() && !voters.contains(&node)
+        };
+        let change = if learner {
+            tracing::info!(node, "removing a learner");
+            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+        } else if voters.contains(&node) {
+            if voters.len() == 1 {
+                return Err(StoreError::Rejected(
+                    "the last voter cannot be removed".to_owned(),
+                ));
+            }
+            tracing::info!(node, "removing a voter");
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node]))
+        } else {
+            return Err(StoreError::Rejected(format!(
+                "node {node} is neither a voter nor a learner"
+            )));
+        };
         self.raft()
-            .change_membership(voters, false)
+            .change_membership(change, false)
             .await
             .map_err(change_error)?;
         Ok(())
@@ -202,13 +258,34 @@ const JOIN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// seed that answers names the leader, which adds it as a learner and promotes it once caught
 /// up. Returns whether it joined.
 pub async fn join(
+    store: Arc<RaftStore>,
     channels: crate::grpc::Channels,
     node: u64,
     address: String,
     seeds: Vec<String>,
+    data_dir: std::path::PathBuf,
     cancel: tokio_util::sync::CancellationToken,
 ) -> bool {
     use switchboard_proto::v1::admin_client::AdminClient;
+    // A node restarted with its data joins again only if it was left a learner (its join was
+    // cut short): a voter is one already, and a node removed since must be added by an operator.
+    if store.is_initialized().await.unwrap_or(true) && !recovery_marker(&data_dir).exists() {
+        let m = store.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().any(|v| v == node) {
+            return true;
+        }
+        if membership.get_node(&node).is_none() {
+            tracing::error!(
+                node,
+                "this node was removed from the cluster; add it again with `switchboard cluster add-voter`"
+            );
+            return false;
+        }
+    } else {
+        // Empty: no vote and no election until it is a caught-up voter.
+        store.set_may_vote(false);
+    }
     use switchboard_proto::v1::{AddVoterRequest, AdminStatusRequest};
     let max = channels.max_message_bytes();
     let client = |addr: &str| {
@@ -238,7 +315,15 @@ pub async fn join(
                 .iter()
                 .any(|n| n.node_id == node && n.role == "voter")
             {
-                tracing::info!(node, "this node is a voter of the cluster");
+                if store.may_vote() {
+                    tracing::info!(node, "this node is a voter of the cluster");
+                    return true;
+                }
+                // Listed as a voter while this data dir is empty: it lost its disk.
+                if let Err(error) = mark_recovering(&data_dir) {
+                    tracing::error!(%error, "cannot record the recovery in the data dir");
+                }
+                recover(store, channels.clone(), seeds.clone(), data_dir, cancel).await;
                 return true;
             }
             if status.leader_address.is_empty() {
@@ -264,6 +349,8 @@ pub async fn join(
             };
             match added {
                 Ok(_) => {
+                    // Added once caught up: it may vote.
+                    store.set_may_vote(true);
                     tracing::info!(node, "joined the cluster as a voter");
                     return true;
                 }
@@ -285,18 +372,73 @@ pub async fn join(
 /// How long a probe of a peer's status may take.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whether any of `peers` (cluster addresses) reports a cluster that has had a leader: a log
-/// beyond the first membership entry (index 0; a leader's first entry is 1). Used by a voter
-/// whose data dir is empty before it bootstraps: then this node lost its disk, and voting with
-/// an empty log could lose what the cluster acknowledged. Voters of a cluster still forming
-/// (only the first membership written) find none and bootstrap as before.
-pub async fn cluster_exists(channels: &crate::grpc::Channels, peers: &[String]) -> bool {
-    let calls = peers.iter().map(|peer| probe(channels, peer));
-    futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .flatten()
-        .any(|status| !status.nodes.is_empty() && status.last_log_index >= 1)
+/// Where a voter's data dir says recovery is under way (created before recovering, removed
+/// once caught up), so a voter killed while recovering recovers again when it restarts.
+pub fn recovery_marker(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("RECOVERING")
+}
+
+fn mark_recovering(data_dir: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::create(recovery_marker(data_dir))?;
+    file.sync_all()?;
+    if let Ok(dir) = std::fs::File::open(data_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Starts a voter of the cluster `peers` (node id → cluster address, this node included) once
+/// its Raft service listens, without bootstrapping a second cluster or voting with a log that
+/// lost acknowledged entries:
+/// - a data dir with a log (and no recovery marker) rejoins as it is;
+/// - a recovery marker (a recovery was cut short) recovers again;
+/// - an empty data dir grants no vote and stands for no election while it asks the other
+///   voters once: if one reports a log past the first membership entry (a leader's first entry
+///   is 1), the cluster exists and this node lost its disk — it recovers ([`recover`]); if
+///   none does, the cluster is forming and it bootstraps with the others. The question fails
+///   open: when no peer that has a log answers (all of them down or still replaying), an empty
+///   node bootstraps and votes as a fresh one would.
+pub async fn start_voter(
+    store: Arc<RaftStore>,
+    channels: crate::grpc::Channels,
+    peers: BTreeMap<u64, String>,
+    data_dir: std::path::PathBuf,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let me = store.node_id();
+    let others: Vec<String> = peers
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(_, addr)| addr.clone())
+        .collect();
+    let marked = recovery_marker(&data_dir).exists();
+    let initialized = store.is_initialized().await.unwrap_or(true);
+    if initialized && !marked {
+        if let Err(error) = store.initialize_cluster(peers).await {
+            tracing::error!(%error, "rejoining the raft cluster failed");
+        }
+        return;
+    }
+    store.set_may_vote(false);
+    // One round of questions: peers that do not answer (still starting, or gone) count as
+    // having no log, so a cluster forming in any start order bootstraps at once.
+    let exists = marked
+        || futures::future::join_all(others.iter().map(|p| probe(&channels, p)))
+            .await
+            .into_iter()
+            .flatten()
+            .any(|s| !s.nodes.is_empty() && s.last_log_index >= 1);
+    if !exists {
+        match store.initialize_cluster(peers).await {
+            Ok(()) => store.set_may_vote(true),
+            Err(error) => tracing::error!(%error, "bootstrapping the raft cluster failed"),
+        }
+        return;
+    }
+    if let Err(error) = mark_recovering(&data_dir) {
+        tracing::error!(%error, "cannot record the recovery in the data dir");
+    }
+    recover(store, channels, others, data_dir, cancel).await;
 }
 
 async fn probe(
@@ -331,16 +473,18 @@ pub fn recover(
     store: Arc<RaftStore>,
     channels: crate::grpc::Channels,
     peers: Vec<String>,
+    data_dir: std::path::PathBuf,
     cancel: tokio_util::sync::CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     store.set_may_vote(false);
-    recovering(store, channels, peers, cancel)
+    recovering(store, channels, peers, data_dir, cancel)
 }
 
 async fn recovering(
     store: Arc<RaftStore>,
     channels: crate::grpc::Channels,
     peers: Vec<String>,
+    data_dir: std::path::PathBuf,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     tracing::warn!(
@@ -349,11 +493,20 @@ async fn recovering(
     );
     let target = loop {
         let statuses = futures::future::join_all(peers.iter().map(|p| probe(&channels, p))).await;
+        // The leader of the highest term that answers as one (a leader reports itself only
+        // while a quorum confirms it).
         let leader = statuses
             .into_iter()
             .flatten()
-            .find(|s| s.leader_id != 0 && s.leader_id == s.node_id);
+            .filter(|s| s.leader_id != 0 && s.leader_id == s.node_id)
+            .max_by_key(|s| s.term);
         if let Some(leader) = leader {
+            if !leader.nodes.iter().any(|n| n.node_id == store.node_id()) {
+                tracing::error!(
+                    node = store.node_id(),
+                    "this node is not a member of the running cluster; add it with `switchboard cluster add-voter`"
+                );
+            }
             break leader.last_log_index;
         }
         tokio::select! {
@@ -375,6 +528,11 @@ async fn recovering(
                     break;
                 }
             }
+        }
+    }
+    if let Err(error) = std::fs::remove_file(recovery_marker(&data_dir)) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!(%error, "cannot clear the recovery marker");
         }
     }
     store.set_may_vote(true);

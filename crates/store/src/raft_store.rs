@@ -162,6 +162,8 @@ pub struct RaftStore {
     /// False while this node, found empty though a cluster with it exists, has not caught up
     /// with what the cluster acknowledged: it must not vote (see `admin::recover`).
     votes_allowed: AtomicBool,
+    /// Membership changes one at a time (see `admin`).
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
     forwarder: Arc<dyn Forwarder>,
     barrier: ReadBarrier,
     /// Quorum rounds of this node as leader, shared by every concurrent `read_index` (local
@@ -298,6 +300,7 @@ impl RaftStore {
             ready_timeout: config.write_timeout,
             quorum_confirmed_ms,
             votes_allowed: AtomicBool::new(true),
+            admin_lock: tokio::sync::Mutex::new(()),
             forwarder: forwarder_for_reads,
             barrier: ReadBarrier::default(),
             leader_rounds: ReadBarrier::default(),
@@ -511,9 +514,10 @@ impl RaftStore {
         self.votes_allowed.load(Ordering::Acquire)
     }
 
-    /// Stops or resumes granting votes (see `admin::recover`).
-    pub(crate) fn set_may_vote(&self, allowed: bool) {
+    /// Stops or resumes granting votes and standing for election (see `admin::recover`).
+    pub fn set_may_vote(&self, allowed: bool) {
         self.votes_allowed.store(allowed, Ordering::Release);
+        self.raft.runtime_config().elect(allowed);
     }
 
     /// Whether this node's log holds a membership (it was part of a cluster; false for an

@@ -370,12 +370,7 @@ pub async fn serve(
             cluster: cluster_listener,
         },
         NodeConfig {
-            store: store_spec(
-                store,
-                args.peers.as_ref(),
-                args.join.as_ref(),
-                node_id,
-            ),
+            store: store_spec(store, args.peers.as_ref(), args.join.as_ref(), node_id),
             gateway: Some(GatewaySpec {
                 config,
                 keys: keyset,

@@ -141,7 +141,10 @@ async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyho
     .await?;
     // Refusals: a node that is not a voter, no key.
     let (code, _, err) = cluster_cli(&seeds, &["remove-voter", "99"], false)?;
-    anyhow::ensure!(code == 1 && err.contains("not a voter"), "({code}) {err}");
+    anyhow::ensure!(
+        code == 1 && err.contains("neither a voter nor a learner"),
+        "({code}) {err}"
+    );
     let out = std::process::Command::new(bin())
         .args(["cluster", "status", "--store", &seeds])
         .output()?;

@@ -51,7 +51,7 @@ impl Kind {
 
 /// The cluster addresses of the gateways that may hold the connection `id` names, most likely
 /// first, when it is not here: the one that last answered for it; the gateway that issued the
-/// id; then every other gateway serving the hub. Empty when there is no cluster, or `id` is not
+/// id; then every other gateway. Empty when there is no cluster, or `id` is not
 /// a connection token (or version-0 id, checked against `v0_user`) this service signed for the
 /// hub: nothing is asked about made-up ids.
 pub(crate) fn holders(
@@ -72,7 +72,9 @@ pub(crate) fn holders(
     };
     let known = shared.relay_holders.get(&connection);
     let hint = switchboard_core::node_of_connection_id(&connection);
-    let mut peers = crate::scatter::peers_for(shared, hub);
+    // Every gateway, not only those serving the hub: an HTTP-transport connection has its pipe
+    // (and takes relayed requests) before its handshake registers it and announces its hub.
+    let mut peers = crate::scatter::peers(shared);
     peers.sort_by_key(|p| (Some(&p.address) != known.as_ref(), Some(p.node) != hint));
     Holders {
         connection,

@@ -96,7 +96,10 @@ impl Forwarder for GrpcForwarder {
             Ok(Ok(reply)) => reply.into_inner(),
             // The leader does not take writes forwarded by a node that no longer votes (this
             // one was removed, and may not have heard yet): the caller goes to the leader.
-            Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
+            Ok(Err(status))
+                if status.code() == tonic::Code::PermissionDenied
+                    && status.message().contains("it is not a voter") =>
+            {
                 return Err(StoreError::NotLeader {
                     leader_id: Some(leader),
                     leader_addr: Some(addr),
@@ -142,14 +145,6 @@ impl Forwarder for GrpcForwarder {
         request.set_timeout(self.timeout);
         let reply = match tokio::time::timeout(self.timeout, client.status(request)).await {
             Ok(Ok(reply)) => reply.into_inner(),
-            // The leader does not take writes forwarded by a node that no longer votes (this
-            // one was removed, and may not have heard yet): the caller goes to the leader.
-            Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
-                return Err(StoreError::NotLeader {
-                    leader_id: Some(leader),
-                    leader_addr: Some(addr),
-                })
-            }
             Ok(Err(status)) => return Err(error_from_status(&status)),
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(
