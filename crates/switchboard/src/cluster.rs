@@ -42,13 +42,50 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             eprintln!("switchboard cluster: {e:#}");
             ExitCode::FAILURE
         }
+        Err(Failure::Rejected(e)) => {
+            eprintln!("switchboard cluster: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Retry(e)) => {
+            eprintln!("switchboard cluster: {e}; try again");
+            ExitCode::from(75)
+        }
     }
 }
 
+/// Why the command failed, as its exit code says.
 enum Failure {
     /// Bad flags or keys (exit 64).
     Usage(anyhow::Error),
+    /// The store refused the change as asked: not a voter, the last voter, a bad address
+    /// (exit 2).
+    Rejected(String),
+    /// The store could not do it now: no leader, a timeout (exit 75, EX_TEMPFAIL).
+    Retry(String),
+    /// Anything else (exit 1).
     Failed(anyhow::Error),
+}
+
+/// The exit a refused call gets.
+fn refused(what: &str, status: &tonic::Status) -> Failure {
+    let message = format!("{what}: {}", status.message());
+    match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+            Failure::Rejected(message)
+        }
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Failure::Retry(message),
+        _ => Failure::Failed(anyhow::anyhow!(message)),
+    }
+}
+
+/// The leader's address a not-the-leader answer names, if any.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(switchboard_store::grpc::LEADER_ADDR_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
 }
 
 async fn execute(args: ClusterArgs) -> Result<(), Failure> {
@@ -64,29 +101,38 @@ async fn execute(args: ClusterArgs) -> Result<(), Failure> {
     let status = match args.action {
         ClusterAction::Status(_) => leader_status(&channels, status).await,
         ClusterAction::AddVoter { member, .. } => {
-            let mut admin = admin(&channels, &leader(&status)?).map_err(Failure::Failed)?;
-            let mut request = tonic::Request::new(AddVoterRequest {
+            let request = AddVoterRequest {
                 node_id: member.id,
                 address: member.address,
-            });
-            request.set_timeout(CHANGE_TIMEOUT);
-            admin
-                .add_voter(request)
-                .await
-                .context("adding the voter")
-                .map_err(Failure::Failed)?
-                .into_inner()
+            };
+            change(&channels, &status, "adding the voter", |mut admin| {
+                let request = request.clone();
+                async move {
+                    let mut request = tonic::Request::new(request);
+                    request.set_timeout(CHANGE_TIMEOUT);
+                    admin
+                        .add_voter(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?
         }
         ClusterAction::RemoveVoter { id, .. } => {
-            let mut admin = admin(&channels, &leader(&status)?).map_err(Failure::Failed)?;
-            let mut request = tonic::Request::new(RemoveVoterRequest { node_id: id });
-            request.set_timeout(CHANGE_TIMEOUT);
-            admin
-                .remove_voter(request)
-                .await
-                .context("removing the voter")
-                .map_err(Failure::Failed)?
-                .into_inner()
+            change(
+                &channels,
+                &status,
+                "removing the voter",
+                |mut admin| async move {
+                    let mut request = tonic::Request::new(RemoveVoterRequest { node_id: id });
+                    request.set_timeout(CHANGE_TIMEOUT);
+                    admin
+                        .remove_voter(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                },
+            )
+            .await?
         }
     };
     if conn.json {
@@ -95,6 +141,34 @@ async fn execute(args: ClusterArgs) -> Result<(), Failure> {
         print!("{}", table(&status));
     }
     Ok(())
+}
+
+/// Makes a change on the leader `status` names, once more on the leader a not-the-leader answer
+/// names (the leadership moved in between).
+async fn change<F, Fut>(
+    channels: &Channels,
+    status: &ClusterStatus,
+    what: &str,
+    call: F,
+) -> Result<ClusterStatus, Failure>
+where
+    F: Fn(AdminClient<switchboard_store::grpc::ClusterChannel>) -> Fut,
+    Fut: std::future::Future<Output = Result<ClusterStatus, tonic::Status>>,
+{
+    let mut address = leader(status)?;
+    for attempt in 0..2 {
+        let client = admin(channels, &address).map_err(Failure::Failed)?;
+        match call(client).await {
+            Ok(status) => return Ok(status),
+            Err(status) => match leader_hint(&status) {
+                Some(next) if attempt == 0 && next != address => address = next,
+                _ => return Err(refused(what, &status)),
+            },
+        }
+    }
+    Err(Failure::Retry(format!(
+        "{what}: the leadership keeps moving"
+    )))
 }
 
 fn channels(conn: &ClusterConn) -> anyhow::Result<Channels> {
@@ -135,16 +209,24 @@ async fn status_of(channels: &Channels, address: &str) -> anyhow::Result<Cluster
     Ok(admin.status(request).await?.into_inner())
 }
 
-/// The status from the first of `voters` that answers.
+/// The status from the first of `voters` that answers and knows a leader (one that does not,
+/// such as a voter removed from the cluster, is passed over), else from the first that answers.
 async fn first_answer(channels: &Channels, voters: &[String]) -> anyhow::Result<ClusterStatus> {
     let mut errors = Vec::new();
+    let mut leaderless = None;
     for address in voters {
         match status_of(channels, address).await {
-            Ok(status) => return Ok(status),
+            Ok(status) if status.leader_id != 0 => return Ok(status),
+            Ok(status) => {
+                leaderless.get_or_insert(status);
+            }
             Err(e) => errors.push(format!("{address}: {e:#}")),
         }
     }
-    bail!("no store voter answered ({})", errors.join("; "))
+    match leaderless {
+        Some(status) => Ok(status),
+        None => bail!("no store voter answered ({})", errors.join("; ")),
+    }
 }
 
 /// The leader's status (which knows replication), or `status` when the leader does not answer.
@@ -160,9 +242,9 @@ async fn leader_status(channels: &Channels, status: ClusterStatus) -> ClusterSta
 
 fn leader(status: &ClusterStatus) -> Result<String, Failure> {
     if status.leader_id == 0 || status.leader_address.is_empty() {
-        return Err(Failure::Failed(anyhow::anyhow!(
-            "the store has no leader right now; try again"
-        )));
+        return Err(Failure::Retry(
+            "the store has no leader right now".to_owned(),
+        ));
     }
     Ok(status.leader_address.clone())
 }

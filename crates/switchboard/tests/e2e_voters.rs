@@ -142,7 +142,7 @@ async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyho
     // Refusals: a node that is not a voter, no key.
     let (code, _, err) = cluster_cli(&seeds, &["remove-voter", "99"], false)?;
     anyhow::ensure!(
-        code == 1 && err.contains("neither a voter nor a learner"),
+        code == 2 && err.contains("neither a voter nor a learner"),
         "({code}) {err}"
     );
     let out = std::process::Command::new(bin())
