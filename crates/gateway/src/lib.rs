@@ -212,6 +212,10 @@ impl Shared {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.is_draining() {
             Err("draining")
+        } else if !self.store.voting() {
+            // A serve node whose voter lost its data and catches up: counted as down by a
+            // disruption budget, so no other voter is taken meanwhile.
+            Err("not ready: this node's voter is catching up after losing its data")
         } else if !self.registered.load(Ordering::Acquire) || !self.store.status().leader_known() {
             Err("not ready: no store leader or no lease yet")
         } else {

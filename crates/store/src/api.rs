@@ -47,6 +47,12 @@ pub trait MembershipStore: Send + Sync + 'static {
 
     /// Who leads and how far the log and the state machine are.
     fn status(&self) -> StoreStatus;
+
+    /// Whether this process's voter (if it runs one) is a full voter: false while it catches up
+    /// after losing its data (see `admin::recover`). A process without a voter answers true.
+    fn voting(&self) -> bool {
+        true
+    }
 }
 
 /// A shared handle on the applied membership state.

@@ -674,6 +674,10 @@ impl MembershipStore for RaftStore {
         }
     }
 
+    fn voting(&self) -> bool {
+        self.may_vote()
+    }
+
     fn view(&self) -> View {
         self.view.clone()
     }

@@ -288,6 +288,12 @@ async fn a_voter_that_lost_its_disk_votes_only_once_it_caught_up() -> anyhow::Re
         cluster.leader().await.is_none(),
         "a leader was elected with a voter that lost its disk"
     );
+    let ready = reqwest::get(cluster.voters[c].url("/readyz")).await?;
+    let (code, why) = (ready.status(), ready.text().await?);
+    anyhow::ensure!(
+        code == 503 && why.contains("catching up"),
+        "a recovering node reports {code}: {why}"
+    );
     // The old leader returns: it has every acknowledged write; C catches up from it.
     cluster.voters[l].relaunch().await?;
     cluster.wait_leader(Duration::from_secs(30)).await?;
