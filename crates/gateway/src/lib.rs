@@ -233,7 +233,15 @@ impl Shared {
         &self,
         command: Command,
     ) -> Result<switchboard_membership::Outcome, switchboard_core::Error> {
-        match tokio::time::timeout(self.config.store_timeout, self.store.write(command)).await {
+        self.bounded(self.store.write(command)).await
+    }
+
+    /// A store call under the store timeout (a timeout is `ErrorCode::Timeout`).
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, switchboard_store::StoreError>>,
+    ) -> Result<T, switchboard_core::Error> {
+        match tokio::time::timeout(self.config.store_timeout, call).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(switchboard_core::Error::new(
                 switchboard_core::ErrorCode::Timeout,
@@ -247,15 +255,7 @@ impl Shared {
         &self,
         command: Command,
     ) -> Result<(switchboard_membership::Outcome, u64), switchboard_core::Error> {
-        match tokio::time::timeout(self.config.store_timeout, self.store.write_indexed(command))
-            .await
-        {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(switchboard_core::Error::new(
-                switchboard_core::ErrorCode::Timeout,
-                "The membership store did not answer in time; the change may or may not have been applied.",
-            )),
-        }
+        self.bounded(self.store.write_indexed(command)).await
     }
 
     /// Brings this gateway's membership view up to every write acknowledged anywhere before

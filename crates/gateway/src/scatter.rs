@@ -162,6 +162,18 @@ where
         .collect()
 }
 
+/// `query` to every other gateway serving `hub`, at once; the answers as they come.
+fn ask_all(
+    shared: &Shared,
+    hub: &str,
+    query: PresenceQuery,
+) -> FuturesUnordered<impl Future<Output = (Peer, Result<PresenceAnswer, Status>)>> {
+    call_all(shared, "query", peers_for(shared, hub), move |mut c| {
+        let query = query.clone();
+        async move { c.query(timed(query)).await.map(Response::into_inner) }
+    })
+}
+
 /// An answer from the incarnation the store lists or a newer one (the view has not caught up
 /// with a restart yet); an older process's is ignored.
 fn current(peer: &Peer, incarnation: u64) -> bool {
@@ -174,10 +186,7 @@ async fn found_anywhere(shared: &Shared, hub: &str, what: What) -> bool {
         hub: hub.to_owned(),
         what: Some(what),
     };
-    let mut calls = call_all(shared, "query", peers_for(shared, hub), |mut c| {
-        let query = query.clone();
-        async move { c.query(timed(query)).await.map(Response::into_inner) }
-    });
+    let mut calls = ask_all(shared, hub, query);
     while let Some((peer, answer)) = calls.next().await {
         if let Ok(answer) = answer {
             if answer.found && current(&peer, answer.incarnation) {
@@ -205,10 +214,7 @@ pub(crate) async fn holder(shared: &Shared, hub: &str, connection: &str) -> Opti
         hub: hub.to_owned(),
         what: Some(What::Connection(connection.to_owned())),
     };
-    let mut calls = call_all(shared, "query", peers_for(shared, hub), |mut c| {
-        let query = query.clone();
-        async move { c.query(timed(query)).await.map(Response::into_inner) }
-    });
+    let mut calls = ask_all(shared, hub, query);
     while let Some((peer, answer)) = calls.next().await {
         if answer.is_ok_and(|a| a.found && current(&peer, a.incarnation)) {
             return Some(peer);
@@ -255,10 +261,7 @@ pub(crate) async fn group_page(
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         })),
     };
-    let mut calls = call_all(shared, "query", peers_for(shared, hub), |mut c| {
-        let query = query.clone();
-        async move { c.query(timed(query)).await.map(Response::into_inner) }
-    });
+    let mut calls = ask_all(shared, hub, query);
     while let Some((peer, answer)) = calls.next().await {
         let Ok(answer) = answer else { continue };
         if !current(&peer, answer.incarnation) {

@@ -23,6 +23,16 @@ pub struct Applied {
     pub outcomes: Vec<Outcome>,
 }
 
+impl Applied {
+    /// The outcome of a one-command write, with the entry's index.
+    pub(crate) fn single(self) -> Result<(Outcome, u64), crate::StoreError> {
+        let outcome = self.outcomes.first().copied().ok_or_else(|| {
+            crate::StoreError::Internal("the store returned no outcome".to_owned())
+        })?;
+        Ok((outcome, self.log_index))
+    }
+}
+
 /// Proposes commands on the leader on behalf of a follower.
 #[async_trait]
 pub trait Forwarder: Send + Sync + 'static {

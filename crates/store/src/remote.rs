@@ -326,13 +326,7 @@ impl MembershipStore for RemoteStore {
     }
 
     async fn write_indexed(&self, command: Command) -> Result<(Outcome, u64), StoreError> {
-        let applied = self.submitter.write_indexed(vec![command]).await?;
-        let outcome = applied
-            .outcomes
-            .first()
-            .copied()
-            .ok_or_else(|| StoreError::Internal("the store returned no outcome".to_owned()))?;
-        Ok((outcome, applied.log_index))
+        self.submitter.write_indexed(vec![command]).await?.single()
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

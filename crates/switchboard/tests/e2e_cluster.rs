@@ -461,7 +461,7 @@ async fn a_gateway_without_its_store_keeps_delivering_and_is_not_ready() -> anyh
     js.connect("a", &cluster.gateways[0], ConnectOptions::default())
         .await?;
     for v in &cluster.voters {
-        v.pause()?;
+        v.pause().await?;
     }
     let gw = &cluster.gateways[0];
     until_status(
@@ -776,7 +776,7 @@ async fn a_gateway_that_stops_answering_holds_up_nothing_and_gets_its_changes_la
     let bob = js.connect("bob", n1, ConnectOptions::default()).await?;
     assert!(exists(n1, &format!("/api/hubs/chat/users/alice?{V}")).await);
 
-    n3.pause()?;
+    n3.pause().await?;
     // Questions are answered by the gateways that answer, within the call timeout.
     let asked = Instant::now();
     assert!(!exists(n1, &format!("/api/hubs/chat/users/alice?{V}")).await);

@@ -375,17 +375,15 @@ impl Server {
 
     /// Freezes the process (SIGSTOP): alive but silent, like a hung node. Returns once every
     /// thread of it is stopped (a signal is delivered to a busy process a moment later).
-    pub fn pause(&self) -> anyhow::Result<()> {
+    pub async fn pause(&self) -> anyhow::Result<()> {
         let pid = self.pid().context("not running")?;
         signal(pid, "-STOP")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !all_threads_stopped(pid) {
-            if std::time::Instant::now() > deadline {
-                bail!("process {pid} did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
+        crate::eventually(
+            Duration::from_secs(5),
+            "every thread stopped",
+            || async move { all_threads_stopped(pid).then_some(()) },
+        )
+        .await
     }
 
     /// Resumes a paused process (SIGCONT).

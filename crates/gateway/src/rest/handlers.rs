@@ -181,13 +181,29 @@ pub(super) async fn add_connection_to_group(
         group,
         connection: connection.clone(),
     };
-    if scatter::change_connection(&shared, &call.hub, &connection, command).await? {
+    change_connection(
+        &shared,
+        &call,
+        &connection,
+        command,
+        ErrorCode::ConnectionNotExistedError,
+    )
+    .await
+}
+
+/// Applies a change to one connection where it is held: 200, or `missing` when no gateway
+/// holds it.
+async fn change_connection(
+    shared: &Shared,
+    call: &RestCall,
+    connection: &str,
+    command: Command,
+    missing: ErrorCode,
+) -> ApiResult<StatusCode> {
+    if scatter::change_connection(shared, &call.hub, connection, command).await? {
         Ok(StatusCode::OK)
     } else {
-        Err(ApiError::new(
-            ErrorCode::ConnectionNotExistedError,
-            "The connection does not exist.",
-        ))
+        Err(ApiError::new(missing, "The connection does not exist."))
     }
 }
 
@@ -201,14 +217,14 @@ pub(super) async fn remove_connection_from_group(
         group,
         connection: connection.clone(),
     };
-    if scatter::change_connection(&shared, &call.hub, &connection, command).await? {
-        Ok(StatusCode::OK)
-    } else {
-        Err(ApiError::new(
-            ErrorCode::ConnectionNotExisted,
-            "The connection does not exist.",
-        ))
-    }
+    change_connection(
+        &shared,
+        &call,
+        &connection,
+        command,
+        ErrorCode::ConnectionNotExisted,
+    )
+    .await
 }
 
 pub(super) async fn remove_connection_from_all_groups(
