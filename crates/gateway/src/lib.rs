@@ -212,6 +212,8 @@ impl Shared {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.is_draining() {
             Err("draining")
+        } else if self.store.disk_failing() {
+            Err("not ready: this node's store cannot use its data directory; see the log")
         } else if !self.store.voting() {
             // A serve node whose voter lost its data and catches up: counted as down by a
             // disruption budget, so no other voter is taken meanwhile.

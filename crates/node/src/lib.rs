@@ -438,7 +438,10 @@ fn spawn_cluster_server(
 /// `/api/health`, `/readyz` and `/metrics` for a voter without a gateway.
 fn health_router(store: Arc<RaftStore>, prometheus: Option<PrometheusHandle>) -> axum::Router {
     let ready: observability::ReadyCheck = Arc::new(move || {
-        if !store.may_vote() {
+        if store.disk().failing() {
+            // Its disk operations are being retried (see store::disk); the log says why.
+            Err("not ready: the data directory cannot be written or read; see the log")
+        } else if !store.may_vote() {
             // Not a full voter yet: lost its disk and is catching up (see store::admin::recover);
             // a disruption budget then counts it as down.
             Err("not ready: catching up after losing its data; not voting yet")

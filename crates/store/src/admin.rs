@@ -246,7 +246,7 @@ fn change_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Stor
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             StoreError::Rejected(e.to_string())
         }
-        RaftError::Fatal(f) => StoreError::Unavailable(f.to_string()),
+        RaftError::Fatal(f) => StoreError::stopped(&f),
     }
 }
 

@@ -53,6 +53,13 @@ pub trait MembershipStore: Send + Sync + 'static {
     fn voting(&self) -> bool {
         true
     }
+
+    /// Whether this process's voter (if it runs one) cannot use its disk now: its disk
+    /// operations are retried until the disk works again, and its writes are refused meanwhile
+    /// (see `crate::disk`). A process without a voter answers false.
+    fn disk_failing(&self) -> bool {
+        false
+    }
 }
 
 /// A shared handle on the applied membership state.

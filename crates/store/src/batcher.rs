@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::View;
+use crate::disk::DiskHealth;
 use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder};
 use crate::{Raft, RaftMetrics};
@@ -216,6 +217,8 @@ pub(crate) struct Batcher {
     cancel: CancellationToken,
     tasks: TaskTracker,
     view: View,
+    /// This node's disk: while it fails, writes are refused at once (see `crate::disk`).
+    disk: DiskHealth,
 }
 
 impl Batcher {
@@ -225,6 +228,7 @@ impl Batcher {
         raft: Raft,
         forwarder: Arc<dyn Forwarder>,
         view: View,
+        disk: DiskHealth,
         cancel: CancellationToken,
     ) -> (Batcher, Submitter) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
@@ -243,6 +247,7 @@ impl Batcher {
             cancel,
             tasks: TaskTracker::new(),
             view,
+            disk,
         };
         (
             batcher,
@@ -325,6 +330,16 @@ impl Batcher {
 
     /// Starts committing one batch: proposes it (leader) or starts forwarding it (follower).
     async fn dispatch(&mut self, mut requests: Vec<Request>) -> Work {
+        if self.disk.failing() {
+            // A leader could not append them and a follower could not apply them: refused now
+            // (nothing was sent), rather than timing out with an unknown outcome.
+            return Work::Failed(
+                requests,
+                StoreError::Unavailable(
+                    "this store node cannot write to its disk now; try again later".to_owned(),
+                ),
+            );
+        }
         let Some((leader, leader_node)) = self.leader().await else {
             return Work::Failed(
                 requests,

@@ -53,6 +53,26 @@ fn leader_hint(id: Option<NodeId>, addr: Option<&str>) -> String {
 }
 
 impl StoreError {
+    /// Raft stopped for good (openraft's fatal error: a storage error it was given, a panic in
+    /// its core, shutdown). The cause goes to the log; the error says only that the store stopped,
+    /// since the cause may name paths inside the data directory.
+    pub fn stopped(fatal: &impl std::fmt::Display) -> StoreError {
+        tracing::error!(cause = %fatal, "raft has stopped");
+        StoreError::Unavailable("the store on this node has stopped; see its log".to_owned())
+    }
+
+    /// What a client is told: faults inside the node (a configuration that does not match the
+    /// disk, a storage failure, a bug) are reported without their detail, which may name paths
+    /// and belongs in the node's log.
+    pub fn public_message(&self) -> String {
+        match self {
+            StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_) => {
+                "the store failed on this node; see its log".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The shared error code this error is answered with.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -76,7 +96,13 @@ impl StoreError {
 
 impl From<StoreError> for switchboard_core::Error {
     fn from(error: StoreError) -> Self {
-        switchboard_core::Error::new(error.code(), error.to_string())
+        if matches!(
+            error,
+            StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_)
+        ) {
+            tracing::error!(%error, "store fault answered as an internal error");
+        }
+        switchboard_core::Error::new(error.code(), error.public_message())
     }
 }
 
@@ -123,6 +149,19 @@ mod tests {
             assert!(!error.retryable());
             let core: switchboard_core::Error = error.into();
             assert_eq!(core.code, ErrorCode::Internal);
+        }
+    }
+
+    #[test]
+    fn a_client_never_sees_the_detail_of_a_fault_inside_the_node() {
+        for error in [
+            StoreError::Storage("open /var/lib/switchboard/raft/log.redb: denied".into()),
+            StoreError::Internal("read /data/snapshots/current.snap".into()),
+            StoreError::Config("the data directory /data belongs to node 2".into()),
+            StoreError::stopped(&"snapshot write /data/snapshots/current.snap.tmp: full"),
+        ] {
+            let core: switchboard_core::Error = error.into();
+            assert!(!core.message.contains('/'), "{}", core.message);
         }
     }
 

@@ -22,6 +22,8 @@
 //!   follower's writes to the leader ([`grpc::GrpcForwarder`]) and the shared channel cache;
 //! - [`remote`]: [`RemoteStore`], the store of a stateless gateway — a replica fed by a voter's
 //!   watch stream, writes sent to the voters;
+//! - [`disk`]: riding out storage faults — a failed disk operation is retried with backoff and
+//!   the node reports not ready until the disk works again;
 //! - `codec`: the compact binary encoding of log entries and snapshots;
 //! - `metrics`: Prometheus metrics fed from openraft's metrics channel.
 //!
@@ -36,6 +38,7 @@ pub mod api;
 mod barrier;
 mod batcher;
 mod codec;
+pub mod disk;
 pub mod error;
 pub mod forward;
 pub mod grpc;

@@ -6,6 +6,11 @@
 //! hole. redb commits with [`Durability::Immediate`] fsync before returning; every disk operation
 //! runs on tokio's blocking pool so the runtime threads never wait for the disk.
 //!
+//! A disk fault (no space, a read-only volume, an I/O error) is not handed to openraft, which
+//! would stop for good: the operation is retried with backoff until the disk works again (see
+//! [`crate::disk`]). redb latches a failed write, so the retry closes the database and opens the
+//! file again, which brings it back to its last commit; an append then writes its entries again.
+//!
 //! The committed log id is written without its own fsync ([`Durability::None`]): redb makes it
 //! durable with the next durable commit (the next append), and losing the latest value only makes
 //! a restart re-apply less at once — Raft recommits the rest.
@@ -21,18 +26,20 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError, Vote,
 };
+use parking_lot::RwLock;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
+use crate::disk::{DiskHealth, Failure};
 use crate::error::StoreError;
 use crate::{Entry, LogId, TypeConfig};
 
@@ -56,11 +63,20 @@ pub struct LogStore {
 }
 
 struct Inner {
-    db: Database,
+    /// The open database; `None` between closing a failed instance and opening a new one.
+    db: RwLock<Option<Database>>,
+    /// Set when an operation hit a disk fault: redb latches a failed write (every later call
+    /// answers "previous I/O error"), so the next attempt reopens the file first.
+    broken: AtomicBool,
     path: PathBuf,
     /// Committed index + 1 (0 = none), for status and metrics.
     committed: AtomicU64,
+    health: DiskHealth,
 }
+
+/// One attempt at a disk operation: a disk fault is retried (see [`crate::disk`]), a corrupt
+/// record is not.
+type Attempt<T> = Result<T, Failure<StorageError<u64>>>;
 
 fn io_error(
     subject: ErrorSubject<u64>,
@@ -70,33 +86,40 @@ fn io_error(
     StorageIOError::new(subject, verb, AnyError::error(error)).into()
 }
 
-fn corrupt(index: u64, error: impl std::fmt::Display) -> StorageError<u64> {
-    StorageIOError::read_log_at_index(
-        index,
-        AnyError::error(format!("corrupt log entry at index {index}: {error}")),
-    )
-    .into()
+/// A disk fault while doing `verb` on `subject`.
+fn fault(
+    subject: &ErrorSubject<u64>,
+    verb: ErrorVerb,
+    error: impl std::fmt::Display,
+) -> Failure<StorageError<u64>> {
+    Failure::Transient(io_error(subject.clone(), verb, error))
 }
 
-/// Runs disk work on the blocking pool.
-async fn blocking<T, F>(subject: ErrorSubject<u64>, f: F) -> StorageResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> StorageResult<T> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(join) => Err(io_error(
-            subject,
-            ErrorVerb::Write,
-            format!("storage task failed: {join}"),
-        )),
+fn corrupt(index: u64, error: impl std::fmt::Display) -> Failure<StorageError<u64>> {
+    Failure::Permanent(
+        StorageIOError::read_log_at_index(
+            index,
+            AnyError::error(format!("corrupt log entry at index {index}: {error}")),
+        )
+        .into(),
+    )
+}
+
+fn storage_error(failure: Failure<StorageError<u64>>) -> StoreError {
+    match failure {
+        Failure::Transient(e) | Failure::Permanent(e) => StoreError::Storage(e.to_string()),
     }
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database in `dir` (created if missing). Blocking.
+    /// Opens (or creates) the log database in `dir` (created if missing), with a disk health of
+    /// its own. Blocking.
     pub fn open(dir: &Path) -> Result<LogStore, StoreError> {
+        LogStore::open_with(dir, DiskHealth::new())
+    }
+
+    /// Opens the log database in `dir`, reporting disk faults to `health`. Blocking.
+    pub fn open_with(dir: &Path, health: DiskHealth) -> Result<LogStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("create {}: {e}", dir.display())))?;
         let path = dir.join(LOG_FILE);
@@ -104,35 +127,127 @@ impl LogStore {
             .map_err(|e| StoreError::Storage(format!("open {}: {e}", path.display())))?;
         let store = LogStore {
             inner: Arc::new(Inner {
-                db,
+                db: RwLock::new(Some(db)),
+                broken: AtomicBool::new(false),
                 path,
                 committed: AtomicU64::new(0),
+                health,
             }),
         };
-        store.create_tables().map_err(|e| {
-            StoreError::Storage(format!("initialize {}: {e}", store.inner.path.display()))
-        })?;
+        store
+            .with_db(&ErrorSubject::Store, |db| {
+                let err =
+                    |e: &dyn std::fmt::Display| fault(&ErrorSubject::Store, ErrorVerb::Write, e);
+                let txn = db.begin_write().map_err(|e| err(&e))?;
+                txn.open_table(LOG).map_err(|e| err(&e))?;
+                txn.open_table(META).map_err(|e| err(&e))?;
+                txn.commit().map_err(|e| err(&e))
+            })
+            .map_err(|e| {
+                StoreError::Storage(format!(
+                    "initialize {}: {}",
+                    store.inner.path.display(),
+                    storage_error(e)
+                ))
+            })?;
         let committed = store
             .read_meta::<Option<LogId>>(KEY_COMMITTED)
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
+            .map_err(storage_error)?;
         store.set_committed_index(committed.flatten().map(|id| id.index));
         Ok(store)
     }
 
-    fn create_tables(&self) -> Result<(), redb::Error> {
-        let txn = self.inner.db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(META)?;
-        txn.commit()?;
-        Ok(())
+    /// The disk health this store reports to.
+    pub fn health(&self) -> &DiskHealth {
+        &self.inner.health
+    }
+
+    /// Runs `f` on the open database, reopening it first if an earlier operation failed.
+    /// A disk fault marks the database for reopening. Blocking.
+    fn with_db<T>(
+        &self,
+        subject: &ErrorSubject<u64>,
+        f: impl FnOnce(&Database) -> Attempt<T>,
+    ) -> Attempt<T> {
+        if self.inner.broken.load(Ordering::Acquire) {
+            self.reopen(subject)?;
+        }
+        let guard = self.inner.db.read();
+        let Some(db) = guard.as_ref() else {
+            self.inner.broken.store(true, Ordering::Release);
+            return Err(fault(
+                subject,
+                ErrorVerb::Read,
+                "the log database is closed after a disk fault",
+            ));
+        };
+        let result = f(db);
+        if matches!(result, Err(Failure::Transient(_))) {
+            self.inner.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Closes the failed database and opens the file again (redb recovers it to its last
+    /// commit). Whoever gets the write lock first does it; the others find it done.
+    fn reopen(&self, subject: &ErrorSubject<u64>) -> Attempt<()> {
+        let mut guard = self.inner.db.write();
+        if !self.inner.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // redb refuses a second instance on one file: the old one must be gone first.
+        *guard = None;
+        match Database::create(&self.inner.path) {
+            Ok(db) => {
+                *guard = Some(db);
+                self.inner.broken.store(false, Ordering::Release);
+                tracing::info!(path = %self.inner.path.display(), "reopened the raft log after a disk fault");
+                Ok(())
+            }
+            Err(e) => Err(fault(
+                subject,
+                ErrorVerb::Write,
+                format!("reopen the raft log: {e}"),
+            )),
+        }
+    }
+
+    /// Runs the blocking operation `f` on tokio's blocking pool, retried while the disk fails.
+    async fn disk<T, F>(
+        &self,
+        op: &'static str,
+        subject: ErrorSubject<u64>,
+        f: F,
+    ) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&LogStore) -> Attempt<T> + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.inner
+            .health
+            .retry(op, || {
+                let this = self.clone();
+                let f = f.clone();
+                let subject = subject.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || f(&this)).await {
+                        Ok(result) => result,
+                        Err(join) => Err(Failure::Permanent(io_error(
+                            subject,
+                            ErrorVerb::Write,
+                            format!("storage task failed: {join}"),
+                        ))),
+                    }
+                }
+            })
+            .await
     }
 
     /// Binds the database to `node_id` on first use and refuses a different id afterwards: a
     /// Raft node's identity must never change under its log. Blocking.
     pub fn check_node_id(&self, node_id: u64) -> Result<(), StoreError> {
-        let stored: Option<u64> = self
-            .read_meta(KEY_NODE_ID)
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        let stored: Option<u64> = self.read_meta(KEY_NODE_ID).map_err(storage_error)?;
         match stored {
             Some(id) if id == node_id => Ok(()),
             Some(id) => Err(StoreError::Config(format!(
@@ -146,7 +261,7 @@ impl LogStore {
                     Durability::Immediate,
                     ErrorSubject::Store,
                 )
-                .map_err(|e| StoreError::Storage(e.to_string())),
+                .map_err(storage_error),
         }
     }
 
@@ -163,36 +278,28 @@ impl LogStore {
         }
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &'static str) -> StorageResult<Option<T>> {
-        let subject = || {
-            if key == KEY_VOTE {
-                ErrorSubject::Vote
-            } else {
-                ErrorSubject::Store
-            }
+    fn read_meta<T: DeserializeOwned>(&self, key: &'static str) -> Attempt<Option<T>> {
+        let subject = if key == KEY_VOTE {
+            ErrorSubject::Vote
+        } else {
+            ErrorSubject::Store
         };
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| io_error(subject(), ErrorVerb::Read, e))?;
-        let table = txn
-            .open_table(META)
-            .map_err(|e| io_error(subject(), ErrorVerb::Read, e))?;
-        let Some(value) = table
-            .get(key)
-            .map_err(|e| io_error(subject(), ErrorVerb::Read, e))?
-        else {
-            return Ok(None);
-        };
-        let decoded = codec::decode(value.value()).map_err(|e| {
-            io_error(
-                subject(),
-                ErrorVerb::Read,
-                format!("corrupt `{key}` record: {e}"),
-            )
-        })?;
-        Ok(Some(decoded))
+        self.with_db(&subject, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&subject, ErrorVerb::Read, e);
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let table = txn.open_table(META).map_err(|e| err(&e))?;
+            let Some(value) = table.get(key).map_err(|e| err(&e))? else {
+                return Ok(None);
+            };
+            let decoded = codec::decode(value.value()).map_err(|e| {
+                Failure::Permanent(io_error(
+                    subject.clone(),
+                    ErrorVerb::Read,
+                    format!("corrupt `{key}` record: {e}"),
+                ))
+            })?;
+            Ok(Some(decoded))
+        })
     }
 
     fn write_meta<T: Serialize>(
@@ -201,21 +308,22 @@ impl LogStore {
         value: &T,
         durability: Durability,
         subject: ErrorSubject<u64>,
-    ) -> StorageResult<()> {
-        let bytes =
-            codec::encode(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-        let err =
-            |e: &dyn std::fmt::Display| io_error(subject.clone(), ErrorVerb::Write, e.to_string());
-        let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(durability).map_err(|e| err(&e))?;
-        {
-            let mut table = txn.open_table(META).map_err(|e| err(&e))?;
-            table.insert(key, bytes.as_slice()).map_err(|e| err(&e))?;
-        }
-        txn.commit().map_err(|e| err(&e))
+    ) -> Attempt<()> {
+        let bytes = codec::encode(value)
+            .map_err(|e| Failure::Permanent(io_error(subject.clone(), ErrorVerb::Write, e)))?;
+        self.with_db(&subject, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&subject, ErrorVerb::Write, e);
+            let mut txn = db.begin_write().map_err(|e| err(&e))?;
+            txn.set_durability(durability).map_err(|e| err(&e))?;
+            {
+                let mut table = txn.open_table(META).map_err(|e| err(&e))?;
+                table.insert(key, bytes.as_slice()).map_err(|e| err(&e))?;
+            }
+            txn.commit().map_err(|e| err(&e))
+        })
     }
 
-    fn read_entries(&self, start: Bound<u64>, end: Bound<u64>) -> StorageResult<Vec<Entry>> {
+    fn read_entries(&self, start: Bound<u64>, end: Bound<u64>) -> Attempt<Vec<Entry>> {
         let lo = match start {
             Bound::Included(x) => x,
             Bound::Excluded(x) => match x.checked_add(1) {
@@ -233,107 +341,112 @@ impl LogStore {
         if lo > hi {
             return Ok(Vec::new());
         }
-        let err = |e: &dyn std::fmt::Display| {
-            io_error(ErrorSubject::Logs, ErrorVerb::Read, e.to_string())
-        };
-        let txn = self.inner.db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(LOG).map_err(|e| err(&e))?;
-        let mut entries = Vec::new();
-        for item in table.range(lo..=hi).map_err(|e| err(&e))? {
-            let (key, value) = item.map_err(|e| err(&e))?;
-            let index = key.value();
-            let entry: Entry = codec::decode(value.value()).map_err(|e| corrupt(index, e))?;
-            if entry.log_id.index != index {
-                return Err(corrupt(
-                    index,
-                    format!("entry claims index {}", entry.log_id.index),
-                ));
-            }
-            entries.push(entry);
-        }
-        Ok(entries)
-    }
-
-    fn log_state(&self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
-        let err = |e: &dyn std::fmt::Display| {
-            io_error(ErrorSubject::Logs, ErrorVerb::Read, e.to_string())
-        };
-        let txn = self.inner.db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(LOG).map_err(|e| err(&e))?;
-        let last = match table.last().map_err(|e| err(&e))? {
-            Some((key, value)) => {
+        self.with_db(&ErrorSubject::Logs, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&ErrorSubject::Logs, ErrorVerb::Read, e);
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let table = txn.open_table(LOG).map_err(|e| err(&e))?;
+            let mut entries = Vec::new();
+            for item in table.range(lo..=hi).map_err(|e| err(&e))? {
+                let (key, value) = item.map_err(|e| err(&e))?;
                 let index = key.value();
                 let entry: Entry = codec::decode(value.value()).map_err(|e| corrupt(index, e))?;
-                Some(entry.log_id)
+                if entry.log_id.index != index {
+                    return Err(corrupt(
+                        index,
+                        format!("entry claims index {}", entry.log_id.index),
+                    ));
+                }
+                entries.push(entry);
             }
-            None => last_purged,
-        };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            Ok(entries)
         })
     }
 
-    fn write_entries(&self, entries: Vec<Entry>) -> StorageResult<()> {
+    fn log_state(&self) -> Attempt<LogState<TypeConfig>> {
+        let last_purged: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
+        self.with_db(&ErrorSubject::Logs, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&ErrorSubject::Logs, ErrorVerb::Read, e);
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let table = txn.open_table(LOG).map_err(|e| err(&e))?;
+            let last = match table.last().map_err(|e| err(&e))? {
+                Some((key, value)) => {
+                    let index = key.value();
+                    let entry: Entry =
+                        codec::decode(value.value()).map_err(|e| corrupt(index, e))?;
+                    Some(entry.log_id)
+                }
+                None => last_purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        })
+    }
+
+    fn write_entries(&self, entries: &[Entry]) -> Attempt<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
         let subject = ErrorSubject::Log(first.log_id);
-        let err =
-            |e: &dyn std::fmt::Display| io_error(subject.clone(), ErrorVerb::Write, e.to_string());
-        let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| err(&e))?;
-        {
-            let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            for entry in &entries {
-                let bytes = codec::encode(entry).map_err(|e| err(&e))?;
-                table
-                    .insert(entry.log_id.index, bytes.as_slice())
-                    .map_err(|e| err(&e))?;
+        self.with_db(&subject, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&subject, ErrorVerb::Write, e);
+            let mut txn = db.begin_write().map_err(|e| err(&e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| err(&e))?;
+            {
+                let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
+                for entry in entries {
+                    let bytes = codec::encode(entry).map_err(|e| {
+                        Failure::Permanent(io_error(subject.clone(), ErrorVerb::Write, e))
+                    })?;
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(|e| err(&e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| err(&e))
+            txn.commit().map_err(|e| err(&e))
+        })
     }
 
     /// Deletes entries with index >= `since`.
-    fn delete_since(&self, since: u64) -> StorageResult<()> {
-        let err = |e: &dyn std::fmt::Display| {
-            io_error(ErrorSubject::Logs, ErrorVerb::Delete, e.to_string())
-        };
-        let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| err(&e))?;
-        {
-            let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            table
-                .retain_in(since.., |_, _| false)
+    fn delete_since(&self, since: u64) -> Attempt<()> {
+        self.with_db(&ErrorSubject::Logs, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&ErrorSubject::Logs, ErrorVerb::Delete, e);
+            let mut txn = db.begin_write().map_err(|e| err(&e))?;
+            txn.set_durability(Durability::Immediate)
                 .map_err(|e| err(&e))?;
-        }
-        txn.commit().map_err(|e| err(&e))
+            {
+                let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
+                table
+                    .retain_in(since.., |_, _| false)
+                    .map_err(|e| err(&e))?;
+            }
+            txn.commit().map_err(|e| err(&e))
+        })
     }
 
     /// Deletes entries with index <= `upto.index` and records `upto` as the last purged id, in
     /// one transaction so no reader sees a hole.
-    fn purge_upto(&self, upto: LogId) -> StorageResult<()> {
-        let err = |e: &dyn std::fmt::Display| {
-            io_error(ErrorSubject::Logs, ErrorVerb::Delete, e.to_string())
-        };
-        let bytes = codec::encode(&upto).map_err(|e| err(&e))?;
-        let mut txn = self.inner.db.begin_write().map_err(|e| err(&e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| err(&e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
-            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+    fn purge_upto(&self, upto: LogId) -> Attempt<()> {
+        let bytes = codec::encode(&upto)
+            .map_err(|e| Failure::Permanent(io_error(ErrorSubject::Logs, ErrorVerb::Delete, e)))?;
+        self.with_db(&ErrorSubject::Logs, |db| {
+            let err = |e: &dyn std::fmt::Display| fault(&ErrorSubject::Logs, ErrorVerb::Delete, e);
+            let mut txn = db.begin_write().map_err(|e| err(&e))?;
+            txn.set_durability(Durability::Immediate)
                 .map_err(|e| err(&e))?;
-            let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
-            table
-                .retain_in(..=upto.index, |_, _| false)
-                .map_err(|e| err(&e))?;
-        }
-        txn.commit().map_err(|e| err(&e))
+            {
+                let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+                meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                    .map_err(|e| err(&e))?;
+                let mut table = txn.open_table(LOG).map_err(|e| err(&e))?;
+                table
+                    .retain_in(..=upto.index, |_, _| false)
+                    .map_err(|e| err(&e))?;
+            }
+            txn.commit().map_err(|e| err(&e))
+        })
     }
 }
 
@@ -344,8 +457,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> StorageResult<Vec<Entry>> {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
-        let this = self.clone();
-        blocking(ErrorSubject::Logs, move || this.read_entries(start, end)).await
+        self.disk("log read", ErrorSubject::Logs, move |this| {
+            this.read_entries(start, end)
+        })
+        .await
     }
 }
 
@@ -353,8 +468,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let this = self.clone();
-        blocking(ErrorSubject::Logs, move || this.log_state()).await
+        self.disk("log state", ErrorSubject::Logs, |this| this.log_state())
+            .await
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -362,22 +477,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        let this = self.clone();
         let vote = *vote;
-        blocking(ErrorSubject::Vote, move || {
+        self.disk("vote save", ErrorSubject::Vote, move |this| {
             this.write_meta(KEY_VOTE, &vote, Durability::Immediate, ErrorSubject::Vote)
         })
         .await
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
-        let this = self.clone();
-        blocking(ErrorSubject::Vote, move || this.read_meta(KEY_VOTE)).await
+        self.disk("vote read", ErrorSubject::Vote, |this| {
+            this.read_meta(KEY_VOTE)
+        })
+        .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
-        let this = self.clone();
-        blocking(ErrorSubject::Store, move || {
+        self.disk("commit save", ErrorSubject::Store, move |this| {
             this.write_meta(
                 KEY_COMMITTED,
                 &committed,
@@ -391,8 +506,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
-        let this = self.clone();
-        blocking(ErrorSubject::Store, move || {
+        self.disk("commit read", ErrorSubject::Store, |this| {
             Ok(this.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
         })
         .await
@@ -403,9 +517,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let this = self.clone();
-        let result = blocking(ErrorSubject::Logs, move || this.write_entries(entries)).await;
+        // Acknowledged only once on disk: a disk fault keeps the append (and with it this node's
+        // part in committing these entries) waiting until the disk works again.
+        let entries: Arc<Vec<Entry>> = Arc::new(entries.into_iter().collect());
+        let result = self
+            .disk("append", ErrorSubject::Logs, move |this| {
+                this.write_entries(&entries)
+            })
+            .await;
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => {
@@ -418,14 +537,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> StorageResult<()> {
         tracing::debug!(since = log_id.index, "truncating raft log");
-        let this = self.clone();
-        blocking(ErrorSubject::Logs, move || this.delete_since(log_id.index)).await
+        self.disk("truncate", ErrorSubject::Logs, move |this| {
+            this.delete_since(log_id.index)
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
         tracing::debug!(upto = log_id.index, "purging raft log");
-        let this = self.clone();
-        blocking(ErrorSubject::Logs, move || this.purge_upto(log_id)).await
+        self.disk("purge", ErrorSubject::Logs, move |this| {
+            this.purge_upto(log_id)
+        })
+        .await
     }
 }
 
@@ -470,8 +593,9 @@ mod tests {
 
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
         let this = store.clone();
-        blocking(ErrorSubject::Logs, move || this.write_entries(entries))
+        tokio::task::spawn_blocking(move || this.write_entries(&entries))
             .await
+            .unwrap()
             .unwrap();
     }
 
@@ -535,7 +659,8 @@ mod tests {
         let mut store = LogStore::open(dir.path()).unwrap();
         append(&mut store, vec![normal(1, 1)]).await;
         {
-            let txn = store.inner.db.begin_write().unwrap();
+            let guard = store.inner.db.read();
+            let txn = guard.as_ref().unwrap().begin_write().unwrap();
             {
                 let mut table = txn.open_table(LOG).unwrap();
                 table.insert(2u64, [0xc1u8, 0xff, 0x00].as_slice()).unwrap();

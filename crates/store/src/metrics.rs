@@ -18,6 +18,8 @@
 //! | `switchboard_store_watchers_lagged_total` | counter | watch streams a voter ended because the watcher fell behind |
 //! | `switchboard_store_watch_connected` | gauge | 1 while a gateway's remote store follows a voter's watch stream |
 //! | `switchboard_store_watch_resyncs_total` | counter | times a gateway's remote store started its watch over |
+//! | `switchboard_store_disk_errors_total{op}` | counter | failed attempts at a disk operation (each is retried) |
+//! | `switchboard_store_disk_failing` | gauge | 1 while a disk operation is failing (the node is not ready) |
 
 use std::time::Duration;
 
@@ -41,6 +43,8 @@ pub(crate) const WATCH_CONNECTED: &str = "switchboard_store_watch_connected";
 pub(crate) const WATCH_RESYNCS: &str = "switchboard_store_watch_resyncs_total";
 pub(crate) const RAFT_RPCS_REFUSED: &str = "switchboard_raft_rpcs_refused_total";
 pub(crate) const WRITES_REFUSED: &str = "switchboard_store_writes_refused_total";
+pub(crate) const DISK_ERRORS: &str = "switchboard_store_disk_errors_total";
+pub(crate) const DISK_FAILING: &str = "switchboard_store_disk_failing";
 
 /// Registers help text for every store metric (call once the recorder is installed).
 pub(crate) fn describe() {
@@ -76,6 +80,14 @@ pub(crate) fn describe() {
         "Time a membership write took, from call to applied."
     );
     describe_counter!(WRITES_TOTAL, "Membership write calls by result.");
+    describe_counter!(
+        DISK_ERRORS,
+        "Failed attempts at a disk operation of the store, by operation (each is retried)."
+    );
+    describe_gauge!(
+        DISK_FAILING,
+        "1 while a disk operation of the store is failing and retried (the node is not ready)."
+    );
     describe_counter!(
         WATCHERS_LAGGED,
         "Watch streams a voter ended because the watcher fell behind."

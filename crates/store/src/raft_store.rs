@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{MembershipStore, StoreStatus, View};
 use crate::barrier::ReadBarrier;
 use crate::batcher::{Batcher, BatcherConfig, Submitter};
+use crate::disk::DiskHealth;
 use crate::error::StoreError;
 use crate::forward::{Applied, Forwarder, NoForwarding};
 use crate::log_store::LogStore;
@@ -153,6 +154,8 @@ pub struct RaftStore {
     submitter: Submitter,
     metrics: watch::Receiver<RaftMetrics>,
     log: LogStore,
+    /// The health of this node's disk (log and snapshots; see `crate::disk`).
+    disk: DiskHealth,
     cancel: CancellationToken,
     tasks: TaskTracker,
     stopped: AtomicBool,
@@ -233,10 +236,12 @@ impl RaftStore {
         let node_id = config.node_id;
         let raft_dir = config.data_dir.join("raft");
         let snapshot_dir = config.data_dir.join("snapshots");
+        let disk = DiskHealth::new();
+        let disk_for_open = disk.clone();
         let (log, sm) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let log = LogStore::open(&raft_dir)?;
+            let log = LogStore::open_with(&raft_dir, disk_for_open.clone())?;
             log.check_node_id(node_id)?;
-            let sm = StateMachineStore::open(&snapshot_dir)?;
+            let sm = StateMachineStore::open_with(&snapshot_dir, disk_for_open)?;
             Ok((log, sm))
         })
         .await
@@ -262,6 +267,7 @@ impl RaftStore {
             raft.clone(),
             forwarder,
             view.clone(),
+            disk.clone(),
             cancel.child_token(),
         );
         tasks.spawn(batcher.run());
@@ -294,6 +300,7 @@ impl RaftStore {
             feed,
             submitter,
             log,
+            disk,
             cancel,
             tasks,
             stopped: AtomicBool::new(false),
@@ -319,7 +326,7 @@ impl RaftStore {
             .raft
             .is_initialized()
             .await
-            .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+            .map_err(|f| StoreError::stopped(&f))?;
         if initialized {
             let node_id = self.node_id;
             let single = self
@@ -329,7 +336,7 @@ impl RaftStore {
                     voters.next() == Some(node_id) && voters.next().is_none()
                 })
                 .await
-                .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+                .map_err(|f| StoreError::stopped(&f))?;
             if single {
                 self.wait_caught_up().await?;
             }
@@ -345,7 +352,7 @@ impl RaftStore {
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(RaftError::APIError(e)) => return Err(StoreError::Internal(e.to_string())),
-            Err(RaftError::Fatal(f)) => return Err(StoreError::Unavailable(f.to_string())),
+            Err(RaftError::Fatal(f)) => return Err(StoreError::stopped(&f)),
         }
         self.wait_caught_up().await
     }
@@ -376,14 +383,14 @@ impl RaftStore {
             .raft
             .is_initialized()
             .await
-            .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+            .map_err(|f| StoreError::stopped(&f))?;
         if initialized {
             let wanted: Vec<u64> = voters.keys().copied().collect();
             let stored: Vec<u64> = self
                 .raft
                 .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
                 .await
-                .map_err(|f| StoreError::Unavailable(f.to_string()))?;
+                .map_err(|f| StoreError::stopped(&f))?;
             if stored != wanted {
                 tracing::warn!(
                     node_id = self.node_id,
@@ -413,7 +420,7 @@ impl RaftStore {
                 Ok(())
             }
             Err(RaftError::APIError(e)) => Err(StoreError::Config(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(StoreError::Unavailable(f.to_string())),
+            Err(RaftError::Fatal(f)) => Err(StoreError::stopped(&f)),
         }
     }
 
@@ -509,6 +516,11 @@ impl RaftStore {
             .any(|id| id == node)
     }
 
+    /// The health of this node's disk.
+    pub fn disk(&self) -> &DiskHealth {
+        &self.disk
+    }
+
     /// Whether this node may grant votes (see `admin::recover`).
     pub fn may_vote(&self) -> bool {
         self.votes_allowed.load(Ordering::Acquire)
@@ -526,7 +538,7 @@ impl RaftStore {
         self.raft
             .is_initialized()
             .await
-            .map_err(|f| StoreError::Unavailable(f.to_string()))
+            .map_err(|f| StoreError::stopped(&f))
     }
 
     /// Whether this node leads and a quorum confirmed it within `within`.
@@ -603,6 +615,8 @@ impl RaftStore {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        // A disk operation still retrying gives up, so Raft can stop.
+        self.disk.stop();
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(node_id = self.node_id, error = %error, "raft did not stop cleanly");
         }
@@ -670,6 +684,10 @@ impl MembershipStore for RaftStore {
 
     fn voting(&self) -> bool {
         self.may_vote()
+    }
+
+    fn disk_failing(&self) -> bool {
+        self.disk.failing()
     }
 
     fn view(&self) -> View {

@@ -9,7 +9,9 @@
 //! right then under the read lock (so the bytes match the last applied log id exactly) and the
 //! file is written afterwards, off the lock. The file `{dir}/current.snap` is replaced atomically
 //! (temporary file, fsync, rename, fsync of the directory), so only the latest snapshot is kept
-//! and a crash leaves either the old or the new one. On open the latest snapshot is loaded; Raft
+//! and a crash leaves either the old or the new one. A disk fault while writing or reading it is
+//! retried until the disk works again (see [`crate::disk`]), so a full or read-only snapshot
+//! directory delays the snapshot instead of stopping Raft. On open the latest snapshot is loaded; Raft
 //! then replays the committed log behind it.
 
 use std::fs::{self, File};
@@ -29,6 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::api::View;
 use crate::codec;
+use crate::disk::{DiskHealth, Failure};
 use crate::error::StoreError;
 use crate::{Entry, LogId, TypeConfig};
 
@@ -61,7 +64,12 @@ struct SnapshotDir {
     dir: PathBuf,
     /// Meta of the snapshot on disk; the lock also serializes writers.
     current: Mutex<Option<Meta>>,
+    /// Where disk faults are reported; writes and reads are retried while the disk fails.
+    health: DiskHealth,
 }
+
+/// A disk fault (retried) or an undecodable file (not), with the path in the message.
+type Attempt<T> = Result<T, Failure<String>>;
 
 /// A snapshot read from disk: its meta and the encoded state.
 struct StoredSnapshot {
@@ -72,7 +80,10 @@ struct StoredSnapshot {
 impl SnapshotDir {
     /// Opens the directory (created if missing), drops a leftover temporary file and loads the
     /// latest snapshot, if any. Blocking.
-    fn open(dir: &Path) -> Result<(SnapshotDir, Option<StoredSnapshot>), StoreError> {
+    fn open(
+        dir: &Path,
+        health: DiskHealth,
+    ) -> Result<(SnapshotDir, Option<StoredSnapshot>), StoreError> {
         fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("create {}: {e}", dir.display())))?;
         let tmp = dir.join(SNAPSHOT_TMP);
@@ -83,23 +94,27 @@ impl SnapshotDir {
         let snapshots = SnapshotDir {
             dir: dir.to_path_buf(),
             current: Mutex::new(None),
+            health,
         };
-        let loaded = snapshots.read().map_err(StoreError::Storage)?;
+        let loaded = snapshots.read().map_err(|f| match f {
+            Failure::Transient(e) | Failure::Permanent(e) => StoreError::Storage(e),
+        })?;
         *snapshots.current.lock() = loaded.as_ref().map(|s| s.meta.clone());
         Ok((snapshots, loaded))
     }
 
-    fn read(&self) -> Result<Option<StoredSnapshot>, String> {
+    fn read(&self) -> Attempt<Option<StoredSnapshot>> {
         let path = self.dir.join(SNAPSHOT_FILE);
         let file = match fs::read(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("read {}: {e}", path.display())),
+            Err(e) => return Err(Failure::Transient(format!("read {}: {e}", path.display()))),
         };
         let (meta, data) = codec::unframe_snapshot(&file)
-            .map_err(|e| format!("corrupt snapshot {}: {e}", path.display()))?;
-        let meta: Meta = codec::decode(meta)
-            .map_err(|e| format!("corrupt snapshot meta {}: {e}", path.display()))?;
+            .map_err(|e| Failure::Permanent(format!("corrupt snapshot {}: {e}", path.display())))?;
+        let meta: Meta = codec::decode(meta).map_err(|e| {
+            Failure::Permanent(format!("corrupt snapshot meta {}: {e}", path.display()))
+        })?;
         Ok(Some(StoredSnapshot {
             meta,
             data: data.to_vec(),
@@ -107,29 +122,78 @@ impl SnapshotDir {
     }
 
     /// Replaces the snapshot on disk unless the one there is newer. Returns whether it wrote.
-    fn write(&self, meta: &Meta, data: &[u8]) -> Result<bool, String> {
+    fn write(&self, meta: &Meta, data: &[u8]) -> Attempt<bool> {
         let mut current = self.current.lock();
         if let Some(existing) = current.as_ref() {
             if existing.last_log_id > meta.last_log_id {
                 return Ok(false);
             }
         }
-        let encoded_meta = codec::encode(meta).map_err(|e| e.to_string())?;
-        let framed = codec::frame_snapshot(&encoded_meta, data).map_err(|e| e.to_string())?;
+        let encoded_meta = codec::encode(meta).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let framed = codec::frame_snapshot(&encoded_meta, data)
+            .map_err(|e| Failure::Permanent(e.to_string()))?;
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let path = self.dir.join(SNAPSHOT_FILE);
-        let mut file = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
-        file.write_all(&framed)
-            .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        file.sync_all()
-            .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+        let disk = |what: &str, at: &Path, e: std::io::Error| {
+            Failure::Transient(format!("{what} {}: {e}", at.display()))
+        };
+        let written = File::create(&tmp)
+            .map_err(|e| disk("create", &tmp, e))
+            .and_then(|mut file| {
+                file.write_all(&framed)
+                    .map_err(|e| disk("write", &tmp, e))?;
+                file.sync_all().map_err(|e| disk("fsync", &tmp, e))
+            });
+        if let Err(failure) = written {
+            // A partial temporary file would only take space the next attempt needs.
+            let _ = fs::remove_file(&tmp);
+            return Err(failure);
+        }
+        fs::rename(&tmp, &path).map_err(|e| disk("rename to", &path, e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| format!("fsync {}: {e}", self.dir.display()))?;
+            .map_err(|e| disk("fsync", &self.dir, e))?;
         *current = Some(meta.clone());
         Ok(true)
+    }
+
+    /// [`SnapshotDir::write`] on the blocking pool, retried while the disk fails.
+    async fn write_retrying(
+        self: &Arc<Self>,
+        op: &'static str,
+        meta: &Meta,
+        data: Arc<Vec<u8>>,
+    ) -> Result<bool, String> {
+        self.health
+            .retry(op, || {
+                let this = self.clone();
+                let meta = meta.clone();
+                let data = data.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || this.write(&meta, &data))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Failure::Permanent(format!("snapshot task failed: {e}")))
+                        })
+                }
+            })
+            .await
+    }
+
+    /// [`SnapshotDir::read`] on the blocking pool, retried while the disk fails.
+    async fn read_retrying(self: &Arc<Self>) -> Result<Option<StoredSnapshot>, String> {
+        self.health
+            .retry("snapshot read", || {
+                let this = self.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || this.read())
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Failure::Permanent(format!("snapshot task failed: {e}")))
+                        })
+                }
+            })
+            .await
     }
 }
 
@@ -161,7 +225,12 @@ impl StateMachineStore {
     /// Opens the state machine with its snapshots in `dir`, loading the latest snapshot (or an
     /// empty state). Blocking.
     pub fn open(dir: &Path) -> Result<StateMachineStore, StoreError> {
-        let (snapshots, loaded) = SnapshotDir::open(dir)?;
+        StateMachineStore::open_with(dir, DiskHealth::new())
+    }
+
+    /// [`StateMachineStore::open`], reporting disk faults to `health`. Blocking.
+    pub fn open_with(dir: &Path, health: DiskHealth) -> Result<StateMachineStore, StoreError> {
+        let (snapshots, loaded) = SnapshotDir::open(dir, health)?;
         let mut sm = StateMachineStore {
             view: View::new(Membership::new()),
             feed: broadcast::channel(FEED_CAPACITY).0,
@@ -217,18 +286,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     format!("serialize state: {e}"),
                 )
             })?;
-        let meta = self.meta.clone();
-        let snapshots = self.snapshots.clone();
-        let (data, wrote) = tokio::task::spawn_blocking(move || {
-            let wrote = snapshots.write(&meta, &data);
-            (data, wrote)
-        })
-        .await
-        .map_err(|e| snapshot_error(Some(&self.meta), ErrorVerb::Write, e))?;
-        let wrote = wrote.map_err(|e| {
-            tracing::error!(error = %e, "snapshot write failed");
-            snapshot_error(Some(&self.meta), ErrorVerb::Write, e)
-        })?;
+        let data = Arc::new(data);
+        let wrote = self
+            .snapshots
+            .write_retrying("snapshot write", &self.meta, data.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "snapshot write failed");
+                snapshot_error(Some(&self.meta), ErrorVerb::Write, e)
+            })?;
+        let data = Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone());
         tracing::info!(
             last_log_index = self.meta.last_log_id.map(|id| id.index),
             snapshot_id = %self.meta.snapshot_id,
@@ -346,14 +413,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let snapshots = self.snapshots.clone();
-        let owned_meta = meta.clone();
+        let data = Arc::new(snapshot.into_inner());
+        let decoded = data.clone();
         let state = tokio::task::spawn_blocking(move || -> Result<Membership, String> {
-            let state: Membership =
-                codec::decode(&data).map_err(|e| format!("corrupt snapshot state: {e}"))?;
-            snapshots.write(&owned_meta, &data)?;
-            Ok(state)
+            codec::decode(&decoded).map_err(|e| format!("corrupt snapshot state: {e}"))
         })
         .await
         .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?
@@ -361,6 +424,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             tracing::error!(error = %e, "snapshot install failed");
             snapshot_error(Some(meta), ErrorVerb::Write, e)
         })?;
+        self.snapshots
+            .write_retrying("snapshot install", meta, data)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "snapshot install failed");
+                snapshot_error(Some(meta), ErrorVerb::Write, e)
+            })?;
         {
             let mut current = self.view.write();
             *current = state;
@@ -379,10 +449,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let snapshots = self.snapshots.clone();
-        let stored = tokio::task::spawn_blocking(move || snapshots.read())
+        let stored = self
+            .snapshots
+            .read_retrying()
             .await
-            .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?
             .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
