@@ -15,6 +15,7 @@ from common import BUILTIN_SERIES, RULE_TESTS, RULES, Failures, load_metrics, re
 EXPECTED = {
     "SwitchboardNoRaftLeader",
     "SwitchboardRaftCommitLag",
+    "SwitchboardStoreDiskFailing",
     "SwitchboardHighDropRate",
     "SwitchboardGatewayDown",
     "SwitchboardHigh5xxRate",

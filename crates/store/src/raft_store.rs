@@ -232,6 +232,7 @@ impl RaftStore {
     ) -> Result<Arc<RaftStore>, StoreError> {
         config.validate()?;
         crate::metrics::describe();
+        metrics::gauge!(crate::metrics::DISK_FAILING).set(0.0);
         let raft_config = Arc::new(config.raft_config()?);
         let node_id = config.node_id;
         let raft_dir = config.data_dir.join("raft");
