@@ -4,14 +4,11 @@
 //! without a restart, and every acknowledged write is still there after one.
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN); where the machine forbids it the tests say so and pass
-//! without running.
+//! without running (`switchboard_testkit::mount`).
 
 #![allow(clippy::unwrap_used)]
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command as Process;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,57 +16,11 @@ use switchboard_core::ErrorCode;
 use switchboard_membership::{Command, Name};
 use switchboard_store::network::SingleNodeNetwork;
 use switchboard_store::{MembershipStore, RaftStore, StoreConfig, StoreError};
+use switchboard_testkit::mount::{self, fill, skip};
 use tempfile::TempDir;
 
 const HUB: &str = "chat";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A mount made for one test, undone when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Process::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Mounts `source` at `at`. A refusal for want of privileges is `Err` (the test is skipped);
-/// any other failure fails the test.
-fn mount(args: &[&str], source: &Path, at: &Path) -> Result<Mount, String> {
-    let output = Process::new("mount")
-        .args(args)
-        .arg(source)
-        .arg(at)
-        .output()
-        .map_err(|e| format!("run mount: {e}"))?;
-    if output.status.success() {
-        return Ok(Mount(at.to_path_buf()));
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    let lower = stderr.to_lowercase();
-    assert!(
-        lower.contains("permission denied")
-            || lower.contains("not permitted")
-            || lower.contains("superuser"),
-        "mount {args:?} {} {}: {stderr}",
-        source.display(),
-        at.display()
-    );
-    Err(stderr)
-}
-
-fn remount(args: &str, at: &Path) {
-    let status = Process::new("mount")
-        .args(["-o", args])
-        .arg(at)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount -o {args} {}", at.display());
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED: this machine does not allow the mount the test needs ({why}); run as root to test storage faults");
-}
 
 fn config(dir: &Path) -> StoreConfig {
     let mut config = StoreConfig::new(1, dir);
@@ -161,29 +112,10 @@ impl Writer {
     }
 }
 
-/// Fills the filesystem at `dir` with one file; returns it.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    let chunk = vec![0xa5u8; 64 * 1024];
-    while file.write_all(&chunk).is_ok() {}
-    // The last partial chunk may leave a few bytes: take them too.
-    while file.write_all(&[0]).is_ok() {}
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
     let root = TempDir::new().unwrap();
-    let _mount = match mount(
-        &["-t", "tmpfs", "-o", "size=16m"],
-        Path::new("tmpfs"),
-        root.path(),
-    ) {
+    let _mount = match mount::tmpfs(root.path(), 16) {
         Ok(mount) => mount,
         Err(why) => return skip(&why),
     };
@@ -235,14 +167,14 @@ async fn a_read_only_snapshot_directory_refuses_writes_then_recovers_without_a_r
     config.keep_logs_after_snapshot = 10;
     let store = open(config.clone()).await;
     let snapshots = data.join("snapshots");
-    let _mount = match mount(&["--bind"], &snapshots, &snapshots) {
+    let bound = match mount::bind(&snapshots) {
         Ok(mount) => mount,
         Err(why) => {
             store.shutdown().await;
             return skip(&why);
         }
     };
-    remount("remount,bind,ro", &snapshots);
+    mount::read_only(&bound, true);
     let mut writer = Writer::new();
     let failure = writer.until_failing(&store).await;
     let fault = store.disk().fault().expect("a fault while failing");
@@ -253,7 +185,7 @@ async fn a_read_only_snapshot_directory_refuses_writes_then_recovers_without_a_r
         "{refused:?} (first failure: {failure:?})"
     );
 
-    remount("remount,bind,rw", &snapshots);
+    mount::read_only(&bound, false);
     writer.until_recovered(&store).await;
     for _ in 0..60 {
         writer.write(&store).await.unwrap();

@@ -316,3 +316,162 @@ async fn a_voter_that_lost_its_disk_votes_only_once_it_caught_up() -> anyhow::Re
     }
     Ok(())
 }
+
+/// What `/readyz` of `server` answers: status and body.
+async fn readiness(server: &Server) -> Option<(u16, String)> {
+    let response = reqwest::get(server.url("/readyz")).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+#[tokio::test]
+async fn a_voter_whose_disk_fills_is_not_ready_and_recovers_by_itself() -> anyhow::Result<()> {
+    let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
+    let c = cluster.wait_leader(Duration::from_secs(20)).await?;
+    // The leader's data directory moves onto a small tmpfs (data kept: this is not a lost disk).
+    cluster.voters[c].kill().await?;
+    let dir = cluster.voters[c].data_dir().to_path_buf();
+    let saved = tempfile::tempdir()?;
+    let copy = |from: &std::path::Path, to: &std::path::Path| -> anyhow::Result<()> {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from.join("."))
+            .arg(to)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "cp -a {} {}",
+            from.display(),
+            to.display()
+        );
+        Ok(())
+    };
+    copy(&dir, saved.path())?;
+    let _tmpfs = match mount::tmpfs(&dir, 32) {
+        Ok(mount) => mount,
+        Err(why) => {
+            mount::skip(&why);
+            return Ok(());
+        }
+    };
+    copy(saved.path(), &dir)?;
+    cluster.voters[c].restart().await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    let other = (c + 1) % 3;
+
+    // Writes through another node, with bulky user ids so the log grows quickly, until the
+    // node whose disk is full says it is not ready.
+    let filler = mount::fill(&dir);
+    let pad = "p".repeat(100);
+    let mut acknowledged = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0u64;
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the node whose disk is full never reported not ready"
+        );
+        i += 1;
+        let user = format!("u{i}-{pad}");
+        let path = format!("/api/hubs/chat/users/{user}/groups/g?{V}");
+        if matches!(
+            cluster.voters[other]
+                .rest("PUT", &path, None)
+                .await
+                .map(|r| r.status),
+            Ok(200)
+        ) {
+            acknowledged.push(user);
+        }
+        if i % 10 == 0 {
+            if let Some((503, why)) = readiness(&cluster.voters[c]).await {
+                anyhow::ensure!(why.contains("data directory"), "not ready because: {why}");
+                break;
+            }
+        }
+    }
+    anyhow::ensure!(
+        cluster.voters[c]
+            .metric("switchboard_store_disk_failing")
+            .await
+            == Some(1.0),
+        "the failing gauge is not 1"
+    );
+    anyhow::ensure!(
+        cluster.voters[c]
+            .metric("switchboard_store_disk_errors_total")
+            .await
+            .unwrap_or(0.0)
+            > 0.0,
+        "no disk error counted"
+    );
+    // A write through it is refused with an ErrorDetail that names no path.
+    let refused = cluster.voters[c]
+        .rest("PUT", &format!("/api/hubs/chat/users/x/groups/g?{V}"), None)
+        .await?;
+    anyhow::ensure!(
+        refused.status == 503 && !refused.body.contains('/'),
+        "a write through the failing node: {} {}",
+        refused.status,
+        refused.body
+    );
+    // The two healthy voters keep taking writes.
+    for i in 0..20 {
+        let path = format!("/api/hubs/chat/users/during{i}/groups/g?{V}");
+        eventually(
+            Duration::from_secs(30),
+            "a write during the fault",
+            || async {
+                let r = cluster.voters[other].rest("PUT", &path, None).await.ok()?;
+                (r.status == 200).then_some(())
+            },
+        )
+        .await?;
+        acknowledged.push(format!("during{i}"));
+    }
+
+    std::fs::remove_file(&filler)?;
+    eventually(
+        Duration::from_secs(60),
+        "the node ready again without a restart",
+        || async {
+            let (status, _) = readiness(&cluster.voters[c]).await?;
+            (status == 200).then_some(())
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        cluster.voters[c]
+            .metric("switchboard_store_disk_failing")
+            .await
+            == Some(0.0),
+        "the failing gauge is not back to 0"
+    );
+    eventually(Duration::from_secs(30), "a write through it", || async {
+        let path = format!("/api/hubs/chat/users/after/groups/g?{V}");
+        let r = cluster.voters[c].rest("PUT", &path, None).await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await?;
+    eprintln!(
+        "{} writes acknowledged around the fault",
+        acknowledged.len()
+    );
+    // Every acknowledged write is on the recovered node too.
+    let server = &cluster.voters[c];
+    eventually(
+        Duration::from_secs(30),
+        "every acknowledged write",
+        || async {
+            for user in acknowledged.iter().map(String::as_str).chain(["after"]) {
+                let path = format!("/api/hubs/chat/users/{user}/groups/g?{V}");
+                if server.rest("HEAD", &path, None).await.ok()?.status != 200 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -10,6 +10,7 @@
 
 mod cluster;
 mod js;
+pub mod mount;
 pub mod pki;
 mod proxy;
 mod rawws;
