@@ -79,6 +79,9 @@ pub enum Command {
     },
     /// A gateway leaves cleanly: its connections end now.
     NodeLeft { node: NodeId, incarnation: u64 },
+    /// Names the cluster, once: the first leader proposes a random id and every later one is
+    /// ignored. Voters stamp it on their Raft calls and refuse calls from another cluster.
+    SetClusterId { id: String },
     /// A client connection completed its handshake on `node`.
     ConnectionOpened {
         hub: Name,
@@ -128,6 +131,7 @@ impl Command {
         const FIXED: usize = 64;
         let strings = match self {
             Command::NodeHeartbeat { address, .. } => address.len(),
+            Command::SetClusterId { id } => id.len(),
             Command::NodeLeft { .. } | Command::Tick => 0,
             Command::ConnectionOpened {
                 hub,
@@ -169,6 +173,7 @@ impl Command {
             self,
             Command::NodeHeartbeat { .. }
                 | Command::NodeLeft { .. }
+                | Command::SetClusterId { .. }
                 | Command::AddUserToGroup { .. }
                 | Command::RemoveUserFromGroup { .. }
                 | Command::RemoveUserFromAllGroups { .. }

@@ -273,7 +273,7 @@ impl Model {
                 }
                 Outcome::Ok
             }
-            Command::Tick => Outcome::Ok,
+            Command::Tick | Command::SetClusterId { .. } => Outcome::Ok,
         }
     }
 

@@ -18,6 +18,11 @@ impl Membership {
         self.now_ms
     }
 
+    /// The cluster's id, once its first leader named it.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
     /// The earliest time at which something expires (a node lease or a user-group entry), if any:
     /// when to propose a [`Command::Tick`](crate::Command::Tick).
     pub fn next_deadline(&self) -> Option<u64> {

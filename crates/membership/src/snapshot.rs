@@ -50,7 +50,7 @@ pub enum SnapshotError {
 }
 
 /// Field names of the written form (shared by the writer and the reader).
-const STATE_FIELDS: [&str; 4] = ["now_ms", "next_seq", "nodes", "hubs"];
+const STATE_FIELDS: [&str; 5] = ["now_ms", "next_seq", "nodes", "hubs", "cluster_id"];
 
 impl Serialize for Membership {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -64,6 +64,7 @@ impl Serialize for Membership {
             "hubs",
             &Seq(hubs.iter().map(|&(name, hub)| HubView { name, hub })),
         )?;
+        s.serialize_field("cluster_id", &self.cluster_id)?;
         s.end()
     }
 }
@@ -166,6 +167,9 @@ struct State {
     next_seq: u64,
     nodes: Vec<NodeInfo>,
     hubs: Vec<HubState>,
+    /// Absent in snapshots written before clusters had ids.
+    #[serde(default)]
+    cluster_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +233,7 @@ impl Membership {
         let mut m = Membership {
             now_ms: state.now_ms,
             next_seq: state.next_seq,
+            cluster_id: state.cluster_id.filter(|id| !id.is_empty()),
             ..Membership::default()
         };
         for info in state.nodes {
@@ -503,8 +508,12 @@ mod tests {
                     group: n("g"),
                     ttl_secs: Some(1),
                 },
+                Command::SetClusterId { id: "c-1".into() },
+                // A cluster is named once: a later id is ignored.
+                Command::SetClusterId { id: "c-2".into() },
             ],
         });
+        assert_eq!(m.cluster_id(), Some("c-1"));
         let json = serde_json::to_value(&m).expect("serialize");
         let expected = serde_json::json!({
             "now_ms": 5,
@@ -516,7 +525,8 @@ mod tests {
                 "users": [{"user": "u", "groups": [
                     {"group": "g", "expires_at_ms": 1_005, "counts_toward_cap": false, "seq": 0}
                 ]}]
-            }]
+            }],
+            "cluster_id": "c-1"
         });
         assert_eq!(json, expected);
         assert_eq!(
@@ -531,6 +541,12 @@ mod tests {
 
     fn snapshot(nodes: serde_json::Value, hubs: serde_json::Value) -> serde_json::Value {
         serde_json::json!({"now_ms": 0, "next_seq": 3, "nodes": nodes, "hubs": hubs})
+    }
+
+    #[test]
+    fn a_snapshot_from_before_cluster_ids_loads_without_one() {
+        let m = load(snapshot(serde_json::json!([]), serde_json::json!([]))).expect("load");
+        assert_eq!(m.cluster_id(), None);
     }
 
     #[test]

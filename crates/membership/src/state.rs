@@ -51,6 +51,8 @@ pub struct Membership {
     pub(crate) node_deadlines: BTreeSet<(u64, NodeId)>,
     /// `(expires_at_ms, hub, user, group)` for every stored user-group entry.
     pub(crate) entry_deadlines: BTreeSet<(u64, Name, Name, Name)>,
+    /// The cluster's id, once its first leader named it (`Command::SetClusterId`).
+    pub(crate) cluster_id: Option<String>,
 }
 
 /// A registered node and the connections it holds.
@@ -383,6 +385,12 @@ impl Membership {
                 lease_ms,
             } => self.heartbeat(*node, *incarnation, address, *lease_ms),
             Command::NodeLeft { node, incarnation } => self.node_left(*node, *incarnation),
+            Command::SetClusterId { id } => {
+                if self.cluster_id.is_none() && !id.is_empty() {
+                    self.cluster_id = Some(id.clone());
+                }
+                Outcome::Ok
+            }
             Command::ConnectionOpened {
                 hub,
                 connection,

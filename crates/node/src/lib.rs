@@ -350,7 +350,8 @@ async fn open_store(
             let forwarder =
                 Arc::new(GrpcForwarder::new(channels.clone()).with_addresses(peers.clone()));
             let data_dir = config.data_dir.clone();
-            let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
+            let store = RaftStore::open_with_forwarder(config, network.clone(), forwarder).await?;
+            network.attach(store.view());
             // Decided once the Raft service listens (see store::admin::start_voter).
             let starting = Starting::Peers {
                 channels,
@@ -369,7 +370,8 @@ async fn open_store(
             let forwarder = Arc::new(GrpcForwarder::new(channels.clone()));
             let (node, address) = (config.node_id, config.advertise_addr.clone());
             let data_dir = config.data_dir.clone();
-            let store = RaftStore::open_with_forwarder(config, network, forwarder).await?;
+            let store = RaftStore::open_with_forwarder(config, network.clone(), forwarder).await?;
+            network.attach(store.view());
             let joining = Starting::Join {
                 channels,
                 node,

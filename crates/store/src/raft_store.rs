@@ -213,6 +213,46 @@ async fn confirm_quorum(
     }
 }
 
+/// Names the cluster: while the applied state has no cluster id, the leader proposes a random
+/// one (`Command::SetClusterId`; the first applied wins, so two leaders racing is harmless).
+/// Voters stamp it on their Raft calls and refuse calls from another cluster (`grpc`).
+async fn name_cluster(
+    raft: Raft,
+    node_id: u64,
+    view: View,
+    submitter: Submitter,
+    cancel: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Some(id) = view.read().cluster_id() {
+            tracing::debug!(cluster_id = id, "cluster id known");
+            return;
+        }
+        let leading = metrics.borrow_and_update().current_leader == Some(node_id);
+        if leading {
+            let id = format!("{:032x}", rand::random::<u128>());
+            match submitter
+                .submit_leader_only(vec![Command::SetClusterId { id }])
+                .await
+            {
+                Ok(_) => {
+                    if let Some(id) = view.read().cluster_id() {
+                        tracing::info!(cluster_id = id, "the cluster is named");
+                    }
+                    continue;
+                }
+                Err(error) => tracing::debug!(%error, "naming the cluster failed; trying again"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            changed = metrics.changed(), if !leading => if changed.is_err() { return },
+        }
+    }
+}
+
 impl RaftStore {
     /// Opens the store in `config.data_dir` (loading the latest snapshot; Raft replays the
     /// committed log behind it) and starts its tasks. Writes on a follower fail with
@@ -285,6 +325,13 @@ impl RaftStore {
             raft.clone(),
             node_id,
             quorum_confirmed_ms.clone(),
+            cancel.child_token(),
+        ));
+        tasks.spawn(name_cluster(
+            raft.clone(),
+            node_id,
+            view.clone(),
+            submitter.clone(),
             cancel.child_token(),
         ));
         tasks.spawn(crate::metrics::watch_raft(

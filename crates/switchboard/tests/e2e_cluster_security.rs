@@ -29,6 +29,7 @@ const V: &str = "api-version=2022-06-01";
 fn raft_payload<T: serde::Serialize>(request: &T) -> RaftRequest {
     RaftRequest {
         payload: rmp_serde::to_vec(request).expect("encode"),
+        cluster_id: String::new(),
     }
 }
 

@@ -14,7 +14,7 @@
 //! credentials is logged (at a limited rate) as the configuration error it is.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -34,7 +34,7 @@ use tonic::Code;
 
 use super::{Channels, ClusterChannel, InvalidAddress};
 use crate::codec;
-use crate::TypeConfig;
+use crate::{TypeConfig, View};
 
 /// The Raft network factory of a voter: clients to the other voters over gRPC, on a shared
 /// [`Channels`] cache.
@@ -44,6 +44,8 @@ pub struct GrpcNetwork {
     channels: Channels,
     addresses: Arc<BTreeMap<u64, String>>,
     contacts: crate::admin::Contacts,
+    /// This node's applied state, once attached: where its cluster id is read from.
+    state: Arc<OnceLock<View>>,
 }
 
 impl GrpcNetwork {
@@ -55,7 +57,14 @@ impl GrpcNetwork {
             channels,
             addresses: Arc::default(),
             contacts: crate::admin::Contacts::default(),
+            state: Arc::default(),
         }
+    }
+
+    /// Stamps this node's cluster id (from its applied state) on every Raft call from now on.
+    /// Call it with the store's view once the store is open; until then calls carry no id.
+    pub fn attach(&self, view: View) {
+        let _ = self.state.set(view);
     }
 
     /// When each peer last answered this node's Raft calls (for `switchboard cluster status`).
@@ -92,6 +101,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
             node: node.clone(),
             client,
             contacts: self.contacts.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -104,6 +114,7 @@ pub struct GrpcPeer {
     node: BasicNode,
     client: Result<RaftClient<ClusterChannel>, InvalidAddress>,
     contacts: crate::admin::Contacts,
+    state: Arc<OnceLock<View>>,
 }
 
 static REFUSED_LOG: Throttle = Throttle::new(10_000);
@@ -157,7 +168,15 @@ impl GrpcPeer {
                 error,
             }))
         })?;
-        let mut request = tonic::Request::new(RaftRequest { payload });
+        let cluster_id = self
+            .state
+            .get()
+            .and_then(|view| view.read().cluster_id().map(str::to_owned))
+            .unwrap_or_default();
+        let mut request = tonic::Request::new(RaftRequest {
+            payload,
+            cluster_id,
+        });
         request.set_timeout(ttl);
         let sent = async {
             match action {

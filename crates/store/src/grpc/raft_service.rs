@@ -9,6 +9,9 @@
 //! cluster listener's authentication layer):
 //! - the caller is a voter of this node's membership (any authenticated node while this node
 //!   has none yet) and speaks only for itself ([`super::raft_guard`]): `PERMISSION_DENIED`;
+//! - the caller is of this node's cluster: a request stamped with another cluster id than the
+//!   one this node applied is `FAILED_PRECONDITION` (a node started on another cluster's data
+//!   directory); a request without one (its sender does not know it yet) passes;
 //! - terms and indexes are plausible ([`super::raft_guard`]): `INVALID_ARGUMENT`;
 //! - **leader stickiness** (the Raft thesis, §4.2.3): a vote request is refused while this node
 //!   leads with a recently confirmed quorum, or has heard from a live leader within the minimum
@@ -24,14 +27,18 @@ use openraft::raft::VoteResponse;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use switchboard_core::throttle::{now_ms, Throttle};
 use switchboard_net::{peer_identity, refuse_identity, ClusterIdentity};
 use switchboard_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use switchboard_proto::v1::{RaftReply, RaftRequest};
 use tonic::{Request, Response, Status};
 
 use super::raft_guard::{self, Refusal};
+use crate::api::MembershipStore;
 use crate::codec;
 use crate::{Raft, RaftStore};
+
+static OTHER_CLUSTER_LOG: Throttle = Throttle::new(10_000);
 
 /// Serves Raft RPCs from the other voters on top of this node's [`Raft`] handle.
 #[derive(Clone)]
@@ -66,9 +73,29 @@ impl RaftGrpcService {
             .max_encoding_message_size(max_message_bytes)
     }
 
-    /// The caller, if it may speak Raft to this node.
-    fn voter<T>(&self, request: &Request<T>) -> Result<ClusterIdentity, Status> {
+    /// The caller, if it may speak Raft to this node: one of its voters, of its cluster.
+    fn voter(&self, request: &Request<RaftRequest>) -> Result<ClusterIdentity, Status> {
         let caller = peer_identity(request)?;
+        let theirs = request.get_ref().cluster_id.as_str();
+        if !theirs.is_empty() {
+            let view = self.store.view();
+            let state = view.read();
+            if let Some(ours) = state.cluster_id().filter(|ours| *ours != theirs) {
+                crate::metrics::raft_rpc_refused("other_cluster");
+                if let Some(suppressed) = OTHER_CLUSTER_LOG.allow(now_ms()) {
+                    tracing::error!(
+                        peer = %caller,
+                        their_cluster = theirs,
+                        our_cluster = ours,
+                        suppressed,
+                        "refused raft calls from a node of another cluster (its data directory is another cluster's)"
+                    );
+                }
+                return Err(Status::failed_precondition(format!(
+                    "this node belongs to cluster {ours}, the caller to cluster {theirs}"
+                )));
+            }
+        }
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();

@@ -209,6 +209,16 @@ impl StoreRpc for StoreGrpcService {
                 "connection commands are a gateway's own state, not the store's",
             ));
         }
+        if commands
+            .iter()
+            .any(|c| matches!(c, Command::SetClusterId { .. }))
+        {
+            // Only a leader names its cluster, for itself (see `raft_store::name_cluster`).
+            crate::metrics::write_refused();
+            return Err(Status::invalid_argument(
+                "the cluster id is set by the cluster's own leader",
+            ));
+        }
         if forwarded {
             // Only a voter forwards, and it checked the commands' caller itself.
             if !self.store.is_voter(caller.node) {
