@@ -74,6 +74,10 @@ pub struct ClusterView {
     pub last_log_index: u64,
     pub applied_index: u64,
     pub nodes: Vec<NodeView>,
+    /// The cluster's id as this node applied it.
+    pub cluster_id: Option<String>,
+    /// Whether this node's disk is failing now.
+    pub disk_failing: bool,
 }
 
 /// One member (voter or learner).
@@ -138,6 +142,11 @@ impl RaftStore {
             last_log_index,
             applied_index: m.last_applied.map_or(0, |l| l.index),
             nodes,
+            cluster_id: crate::api::MembershipStore::view(self)
+                .read()
+                .cluster_id()
+                .map(str::to_owned),
+            disk_failing: self.disk().failing(),
         }
     }
 

@@ -272,6 +272,8 @@ fn to_json(status: &ClusterStatus) -> serde_json::Value {
         "term": status.term,
         "lastLogIndex": status.last_log_index,
         "appliedIndex": status.applied_index,
+        "clusterId": (!status.cluster_id.is_empty()).then_some(&status.cluster_id),
+        "diskFailing": status.disk_failing,
         "nodes": nodes,
     })
 }
@@ -282,9 +284,22 @@ fn table(status: &ClusterStatus) -> String {
     } else {
         format!("{} at {}", status.leader_id, status.leader_address)
     };
+    let cluster = if status.cluster_id.is_empty() {
+        "not named yet"
+    } else {
+        status.cluster_id.as_str()
+    };
     let mut out = format!(
-        "leader {leader}, term {}, last log index {}, applied {} (as node {} sees it)\n",
-        status.term, status.last_log_index, status.applied_index, status.node_id
+        "cluster {cluster}, leader {leader}, term {}, last log index {}, applied {} (as node {} sees it{})\n",
+        status.term,
+        status.last_log_index,
+        status.applied_index,
+        status.node_id,
+        if status.disk_failing {
+            "; its disk is failing"
+        } else {
+            ""
+        }
     );
     out.push_str(&format!(
         "{:>8}  {:<24} {:<8} {:>10} {:>8} {:>14}\n",

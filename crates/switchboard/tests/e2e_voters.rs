@@ -475,3 +475,88 @@ async fn a_voter_whose_disk_fills_is_not_ready_and_recovers_by_itself() -> anyho
     .await?;
     Ok(())
 }
+
+/// The cluster id the voters of `store` report, once named.
+async fn cluster_id(store: &str) -> anyhow::Result<String> {
+    eventually(Duration::from_secs(20), "the cluster named", || async {
+        status(store).ok()?["clusterId"].as_str().map(str::to_owned)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_node_started_on_another_clusters_data_is_refused() -> anyhow::Result<()> {
+    let mut a = Cluster::serve(bin(), 3, &[]).await?;
+    let mut b = Cluster::serve(bin(), 3, &[]).await?;
+    let leader = a.wait_leader(Duration::from_secs(20)).await?;
+    b.wait_leader(Duration::from_secs(20)).await?;
+    let (id_a, id_b) = (
+        cluster_id(&a.store_list()).await?,
+        cluster_id(&b.store_list()).await?,
+    );
+    anyhow::ensure!(
+        id_a != id_b && id_a.len() == 32,
+        "cluster ids {id_a} and {id_b}"
+    );
+    let (code, table, err) = cluster_cli(&a.store_list(), &["status"], false)?;
+    anyhow::ensure!(
+        code == 0 && table.contains(&format!("cluster {id_a}")),
+        "table ({code}): {table}{err}"
+    );
+
+    // A follower of A is restarted on the data directory of B's node with the same id, as a
+    // mixed-up volume would do.
+    let v = (leader + 1) % 3;
+    a.voters[v].kill().await?;
+    b.voters[v].kill().await?;
+    let (to, from) = (a.voters[v].data_dir(), b.voters[v].data_dir());
+    for entry in std::fs::read_dir(to)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()?;
+    anyhow::ensure!(copied.success(), "copy the data directory");
+    a.voters[v].relaunch().await?;
+
+    // Its calls and A's calls to it are refused as another cluster's, and A goes on.
+    eventually(
+        Duration::from_secs(30),
+        "raft calls refused as another cluster's",
+        || async {
+            let mut refused = 0.0;
+            for server in &a.voters {
+                refused += refusals(server, "other_cluster").await;
+            }
+            (refused > 0.0).then_some(())
+        },
+    )
+    .await?;
+    for i in 0..10 {
+        let path = format!("/api/hubs/chat/users/after{i}/groups/g?{V}");
+        let r = eventually(Duration::from_secs(30), "a write on A", || async {
+            let r = a.voters[leader].rest("PUT", &path, None).await.ok()?;
+            (r.status == 200).then_some(r)
+        })
+        .await?;
+        anyhow::ensure!(r.status == 200);
+    }
+    let now = status(&a.store_list())?;
+    anyhow::ensure!(
+        now["clusterId"].as_str() == Some(id_a.as_str())
+            && now["leaderId"].as_u64() != Some(v as u64 + 1),
+        "A after the mix-up: {now}"
+    );
+    // The node kept B's state: nothing of A was written into it.
+    let path = format!("/api/hubs/chat/users/after0/groups/g?{V}");
+    let r = a.voters[v].rest("HEAD", &path, None).await?;
+    anyhow::ensure!(r.status != 200, "A's write reached the mixed-up node");
+    Ok(())
+}

@@ -60,6 +60,8 @@ fn to_proto(view: ClusterView) -> ClusterStatus {
                 last_contact_ms: n.last_contact_ms.unwrap_or(0),
             })
             .collect(),
+        cluster_id: view.cluster_id.unwrap_or_default(),
+        disk_failing: view.disk_failing,
     }
 }
 
