@@ -419,9 +419,10 @@ fn spawn_cluster_server(
                 .with_shutdown(stop.clone())
                 .into_server(max)
         }))
-        .add_optional_service(
-            store.map(|(s, contacts)| AdminGrpcService::new(s.clone(), contacts).into_server(max)),
-        )
+        .add_optional_service(store.map(|(s, contacts)| {
+            AdminGrpcService::new(s.clone(), contacts, Channels::new(security.clone()))
+                .into_server(max)
+        }))
         .add_optional_service(fanout)
         .add_optional_service(relay)
         .add_optional_service(presence);

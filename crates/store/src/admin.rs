@@ -243,6 +243,202 @@ impl RaftStore {
     }
 }
 
+/// How long a leadership transfer waits for the writes in flight and for the target to hold the
+/// whole log.
+const TRANSFER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long it waits for the target to win once asked to stand.
+const TRANSFER_ELECTION: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl RaftStore {
+    /// Hands this leader's leadership to the voter `target` (openraft 0.9 has no transfer of its
+    /// own). Writes pause and drain, the target is brought up to the whole log, heartbeats
+    /// stop until the followers' leader lease (the maximum election timeout) has run out, then
+    /// the target is asked to stand (`Admin.Campaign`): with the longest log and no live leader
+    /// in sight, it wins. Writes resume either way, through the new leader. Costs writes about
+    /// one election timeout; answers once another node leads.
+    pub async fn transfer_leader(
+        &self,
+        target: u64,
+        channels: &crate::grpc::Channels,
+    ) -> Result<(), StoreError> {
+        let _one_change = self.admin_lock.lock().await;
+        let voters = self.leading()?;
+        if target == self.node_id() {
+            return Ok(());
+        }
+        if !voters.contains(&target) {
+            return Err(StoreError::Rejected(format!(
+                "node {target} is not a voter"
+            )));
+        }
+        let address = self
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&target)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        tracing::info!(target, %address, "handing the leadership over");
+        self.transferring
+            .store(true, std::sync::atomic::Ordering::Release);
+        let result = self.hand_over(target, &address, channels).await;
+        self.raft().runtime_config().heartbeat(true);
+        self.transferring
+            .store(false, std::sync::atomic::Ordering::Release);
+        match &result {
+            Ok(()) => tracing::info!(target, "the leadership moved"),
+            Err(error) => tracing::warn!(target, %error, "the leadership did not move"),
+        }
+        result
+    }
+
+    async fn hand_over(
+        &self,
+        target: u64,
+        address: &str,
+        channels: &crate::grpc::Channels,
+    ) -> Result<(), StoreError> {
+        let raft = self.raft();
+        let (gate, permits) = &self.write_gate;
+        let _paused =
+            tokio::time::timeout(TRANSFER_CATCH_UP, gate.clone().acquire_many_owned(*permits))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(
+                        "the writes in flight did not finish in time".to_owned(),
+                    )
+                })?
+                .map_err(|_| StoreError::Unavailable("the store is shutting down".to_owned()))?;
+        let mut metrics = raft.metrics();
+        let deadline = tokio::time::Instant::now() + TRANSFER_CATCH_UP;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.current_leader != Some(self.node_id()) {
+                    return Err(StoreError::NotLeader {
+                        leader_id: m.current_leader,
+                        leader_addr: None,
+                    });
+                }
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&target).copied())
+                    .flatten()
+                    .map(|id| id.index);
+                if matched.is_some() && matched == m.last_log_index {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "node {target} did not catch up with the log in time"
+                    )));
+                }
+                changed = metrics.changed() => if changed.is_err() {
+                    return Err(StoreError::Unavailable("the store is shutting down".to_owned()));
+                },
+            }
+        }
+        raft.runtime_config().heartbeat(false);
+        let config = raft.config();
+        // Followers refuse votes while a leader was heard from within this (openraft's leader
+        // lease, and the stickiness of `grpc::raft_service`, which is shorter).
+        tokio::time::sleep(std::time::Duration::from_millis(
+            config.election_timeout_max + config.heartbeat_interval,
+        ))
+        .await;
+        campaign(channels, address).await?;
+        let deadline = tokio::time::Instant::now() + TRANSFER_ELECTION;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                match m.current_leader {
+                    Some(leader) if leader == target => return Ok(()),
+                    Some(leader) if leader != self.node_id() => {
+                        return Err(StoreError::Unavailable(format!(
+                            "node {leader} was elected instead of node {target}"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "node {target} did not win the election in time; this node still leads"
+                    )));
+                }
+                changed = metrics.changed() => if changed.is_err() {
+                    return Err(StoreError::Unavailable("the store is shutting down".to_owned()));
+                },
+            }
+        }
+    }
+
+    /// On the voter a leader hands over to: stands for election now. Only the leader this node
+    /// knows may ask, and only a voter that may vote stands.
+    pub async fn stand_for_election(&self, caller: u64) -> Result<(), StoreError> {
+        let (leader, voter) = {
+            let m = self.raft().metrics().borrow().clone();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == m.id);
+            (m.current_leader, voter)
+        };
+        if leader != Some(caller) {
+            return Err(StoreError::Rejected(format!(
+                "only the leader may hand its leadership over (node {caller} is not the leader this node follows)"
+            )));
+        }
+        if !voter || !self.may_vote() {
+            return Err(StoreError::Rejected(
+                "this node is not a voter that may stand for election".to_owned(),
+            ));
+        }
+        self.raft()
+            .trigger()
+            .elect()
+            .await
+            .map_err(|f| StoreError::stopped(&f))
+    }
+
+    /// The voter (other than this one) with the most of the log, to hand the leadership to.
+    pub fn best_successor(&self) -> Option<u64> {
+        let m = self.raft().metrics().borrow().clone();
+        let replication = m.replication.as_ref()?;
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != m.id)
+            .max_by_key(|v| replication.get(v).copied().flatten().map(|id| id.index))
+    }
+}
+
+/// Asks the voter at `address` to stand for election (`Admin.Campaign`).
+async fn campaign(channels: &crate::grpc::Channels, address: &str) -> Result<(), StoreError> {
+    use switchboard_proto::v1::admin_client::AdminClient;
+    let max = channels.max_message_bytes();
+    let channel = channels
+        .get(address)
+        .map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let mut client = AdminClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let mut request = tonic::Request::new(switchboard_proto::v1::CampaignRequest {});
+    request.set_timeout(PROBE_TIMEOUT);
+    tokio::time::timeout(PROBE_TIMEOUT, client.campaign(request))
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("node at {address} did not answer in time")))?
+        .map(|_| ())
+        .map_err(|status| crate::grpc::error_from_status(&status))
+}
+
 fn change_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> StoreError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {

@@ -258,6 +258,16 @@ impl Batcher {
         )
     }
 
+    /// The semaphore that bounds entries in flight, and its size: holding every permit pauses
+    /// the batcher once what is in flight is done (a leadership transfer does).
+    pub(crate) fn gate(&self) -> (Arc<Semaphore>, u32) {
+        let permits = self.in_flight.available_permits();
+        (
+            self.in_flight.clone(),
+            u32::try_from(permits).unwrap_or(u32::MAX),
+        )
+    }
+
     /// Runs until cancelled; then answers whatever is still queued and waits for the entries in
     /// flight.
     pub(crate) async fn run(mut self) {

@@ -165,6 +165,11 @@ pub struct RaftStore {
     /// False while this node, found empty though a cluster with it exists, has not caught up
     /// with what the cluster acknowledged: it must not vote (see `admin::recover`).
     votes_allowed: AtomicBool,
+    /// Set while this leader hands its leadership over (see `admin::transfer_leader`): no
+    /// quorum rounds, no read barriers, writes paused.
+    pub(crate) transferring: Arc<AtomicBool>,
+    /// The batcher's in-flight semaphore and its size (holding all of it pauses writes).
+    pub(crate) write_gate: (Arc<tokio::sync::Semaphore>, u32),
     /// Membership changes one at a time (see `admin`).
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     forwarder: Arc<dyn Forwarder>,
@@ -186,6 +191,7 @@ async fn confirm_quorum(
     raft: Raft,
     node_id: u64,
     confirmed: Arc<AtomicU64>,
+    transferring: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
     let mut metrics = raft.metrics();
@@ -197,7 +203,9 @@ async fn confirm_quorum(
             confirmed.store(crate::batcher::now_ms(), Ordering::Release);
         }
         was_leading = leading;
+        // A heartbeat round would renew the followers' leader lease that a transfer waits out.
         if leading
+            && !transferring.load(Ordering::Acquire)
             && matches!(
                 tokio::time::timeout(Duration::from_secs(1), raft.get_read_log_id()).await,
                 Ok(Ok(_))
@@ -311,6 +319,7 @@ impl RaftStore {
             disk.clone(),
             cancel.child_token(),
         );
+        let write_gate = batcher.gate();
         tasks.spawn(batcher.run());
         tasks.spawn(crate::ticker::run(
             node_id,
@@ -321,10 +330,12 @@ impl RaftStore {
             cancel.child_token(),
         ));
         let quorum_confirmed_ms = Arc::new(AtomicU64::new(0));
+        let transferring = Arc::new(AtomicBool::new(false));
         tasks.spawn(confirm_quorum(
             raft.clone(),
             node_id,
             quorum_confirmed_ms.clone(),
+            transferring.clone(),
             cancel.child_token(),
         ));
         tasks.spawn(name_cluster(
@@ -354,6 +365,8 @@ impl RaftStore {
             stopped: AtomicBool::new(false),
             ready_timeout: config.write_timeout,
             quorum_confirmed_ms,
+            transferring,
+            write_gate,
             votes_allowed: AtomicBool::new(true),
             admin_lock: tokio::sync::Mutex::new(()),
             forwarder: forwarder_for_reads,
@@ -536,6 +549,12 @@ impl RaftStore {
     /// callers share rounds (a round that started after the caller arrived), so a thousand
     /// barriers a second cost about one heartbeat round per round trip, not a thousand.
     pub async fn read_index(&self) -> Result<u64, StoreError> {
+        if self.transferring.load(Ordering::Acquire) {
+            // A quorum round would renew the lease the transfer waits out; callers retry.
+            return Err(StoreError::Unavailable(
+                "the leadership is moving to another voter".to_owned(),
+            ));
+        }
         let raft = self.raft.clone();
         self.leader_rounds
             .leader_index(move || async move {

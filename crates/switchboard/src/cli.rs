@@ -51,8 +51,15 @@ pub enum ClusterAction {
         #[command(flatten)]
         conn: ClusterConn,
     },
-    /// Removes a voter (the leader too: the others elect a new one).
+    /// Removes a voter or a learner (the leader too: it hands its leadership over first).
     RemoveVoter {
+        /// The voter's node id.
+        id: u64,
+        #[command(flatten)]
+        conn: ClusterConn,
+    },
+    /// Moves the leadership to a voter (writes pause for about one election timeout).
+    TransferLeader {
         /// The voter's node id.
         id: u64,
         #[command(flatten)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use switchboard_net::{ClusterIdentity, ClusterSecurity};
 use switchboard_proto::v1::admin_client::AdminClient;
 use switchboard_proto::v1::{
-    AddVoterRequest, AdminStatusRequest, ClusterStatus, RemoveVoterRequest,
+    AddVoterRequest, AdminStatusRequest, ClusterStatus, RemoveVoterRequest, TransferLeaderRequest,
 };
 use switchboard_store::grpc::Channels;
 
@@ -92,7 +92,8 @@ async fn execute(args: ClusterArgs) -> Result<(), Failure> {
     let conn = match &args.action {
         ClusterAction::Status(conn)
         | ClusterAction::AddVoter { conn, .. }
-        | ClusterAction::RemoveVoter { conn, .. } => conn.clone(),
+        | ClusterAction::RemoveVoter { conn, .. }
+        | ClusterAction::TransferLeader { conn, .. } => conn.clone(),
     };
     let channels = channels(&conn).map_err(Failure::Usage)?;
     let status = first_answer(&channels, &conn.store.0)
@@ -128,6 +129,22 @@ async fn execute(args: ClusterArgs) -> Result<(), Failure> {
                     request.set_timeout(CHANGE_TIMEOUT);
                     admin
                         .remove_voter(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                },
+            )
+            .await?
+        }
+        ClusterAction::TransferLeader { id, .. } => {
+            change(
+                &channels,
+                &status,
+                "moving the leadership",
+                |mut admin| async move {
+                    let mut request = tonic::Request::new(TransferLeaderRequest { node_id: id });
+                    request.set_timeout(CHANGE_TIMEOUT);
+                    admin
+                        .transfer_leader(request)
                         .await
                         .map(tonic::Response::into_inner)
                 },

@@ -15,6 +15,12 @@ use serde_json::Value;
 
 const V: &str = "api-version=2022-06-01";
 
+/// The longest a writer may go without an acknowledged write while voters join, leave or hand
+/// over the leadership: a write caught in a change times out after the store's write timeout
+/// (5 s), then the next one finds the new leader. Generous for a loaded machine; it catches a
+/// write path that stalls, not a slow one.
+const FAILOVER_BOUND: Duration = Duration::from_secs(15);
+
 /// Runs `switchboard cluster ARGS --store STORE --access-key KEY [--json]`.
 fn cluster_cli(store: &str, args: &[&str], json: bool) -> anyhow::Result<(i32, String, String)> {
     let mut command = std::process::Command::new(bin());
@@ -52,7 +58,9 @@ fn voters(status: &Value) -> Vec<u64> {
     ids
 }
 
-#[tokio::test]
+// Two runtime threads: the command line runs as a blocking child process, and the writer must
+// keep writing meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyhow::Result<()> {
     let mut cluster = Cluster::stores(bin(), 3, &[]).await?;
     cluster.wait_leader(Duration::from_secs(20)).await?;
@@ -178,6 +186,7 @@ async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyho
         "{} writes acknowledged while the store grew and shrank; longest wait {longest:?}",
         acknowledged.len()
     );
+    anyhow::ensure!(longest < FAILOVER_BOUND, "writes stopped for {longest:?}");
     anyhow::ensure!(!acknowledged.is_empty(), "the writer wrote nothing");
     for i in acknowledged {
         let path = format!("/api/hubs/chat/users/u{i}/groups/g?{V}");
@@ -558,5 +567,96 @@ async fn a_node_started_on_another_clusters_data_is_refused() -> anyhow::Result<
     let path = format!("/api/hubs/chat/users/after0/groups/g?{V}");
     let r = a.voters[v].rest("HEAD", &path, None).await?;
     anyhow::ensure!(r.status != 200, "A's write reached the mixed-up node");
+    Ok(())
+}
+
+// Two runtime threads: the command line runs as a blocking child process, and the writer must
+// keep writing meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leadership_moves_to_a_chosen_voter_under_writes() -> anyhow::Result<()> {
+    let mut cluster = Cluster::stores(bin(), 3, &[]).await?;
+    cluster.wait_leader(Duration::from_secs(20)).await?;
+    cluster.add_gateway(&[]).await?;
+    let gateway = Arc::new(cluster.gateways.remove(0));
+    let seeds = cluster.store_list();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (gateway, stop) = (gateway.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut last = Instant::now();
+            let mut longest = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let path = format!("/api/hubs/chat/users/t{i}/groups/g?{V}");
+                if let Ok(r) = gateway.rest("PUT", &path, None).await {
+                    if r.status == 200 {
+                        acknowledged.push(i);
+                        longest = longest.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                }
+            }
+            (acknowledged, longest)
+        })
+    };
+
+    for _ in 0..2 {
+        let before = status(&seeds)?;
+        let leader = before["leaderId"].as_u64().expect("a leader");
+        let target = voters(&before)
+            .into_iter()
+            .find(|v| *v != leader)
+            .expect("a follower");
+        let (code, out, err) =
+            cluster_cli(&seeds, &["transfer-leader", &target.to_string()], true)?;
+        anyhow::ensure!(code == 0, "transfer to {target} failed ({code}): {err}");
+        let answered: Value = serde_json::from_str(&out)?;
+        anyhow::ensure!(
+            answered["leaderId"].as_u64() == Some(target),
+            "the answer names another leader: {answered}"
+        );
+        eventually(Duration::from_secs(10), "the status agreeing", || async {
+            (status(&seeds).ok()?["leaderId"].as_u64() == Some(target)).then_some(())
+        })
+        .await?;
+    }
+    // To the leader itself: nothing to do. To a node that is not a voter: refused.
+    let leader = status(&seeds)?["leaderId"].as_u64().expect("a leader");
+    let (code, _, err) = cluster_cli(&seeds, &["transfer-leader", &leader.to_string()], true)?;
+    anyhow::ensure!(code == 0, "transfer to the leader itself ({code}): {err}");
+    let (code, _, err) = cluster_cli(&seeds, &["transfer-leader", "9"], false)?;
+    anyhow::ensure!(code == 2 && err.contains("not a voter"), "({code}) {err}");
+
+    // Writes went on; every acknowledged one is there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let path = format!("/api/hubs/chat/users/after/groups/g?{V}");
+        if matches!(
+            gateway.rest("PUT", &path, None).await.map(|r| r.status),
+            Ok(200)
+        ) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (acknowledged, longest) = writer.await?;
+    eprintln!(
+        "{} writes acknowledged across two leadership transfers; longest wait {longest:?}",
+        acknowledged.len()
+    );
+    anyhow::ensure!(longest < FAILOVER_BOUND, "writes stopped for {longest:?}");
+    anyhow::ensure!(!acknowledged.is_empty(), "the writer wrote nothing");
+    for i in acknowledged {
+        let path = format!("/api/hubs/chat/users/t{i}/groups/g?{V}");
+        let r = gateway.rest("HEAD", &path, None).await?;
+        anyhow::ensure!(
+            r.status == 200,
+            "acknowledged write t{i} lost ({})",
+            r.status
+        );
+    }
     Ok(())
 }

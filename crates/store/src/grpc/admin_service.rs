@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 
+use switchboard_net::peer_identity;
 use switchboard_proto::v1::admin_server::{Admin, AdminServer};
 use switchboard_proto::v1::{
-    AddVoterRequest, AdminStatusRequest, ClusterNode, ClusterStatus, RemoveVoterRequest,
+    AddVoterRequest, AdminStatusRequest, CampaignReply, CampaignRequest, ClusterNode,
+    ClusterStatus, RemoveVoterRequest, TransferLeaderRequest,
 };
 use tonic::{Request, Response, Status};
 
-use super::status_from_error;
+use super::{status_from_error, Channels};
 use crate::admin::{ClusterView, Contacts};
 use crate::raft_store::RaftStore;
 
@@ -19,12 +21,19 @@ use crate::raft_store::RaftStore;
 pub struct AdminGrpcService {
     store: Arc<RaftStore>,
     contacts: Contacts,
+    /// To ask the voter a leadership transfer goes to to stand (`Admin.Campaign`).
+    channels: Channels,
 }
 
 impl AdminGrpcService {
     /// `contacts`: when peers last answered this voter (its Raft network's, or empty).
-    pub fn new(store: Arc<RaftStore>, contacts: Contacts) -> AdminGrpcService {
-        AdminGrpcService { store, contacts }
+    /// `channels`: how this voter dials the others.
+    pub fn new(store: Arc<RaftStore>, contacts: Contacts, channels: Channels) -> AdminGrpcService {
+        AdminGrpcService {
+            store,
+            contacts,
+            channels,
+        }
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> AdminServer<AdminGrpcService> {
@@ -96,10 +105,46 @@ impl Admin for AdminGrpcService {
         request: Request<RemoveVoterRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         let node = request.into_inner().node_id;
+        if node == self.store.node_id()
+            && self.store.leader().map(|(l, _)| l) == Some(self.store.node_id())
+        {
+            // Hand over first, so writes wait one transfer rather than an election timeout
+            // after the leader vanishes; the new leader removes this node when asked again.
+            if let Some(successor) = self.store.best_successor() {
+                self.store
+                    .transfer_leader(successor, &self.channels)
+                    .await
+                    .map_err(|e| status_from_error(&e))?;
+            }
+        }
         self.store
             .remove_voter(node)
             .await
             .map_err(|e| status_from_error(&e))?;
         Ok(Response::new(AdminGrpcService::status(self)))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        let node = request.into_inner().node_id;
+        self.store
+            .transfer_leader(node, &self.channels)
+            .await
+            .map_err(|e| status_from_error(&e))?;
+        Ok(Response::new(AdminGrpcService::status(self)))
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignReply>, Status> {
+        let caller = peer_identity(&request)?;
+        self.store
+            .stand_for_election(caller.node)
+            .await
+            .map_err(|e| status_from_error(&e))?;
+        Ok(Response::new(CampaignReply {}))
     }
 }
