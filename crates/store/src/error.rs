@@ -4,7 +4,12 @@
 //! [`StoreError`], and `From<StoreError> for switchboard_core::Error` decides the HTTP status and
 //! whether a retry may help.
 
+use switchboard_core::throttle::{now_ms, Throttle};
 use switchboard_core::{ErrorCode, NodeId};
+
+/// Every failed call reports its fault: the log gets one line per 10 s (with the count left out).
+static STOPPED_LOG: Throttle = Throttle::new(10_000);
+static FAULT_LOG: Throttle = Throttle::new(10_000);
 
 /// Why a store operation failed.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -57,7 +62,9 @@ impl StoreError {
     /// its core, shutdown). The cause goes to the log; the error says only that the store stopped,
     /// since the cause may name paths inside the data directory.
     pub fn stopped(fatal: &impl std::fmt::Display) -> StoreError {
-        tracing::error!(cause = %fatal, "raft has stopped");
+        if let Some(suppressed) = STOPPED_LOG.allow(now_ms()) {
+            tracing::error!(cause = %fatal, suppressed, "raft has stopped");
+        }
         StoreError::Unavailable("the store on this node has stopped; see its log".to_owned())
     }
 
@@ -100,7 +107,9 @@ impl From<StoreError> for switchboard_core::Error {
             error,
             StoreError::Config(_) | StoreError::Storage(_) | StoreError::Internal(_)
         ) {
-            tracing::error!(%error, "store fault answered as an internal error");
+            if let Some(suppressed) = FAULT_LOG.allow(now_ms()) {
+                tracing::error!(%error, suppressed, "store fault answered as an internal error");
+            }
         }
         switchboard_core::Error::new(error.code(), error.public_message())
     }
