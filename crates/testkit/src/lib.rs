@@ -14,6 +14,7 @@ pub mod mount;
 pub mod pki;
 mod proxy;
 mod rawws;
+pub mod redis;
 mod server;
 pub mod upstream;
 

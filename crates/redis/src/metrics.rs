@@ -1,0 +1,66 @@
+//! Prometheus metrics of the Redis engine.
+//!
+//! | name | kind | meaning |
+//! | --- | --- | --- |
+//! | `switchboard_redis_writes_total{result}` | counter | appends by result (`ok`, `unavailable`, `timeout`, `error`) |
+//! | `switchboard_redis_write_seconds` | histogram | an append, from call until this gateway applied it |
+//! | `switchboard_redis_read_errors_total` | counter | failed reads of the stream (each is retried) |
+//! | `switchboard_redis_resyncs_total` | counter | times a gateway found a gap in the stream and reloaded the snapshot |
+//! | `switchboard_redis_snapshots_total` | counter | snapshots this gateway wrote |
+
+use std::time::Duration;
+
+use switchboard_store::StoreError;
+
+pub(crate) const WRITES: &str = "switchboard_redis_writes_total";
+pub(crate) const WRITE_SECONDS: &str = "switchboard_redis_write_seconds";
+pub(crate) const READ_ERRORS: &str = "switchboard_redis_read_errors_total";
+pub(crate) const RESYNCS: &str = "switchboard_redis_resyncs_total";
+pub(crate) const SNAPSHOTS: &str = "switchboard_redis_snapshots_total";
+
+pub(crate) fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(WRITES, "Appends to the Redis membership log, by result.");
+    describe_histogram!(
+        WRITE_SECONDS,
+        Unit::Seconds,
+        "Time an append to the Redis membership log took, until this gateway applied it."
+    );
+    describe_counter!(
+        READ_ERRORS,
+        "Failed reads of the Redis membership log (retried)."
+    );
+    describe_counter!(
+        RESYNCS,
+        "Times this gateway found a gap in the Redis membership log and reloaded the snapshot."
+    );
+    describe_counter!(
+        SNAPSHOTS,
+        "Snapshots of the membership state this gateway wrote to Redis."
+    );
+    metrics::counter!(READ_ERRORS).absolute(0);
+    metrics::counter!(RESYNCS).absolute(0);
+}
+
+pub(crate) fn write_done<T>(result: &Result<T, StoreError>, elapsed: Duration) {
+    let label = match result {
+        Ok(_) => "ok",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(StoreError::Timeout(_)) => "timeout",
+        Err(_) => "error",
+    };
+    metrics::counter!(WRITES, "result" => label).increment(1);
+    metrics::histogram!(WRITE_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn read_failed() {
+    metrics::counter!(READ_ERRORS).increment(1);
+}
+
+pub(crate) fn resynced() {
+    metrics::counter!(RESYNCS).increment(1);
+}
+
+pub(crate) fn snapshot_written() {
+    metrics::counter!(SNAPSHOTS).increment(1);
+}
