@@ -85,6 +85,8 @@ pub enum StoreSpec {
         voters: Vec<String>,
         config: RemoteStoreConfig,
     },
+    /// A stateless gateway whose durable membership lives in Redis (the Redis engine).
+    Redis(switchboard_redis::RedisConfig),
 }
 
 /// A gateway: its configuration, the access keys that sign tokens, its public edge.
@@ -112,6 +114,7 @@ pub struct NodeConfig {
 enum Store {
     Voter(Arc<RaftStore>),
     Remote(Arc<RemoteStore>),
+    Redis(Arc<switchboard_redis::RedisStore>),
 }
 
 impl Store {
@@ -119,6 +122,7 @@ impl Store {
         match self {
             Store::Voter(s) => s.clone(),
             Store::Remote(s) => s.clone(),
+            Store::Redis(s) => s.clone(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Store {
         match self {
             Store::Voter(s) => s.shutdown().await,
             Store::Remote(s) => s.shutdown().await,
+            Store::Redis(s) => s.shutdown().await,
         }
     }
 }
@@ -177,7 +182,7 @@ impl Node {
             (Some(listener), Some(security)) => {
                 let voter = match &store {
                     Store::Voter(s) => Some((s, contacts)),
-                    Store::Remote(_) => None,
+                    Store::Remote(_) | Store::Redis(_) => None,
                 };
                 let services = gateway.as_ref().and_then(|(g, _)| g.cluster_services());
                 Some(spawn_cluster_server(
@@ -275,7 +280,7 @@ impl Node {
     pub fn voter(&self) -> Option<&Arc<RaftStore>> {
         match &self.store {
             Store::Voter(s) => Some(s),
-            Store::Remote(_) => None,
+            Store::Remote(_) | Store::Redis(_) => None,
         }
     }
 
@@ -391,6 +396,11 @@ async fn open_store(
                 None,
             ))
         }
+        StoreSpec::Redis(config) => Ok((
+            Store::Redis(switchboard_redis::RedisStore::open(config).await?),
+            Contacts::default(),
+            None,
+        )),
     }
 }
 

@@ -528,8 +528,23 @@ pub struct GatewayArgs {
     pub advertise: Option<String>,
 
     /// The store voters' cluster addresses: HOST:PORT,HOST:PORT,...
-    #[arg(long, env = "SWITCHBOARD_STORE")]
-    pub store: Voters,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_STORE",
+        required_unless_present = "redis",
+        conflicts_with = "redis"
+    )]
+    pub store: Option<Voters>,
+
+    /// The Redis engine instead of store voters: redis://[:PASSWORD@]HOST:PORT[/DB],
+    /// rediss:// (TLS), redis-cluster://HOST:PORT?node=HOST:PORT..., redis-sentinel://...
+    /// (fred's URL forms). Every gateway on one Redis (and --redis-prefix) is one Switchboard.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of the Redis keys (several Switchboards may share one Redis).
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
+    pub redis_prefix: String,
 
     #[command(flatten)]
     pub gateway: GatewayFlags,

@@ -18,6 +18,7 @@ use switchboard_gateway::upstream::UpstreamConfig;
 use switchboard_gateway::GatewayConfig;
 use switchboard_net::ClusterIdentity;
 use switchboard_node::{GatewaySpec, Listeners, Node, NodeConfig, StoreSpec};
+use switchboard_redis::RedisConfig;
 use switchboard_store::grpc::Channels;
 use switchboard_store::remote::RemoteStoreConfig;
 use switchboard_store::StoreConfig;
@@ -460,17 +461,29 @@ pub async fn gateway(
     let edge = edge_config(&args.gateway.http, &secrets, max_sockets);
     let tls = edge.tls.is_some();
     let bound = listener.local_addr()?;
-    tracing::info!(store = ?args.store.0, "following the store");
+    let store = match (&args.store, &args.redis) {
+        (_, Some(url)) => {
+            tracing::info!(redis = %switchboard_redis::redact(url), "on the Redis engine");
+            let mut redis = RedisConfig::new(url.clone(), node_id);
+            redis.prefix = args.redis_prefix.clone();
+            StoreSpec::Redis(redis)
+        }
+        (Some(voters), None) => {
+            tracing::info!(store = ?voters.0, "following the store");
+            StoreSpec::Remote {
+                voters: voters.0.clone(),
+                config: RemoteStoreConfig::new(node_id),
+            }
+        }
+        (None, None) => anyhow::bail!("a gateway needs --store or --redis"),
+    };
     let node = Node::start(
         Listeners {
             public: Some(listener),
             cluster: Some(cluster_listener),
         },
         NodeConfig {
-            store: StoreSpec::Remote {
-                voters: args.store.0.clone(),
-                config: RemoteStoreConfig::new(node_id),
-            },
+            store,
             gateway: Some(GatewaySpec {
                 config,
                 keys: keyset,

@@ -1,6 +1,9 @@
 //! Groups and user groups through both REST surfaces, with the official client: membership,
-//! group sends, auto-join, TTL expiry, ttl=0, the 100-group cap, listings and closes.
+//! group sends, auto-join, TTL expiry, ttl=0, the 100-group cap, listings and closes. Each test
+//! runs on both engines: one all-in-one node (Raft), and two gateways on one Redis with the
+//! clients on one and the REST calls on the other.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -31,22 +34,22 @@ async fn group_send(
     Ok(())
 }
 
-#[tokio::test]
-async fn connections_join_and_leave_groups_on_both_surfaces() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn connections_join_and_leave_groups_on_both_surfaces(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    let a = js.connect_simple("a", &server, "chat", None).await?;
+    let a = js.connect_simple("a", clients, "chat", None).await?;
     let b = js
         .connect(
             "b",
-            &server,
+            clients,
             ConnectOptions {
                 protocol: "messagepack",
                 ..Default::default()
             },
         )
         .await?;
-    let c = js.connect_simple("c", &server, "chat", None).await?;
+    let c = js.connect_simple("c", clients, "chat", None).await?;
 
     let r = server
         .rest("HEAD", &format!("/api/hubs/chat/groups/room?{V}"), None)
@@ -160,11 +163,13 @@ async fn connections_join_and_leave_groups_on_both_surfaces() -> anyhow::Result<
     Ok(())
 }
 
-#[tokio::test]
-async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn user_groups_auto_join_new_connections_and_removal_removes_them(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("u1", &server, "chat", Some("u")).await?;
+    js.connect_simple("u1", clients, "chat", Some("u")).await?;
 
     // v1: PUT/DELETE answer 202; versioned: 200 and 204.
     expect_status(&server, "PUT", "/api/v1/hubs/chat/groups/g1/users/u", 202).await?;
@@ -182,7 +187,7 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     // A new connection of the user joins every live group of the user.
     js.connect(
         "u2",
-        &server,
+        clients,
         ConnectOptions {
             user: Some("u"),
             protocol: "messagepack",
@@ -261,11 +266,11 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them() -> any
     Ok(())
 }
 
-#[tokio::test]
-async fn user_group_ttl_expires_without_traffic() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn user_group_ttl_expires_without_traffic(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("early", &server, "chat", Some("t"))
+    js.connect_simple("early", clients, "chat", Some("t"))
         .await?;
     expect_status(
         &server,
@@ -281,7 +286,7 @@ async fn user_group_ttl_expires_without_traffic() -> anyhow::Result<()> {
         200,
     )
     .await?;
-    js.connect_simple("before-expiry", &server, "chat", Some("t"))
+    js.connect_simple("before-expiry", clients, "chat", Some("t"))
         .await?;
     group_send(&server, "brief", &[], "in time").await?;
     assert_eq!(js.next_message("early").await?.args, vec![json!("in time")]);
@@ -308,18 +313,18 @@ async fn user_group_ttl_expires_without_traffic() -> anyhow::Result<()> {
         }
     })
     .await?;
-    js.connect_simple("late", &server, "chat", Some("t"))
+    js.connect_simple("late", clients, "chat", Some("t"))
         .await?;
     group_send(&server, "brief", &[], "too late").await?;
     js.expect_silence("late", SHORT).await?;
     Ok(())
 }
 
-#[tokio::test]
-async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn ttl_zero_adds_only_current_connections(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("now", &server, "chat", Some("z")).await?;
+    js.connect_simple("now", clients, "chat", Some("z")).await?;
     expect_status(
         &server,
         "PUT",
@@ -340,7 +345,7 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
         .await?;
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
     js.stop("now").await?;
-    js.connect_simple("later", &server, "chat", Some("z"))
+    js.connect_simple("later", clients, "chat", Some("z"))
         .await?;
     group_send(&server, "once", &[], "not stored").await?;
     js.expect_silence("later", SHORT).await?;
@@ -355,9 +360,9 @@ async fn ttl_zero_adds_only_current_connections() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn only_the_latest_100_groups_without_ttl_are_kept() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn only_the_latest_100_groups_without_ttl_are_kept(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     for i in 0..100 {
         expect_status(
             &server,
@@ -409,7 +414,7 @@ async fn only_the_latest_100_groups_without_ttl_are_kept() -> anyhow::Result<()>
     }
     // A new connection joins exactly the 100 kept groups plus the TTL one.
     let mut js = JsClients::start().await?;
-    js.connect_simple("c", &server, "chat", Some("capped"))
+    js.connect_simple("c", clients, "chat", Some("capped"))
         .await?;
     group_send(&server, "g1", &[], "evicted").await?;
     group_send(&server, "g100", &[], "kept").await?;
@@ -417,15 +422,15 @@ async fn only_the_latest_100_groups_without_ttl_are_kept() -> anyhow::Result<()>
     Ok(())
 }
 
-#[tokio::test]
-async fn close_group_connections_and_list_them_in_pages() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn close_group_connections_and_list_them_in_pages(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
     let mut ids = Vec::new();
     for i in 0..5 {
         let name = format!("m{i}");
         let id = js
-            .connect_simple(&name, &server, "chat", Some(&format!("user{i}")))
+            .connect_simple(&name, clients, "chat", Some(&format!("user{i}")))
             .await?;
         expect_status(
             &server,
@@ -507,3 +512,12 @@ async fn close_group_connections_and_list_them_in_pages() -> anyhow::Result<()> 
     assert_eq!(js.state("m0").await?.0, "Connected");
     Ok(())
 }
+
+on_every_engine!(
+    connections_join_and_leave_groups_on_both_surfaces,
+    user_groups_auto_join_new_connections_and_removal_removes_them,
+    user_group_ttl_expires_without_traffic,
+    ttl_zero_adds_only_current_connections,
+    only_the_latest_100_groups_without_ttl_are_kept,
+    close_group_connections_and_list_them_in_pages,
+);

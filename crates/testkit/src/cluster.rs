@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::proxy::Proxy;
+use crate::redis::RedisServer;
 use crate::server::{Role, Server, ServerOptions};
 
 /// A free TCP port on `ip` (bound, then released: good enough for tests).
@@ -27,6 +28,19 @@ pub struct Cluster {
     pub cluster_addrs: Vec<SocketAddr>,
     /// For partition tests: `(from, to)` voter indexes → the proxy `from` dials `to` through.
     proxies: Vec<((usize, usize), Proxy)>,
+    /// The voters' role (`Serve` voters also take clients).
+    role: Role,
+    /// The Redis of a cluster on the Redis engine (gateways only, no voters).
+    redis: Option<RedisServer>,
+}
+
+/// Which engine holds a cluster's durable membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Raft store voters.
+    Raft,
+    /// One Redis, gateways only.
+    Redis,
 }
 
 impl Cluster {
@@ -118,11 +132,46 @@ impl Cluster {
             gateways: Vec::new(),
             cluster_addrs,
             proxies,
+            role,
+            redis: None,
         };
         for v in &cluster.voters {
             v.wait_ready_within(Duration::from_secs(60)).await?;
         }
         Ok(cluster)
+    }
+
+    /// `gateways` stateless gateways on one new `redis-server` (the Redis engine): no voters.
+    pub async fn on_redis(
+        bin: impl AsRef<Path>,
+        gateways: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let mut cluster = Cluster {
+            bin: bin.as_ref().to_path_buf(),
+            voters: Vec::new(),
+            gateways: Vec::new(),
+            cluster_addrs: Vec::new(),
+            proxies: Vec::new(),
+            role: Role::Store,
+            redis: Some(RedisServer::start().await?),
+        };
+        for _ in 0..gateways {
+            cluster.add_gateway(extra).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes that take clients and REST calls, for tests that run on either engine:
+    /// `serve` voters first, then the gateways.
+    pub fn entry_points(&self) -> Vec<&Server> {
+        let voters = self.voters.iter().filter(|_| self.role == Role::Serve);
+        voters.chain(self.gateways.iter()).collect()
+    }
+
+    /// The Redis of a cluster on the Redis engine.
+    pub fn redis(&mut self) -> Option<&mut RedisServer> {
+        self.redis.as_mut()
     }
 
     /// Starts one more voter of `role` (on 127.0.0.(n+1), node id n+1) that joins the running
@@ -169,12 +218,11 @@ impl Cluster {
     pub async fn add_gateway(&mut self, extra: &[&str]) -> anyhow::Result<usize> {
         let k = self.gateways.len() + 1;
         let ip = Ipv4Addr::new(127, 0, 1, k as u8);
-        let mut args: Vec<String> = vec![
-            "--cluster-listen".into(),
-            free_addr(ip)?.to_string(),
-            "--store".into(),
-            self.store_list(),
-        ];
+        let mut args: Vec<String> = vec!["--cluster-listen".into(), free_addr(ip)?.to_string()];
+        match &self.redis {
+            Some(redis) => args.extend(["--redis".into(), redis.url()]),
+            None => args.extend(["--store".into(), self.store_list()]),
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let options = ServerOptions {
             role: Role::Gateway,

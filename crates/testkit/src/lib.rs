@@ -18,7 +18,7 @@ pub mod redis;
 mod server;
 pub mod upstream;
 
-pub use cluster::{free_addr, Cluster};
+pub use cluster::{free_addr, Cluster, Engine};
 pub use js::{ConnectOptions, JsClients, Message};
 pub use proxy::{Proxy, RoundRobin};
 pub use rawws::{Negotiated, RawClient, Refused};

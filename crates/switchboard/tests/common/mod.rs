@@ -195,3 +195,60 @@ pub async fn store_state(addr: SocketAddr) -> anyhow::Result<switchboard_members
     }
     Ok(rmp_serde::from_slice(&state)?)
 }
+
+/// Where a test that runs on either engine runs: on the Raft engine one all-in-one node; on the
+/// Redis engine two gateways on one Redis, with the clients on the first and the REST calls on
+/// the second, so every change and every message crosses gateways.
+pub struct Deployment {
+    nodes: Vec<Server>,
+    _cluster: Option<Cluster>,
+}
+
+impl Deployment {
+    pub async fn start(engine: Engine) -> anyhow::Result<Deployment> {
+        match engine {
+            Engine::Raft => Ok(Deployment {
+                nodes: vec![server().await?],
+                _cluster: None,
+            }),
+            Engine::Redis => {
+                let mut cluster = Cluster::on_redis(bin(), 2, &[]).await?;
+                let nodes = std::mem::take(&mut cluster.gateways);
+                Ok(Deployment {
+                    nodes,
+                    _cluster: Some(cluster),
+                })
+            }
+        }
+    }
+
+    /// Where clients connect.
+    pub fn clients(&self) -> &Server {
+        &self.nodes[0]
+    }
+
+    /// Where REST calls go.
+    pub fn rest(&self) -> &Server {
+        self.nodes.last().expect("a node")
+    }
+}
+
+/// Runs each named `async fn NAME(engine: Engine) -> anyhow::Result<()>` as two tests,
+/// `NAME::raft` and `NAME::redis`.
+#[allow(unused_macros)]
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn raft() -> anyhow::Result<()> {
+                    super::$name(super::Engine::Raft).await
+                }
+                #[tokio::test]
+                async fn redis() -> anyhow::Result<()> {
+                    super::$name(super::Engine::Redis).await
+                }
+            }
+        )*
+    };
+}
