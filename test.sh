@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit and property tests, and the end-to-end tests that
 # start real switchboard processes and drive them with the official SignalR JS client.
-# Needs: a Rust toolchain (cargo-nextest if available), Node.js with npm.
+# Needs: a Rust toolchain (cargo-nextest if available), Node.js with npm; installs (as root, from
+# Debian) promtool, chromium and redis-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,6 +15,18 @@ if ! command -v promtool >/dev/null 2>&1; then
             || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
     else
         echo "warning: promtool is missing (apt-get install prometheus); the metrics test will fail" >&2
+    fi
+fi
+
+# The Redis engine's tests start real redis-server processes (Debian package `redis-server`).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing redis-server (Debian package redis-server)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends redis-server >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+    else
+        echo "warning: redis-server is missing (apt-get install redis-server); the Redis engine tests will fail" >&2
     fi
 fi
 

@@ -2,6 +2,7 @@
 //! stores) and stateless gateways. Every message type crosses nodes over the fan-out streams;
 //! leaders, voters and gateways are killed with SIGKILL and the cluster carries on.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -19,16 +20,21 @@ async fn exists(server: &Server, path: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[tokio::test]
-async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
-    let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
-    cluster.add_gateway(&[]).await?;
-    let (n1, n2, n3, gw) = (
-        &cluster.voters[0],
-        &cluster.voters[1],
-        &cluster.voters[2],
-        &cluster.gateways[0],
-    );
+/// Four nodes that take clients, on either engine: three `serve` voters and a gateway started
+/// with `last` (Raft), or four gateways on one Redis, the last started with `last` (Redis).
+async fn four_nodes(engine: Engine, last: &[&str]) -> anyhow::Result<Cluster> {
+    let mut cluster = match engine {
+        Engine::Raft => Cluster::serve(bin(), 3, &[]).await?,
+        Engine::Redis => Cluster::on_redis(bin(), 3, &[]).await?,
+    };
+    cluster.add_gateway(last).await?;
+    Ok(cluster)
+}
+
+async fn every_target_type_crosses_nodes(engine: Engine) -> anyhow::Result<()> {
+    let cluster = four_nodes(engine, &[]).await?;
+    let nodes = cluster.entry_points();
+    let (n1, n2, n3, gw) = (nodes[0], nodes[1], nodes[2], nodes[3]);
     let mut js = JsClients::start().await?;
     let c1 = js
         .connect(
@@ -167,14 +173,13 @@ async fn every_target_type_crosses_nodes() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn per_sender_order_holds_across_nodes() -> anyhow::Result<()> {
-    let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
-    cluster.add_gateway(&[]).await?;
+async fn per_sender_order_holds_across_nodes(engine: Engine) -> anyhow::Result<()> {
+    let cluster = four_nodes(engine, &[]).await?;
+    let nodes = cluster.entry_points();
     let mut js = JsClients::start().await?;
     js.connect(
         "a",
-        &cluster.voters[0],
+        nodes[0],
         ConnectOptions {
             user: Some("u"),
             ..Default::default()
@@ -183,7 +188,7 @@ async fn per_sender_order_holds_across_nodes() -> anyhow::Result<()> {
     .await?;
     js.connect(
         "b",
-        &cluster.gateways[0],
+        nodes[3],
         ConnectOptions {
             user: Some("u"),
             protocol: "messagepack",
@@ -191,7 +196,7 @@ async fn per_sender_order_holds_across_nodes() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let sender = &cluster.voters[2];
+    let sender = nodes[2];
     for i in 0..150 {
         let path = match i % 3 {
             0 => format!("/api/hubs/chat/:send?{V}"),
@@ -334,36 +339,40 @@ async fn each_voter_killed_in_turn_catches_up_by_log_or_snapshot() -> anyhow::Re
     Ok(())
 }
 
-#[tokio::test]
-async fn a_killed_gateway_s_connections_vanish_within_its_lease() -> anyhow::Result<()> {
-    let mut cluster = Cluster::serve(bin(), 3, &[]).await?;
-    cluster.add_gateway(&["--lease", "3"]).await?;
+async fn a_killed_gateway_s_connections_vanish_within_its_lease(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let mut cluster = four_nodes(engine, &["--lease", "3"]).await?;
+    let doomed = cluster.gateways.len() - 1;
     let mut js = JsClients::start().await?;
     let id = js
         .connect(
             "doomed",
-            &cluster.gateways[0],
+            &cluster.gateways[doomed],
             ConnectOptions {
                 user: Some("ghost"),
                 ..Default::default()
             },
         )
         .await?;
-    let n1 = &cluster.voters[0];
     let path = format!("/api/hubs/chat/connections/{id}?{V}");
-    eventually(Duration::from_secs(5), "connection visible", || async {
-        exists(n1, &path).await.then_some(())
-    })
-    .await?;
-    expect_status(
-        n1,
-        "PUT",
-        &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
-        200,
-    )
-    .await?;
+    {
+        let n1 = cluster.entry_points()[0];
+        eventually(Duration::from_secs(5), "connection visible", || async {
+            exists(n1, &path).await.then_some(())
+        })
+        .await?;
+        expect_status(
+            n1,
+            "PUT",
+            &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
+            200,
+        )
+        .await?;
+    }
 
-    cluster.gateways[0].kill().await?;
+    cluster.gateways[doomed].kill().await?;
+    let n1 = cluster.entry_points()[0];
     let killed_at = Instant::now();
     eventually(
         Duration::from_secs(10),
@@ -453,15 +462,22 @@ async fn stateless_gateways_in_front_of_store_voters() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_gateway_without_its_store_keeps_delivering_and_is_not_ready() -> anyhow::Result<()> {
-    let mut cluster = Cluster::stores(bin(), 3, &[]).await?;
+async fn a_gateway_without_its_store_keeps_delivering_and_is_not_ready(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let mut cluster = match engine {
+        Engine::Raft => Cluster::stores(bin(), 3, &[]).await?,
+        Engine::Redis => Cluster::on_redis(bin(), 0, &[]).await?,
+    };
     cluster.add_gateway(&[]).await?;
     let mut js = JsClients::start().await?;
     js.connect("a", &cluster.gateways[0], ConnectOptions::default())
         .await?;
     for v in &cluster.voters {
         v.pause().await?;
+    }
+    if let Some(redis) = cluster.redis() {
+        redis.kill().await?;
     }
     let gw = &cluster.gateways[0];
     until_status(
@@ -486,7 +502,10 @@ async fn a_gateway_without_its_store_keeps_delivering_and_is_not_ready() -> anyh
     for v in &cluster.voters {
         v.resume()?;
     }
-    gw.wait_ready().await?;
+    if let Some(redis) = cluster.redis() {
+        redis.restart().await?;
+    }
+    cluster.gateways[0].wait_ready().await?;
     Ok(())
 }
 
@@ -815,3 +834,10 @@ async fn a_gateway_that_stops_answering_holds_up_nothing_and_gets_its_changes_la
     assert_eq!(js.next_message("alice").await?.args, vec![json!("late")]);
     Ok(())
 }
+
+on_every_engine!(
+    every_target_type_crosses_nodes,
+    per_sender_order_holds_across_nodes,
+    a_killed_gateway_s_connections_vanish_within_its_lease,
+    a_gateway_without_its_store_keeps_delivering_and_is_not_ready,
+);

@@ -56,14 +56,14 @@ async fn connections_join_and_leave_groups_on_both_surfaces(engine: Engine) -> a
         .await?;
     assert_error(&r, 404, Some("Warning.Group.NotExisted"));
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/groups/room/connections/{b}?{V}"),
         200,
@@ -71,23 +71,23 @@ async fn connections_join_and_leave_groups_on_both_surfaces(engine: Engine) -> a
     .await?;
     // The alias path /connections/{c}/groups/{g} works too.
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/connections/{c}/groups/room?{V}"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "HEAD",
         &format!("/api/hubs/chat/groups/room?{V}"),
         200,
     )
     .await?;
-    expect_status(&server, "GET", "/api/v1/hubs/chat/groups/room", 200).await?;
+    expect_status(server, "GET", "/api/v1/hubs/chat/groups/room", 200).await?;
 
-    group_send(&server, "room", &[&c], "hello room").await?;
-    send_ok(&server, "/api/v1/hubs/chat/groups/room", json!(["v1 room"])).await?;
+    group_send(server, "room", &[&c], "hello room").await?;
+    send_ok(server, "/api/v1/hubs/chat/groups/room", json!(["v1 room"])).await?;
     for name in ["a", "b"] {
         assert_eq!(
             js.next_message(name).await?.args,
@@ -107,20 +107,20 @@ async fn connections_join_and_leave_groups_on_both_surfaces(engine: Engine) -> a
     );
 
     expect_status(
-        &server,
+        server,
         "DELETE",
         &format!("/api/v1/hubs/chat/groups/room/connections/{a}"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "DELETE",
         &format!("/api/hubs/chat/connections/{c}/groups?{V}"),
         200,
     )
     .await?;
-    group_send(&server, "room", &[], "only b").await?;
+    group_send(server, "room", &[], "only b").await?;
     assert_eq!(js.next_message("b").await?.args, vec![json!("only b")]);
     js.expect_silence("a", SHORT).await?;
     js.expect_silence("c", SHORT).await?;
@@ -172,16 +172,16 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them(
     js.connect_simple("u1", clients, "chat", Some("u")).await?;
 
     // v1: PUT/DELETE answer 202; versioned: 200 and 204.
-    expect_status(&server, "PUT", "/api/v1/hubs/chat/groups/g1/users/u", 202).await?;
+    expect_status(server, "PUT", "/api/v1/hubs/chat/groups/g1/users/u", 202).await?;
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/users/u/groups/g2?{V}"),
         200,
     )
     .await?;
     // The current connection joined both.
-    group_send(&server, "g1", &[], "g1").await?;
+    group_send(server, "g1", &[], "g1").await?;
     assert_eq!(js.next_message("u1").await?.args, vec![json!("g1")]);
 
     // A new connection of the user joins every live group of the user.
@@ -195,26 +195,26 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them(
         },
     )
     .await?;
-    group_send(&server, "g2", &[], "g2").await?;
+    group_send(server, "g2", &[], "g2").await?;
     assert_eq!(js.next_message("u1").await?.args, vec![json!("g2")]);
     assert_eq!(js.next_message("u2").await?.args, vec![json!("g2")]);
 
     // user-in-group: HEAD and GET (the .NET SDK uses GET), both path forms.
     expect_status(
-        &server,
+        server,
         "HEAD",
         &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "GET",
         &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
         200,
     )
     .await?;
-    expect_status(&server, "GET", "/api/v1/hubs/chat/groups/g2/users/u", 200).await?;
+    expect_status(server, "GET", "/api/v1/hubs/chat/groups/g2/users/u", 200).await?;
     let r = server
         .rest(
             "GET",
@@ -226,13 +226,13 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them(
 
     // Removing the user from a group removes the current connections from it.
     expect_status(
-        &server,
+        server,
         "DELETE",
         &format!("/api/hubs/chat/users/u/groups/g1?{V}"),
         204,
     )
     .await?;
-    group_send(&server, "g1", &[], "after removal").await?;
+    group_send(server, "g1", &[], "after removal").await?;
     js.expect_silence("u1", SHORT).await?;
     let r = server
         .rest(
@@ -244,25 +244,19 @@ async fn user_groups_auto_join_new_connections_and_removal_removes_them(
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
 
     // Remove from all groups: v1 answers 200, versioned 204.
-    expect_status(&server, "DELETE", "/api/v1/hubs/chat/users/u/groups", 200).await?;
-    group_send(&server, "g2", &[], "after all").await?;
+    expect_status(server, "DELETE", "/api/v1/hubs/chat/users/u/groups", 200).await?;
+    group_send(server, "g2", &[], "after all").await?;
     js.expect_silence("u1", SHORT).await?;
     js.expect_silence("u2", SHORT).await?;
-    expect_status(&server, "PUT", "/api/v1/hubs/chat/groups/g3/users/u", 202).await?;
+    expect_status(server, "PUT", "/api/v1/hubs/chat/groups/g3/users/u", 202).await?;
     expect_status(
-        &server,
+        server,
         "DELETE",
         &format!("/api/hubs/chat/users/u/groups?{V}"),
         204,
     )
     .await?;
-    expect_status(
-        &server,
-        "DELETE",
-        "/api/v1/hubs/chat/groups/g3/users/u",
-        202,
-    )
-    .await?;
+    expect_status(server, "DELETE", "/api/v1/hubs/chat/groups/g3/users/u", 202).await?;
     Ok(())
 }
 
@@ -273,14 +267,14 @@ async fn user_group_ttl_expires_without_traffic(engine: Engine) -> anyhow::Resul
     js.connect_simple("early", clients, "chat", Some("t"))
         .await?;
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/users/t/groups/brief?ttl=2&{V}"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "HEAD",
         &format!("/api/hubs/chat/users/t/groups/brief?{V}"),
         200,
@@ -288,7 +282,7 @@ async fn user_group_ttl_expires_without_traffic(engine: Engine) -> anyhow::Resul
     .await?;
     js.connect_simple("before-expiry", clients, "chat", Some("t"))
         .await?;
-    group_send(&server, "brief", &[], "in time").await?;
+    group_send(server, "brief", &[], "in time").await?;
     assert_eq!(js.next_message("early").await?.args, vec![json!("in time")]);
     assert_eq!(
         js.next_message("before-expiry").await?.args,
@@ -315,7 +309,7 @@ async fn user_group_ttl_expires_without_traffic(engine: Engine) -> anyhow::Resul
     .await?;
     js.connect_simple("late", clients, "chat", Some("t"))
         .await?;
-    group_send(&server, "brief", &[], "too late").await?;
+    group_send(server, "brief", &[], "too late").await?;
     js.expect_silence("late", SHORT).await?;
     Ok(())
 }
@@ -326,13 +320,13 @@ async fn ttl_zero_adds_only_current_connections(engine: Engine) -> anyhow::Resul
     let mut js = JsClients::start().await?;
     js.connect_simple("now", clients, "chat", Some("z")).await?;
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/users/z/groups/once?ttl=0&{V}"),
         200,
     )
     .await?;
-    group_send(&server, "once", &[], "current").await?;
+    group_send(server, "once", &[], "current").await?;
     assert_eq!(js.next_message("now").await?.args, vec![json!("current")]);
     // Its connection is in the group, but nothing is stored: the user is not in it (the stored
     // entry alone answers, as in Azure's emulator).
@@ -347,7 +341,7 @@ async fn ttl_zero_adds_only_current_connections(engine: Engine) -> anyhow::Resul
     js.stop("now").await?;
     js.connect_simple("later", clients, "chat", Some("z"))
         .await?;
-    group_send(&server, "once", &[], "not stored").await?;
+    group_send(server, "once", &[], "not stored").await?;
     js.expect_silence("later", SHORT).await?;
     let r = server
         .rest(
@@ -365,7 +359,7 @@ async fn only_the_latest_100_groups_without_ttl_are_kept(engine: Engine) -> anyh
     let (server, clients) = (d.rest(), d.clients());
     for i in 0..100 {
         expect_status(
-            &server,
+            server,
             "PUT",
             &format!("/api/hubs/chat/users/capped/groups/g{i}?{V}"),
             200,
@@ -374,7 +368,7 @@ async fn only_the_latest_100_groups_without_ttl_are_kept(engine: Engine) -> anyh
     }
     // A TTL group does not count toward the cap.
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/users/capped/groups/timed?ttl=3600&{V}"),
         200,
@@ -382,14 +376,14 @@ async fn only_the_latest_100_groups_without_ttl_are_kept(engine: Engine) -> anyh
     .await?;
     // Refreshing g0 makes g1 the least recently updated.
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/users/capped/groups/g0?{V}"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "PUT",
         &format!("/api/hubs/chat/users/capped/groups/g100?{V}"),
         200,
@@ -405,7 +399,7 @@ async fn only_the_latest_100_groups_without_ttl_are_kept(engine: Engine) -> anyh
     assert_error(&r, 404, Some("Info.User.NotInGroup"));
     for g in ["g0", "g2", "g99", "g100", "timed"] {
         expect_status(
-            &server,
+            server,
             "HEAD",
             &format!("/api/hubs/chat/users/capped/groups/{g}?{V}"),
             200,
@@ -416,8 +410,8 @@ async fn only_the_latest_100_groups_without_ttl_are_kept(engine: Engine) -> anyh
     let mut js = JsClients::start().await?;
     js.connect_simple("c", clients, "chat", Some("capped"))
         .await?;
-    group_send(&server, "g1", &[], "evicted").await?;
-    group_send(&server, "g100", &[], "kept").await?;
+    group_send(server, "g1", &[], "evicted").await?;
+    group_send(server, "g100", &[], "kept").await?;
     assert_eq!(js.next_message("c").await?.args, vec![json!("kept")]);
     Ok(())
 }
@@ -433,7 +427,7 @@ async fn close_group_connections_and_list_them_in_pages(engine: Engine) -> anyho
             .connect_simple(&name, clients, "chat", Some(&format!("user{i}")))
             .await?;
         expect_status(
-            &server,
+            server,
             "PUT",
             &format!("/api/hubs/chat/groups/big/connections/{id}?{V}"),
             200,
