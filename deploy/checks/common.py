@@ -86,13 +86,14 @@ class Metric:
     processes: frozenset[str]  # PROCESS_KINDS; "serve" covers serve-cluster too
     on_event: bool  # the series appears only once what it counts happens
     with_upstream: bool = False  # exported only by processes with an upstream configured
+    with_redis: bool = False  # exported only by gateways on the Redis engine (--redis)
 
     def exported_by(self, process: str) -> bool:
         return process in self.processes or (process == "serve-cluster" and "serve" in self.processes)
 
 
 def load_metric_table() -> dict[str, Metric]:
-    """Every line of checks/metric_names.txt: `name type processes [on-event|with-upstream]`."""
+    """Every line of checks/metric_names.txt: `name type processes [on-event|with-upstream|with-redis]`."""
     metrics: dict[str, Metric] = {}
     for n, line in enumerate((DEPLOY / "checks" / "metric_names.txt").read_text().splitlines(), 1):
         line = line.strip()
@@ -100,13 +101,14 @@ def load_metric_table() -> dict[str, Metric]:
             continue
         parts = line.split()
         if len(parts) not in (3, 4) or parts[1] not in ("counter", "gauge", "histogram") \
-                or (len(parts) == 4 and parts[3] not in ("on-event", "with-upstream")):
-            raise ValueError(f"metric_names.txt line {n}: expected `name type processes [on-event|with-upstream]`: {line}")
+                or (len(parts) == 4 and parts[3] not in ("on-event", "with-upstream", "with-redis")):
+            raise ValueError(f"metric_names.txt line {n}: expected `name type processes [on-event|with-upstream|with-redis]`: {line}")
         processes = frozenset(parts[2].split(","))
         if not processes <= set(PROCESS_KINDS):
             raise ValueError(f"metric_names.txt line {n}: unknown process in {parts[2]}")
         condition = parts[3] if len(parts) == 4 else ""
-        metrics[parts[0]] = Metric(parts[0], parts[1], processes, condition == "on-event", condition == "with-upstream")
+        metrics[parts[0]] = Metric(parts[0], parts[1], processes, condition == "on-event",
+                                   condition == "with-upstream", condition == "with-redis")
     return metrics
 
 

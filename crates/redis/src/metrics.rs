@@ -7,6 +7,8 @@
 //! | `switchboard_redis_read_errors_total` | counter | failed reads of the stream (each is retried) |
 //! | `switchboard_redis_resyncs_total` | counter | times a gateway found a gap in the stream and reloaded the snapshot |
 //! | `switchboard_redis_snapshots_total` | counter | snapshots this gateway wrote |
+//! | `switchboard_redis_reconnects_total` | counter | reconnections of this gateway's Redis clients |
+//! | `switchboard_redis_replica_lag_seconds` | gauge | age of the last entry this gateway applied, when it applied it |
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ pub(crate) const WRITE_SECONDS: &str = "switchboard_redis_write_seconds";
 pub(crate) const READ_ERRORS: &str = "switchboard_redis_read_errors_total";
 pub(crate) const RESYNCS: &str = "switchboard_redis_resyncs_total";
 pub(crate) const SNAPSHOTS: &str = "switchboard_redis_snapshots_total";
+pub(crate) const RECONNECTS: &str = "switchboard_redis_reconnects_total";
+pub(crate) const LAG: &str = "switchboard_redis_replica_lag_seconds";
 
 pub(crate) fn describe() {
     use metrics::{describe_counter, describe_histogram, Unit};
@@ -38,8 +42,25 @@ pub(crate) fn describe() {
         SNAPSHOTS,
         "Snapshots of the membership state this gateway wrote to Redis."
     );
+    describe_counter!(RECONNECTS, "Reconnections of this gateway's Redis clients.");
+    metrics::describe_gauge!(
+        LAG,
+        Unit::Seconds,
+        "Age of the last Redis log entry this gateway applied, when it applied it."
+    );
     metrics::counter!(READ_ERRORS).absolute(0);
     metrics::counter!(RESYNCS).absolute(0);
+    metrics::counter!(SNAPSHOTS).absolute(0);
+    metrics::counter!(RECONNECTS).absolute(0);
+    metrics::gauge!(LAG).set(0.0);
+}
+
+pub(crate) fn reconnected() {
+    metrics::counter!(RECONNECTS).increment(1);
+}
+
+pub(crate) fn applied(entry_ms: u64, now_ms: u64) {
+    metrics::gauge!(LAG).set(now_ms.saturating_sub(entry_ms) as f64 / 1000.0);
 }
 
 pub(crate) fn write_done<T>(result: &Result<T, StoreError>, elapsed: Duration) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, StreamsInterface};
 use fred::types::scripts::Script;
 use fred::types::streams::{XCap, XCapKind, XCapTrim, XReadResponse};
 use fred::types::{Expiration, SetOptions, Value};
@@ -198,6 +198,14 @@ impl RedisStore {
                     )))
                 }
             }
+        }
+        for client in [&commands, &reader] {
+            let url = redact(&config.url);
+            let _ = client.on_reconnect(move |server| {
+                metrics::reconnected();
+                tracing::info!(redis = %url, %server, "reconnected to redis");
+                async { Ok(()) }
+            });
         }
         let inner = Arc::new(Inner {
             keys: Keys::new(&config.prefix),
@@ -385,6 +393,7 @@ impl Inner {
             outcomes
         };
         self.since_snapshot.fetch_add(1, Ordering::Relaxed);
+        metrics::applied(entry.ms, now_ms());
         if let Some(token) = fields.get("w").and_then(Value::as_str) {
             if let Some(waiter) = self.pending.lock().remove(&*token) {
                 let _ = waiter.send((index, outcomes));
