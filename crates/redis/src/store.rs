@@ -201,11 +201,13 @@ impl RedisStore {
         }
         for client in [&commands, &reader] {
             let url = redact(&config.url);
-            let _ = client.on_reconnect(move |server| {
+            // The handler runs as a task of its own for as long as the client lives.
+            let handler = client.on_reconnect(move |server| {
                 metrics::reconnected();
                 tracing::info!(redis = %url, %server, "reconnected to redis");
                 async { Ok(()) }
             });
+            drop(handler);
         }
         let inner = Arc::new(Inner {
             keys: Keys::new(&config.prefix),
