@@ -245,3 +245,42 @@ async fn without_redis_a_write_fails_as_unavailable_and_the_store_is_not_ready()
     .unwrap();
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_on_a_redis_cluster_of_three_masters_agree() {
+    let cluster = switchboard_testkit::redis::RedisCluster::start(3)
+        .await
+        .unwrap();
+    let open = |node: u64| {
+        let mut config = RedisConfig::new(cluster.url(), node);
+        config.tick_interval = Duration::from_millis(50);
+        config.snapshot_every = 20;
+        RedisStore::open(config)
+    };
+    let a = open(1).await.expect("open on the cluster");
+    let b = open(2).await.expect("open on the cluster");
+    let (x, y) = (a.clone(), b.clone());
+    let adds = tokio::spawn(async move {
+        for i in 0..60 {
+            x.write(add("u", &format!("a{i:03}"), None)).await.unwrap();
+        }
+    });
+    for i in 0..60 {
+        y.write(add("u", &format!("b{i:03}"), None)).await.unwrap();
+    }
+    adds.await.unwrap();
+    settle(&[&a, &b]).await;
+    assert_eq!(*a.view().read(), *b.view().read());
+    assert_eq!(
+        groups_of(&a.view().read(), "u").len(),
+        MAX_GROUPS_WITHOUT_TTL
+    );
+    // Snapshots and trimming work on the cluster too, and a late gateway starts from them.
+    assert!(a.snapshot_now().await.unwrap());
+    let late = open(3).await.expect("open on the cluster");
+    settle(&[&a, &late]).await;
+    assert_eq!(*late.view().read(), *a.view().read());
+    a.shutdown().await;
+    b.shutdown().await;
+    late.shutdown().await;
+}

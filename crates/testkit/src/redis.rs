@@ -134,3 +134,98 @@ async fn ping(addr: SocketAddr) -> bool {
         Ok(Ok(_))
     ) && &reply == b"+PONG\r\n"
 }
+
+/// A Redis Cluster of `masters` masters (no replicas) on loopback, each its own `redis-server
+/// --cluster-enabled yes`, joined with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    nodes: Vec<(SocketAddr, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start(masters: usize) -> anyhow::Result<RedisCluster> {
+        let dir = tempfile::tempdir()?;
+        let mut nodes = Vec::new();
+        for i in 0..masters {
+            let addr = free_addr(Ipv4Addr::LOCALHOST)?;
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let child = Command::new("redis-server")
+                .arg("--port")
+                .arg(addr.port().to_string())
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting redis-server (apt-get install redis-server)")?;
+            eventually(
+                Duration::from_secs(10),
+                "redis-server answering PING",
+                || async move { ping(addr).await.then_some(()) },
+            )
+            .await?;
+            nodes.push((addr, child));
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for (addr, _) in &nodes {
+            create.arg(addr.to_string());
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .context("running redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let cluster = RedisCluster { nodes, _dir: dir };
+        let first = cluster.nodes[0].0;
+        eventually(
+            Duration::from_secs(20),
+            "the cluster state ok",
+            || async move {
+                let out = Command::new("redis-cli")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &first.port().to_string(),
+                        "cluster",
+                        "info",
+                    ])
+                    .output()
+                    .await
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("cluster_state:ok")
+                    .then_some(())
+            },
+        )
+        .await?;
+        Ok(cluster)
+    }
+
+    /// `redis-cluster://HOST:PORT?node=HOST:PORT&...` (fred's form), every master listed.
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://{}", self.nodes[0].0);
+        for (i, (addr, _)) in self.nodes.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node={addr}"));
+        }
+        url
+    }
+
+    /// The masters' addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|(a, _)| *a).collect()
+    }
+}
