@@ -138,10 +138,19 @@ SCENARIOS = [
              release="one"),
     Scenario("allInOne (no NetworkPolicy)", {"mode": "allInOne", "networkPolicy": {"enabled": False}}),
     Scenario("cluster (no NetworkPolicy)", {"networkPolicy": {"enabled": False}}),
+    Scenario("cluster on Redis (URL in a chart Secret)",
+             {"engine": "redis", "redis": {"url": "redis://:redis-pass-0123@redis.data.svc:6379/0", "prefix": "chat"}},
+             release="onredis"),
+    Scenario("cluster on Redis (existing Secret)",
+             {"engine": "redis", "redis": {"existingSecret": "my-redis", "secretKey": "REDIS_URL"}},
+             release="onredis"),
 ]
 
 INVALID = [
     ({"mode": "bogus"}, "mode must be"),
+    ({"engine": "etcd"}, "engine must be"),
+    ({"engine": "redis"}, "engine: redis needs redis.url or redis.existingSecret"),
+    ({"engine": "redis", "mode": "allInOne", "redis": {"url": "redis://r:6379"}}, "engine: redis needs mode: cluster"),
     ({"shutdown": {"terminationGracePeriodSeconds": 15}}, "must exceed preStopSleepSeconds + shutdownGraceSeconds"),
     ({"store": {"replicas": 0}}, "must be at least 1"),
     ({"mode": "allInOne", "allInOne": {"replicas": 0}}, "must be at least 1"),
@@ -668,10 +677,14 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
     chart_upstream = bool(values["upstream"]["templates"]) and not values["upstream"]["existingSecret"]
     upstream_secret = values["upstream"]["existingSecret"] or (f"{full}-upstream" if chart_upstream else "")
 
-    expected = {
-        ("StatefulSet", voters_name), ("Service", headless), ("Service", full),
-        ("ConfigMap", f"{full}-dashboard"), ("ServiceAccount", full),
-    }
+    on_redis = values["engine"] == "redis"
+    chart_redis = on_redis and not values["redis"]["existingSecret"]
+    redis_secret = values["redis"]["existingSecret"] or f"{full}-redis"
+    expected = {("Service", full), ("ConfigMap", f"{full}-dashboard"), ("ServiceAccount", full)}
+    if not on_redis:
+        expected |= {("StatefulSet", voters_name), ("Service", headless)}
+    if chart_redis:
+        expected.add(("Secret", redis_secret))
     if not values["accessKey"]["existingSecret"]:
         expected.add(("Secret", secret_name))
     if chart_cluster_key:
@@ -680,7 +693,7 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         expected.add(("Secret", upstream_secret))
     if values["networkPolicy"]["enabled"]:
         expected.add(("NetworkPolicy", full))
-    if replicas > 1:
+    if replicas > 1 and not on_redis:
         expected.add(("PodDisruptionBudget", voters_name))
     if not all_in_one:
         expected |= {("Deployment", f"{full}-gateway"), ("PodDisruptionBudget", f"{full}-gateway")}
@@ -774,8 +787,22 @@ def check_scenario(f: Failures, chart: helm.Chart, defaults: dict, s: Scenario) 
         f.check(arg_value(args, "--listen") == f"0.0.0.0:{values['ports']['http']}", f"{tag} gateways: --listen")
         f.check(arg_value(args, "--cluster-listen") == f"0.0.0.0:{gw_port}", f"{tag} gateways: --cluster-listen")
         f.check(arg_value(args, "--advertise") == f"$(POD_IP):{gw_port}", f"{tag} gateways: --advertise")
-        stores = ",".join(f"{host(i)}:{cluster_port}" for i in range(replicas))
-        f.check(arg_value(args, "--store") == stores, f"{tag} gateways: --store {arg_value(args, '--store')} != {stores}")
+        if on_redis:
+            f.check("--store" not in args, f"{tag} gateways on Redis take no --store")
+            f.check(arg_value(args, "--redis-prefix") == values["redis"]["prefix"], f"{tag} gateways: --redis-prefix")
+            f.check(not any("redis://" in a for a in args), f"{tag} gateways: the Redis URL must not be on the command line")
+            ref = env_map(c).get("SWITCHBOARD_REDIS", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            f.check(ref.get("name") == redis_secret and ref.get("key") == values["redis"]["secretKey"],
+                    f"{tag} gateways: SWITCHBOARD_REDIS must come from Secret {redis_secret} key {values['redis']['secretKey']}, is {ref}")
+            if chart_redis:
+                sec = get("Secret", redis_secret)
+                if f.check(sec is not None, f"{tag} the Redis Secret {redis_secret} is missing"):
+                    data = sec.get("data", {}).get(values["redis"]["secretKey"], "")
+                    f.check(base64.b64decode(data).decode() == values["redis"]["url"],
+                            f"{tag} the Redis Secret does not hold redis.url")
+        else:
+            stores = ",".join(f"{host(i)}:{cluster_port}" for i in range(replicas))
+            f.check(arg_value(args, "--store") == stores, f"{tag} gateways: --store {arg_value(args, '--store')} != {stores}")
         f.check("--node-id" not in args and "--data-dir" not in args, f"{tag} gateways take no --node-id or --data-dir")
         for extra in values["gateway"]["extraArgs"]:
             f.check(extra in args, f"{tag} gateways: extra arg {extra} missing")

@@ -125,6 +125,17 @@ app.kubernetes.io/part-of: switchboard
 {{- end }}
 
 {{/* The Secret of the upstream templates, when `upstream` has any (empty otherwise). */}}
+{{- define "switchboard.redisSecretName" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}
+{{- else }}{{ include "switchboard.fullname" . }}-redis
+{{- end }}
+{{- end }}
+
+{{/* Whether the Raft voters are deployed (the raft engine, or allInOne). */}}
+{{- define "switchboard.hasVoters" -}}
+{{- if or (eq .Values.mode "allInOne") (ne .Values.engine "redis") }}true{{ end }}
+{{- end }}
+
 {{- define "switchboard.upstreamSecretName" -}}
 {{- if .Values.upstream.existingSecret }}{{ .Values.upstream.existingSecret }}
 {{- else if .Values.upstream.templates }}{{ include "switchboard.fullname" . }}-upstream
@@ -161,6 +172,15 @@ updated Secret). The environment points the processes at these files.
 {{- define "switchboard.validate" -}}
 {{- if not (has .Values.mode (list "cluster" "allInOne")) }}
 {{- fail (printf "mode must be \"cluster\" or \"allInOne\", not %q" (toString .Values.mode)) }}
+{{- end }}
+{{- if not (has .Values.engine (list "raft" "redis")) }}
+{{- fail (printf "engine must be \"raft\" or \"redis\", not %q" (toString .Values.engine)) }}
+{{- end }}
+{{- if and (eq .Values.engine "redis") (eq .Values.mode "allInOne") }}
+{{- fail "engine: redis needs mode: cluster (allInOne nodes embed the Raft voters)" }}
+{{- end }}
+{{- if and (eq .Values.engine "redis") (not .Values.redis.url) (not .Values.redis.existingSecret) }}
+{{- fail "engine: redis needs redis.url or redis.existingSecret" }}
 {{- end }}
 {{- $s := .Values.shutdown }}
 {{- if le (int $s.terminationGracePeriodSeconds) (add (int $s.preStopSleepSeconds) (int $s.shutdownGraceSeconds) | int) }}
