@@ -14,6 +14,12 @@
 //! `switchboard store ...`), through a `RemoteStore` — what a stateless gateway does; `--key K`
 //! is the cluster's key (default `cluster-bench-key`, as `loadtest/cluster-bench.sh` uses). Log
 //! entries are then not counted.
+//!
+//! `--redis URL` writes through the Redis engine instead (`switchboard_redis::RedisStore`, what a
+//! `gateway --redis` does). `--mix users` writes only user-group entries (`AddUserToGroup`),
+//! the durable commands a gateway sends; it is the mix `--voters` and `--redis` always use (the
+//! store refuses connection commands from gateways), so run the in-process store with it too to
+//! compare the three in one run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,6 +39,8 @@ struct Args {
     in_flight: Option<usize>,
     voters: Option<Vec<String>>,
     key: String,
+    redis: Option<String>,
+    users_only: bool,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +51,8 @@ fn parse_args() -> Args {
         in_flight: None,
         voters: None,
         key: "cluster-bench-key".into(),
+        redis: None,
+        users_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,6 +64,8 @@ fn parse_args() -> Args {
             "--in-flight" => args.in_flight = Some(value.parse().expect("--in-flight N")),
             "--voters" => args.voters = Some(value.split(',').map(str::to_owned).collect()),
             "--key" => args.key = value,
+            "--redis" => args.redis = Some(value),
+            "--mix" => args.users_only = value == "users",
             other => panic!(
                 "unknown flag {other}; use --writers N --seconds D [--dir PATH] [--in-flight N]"
             ),
@@ -75,7 +87,18 @@ async fn main() {
         config.max_in_flight = in_flight;
     }
     let mut local = None;
+    let mut redis = None;
+    let users_only = args.users_only || args.voters.is_some() || args.redis.is_some();
     let store: Arc<dyn MembershipStore> = match &args.voters {
+        None if args.redis.is_some() => {
+            let url = args.redis.clone().unwrap_or_default();
+            let store =
+                switchboard_redis::RedisStore::open(switchboard_redis::RedisConfig::new(url, 1))
+                    .await
+                    .expect("open the redis store");
+            redis = Some(store.clone());
+            store
+        }
         Some(voters) => {
             let security = switchboard_net::ClusterSecurity::new(
                 switchboard_net::ClusterKeys::new(&[args.key.as_str()]).expect("a key"),
@@ -122,21 +145,23 @@ async fn main() {
         writers.push(tokio::spawn(async move {
             let connection = Name::from(format!("c{w}"));
             let user = Name::from(format!("u{w}"));
-            store
-                .write(Command::ConnectionOpened {
-                    hub: hub.clone(),
-                    connection: connection.clone(),
-                    user: Some(user.clone()),
-                    node: 1,
-                    incarnation: 1,
-                })
-                .await
-                .expect("open connection");
+            if !users_only {
+                store
+                    .write(Command::ConnectionOpened {
+                        hub: hub.clone(),
+                        connection: connection.clone(),
+                        user: Some(user.clone()),
+                        node: 1,
+                        incarnation: 1,
+                    })
+                    .await
+                    .expect("open connection");
+            }
             let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let mut k = 0u64;
             while Instant::now() < deadline {
                 let group = Name::from(format!("g{}", k % 200));
-                let command = if k % 2 == 0 {
+                let command = if users_only || k % 2 == 0 {
                     Command::AddUserToGroup {
                         hub: hub.clone(),
                         user: user.clone(),
@@ -164,7 +189,7 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Each writer's ConnectionOpened is in the log too.
-    let ops = latencies.len() + args.writers as u64;
+    let ops = latencies.len() + if users_only { 0 } else { args.writers as u64 };
     let entries = match &local {
         Some(local) => local.status().last_log_index.unwrap_or(0) - start_index,
         None => 0,
@@ -194,5 +219,8 @@ async fn main() {
     );
     if let Some(local) = local {
         local.shutdown().await;
+    }
+    if let Some(redis) = redis {
+        redis.shutdown().await;
     }
 }
