@@ -90,6 +90,47 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// How envelopes reach other gateways: the gRPC links of [`Fanout`], or another transport (the
+/// Redis engine's pub/sub). The gateway only queues envelopes for peers and keeps the peer table
+/// in step with its view; ordering per sender and bounded queues are the transport's duty.
+#[async_trait]
+pub trait PeerTransport: Send + Sync + 'static {
+    /// Queues `envelope` for `to` without waiting; false if it was dropped (queue full).
+    fn send(&self, to: &PeerInfo, envelope: Envelope) -> bool;
+    /// The gateways the membership view lists now (this node among them, to be skipped).
+    fn set_peers(&self, listed: &[PeerInfo]);
+    /// Whether envelopes can reach `node` now.
+    fn is_connected(&self, node: NodeId) -> bool;
+    /// Where envelopes from other gateways go; called once, before any arrives (a transport
+    /// that starts receiving earlier holds them until then).
+    fn bind(&self, inbound: Arc<dyn Inbound>);
+    /// Stops sending and receiving.
+    async fn shutdown(&self);
+}
+
+#[async_trait]
+impl PeerTransport for Fanout {
+    fn send(&self, to: &PeerInfo, envelope: Envelope) -> bool {
+        Fanout::send(self, to, envelope)
+    }
+
+    fn set_peers(&self, listed: &[PeerInfo]) {
+        Fanout::set_peers(self, listed);
+    }
+
+    fn is_connected(&self, node: NodeId) -> bool {
+        Fanout::is_connected(self, node)
+    }
+
+    fn bind(&self, _inbound: Arc<dyn Inbound>) {
+        // Bound at construction.
+    }
+
+    async fn shutdown(&self) {
+        Fanout::shutdown(self).await;
+    }
+}
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct Fanout {

@@ -17,5 +17,5 @@
 pub mod fanout;
 mod metrics;
 
-pub use fanout::{Fanout, FanoutConfig, Inbound, PeerInfo};
+pub use fanout::{Fanout, FanoutConfig, Inbound, PeerInfo, PeerTransport};
 pub use switchboard_proto::v1 as proto;

@@ -90,6 +90,16 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A fan-out transport given to the gateway (see [`GatewayConfig::transport`]).
+#[derive(Clone)]
+pub struct ExternalTransport(pub Arc<dyn switchboard_cluster::PeerTransport>);
+
+impl std::fmt::Debug for ExternalTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExternalTransport")
+    }
+}
+
 /// Everything tunable about a gateway. [`GatewayConfig::new`] gives the service's defaults.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -122,6 +132,9 @@ pub struct GatewayConfig {
     /// Forward messages to other gateways (a cluster) over these channels, which carry this
     /// node's cluster credentials; `advertise` must then be this node's cluster (gRPC) address.
     pub cluster: Option<switchboard_net::Channels>,
+    /// Carry envelopes to other gateways over this transport instead of the gRPC links (the
+    /// Redis engine's pub/sub); the gRPC fan-out service is still mounted but idle.
+    pub transport: Option<ExternalTransport>,
     /// Send client events (connected, invocations, disconnected) to the app's upstream.
     pub upstream: Option<upstream::UpstreamConfig>,
     /// Browser origins that get CORS headers.
@@ -154,6 +167,7 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
             cluster: None,
+            transport: None,
             upstream: None,
             cors: cors::CorsOrigins::Any,
             stateful_reconnect_window: Duration::from_secs(15),
@@ -179,6 +193,8 @@ pub struct Shared {
     pub prometheus: Option<PrometheusHandle>,
     /// Links to the other gateways, in a cluster.
     pub fanout: Option<Fanout>,
+    /// Where envelopes for other gateways go: `fanout`, or the configured transport.
+    pub transport: Option<Arc<dyn switchboard_cluster::PeerTransport>>,
     /// The serverless upstream, when one is configured.
     pub upstream: Option<Arc<upstream::Upstream>>,
     pub(crate) tracker: TaskTracker,
@@ -279,7 +295,7 @@ impl Shared {
     /// for a connection held here). The message has been accepted when this returns.
     pub fn dispatch(&self, envelope: Envelope) {
         let received = Instant::now();
-        if let Some(fanout) = &self.fanout {
+        if let Some(fanout) = &self.transport {
             let peers = peers::route(self, &envelope);
             if !peers.is_empty() {
                 let wire = peers::to_wire(&envelope);
@@ -351,6 +367,16 @@ impl Gateway {
                     channels,
                 )
             });
+            let transport: Option<Arc<dyn switchboard_cluster::PeerTransport>> =
+                match &config.transport {
+                    Some(ExternalTransport(transport)) => {
+                        transport.bind(Arc::new(peers::PeerInbound::new(me.clone())));
+                        Some(transport.clone())
+                    }
+                    None => fanout
+                        .clone()
+                        .map(|f| Arc::new(f) as Arc<dyn switchboard_cluster::PeerTransport>),
+                };
             let connection_slots = Arc::new(tokio::sync::Semaphore::new(
                 config
                     .max_connections
@@ -368,6 +394,7 @@ impl Gateway {
                 metrics,
                 prometheus,
                 fanout,
+                transport,
                 upstream,
                 tracker,
                 connection_slots,
@@ -462,8 +489,8 @@ impl Gateway {
         }
         background.cancel();
         let _ = presence.await;
-        if let Some(fanout) = &shared.fanout {
-            fanout.shutdown().await;
+        if let Some(transport) = &shared.transport {
+            transport.shutdown().await;
         }
         let leave = Command::NodeLeft {
             node: shared.config.node_id,

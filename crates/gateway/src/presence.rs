@@ -31,7 +31,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 /// Keeps the fan-out's peer table in step with the gateways the store lists, and the table of
 /// the hubs they serve (pulled every few seconds; withdrawn hubs swept here).
 async fn sync_peers(shared: Arc<Shared>, cancel: CancellationToken) {
-    let Some(fanout) = shared.fanout.clone() else {
+    let Some(fanout) = shared.transport.clone() else {
         return;
     };
     let view = shared.store.view();

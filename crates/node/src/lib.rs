@@ -162,17 +162,36 @@ impl Node {
             health_edge,
             prometheus,
         } = config;
+        let redis_fanout = match (&store, &gateway) {
+            (StoreSpec::Redis(redis), Some(spec)) => {
+                let mut settings = switchboard_redis::FanoutSettings::new(
+                    redis.url.clone(),
+                    spec.config.node_id,
+                    spec.config.incarnation,
+                );
+                settings.prefix = redis.prefix.clone();
+                Some(switchboard_redis::RedisFanout::connect(settings).await?)
+            }
+            _ => None,
+        };
         let (store, contacts, joining) = open_store(store, security.as_ref()).await?;
         let gateway = match gateway {
-            Some(spec) => Some((
-                Gateway::new(
-                    spec.config,
-                    spec.keys,
-                    store.as_membership(),
-                    prometheus.clone(),
-                )?,
-                spec.edge,
-            )),
+            Some(mut spec) => {
+                if let Some(fanout) = redis_fanout {
+                    // On the Redis engine messages between gateways travel over pub/sub.
+                    spec.config.transport =
+                        Some(switchboard_gateway::ExternalTransport(Arc::new(fanout)));
+                }
+                Some((
+                    Gateway::new(
+                        spec.config,
+                        spec.keys,
+                        store.as_membership(),
+                        prometheus.clone(),
+                    )?,
+                    spec.edge,
+                ))
+            }
             None => None,
         };
         let stop_cluster = CancellationToken::new();

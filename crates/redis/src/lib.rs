@@ -31,9 +31,16 @@
 //! **Keys** share the hash tag `{prefix}`, so on Redis Cluster they sit in one slot. The log is
 //! one stream: its write rate is one Redis shard's, which is far above what membership changes
 //! need (connects and disconnects write nothing).
+//!
+//! **Fan-out** ([`RedisFanout`]): messages for connections on other gateways go over Redis
+//! pub/sub, one channel per gateway (sharded pub/sub on Redis Cluster), behind the same
+//! `PeerTransport` the gRPC links implement: the gateway's routing by hub interest decides which
+//! gateways get an envelope, the transport keeps per-sender order and bounded queues.
 
+mod fanout;
 pub mod ids;
 mod metrics;
 mod store;
 
+pub use fanout::{FanoutSettings, RedisFanout, MAX_FRAME_BYTES};
 pub use store::{redact, RedisConfig, RedisStore};

@@ -9,6 +9,10 @@
 //! | `switchboard_redis_snapshots_total` | counter | snapshots this gateway wrote |
 //! | `switchboard_redis_reconnects_total` | counter | reconnections of this gateway's Redis clients |
 //! | `switchboard_redis_replica_lag_seconds` | gauge | age of the last entry this gateway applied, when it applied it |
+//! | `switchboard_redis_fanout_published_total` | counter | envelopes published to other gateways' channels |
+//! | `switchboard_redis_fanout_dropped_total` | counter | envelopes dropped (a full peer queue, or a subscriber that fell behind) |
+//! | `switchboard_redis_fanout_publish_errors_total` | counter | failed publishes (each is retried) |
+//! | `switchboard_redis_fanout_lag_seconds` | histogram | from an envelope's send until this gateway received it over pub/sub |
 
 use std::time::Duration;
 
@@ -21,6 +25,10 @@ pub(crate) const RESYNCS: &str = "switchboard_redis_resyncs_total";
 pub(crate) const SNAPSHOTS: &str = "switchboard_redis_snapshots_total";
 pub(crate) const RECONNECTS: &str = "switchboard_redis_reconnects_total";
 pub(crate) const LAG: &str = "switchboard_redis_replica_lag_seconds";
+pub(crate) const FANOUT_PUBLISHED: &str = "switchboard_redis_fanout_published_total";
+pub(crate) const FANOUT_DROPPED: &str = "switchboard_redis_fanout_dropped_total";
+pub(crate) const FANOUT_PUBLISH_ERRORS: &str = "switchboard_redis_fanout_publish_errors_total";
+pub(crate) const FANOUT_LAG: &str = "switchboard_redis_fanout_lag_seconds";
 
 pub(crate) fn describe() {
     use metrics::{describe_counter, describe_histogram, Unit};
@@ -48,11 +56,53 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "Age of the last Redis log entry this gateway applied, when it applied it."
     );
+    describe_counter!(
+        FANOUT_PUBLISHED,
+        "Envelopes published to other gateways' Redis channels."
+    );
+    describe_counter!(
+        FANOUT_DROPPED,
+        "Envelopes dropped on the Redis fan-out: a full peer queue, or a subscriber that fell behind."
+    );
+    describe_counter!(
+        FANOUT_PUBLISH_ERRORS,
+        "Failed publishes on the Redis fan-out (retried)."
+    );
+    describe_histogram!(
+        FANOUT_LAG,
+        Unit::Seconds,
+        "Time from an envelope's send until this gateway received it over Redis pub/sub."
+    );
+    metrics::counter!(FANOUT_PUBLISHED).absolute(0);
+    metrics::counter!(FANOUT_DROPPED).absolute(0);
+    metrics::counter!(FANOUT_PUBLISH_ERRORS).absolute(0);
     metrics::counter!(READ_ERRORS).absolute(0);
     metrics::counter!(RESYNCS).absolute(0);
     metrics::counter!(SNAPSHOTS).absolute(0);
     metrics::counter!(RECONNECTS).absolute(0);
     metrics::gauge!(LAG).set(0.0);
+}
+
+pub(crate) fn fanout_published(count: u64) {
+    metrics::counter!(FANOUT_PUBLISHED).increment(count);
+}
+
+pub(crate) fn fanout_dropped(count: u64) {
+    metrics::counter!(FANOUT_DROPPED).increment(count);
+}
+
+pub(crate) fn fanout_publish_failed() {
+    metrics::counter!(FANOUT_PUBLISH_ERRORS).increment(1);
+}
+
+/// An envelope sent at `sent_at_micros` (the sender's clock) arrived now.
+pub(crate) fn fanout_received(sent_at_micros: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    if sent_at_micros > 0 {
+        metrics::histogram!(FANOUT_LAG).record(now.saturating_sub(sent_at_micros) as f64 / 1e6);
+    }
 }
 
 pub(crate) fn reconnected() {

@@ -145,8 +145,26 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
 }
 
 fn connect_client(config: &RedisConfig) -> Result<Client, StoreError> {
-    let redis = fred::types::config::Config::from_url(&config.url)
-        .map_err(|e| StoreError::Config(format!("--redis {}: {e}", redact(&config.url))))?;
+    builder(&config.url)?
+        .build()
+        .map_err(|e| StoreError::Config(format!("--redis {}: {e}", redact(&config.url))))
+}
+
+/// A command client and a subscriber client for `url` (not yet connected).
+pub(crate) fn connect_clients(
+    url: &str,
+) -> Result<(Client, fred::clients::SubscriberClient), StoreError> {
+    let builder = builder(url)?;
+    let bad = |e: fred::error::Error| StoreError::Config(format!("--redis {}: {e}", redact(url)));
+    Ok((
+        builder.build().map_err(bad)?,
+        builder.build_subscriber_client().map_err(bad)?,
+    ))
+}
+
+fn builder(url: &str) -> Result<fred::types::Builder, StoreError> {
+    let redis = fred::types::config::Config::from_url(url)
+        .map_err(|e| StoreError::Config(format!("--redis {}: {e}", redact(url))))?;
     let mut builder = fred::types::Builder::from_config(redis);
     builder
         .with_connection_config(|c| {
@@ -159,9 +177,7 @@ fn connect_client(config: &RedisConfig) -> Result<Client, StoreError> {
         .set_policy(fred::types::config::ReconnectPolicy::new_exponential(
             0, 50, 5_000, 2,
         ));
-    builder
-        .build()
-        .map_err(|e| StoreError::Config(format!("--redis {}: {e}", redact(&config.url))))
+    Ok(builder)
 }
 
 /// The URL without its password, for messages.

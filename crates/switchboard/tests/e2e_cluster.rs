@@ -170,6 +170,22 @@ async fn every_target_type_crosses_nodes(engine: Engine) -> anyhow::Result<()> {
     .await?;
     js.wait_closed("c1").await?;
     assert_eq!(js.state("c2").await?.0, "Connected");
+    if engine == Engine::Redis {
+        // The messages crossed gateways over Redis pub/sub, not over gRPC links.
+        let mut published = 0.0;
+        for node in &nodes {
+            published += node
+                .metric("switchboard_redis_fanout_published_total")
+                .await
+                .unwrap_or(0.0);
+            let linked = node.metric("switchboard_cluster_peers").await;
+            assert!(
+                matches!(linked, None | Some(0.0)),
+                "a gRPC link is up: {linked:?}"
+            );
+        }
+        assert!(published > 0.0, "nothing was published over pub/sub");
+    }
     Ok(())
 }
 
