@@ -131,6 +131,8 @@ struct Inner {
     since_snapshot: AtomicU64,
     append: Script,
     stopped: AtomicBool,
+    /// Concurrent barriers share one "last entry?" question (see `switchboard_store::barrier`).
+    barrier: switchboard_store::barrier::ReadBarrier,
 }
 
 /// The membership store on Redis (see the crate docs).
@@ -238,6 +240,7 @@ impl RedisStore {
             since_snapshot: AtomicU64::new(0),
             append: Script::from_lua(APPEND),
             stopped: AtomicBool::new(false),
+            barrier: Default::default(),
             config,
         });
         let cancel = CancellationToken::new();
@@ -626,18 +629,25 @@ impl MembershipStore for RedisStore {
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
-        let last: Vec<(String, HashMap<String, Value>)> = self
+        let (client, log) = (self.inner.commands.clone(), self.inner.keys.log.clone());
+        let index = self
             .inner
-            .commands
-            .xrevrange(&self.inner.keys.log, "+", "-", Some(1))
+            .barrier
+            .leader_index(move || async move {
+                let last: Vec<(String, HashMap<String, Value>)> = client
+                    .xrevrange(&log, "+", "-", Some(1))
+                    .await
+                    .map_err(|e| format!("redis: read the last entry: {e}"))?;
+                match last.into_iter().next() {
+                    None => Ok(0),
+                    Some((id, _)) => EntryId::parse(&id)
+                        .and_then(EntryId::index)
+                        .map_err(|e| e.to_string()),
+                }
+            })
             .await
-            .map_err(|e| unavailable("read the last entry", e))?;
-        let Some((id, _)) = last.into_iter().next() else {
-            return Ok(());
-        };
-        let index = EntryId::parse(&id)
-            .and_then(EntryId::index)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(StoreError::Unavailable)?;
+        let id = EntryId::from_index(index);
         if self
             .inner
             .view

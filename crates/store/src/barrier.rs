@@ -11,6 +11,7 @@
 //! Asking costs a round trip, so concurrent callers share one: a caller joins the round in
 //! flight only if it started after the caller arrived, otherwise the next one, which starts when
 //! the current one ends. Under load this is one request per round trip, whatever the call rate.
+//! The Redis engine shares its "last entry of the stream" questions the same way.
 
 use std::future::Future;
 
@@ -30,13 +31,13 @@ struct Rounds {
 /// Coalesces concurrent "what is the leader's confirmed commit point?" questions; see the
 /// module docs.
 #[derive(Default)]
-pub(crate) struct ReadBarrier {
+pub struct ReadBarrier {
     rounds: Mutex<Rounds>,
 }
 
 impl ReadBarrier {
     /// The index `ask` answers, from a round that started after this call.
-    pub(crate) async fn leader_index<F, Fut>(&self, ask: F) -> Result<u64, String>
+    pub async fn leader_index<F, Fut>(&self, ask: F) -> Result<u64, String>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<u64, String>> + Send + 'static,

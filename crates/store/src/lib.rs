@@ -35,7 +35,7 @@
 
 pub mod admin;
 pub mod api;
-mod barrier;
+pub mod barrier;
 mod batcher;
 mod codec;
 pub mod disk;
