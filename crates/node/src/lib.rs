@@ -375,7 +375,7 @@ async fn open_store(
                 Arc::new(GrpcForwarder::new(channels.clone()).with_addresses(peers.clone()));
             let data_dir = config.data_dir.clone();
             let store = RaftStore::open_with_forwarder(config, network.clone(), forwarder).await?;
-            network.attach(store.view());
+            network.attach(store.cluster_name());
             // Decided once the Raft service listens (see store::admin::start_voter).
             let starting = Starting::Peers {
                 channels,
@@ -395,7 +395,7 @@ async fn open_store(
             let (node, address) = (config.node_id, config.advertise_addr.clone());
             let data_dir = config.data_dir.clone();
             let store = RaftStore::open_with_forwarder(config, network.clone(), forwarder).await?;
-            network.attach(store.view());
+            network.attach(store.cluster_name());
             let joining = Starting::Join {
                 channels,
                 node,

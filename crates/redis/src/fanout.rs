@@ -44,6 +44,9 @@ use crate::store::{connect_clients, redact};
 
 /// Largest frame one `PUBLISH` carries (envelopes are added while it stays below).
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Frames received and not yet handled, at most (in number, and in bytes).
+const RECEIVE_FRAMES: usize = 4096;
+const RECEIVE_BYTES: usize = 64 * 1024 * 1024;
 /// A frame's header: sender node id and incarnation.
 const HEADER: usize = 16;
 
@@ -208,9 +211,56 @@ impl RedisFanout {
 }
 
 impl Inner {
-    /// Hands every frame on this gateway's channel to the inbound handler, one at a time.
+    /// Moves every frame on this gateway's channel out of the client's small broadcast buffer
+    /// into a queue bounded in frames and bytes (what does not fit is dropped and counted), and
+    /// hands the queued frames to the inbound handler one at a time.
     async fn receive(self: Arc<Self>, mine: String) {
         let mut messages = self.subscriber.message_rx();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(RECEIVE_FRAMES);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let pump = {
+            let (cancel, queued) = (self.cancel.clone(), queued.clone());
+            async move {
+                loop {
+                    let message = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        message = messages.recv() => message,
+                    };
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            metrics::fanout_dropped(missed);
+                            tracing::warn!(
+                                missed,
+                                "redis fan-out: the subscriber fell behind; frames lost"
+                            );
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if *message.channel != *mine {
+                        continue;
+                    }
+                    let Some(bytes) = message.value.as_bytes() else {
+                        continue;
+                    };
+                    let size = bytes.len();
+                    if queued.fetch_add(size, Ordering::AcqRel) + size > RECEIVE_BYTES
+                        || tx.try_send(bytes.to_vec()).is_err()
+                    {
+                        queued.fetch_sub(size, Ordering::AcqRel);
+                        metrics::fanout_dropped(1);
+                        if let Some(suppressed) = DROPPED_LOG.allow(now_ms()) {
+                            tracing::warn!(
+                                suppressed,
+                                "redis fan-out: the receive queue is full; a frame was dropped"
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        self.tasks.spawn(pump);
         let mut bound = self.bound.subscribe();
         if bound.wait_for(|b| *b).await.is_err() {
             return;
@@ -219,29 +269,12 @@ impl Inner {
             return;
         };
         loop {
-            let message = tokio::select! {
+            let frame = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                message = messages.recv() => message,
+                frame = rx.recv() => match frame { Some(frame) => frame, None => return },
             };
-            let message = match message {
-                Ok(message) => message,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    metrics::fanout_dropped(missed);
-                    tracing::warn!(
-                        missed,
-                        "redis fan-out: the subscriber fell behind; frames lost"
-                    );
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
-            if *message.channel != *mine {
-                continue;
-            }
-            let Some(bytes) = message.value.as_bytes() else {
-                continue;
-            };
-            let Some((from, incarnation, envelopes)) = decode_frame(bytes) else {
+            queued.fetch_sub(frame.len(), Ordering::AcqRel);
+            let Some((from, incarnation, envelopes)) = decode_frame(&frame) else {
                 tracing::warn!("redis fan-out: a malformed frame was dropped");
                 continue;
             };
@@ -420,8 +453,9 @@ impl PeerTransport for RedisFanout {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.tasks.wait()).await;
-        let _ = self.inner.subscriber.quit().await;
-        let _ = self.inner.publisher.quit().await;
+        // Without Redis, QUIT would wait for a reconnection.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.subscriber.quit()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.publisher.quit()).await;
     }
 }
 

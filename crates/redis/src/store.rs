@@ -175,6 +175,8 @@ fn builder(url: &str) -> Result<fred::types::Builder, StoreError> {
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(10);
+            // Pub/sub frames wait here until the fan-out's reader moves them to its own queue.
+            p.broadcast_channel_capacity = 1024;
         })
         .set_policy(fred::types::config::ReconnectPolicy::new_exponential(
             0, 50, 5_000, 2,
@@ -270,8 +272,10 @@ impl RedisStore {
         self.tasks.close();
         self.tasks.wait().await;
         self.inner.pending.lock().clear();
-        let _ = self.inner.commands.quit().await;
-        let _ = self.inner.reader.quit().await;
+        // Without Redis, QUIT would wait for a reconnection.
+        for client in [&self.inner.commands, &self.inner.reader] {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+        }
     }
 
     /// Snapshots the state now and trims the stream behind it (what the snapshot task does

@@ -142,10 +142,7 @@ impl RaftStore {
             last_log_index,
             applied_index: m.last_applied.map_or(0, |l| l.index),
             nodes,
-            cluster_id: crate::api::MembershipStore::view(self)
-                .read()
-                .cluster_id()
-                .map(str::to_owned),
+            cluster_id: self.cluster_name().get(),
             disk_failing: self.disk().failing(),
         }
     }

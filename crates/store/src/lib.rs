@@ -57,7 +57,7 @@ use switchboard_membership::{Batch, Outcome};
 pub use api::{MembershipStore, StoreStatus, View};
 pub use error::StoreError;
 pub use forward::{Applied, Forwarder, NoForwarding};
-pub use raft_store::{RaftStore, StoreConfig, WatchStart};
+pub use raft_store::{ClusterName, RaftStore, StoreConfig, WatchStart};
 pub use remote::{RemoteStore, RemoteStoreConfig};
 pub use state_machine::FeedEvent;
 

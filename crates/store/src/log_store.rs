@@ -16,7 +16,7 @@
 //! a restart re-apply less at once — Raft recommits the rest.
 //!
 //! Layout: table `raft_log` maps the log index to one encoded [`Entry`]; table `raft_meta` holds
-//! `vote`, `committed`, `last_purged` and `node_id`.
+//! `vote`, `committed`, `last_purged`, `node_id` and `cluster_id`.
 
 // openraft's trait fixes the error type (`StorageError`, ~224 bytes); the disk helpers return it
 // as is rather than converting at every call.
@@ -50,6 +50,7 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 const KEY_NODE_ID: &str = "node_id";
+const KEY_CLUSTER_ID: &str = "cluster_id";
 
 /// File name of the database inside the Raft directory.
 pub const LOG_FILE: &str = "log.redb";
@@ -263,6 +264,24 @@ impl LogStore {
                 )
                 .map_err(storage_error),
         }
+    }
+
+    /// The cluster id recorded with this log (see [`LogStore::save_cluster_id`]). Blocking.
+    pub fn cluster_id(&self) -> Result<Option<String>, StoreError> {
+        self.read_meta(KEY_CLUSTER_ID).map_err(storage_error)
+    }
+
+    /// Records the cluster id with the log, so that a restarted node knows its cluster before it
+    /// has applied anything (and refuses, and is refused by, another cluster's nodes at once).
+    /// Blocking.
+    pub fn save_cluster_id(&self, id: &str) -> Result<(), StoreError> {
+        self.write_meta(
+            KEY_CLUSTER_ID,
+            &id.to_owned(),
+            Durability::Immediate,
+            ErrorSubject::Store,
+        )
+        .map_err(storage_error)
     }
 
     /// The committed log index last saved by Raft, if any.
@@ -671,6 +690,18 @@ mod tests {
         assert!(err.to_string().contains("index 2"), "{err}");
         let err = store.get_log_state().await.unwrap_err();
         assert!(err.to_string().contains("index 2"), "{err}");
+    }
+
+    #[test]
+    fn the_cluster_id_is_recorded_with_the_log() {
+        let dir = TempDir::new().unwrap();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            assert_eq!(store.cluster_id().unwrap(), None);
+            store.save_cluster_id("c0ffee").unwrap();
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_id().unwrap().as_deref(), Some("c0ffee"));
     }
 
     #[test]

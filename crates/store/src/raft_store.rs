@@ -134,6 +134,26 @@ impl StoreConfig {
     }
 }
 
+/// A node's cluster id, shared by its store (which learns it) and its Raft network and service
+/// (which stamp and check it). Empty until known.
+#[derive(Clone, Default, Debug)]
+pub struct ClusterName(Arc<parking_lot::RwLock<Option<String>>>);
+
+impl ClusterName {
+    /// The id, once known.
+    pub fn get(&self) -> Option<String> {
+        self.0.read().clone()
+    }
+
+    /// Records the id (the first one stays).
+    pub fn set(&self, id: &str) {
+        let mut name = self.0.write();
+        if name.is_none() {
+            *name = Some(id.to_owned());
+        }
+    }
+}
+
 /// The start of a watch: see [`RaftStore::watch`].
 pub struct WatchStart {
     /// The last log index included in `state`.
@@ -156,6 +176,8 @@ pub struct RaftStore {
     log: LogStore,
     /// The health of this node's disk (log and snapshots; see `crate::disk`).
     disk: DiskHealth,
+    /// This node's cluster id, as recorded with its log or learned from it.
+    cluster_name: ClusterName,
     cancel: CancellationToken,
     tasks: TaskTracker,
     stopped: AtomicBool,
@@ -229,12 +251,32 @@ async fn name_cluster(
     node_id: u64,
     view: View,
     submitter: Submitter,
+    name: ClusterName,
+    log: LogStore,
     cancel: CancellationToken,
 ) {
     let mut metrics = raft.metrics();
     loop {
-        if let Some(id) = view.read().cluster_id() {
-            tracing::debug!(cluster_id = id, "cluster id known");
+        let applied = view.read().cluster_id().map(str::to_owned);
+        if let Some(id) = applied {
+            match name.get() {
+                Some(recorded) if recorded != id => tracing::error!(
+                    recorded = %recorded,
+                    applied = %id,
+                    "the data directory records another cluster id than its log holds"
+                ),
+                Some(_) => {}
+                None => {
+                    name.set(&id);
+                    let record = id.clone();
+                    let saved =
+                        tokio::task::spawn_blocking(move || log.save_cluster_id(&record)).await;
+                    if !matches!(saved, Ok(Ok(()))) {
+                        tracing::warn!(cluster_id = %id, "could not record the cluster id with the log");
+                    }
+                }
+            }
+            tracing::debug!(cluster_id = %id, "cluster id known");
             return;
         }
         let leading = metrics.borrow_and_update().current_leader == Some(node_id);
@@ -287,16 +329,21 @@ impl RaftStore {
         let snapshot_dir = config.data_dir.join("snapshots");
         let disk = DiskHealth::new();
         let disk_for_open = disk.clone();
-        let (log, sm) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let (log, sm, recorded) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let log = LogStore::open_with(&raft_dir, disk_for_open.clone())?;
             log.check_node_id(node_id)?;
+            let recorded = log.cluster_id()?;
             let sm = StateMachineStore::open_with(&snapshot_dir, disk_for_open)?;
-            Ok((log, sm))
+            Ok((log, sm, recorded))
         })
         .await
         .map_err(|e| StoreError::Internal(format!("open task failed: {e}")))??;
         let view = sm.view();
         let feed = sm.feed();
+        let cluster_name = ClusterName::default();
+        if let Some(id) = recorded {
+            cluster_name.set(&id);
+        }
         let raft = Raft::new(node_id, raft_config, network, log.clone(), sm)
             .await
             .map_err(|e| StoreError::Storage(format!("start raft: {e}")))?;
@@ -343,6 +390,8 @@ impl RaftStore {
             node_id,
             view.clone(),
             submitter.clone(),
+            cluster_name.clone(),
+            log.clone(),
             cancel.child_token(),
         ));
         tasks.spawn(crate::metrics::watch_raft(
@@ -360,6 +409,7 @@ impl RaftStore {
             submitter,
             log,
             disk,
+            cluster_name,
             cancel,
             tasks,
             stopped: AtomicBool::new(false),
@@ -581,6 +631,12 @@ impl RaftStore {
             .membership()
             .voter_ids()
             .any(|id| id == node)
+    }
+
+    /// The cluster id this node belongs to, once known (recorded with the log at start, or
+    /// applied from it); stamped on and checked against every Raft call.
+    pub fn cluster_name(&self) -> ClusterName {
+        self.cluster_name.clone()
     }
 
     /// The health of this node's disk.

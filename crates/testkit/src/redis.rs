@@ -188,29 +188,32 @@ impl RedisCluster {
             );
         }
         let cluster = RedisCluster { nodes, _dir: dir };
-        let first = cluster.nodes[0].0;
-        eventually(
-            Duration::from_secs(20),
-            "the cluster state ok",
-            || async move {
-                let out = Command::new("redis-cli")
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &first.port().to_string(),
-                        "cluster",
-                        "info",
-                    ])
-                    .output()
-                    .await
-                    .ok()?;
-                String::from_utf8_lossy(&out.stdout)
-                    .contains("cluster_state:ok")
-                    .then_some(())
-            },
-        )
-        .await?;
+        let expected_nodes = format!("cluster_known_nodes:{masters}");
+        for addr in cluster.addrs() {
+            // Every node must know every other and every slot before a client asks any of them.
+            let expected = expected_nodes.clone();
+            eventually(
+                Duration::from_secs(30),
+                "every node's cluster state ok",
+                || {
+                    let expected = expected.clone();
+                    async move {
+                        let port = addr.port().to_string();
+                        let out = Command::new("redis-cli")
+                            .args(["-h", "127.0.0.1", "-p", &port, "cluster", "info"])
+                            .output()
+                            .await
+                            .ok()?;
+                        let info = String::from_utf8_lossy(&out.stdout).to_string();
+                        (info.contains("cluster_state:ok")
+                            && info.contains("cluster_slots_ok:16384")
+                            && info.contains(&expected))
+                        .then_some(())
+                    }
+                },
+            )
+            .await?;
+        }
         Ok(cluster)
     }
 

@@ -34,7 +34,7 @@ use tonic::Code;
 
 use super::{Channels, ClusterChannel, InvalidAddress};
 use crate::codec;
-use crate::{TypeConfig, View};
+use crate::TypeConfig;
 
 /// The Raft network factory of a voter: clients to the other voters over gRPC, on a shared
 /// [`Channels`] cache.
@@ -44,8 +44,8 @@ pub struct GrpcNetwork {
     channels: Channels,
     addresses: Arc<BTreeMap<u64, String>>,
     contacts: crate::admin::Contacts,
-    /// This node's applied state, once attached: where its cluster id is read from.
-    state: Arc<OnceLock<View>>,
+    /// This node's cluster id, once attached.
+    state: Arc<OnceLock<crate::ClusterName>>,
 }
 
 impl GrpcNetwork {
@@ -61,10 +61,10 @@ impl GrpcNetwork {
         }
     }
 
-    /// Stamps this node's cluster id (from its applied state) on every Raft call from now on.
-    /// Call it with the store's view once the store is open; until then calls carry no id.
-    pub fn attach(&self, view: View) {
-        let _ = self.state.set(view);
+    /// Stamps this node's cluster id on every Raft call from now on. Call it with the store's
+    /// [`crate::RaftStore::cluster_name`] once the store is open; until then calls carry no id.
+    pub fn attach(&self, name: crate::ClusterName) {
+        let _ = self.state.set(name);
     }
 
     /// When each peer last answered this node's Raft calls (for `switchboard cluster status`).
@@ -114,7 +114,7 @@ pub struct GrpcPeer {
     node: BasicNode,
     client: Result<RaftClient<ClusterChannel>, InvalidAddress>,
     contacts: crate::admin::Contacts,
-    state: Arc<OnceLock<View>>,
+    state: Arc<OnceLock<crate::ClusterName>>,
 }
 
 static REFUSED_LOG: Throttle = Throttle::new(10_000);
@@ -171,7 +171,7 @@ impl GrpcPeer {
         let cluster_id = self
             .state
             .get()
-            .and_then(|view| view.read().cluster_id().map(str::to_owned))
+            .and_then(crate::ClusterName::get)
             .unwrap_or_default();
         let mut request = tonic::Request::new(RaftRequest {
             payload,

@@ -34,7 +34,6 @@ use switchboard_proto::v1::{RaftReply, RaftRequest};
 use tonic::{Request, Response, Status};
 
 use super::raft_guard::{self, Refusal};
-use crate::api::MembershipStore;
 use crate::codec;
 use crate::{Raft, RaftStore};
 
@@ -78,9 +77,12 @@ impl RaftGrpcService {
         let caller = peer_identity(request)?;
         let theirs = request.get_ref().cluster_id.as_str();
         if !theirs.is_empty() {
-            let view = self.store.view();
-            let state = view.read();
-            if let Some(ours) = state.cluster_id().filter(|ours| *ours != theirs) {
+            if let Some(ours) = self
+                .store
+                .cluster_name()
+                .get()
+                .filter(|ours| ours != theirs)
+            {
                 crate::metrics::raft_rpc_refused("other_cluster");
                 if let Some(suppressed) = OTHER_CLUSTER_LOG.allow(now_ms()) {
                     tracing::error!(
