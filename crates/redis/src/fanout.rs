@@ -182,6 +182,9 @@ impl RedisFanout {
         }
         let sharded = publisher.is_clustered();
         let mine = channel(&settings.prefix, settings.node_id);
+        // Listening before subscribing: a frame published right after the subscription is
+        // already in this receiver's buffer.
+        let messages = subscriber.message_rx();
         let subscribed = if sharded {
             subscriber.ssubscribe(mine.as_str()).await
         } else {
@@ -189,6 +192,29 @@ impl RedisFanout {
         };
         subscribed
             .map_err(|e| StoreError::Unavailable(format!("redis fan-out: subscribe: {e}")))?;
+        // SUBSCRIBE may be answered before Redis counts it: wait until it does, so that nothing
+        // published to this gateway from now on is missed.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let counts: Result<Vec<Value>, _> = if sharded {
+                publisher.pubsub_shardnumsub(mine.as_str()).await
+            } else {
+                publisher.pubsub_numsub(mine.as_str()).await
+            };
+            let confirmed = counts
+                .ok()
+                .and_then(|v| v.get(1).and_then(Value::as_i64))
+                .is_some_and(|n| n > 0);
+            if confirmed {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "redis fan-out: the subscription was not confirmed within 10 s".to_owned(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // Subscriptions are restored after a reconnection.
         drop(subscriber.manage_subscriptions());
         let inner = Arc::new(Inner {
@@ -204,7 +230,7 @@ impl RedisFanout {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        inner.tasks.spawn(inner.clone().receive(mine));
+        inner.tasks.spawn(inner.clone().receive(mine, messages));
         tracing::info!(sharded, "fan-out over redis pub/sub");
         Ok(RedisFanout { inner })
     }
@@ -214,8 +240,11 @@ impl Inner {
     /// Moves every frame on this gateway's channel out of the client's small broadcast buffer
     /// into a queue bounded in frames and bytes (what does not fit is dropped and counted), and
     /// hands the queued frames to the inbound handler one at a time.
-    async fn receive(self: Arc<Self>, mine: String) {
-        let mut messages = self.subscriber.message_rx();
+    async fn receive(
+        self: Arc<Self>,
+        mine: String,
+        mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
+    ) {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(RECEIVE_FRAMES);
         let queued = Arc::new(AtomicUsize::new(0));
         let pump = {
