@@ -1,20 +1,25 @@
 //! Messages from the REST API reach official JS clients (JSON and MessagePack), on both REST
-//! surfaces, for every target type; closing connections through the API.
+//! surfaces, for every target type; closing connections through the API. Each test runs on both
+//! engines: one all-in-one node (Raft), and two gateways on one Redis with the clients on one and
+//! the REST calls on the other.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
-async fn broadcast_reaches_json_and_messagepack_clients_on_both_surfaces() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn broadcast_reaches_json_and_messagepack_clients_on_both_surfaces(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect("json", &server, ConnectOptions::default())
+    js.connect("json", clients, ConnectOptions::default())
         .await?;
     js.connect(
         "mp",
-        &server,
+        clients,
         ConnectOptions {
             protocol: "messagepack",
             ..Default::default()
@@ -23,7 +28,7 @@ async fn broadcast_reaches_json_and_messagepack_clients_on_both_surfaces() -> an
     .await?;
     js.connect(
         "other-hub",
-        &server,
+        clients,
         ConnectOptions {
             hub: "news",
             ..Default::default()
@@ -60,13 +65,13 @@ async fn broadcast_reaches_json_and_messagepack_clients_on_both_surfaces() -> an
     Ok(())
 }
 
-#[tokio::test]
-async fn broadcast_skips_excluded_connections() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn broadcast_skips_excluded_connections(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    let a = js.connect_simple("a", &server, "chat", None).await?;
-    let b = js.connect_simple("b", &server, "chat", None).await?;
-    js.connect_simple("c", &server, "chat", None).await?;
+    let a = js.connect_simple("a", clients, "chat", None).await?;
+    let b = js.connect_simple("b", clients, "chat", None).await?;
+    js.connect_simple("c", clients, "chat", None).await?;
     let r = server
         .rest(
             "POST",
@@ -81,15 +86,17 @@ async fn broadcast_skips_excluded_connections() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn send_to_user_reaches_every_connection_of_that_user_only() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn send_to_user_reaches_every_connection_of_that_user_only(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("alice1", &server, "chat", Some("alice"))
+    js.connect_simple("alice1", clients, "chat", Some("alice"))
         .await?;
     js.connect(
         "alice2",
-        &server,
+        clients,
         ConnectOptions {
             user: Some("alice"),
             protocol: "messagepack",
@@ -97,7 +104,7 @@ async fn send_to_user_reaches_every_connection_of_that_user_only() -> anyhow::Re
         },
     )
     .await?;
-    js.connect_simple("bob", &server, "chat", Some("bob"))
+    js.connect_simple("bob", clients, "chat", Some("bob"))
         .await?;
 
     let r = server
@@ -124,13 +131,13 @@ async fn send_to_user_reaches_every_connection_of_that_user_only() -> anyhow::Re
 
     // Existence follows the user's connections.
     expect_status(
-        &server,
+        server,
         "HEAD",
         "/api/hubs/chat/users/alice?api-version=2022-06-01",
         200,
     )
     .await?;
-    expect_status(&server, "GET", "/api/v1/hubs/chat/users/alice", 200).await?;
+    expect_status(server, "GET", "/api/v1/hubs/chat/users/alice", 200).await?;
     let r = server
         .rest(
             "HEAD",
@@ -153,21 +160,21 @@ async fn send_to_user_reaches_every_connection_of_that_user_only() -> anyhow::Re
     Ok(())
 }
 
-#[tokio::test]
-async fn send_to_connection_and_connection_existence() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn send_to_connection_and_connection_existence(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    let a = js.connect_simple("a", &server, "chat", None).await?;
-    js.connect_simple("b", &server, "chat", None).await?;
+    let a = js.connect_simple("a", clients, "chat", None).await?;
+    js.connect_simple("b", clients, "chat", None).await?;
 
     send_ok(
-        &server,
+        server,
         &format!("/api/v1/hubs/chat/connections/{a}"),
         json!(["one"]),
     )
     .await?;
     send_ok(
-        &server,
+        server,
         &format!("/api/hubs/chat/connections/{a}/:send?api-version=2022-06-01"),
         json!(["two"]),
     )
@@ -177,14 +184,14 @@ async fn send_to_connection_and_connection_existence() -> anyhow::Result<()> {
     js.expect_silence("b", SHORT).await?;
 
     expect_status(
-        &server,
+        server,
         "HEAD",
         &format!("/api/hubs/chat/connections/{a}?api-version=2022-06-01"),
         200,
     )
     .await?;
     expect_status(
-        &server,
+        server,
         "GET",
         &format!("/api/v1/hubs/chat/connections/{a}"),
         200,
@@ -206,13 +213,13 @@ async fn send_to_connection_and_connection_existence() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn application_prefixes_the_hub() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn application_prefixes_the_hub(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("app", &server, "myapp_chat", None)
+    js.connect_simple("app", clients, "myapp_chat", None)
         .await?;
-    js.connect_simple("plain", &server, "chat", None).await?;
+    js.connect_simple("plain", clients, "chat", None).await?;
     let r = server
         .rest(
             "POST",
@@ -226,15 +233,15 @@ async fn application_prefixes_the_hub() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn messagepack_and_preserialized_bodies() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn messagepack_and_preserialized_bodies(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect("json", &server, ConnectOptions::default())
+    js.connect("json", clients, ConnectOptions::default())
         .await?;
     js.connect(
         "mp",
-        &server,
+        clients,
         ConnectOptions {
             protocol: "messagepack",
             ..Default::default()
@@ -306,14 +313,14 @@ async fn messagepack_and_preserialized_bodies() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn messages_from_one_sender_arrive_in_order() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn messages_from_one_sender_arrive_in_order(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("a", &server, "chat", Some("u")).await?;
+    js.connect_simple("a", clients, "chat", Some("u")).await?;
     js.connect(
         "b",
-        &server,
+        clients,
         ConnectOptions {
             protocol: "messagepack",
             user: Some("u"),
@@ -345,12 +352,12 @@ async fn messages_from_one_sender_arrive_in_order() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn closing_a_connection_tells_the_client_why() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn closing_a_connection_tells_the_client_why(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    let a = js.connect_simple("a", &server, "chat", None).await?;
-    let b = js.connect_simple("b", &server, "chat", None).await?;
+    let a = js.connect_simple("a", clients, "chat", None).await?;
+    let b = js.connect_simple("b", clients, "chat", None).await?;
 
     let r = server
         .rest(
@@ -393,7 +400,7 @@ async fn closing_a_connection_tells_the_client_why() -> anyhow::Result<()> {
         .await?;
     assert_error(&r, 404, Some("Warning.Connection.NotExisted"));
     expect_status(
-        &server,
+        server,
         "DELETE",
         &format!("/api/v1/hubs/chat/connections/{b}?reason=v1"),
         202,
@@ -404,15 +411,15 @@ async fn closing_a_connection_tells_the_client_why() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn close_connections_of_a_hub_and_of_a_user() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn close_connections_of_a_hub_and_of_a_user(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let mut js = JsClients::start().await?;
-    js.connect_simple("u1", &server, "chat", Some("u")).await?;
-    let keep = js.connect_simple("u2", &server, "chat", Some("u")).await?;
-    js.connect_simple("other", &server, "chat", Some("v"))
+    js.connect_simple("u1", clients, "chat", Some("u")).await?;
+    let keep = js.connect_simple("u2", clients, "chat", Some("u")).await?;
+    js.connect_simple("other", clients, "chat", Some("v"))
         .await?;
-    js.connect_simple("elsewhere", &server, "news", Some("u"))
+    js.connect_simple("elsewhere", clients, "news", Some("u"))
         .await?;
 
     let r = server
@@ -441,9 +448,9 @@ async fn close_connections_of_a_hub_and_of_a_user() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn generated_client_tokens_connect() -> anyhow::Result<()> {
-    let server = server().await?;
+async fn generated_client_tokens_connect(engine: Engine) -> anyhow::Result<()> {
+    let d = Deployment::start(engine).await?;
+    let (server, clients) = (d.rest(), d.clients());
     let path = "/api/hubs/chat/:generateToken?userId=zoe&minutesToExpire=5&api-version=2022-11-01";
     let r = server.rest("POST", path, None).await?;
     assert_status(&r, 200);
@@ -451,14 +458,14 @@ async fn generated_client_tokens_connect() -> anyhow::Result<()> {
     let mut js = JsClients::start().await?;
     js.connect(
         "zoe",
-        &server,
+        clients,
         ConnectOptions {
             token: Some(token),
             ..Default::default()
         },
     )
     .await?;
-    send_ok(&server, "/api/v1/hubs/chat/users/zoe", json!(["hi zoe"])).await?;
+    send_ok(server, "/api/v1/hubs/chat/users/zoe", json!(["hi zoe"])).await?;
     assert_eq!(js.next_message("zoe").await?.args, vec![json!("hi zoe")]);
 
     let bad = server
@@ -471,3 +478,16 @@ async fn generated_client_tokens_connect() -> anyhow::Result<()> {
     assert_error(&bad, 400, None);
     Ok(())
 }
+
+on_every_engine!(
+    broadcast_reaches_json_and_messagepack_clients_on_both_surfaces,
+    broadcast_skips_excluded_connections,
+    send_to_user_reaches_every_connection_of_that_user_only,
+    send_to_connection_and_connection_existence,
+    application_prefixes_the_hub,
+    messagepack_and_preserialized_bodies,
+    messages_from_one_sender_arrive_in_order,
+    closing_a_connection_tells_the_client_why,
+    close_connections_of_a_hub_and_of_a_user,
+    generated_client_tokens_connect,
+);
