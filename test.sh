@@ -2,7 +2,7 @@
 # Runs every test of the workspace: unit and property tests, and the end-to-end tests that
 # start real switchboard processes and drive them with the official SignalR JS client.
 # Needs: a Rust toolchain (cargo-nextest if available), Node.js with npm; installs (as root, from
-# Debian) promtool, chromium and redis-server when missing.
+# Debian) promtool, chromium, redis-server and redis-sentinel when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,15 +18,16 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 fi
 
-# The Redis engine's tests start real redis-server processes (Debian package `redis-server`).
-if ! command -v redis-server >/dev/null 2>&1; then
+# The Redis engine's tests start real redis-server and redis-sentinel processes (Debian packages
+# `redis-server` and `redis-sentinel`).
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "==> installing redis-server (Debian package redis-server)"
+        echo "==> installing redis-server and redis-sentinel (Debian packages)"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends redis-server >/dev/null \
-            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+        apt-get install -y -q --no-install-recommends redis-server redis-sentinel >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends redis-server redis-sentinel >/dev/null; }
     else
-        echo "warning: redis-server is missing (apt-get install redis-server); the Redis engine tests will fail" >&2
+        echo "warning: redis-server or redis-sentinel is missing (apt-get install redis-server redis-sentinel); the Redis engine tests will fail" >&2
     fi
 fi
 

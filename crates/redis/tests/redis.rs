@@ -2,7 +2,8 @@
 //! agree on every write, the 100-group cap holds under concurrent adds from two gateways,
 //! TTLs expire with nobody writing, snapshots trim the stream and a late gateway starts from
 //! one, and a Redis that restarts (with its append-only file, or without persistence) is
-//! followed without a restart of the gateways.
+//! followed without a restart of the gateways. The URL forms: a plain `redis://`, `rediss://` to a
+//! TLS-only Redis, `redis-cluster://` to three masters, `redis-sentinel://` through a sentinel.
 
 #![allow(clippy::unwrap_used)]
 
@@ -283,4 +284,114 @@ async fn gateways_on_a_redis_cluster_of_three_masters_agree() {
     a.shutdown().await;
     b.shutdown().await;
     late.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_reach_redis_over_tls_with_a_rediss_url() {
+    use switchboard_testkit::pki::Ca;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "redis-test").unwrap();
+    let leaf = ca.leaf(dir.path(), "localhost").unwrap();
+    let port = switchboard_testkit::free_addr(std::net::Ipv4Addr::LOCALHOST)
+        .unwrap()
+        .port();
+    let _redis = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(&leaf.cert)
+        .arg("--tls-key-file")
+        .arg(&leaf.key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca.pem)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start redis-server with TLS");
+    // The gateway trusts the test CA the way an operator would point it at theirs: through the
+    // system trust store's SSL_CERT_FILE (this test runs in a process of its own).
+    std::env::set_var("SSL_CERT_FILE", &ca.pem);
+    let url = format!("rediss://localhost:{port}");
+    let open = |node: u64| {
+        let url = url.clone();
+        async move {
+            eventually(WAIT, "a TLS connection to redis", || {
+                let url = url.clone();
+                async move { RedisStore::open(RedisConfig::new(url, node)).await.ok() }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let a = open(1).await;
+    let b = open(2).await;
+    a.write(add("u", "over-tls", None)).await.unwrap();
+    settle(&[&a, &b]).await;
+    assert!(b.view().read().user_in_group(HUB, "u", "over-tls", 0));
+    assert_eq!(*a.view().read(), *b.view().read());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_find_redis_through_sentinel() {
+    let master = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = switchboard_testkit::free_addr(std::net::Ipv4Addr::LOCALHOST)
+        .unwrap()
+        .port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\n",
+            dir.path().display(),
+            master.addr().port()
+        ),
+    )
+    .unwrap();
+    let _sentinel = tokio::process::Command::new("redis-sentinel")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start redis-sentinel (apt-get install redis-sentinel)");
+    let url = format!("redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=mymaster");
+    let open = |node: u64| {
+        let url = url.clone();
+        async move {
+            eventually(WAIT, "redis found through sentinel", || {
+                let url = url.clone();
+                async move { RedisStore::open(RedisConfig::new(url, node)).await.ok() }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let a = open(1).await;
+    let b = open(2).await;
+    a.write(add("u", "via-sentinel", None)).await.unwrap();
+    settle(&[&a, &b]).await;
+    assert!(b.view().read().user_in_group(HUB, "u", "via-sentinel", 0));
+    // It is the master the sentinel names that holds the log.
+    let length: u64 = master
+        .cli(&["XLEN", "{switchboard}:log"])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length >= 1);
+    a.shutdown().await;
+    b.shutdown().await;
 }
