@@ -135,3 +135,35 @@ async fn without_redis_a_peer_queue_fills_and_drops_instead_of_blocking() {
     );
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_envelopes_travel_over_sharded_pubsub_in_order() {
+    let cluster = switchboard_testkit::redis::RedisCluster::start(3)
+        .await
+        .unwrap();
+    let connect = |node: u64| {
+        let url = cluster.url();
+        async move {
+            RedisFanout::connect(FanoutSettings::new(url, node, 1))
+                .await
+                .unwrap()
+        }
+    };
+    // Gateways whose channels hash to different slots (the node id is the hash tag).
+    let (a, b) = (connect(1).await, connect(7).await);
+    let at_b = Arc::new(Received::default());
+    a.bind(Arc::new(Received::default()));
+    b.bind(at_b.clone());
+    for i in 0..500 {
+        assert!(a.send(&peer(7), envelope(format!("m{i}"))));
+    }
+    eventually(Duration::from_secs(20), "every envelope at b", || async {
+        (at_b.0.lock().await.len() == 500).then_some(())
+    })
+    .await
+    .unwrap();
+    let got: Vec<String> = at_b.0.lock().await.iter().map(|(_, h)| h.clone()).collect();
+    assert_eq!(got, (0..500).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    a.shutdown().await;
+    b.shutdown().await;
+}
