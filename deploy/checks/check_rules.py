@@ -16,6 +16,7 @@ EXPECTED = {
     "SwitchboardNoRaftLeader",
     "SwitchboardRaftCommitLag",
     "SwitchboardStoreDiskFailing",
+    "SwitchboardRedisUnreachable",
     "SwitchboardHighDropRate",
     "SwitchboardGatewayDown",
     "SwitchboardHigh5xxRate",
