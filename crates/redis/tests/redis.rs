@@ -36,6 +36,15 @@ async fn store(
         .expect("open the redis store")
 }
 
+/// Opens a store on `url` as soon as Redis there answers (a server just started).
+async fn open_once_up(url: &str, node: u64) -> Arc<RedisStore> {
+    eventually(WAIT, "redis answering", || async move {
+        RedisStore::open(RedisConfig::new(url, node)).await.ok()
+    })
+    .await
+    .unwrap()
+}
+
 fn add(user: &str, group: &str, ttl_secs: Option<u32>) -> Command {
     Command::AddUserToGroup {
         hub: n(HUB),
@@ -323,19 +332,8 @@ async fn gateways_reach_redis_over_tls_with_a_rediss_url() {
     // system trust store's SSL_CERT_FILE (this test runs in a process of its own).
     std::env::set_var("SSL_CERT_FILE", &ca.pem);
     let url = format!("rediss://localhost:{port}");
-    let open = |node: u64| {
-        let url = url.clone();
-        async move {
-            eventually(WAIT, "a TLS connection to redis", || {
-                let url = url.clone();
-                async move { RedisStore::open(RedisConfig::new(url, node)).await.ok() }
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let a = open(1).await;
-    let b = open(2).await;
+    let a = open_once_up(&url, 1).await;
+    let b = open_once_up(&url, 2).await;
     a.write(add("u", "over-tls", None)).await.unwrap();
     settle(&[&a, &b]).await;
     assert!(b.view().read().user_in_group(HUB, "u", "over-tls", 0));
@@ -368,19 +366,8 @@ async fn gateways_find_redis_through_sentinel() {
         .spawn()
         .expect("start redis-sentinel (apt-get install redis-sentinel)");
     let url = format!("redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=mymaster");
-    let open = |node: u64| {
-        let url = url.clone();
-        async move {
-            eventually(WAIT, "redis found through sentinel", || {
-                let url = url.clone();
-                async move { RedisStore::open(RedisConfig::new(url, node)).await.ok() }
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let a = open(1).await;
-    let b = open(2).await;
+    let a = open_once_up(&url, 1).await;
+    let b = open_once_up(&url, 2).await;
     a.write(add("u", "via-sentinel", None)).await.unwrap();
     settle(&[&a, &b]).await;
     assert!(b.view().read().user_in_group(HUB, "u", "via-sentinel", 0));

@@ -309,15 +309,21 @@ impl RaftStore {
                 })?
                 .map_err(|_| StoreError::Unavailable("the store is shutting down".to_owned()))?;
         let mut metrics = raft.metrics();
-        let deadline = tokio::time::Instant::now() + TRANSFER_CATCH_UP;
-        loop {
-            {
-                let m = metrics.borrow_and_update();
-                if m.current_leader != Some(self.node_id()) {
-                    return Err(StoreError::NotLeader {
+        let me = self.node_id();
+        watch_metrics(
+            &mut metrics,
+            TRANSFER_CATCH_UP,
+            || {
+                StoreError::Unavailable(format!(
+                    "node {target} did not catch up with the log in time"
+                ))
+            },
+            |m| {
+                if m.current_leader != Some(me) {
+                    return Some(Err(StoreError::NotLeader {
                         leader_id: m.current_leader,
                         leader_addr: None,
-                    });
+                    }));
                 }
                 let matched = m
                     .replication
@@ -325,21 +331,10 @@ impl RaftStore {
                     .and_then(|r| r.get(&target).copied())
                     .flatten()
                     .map(|id| id.index);
-                if matched.is_some() && matched == m.last_log_index {
-                    break;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "node {target} did not catch up with the log in time"
-                    )));
-                }
-                changed = metrics.changed() => if changed.is_err() {
-                    return Err(StoreError::Unavailable("the store is shutting down".to_owned()));
-                },
-            }
-        }
+                (matched.is_some() && matched == m.last_log_index).then_some(Ok(()))
+            },
+        )
+        .await?;
         raft.runtime_config().heartbeat(false);
         let config = raft.config();
         // Followers refuse votes while a leader was heard from within this (openraft's leader
@@ -349,31 +344,23 @@ impl RaftStore {
         ))
         .await;
         campaign(channels, address).await?;
-        let deadline = tokio::time::Instant::now() + TRANSFER_ELECTION;
-        loop {
-            {
-                let m = metrics.borrow_and_update();
-                match m.current_leader {
-                    Some(leader) if leader == target => return Ok(()),
-                    Some(leader) if leader != self.node_id() => {
-                        return Err(StoreError::Unavailable(format!(
-                            "node {leader} was elected instead of node {target}"
-                        )));
-                    }
-                    _ => {}
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "node {target} did not win the election in time; this node still leads"
-                    )));
-                }
-                changed = metrics.changed() => if changed.is_err() {
-                    return Err(StoreError::Unavailable("the store is shutting down".to_owned()));
-                },
-            }
-        }
+        watch_metrics(
+            &mut metrics,
+            TRANSFER_ELECTION,
+            || {
+                StoreError::Unavailable(format!(
+                    "node {target} did not win the election in time; this node still leads"
+                ))
+            },
+            |m| match m.current_leader {
+                Some(leader) if leader == target => Some(Ok(())),
+                Some(leader) if leader != me => Some(Err(StoreError::Unavailable(format!(
+                    "node {leader} was elected instead of node {target}"
+                )))),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// On the voter a leader hands over to: stands for election now. Only the leader this node
@@ -414,6 +401,28 @@ impl RaftStore {
             .voter_ids()
             .filter(|v| *v != m.id)
             .max_by_key(|v| replication.get(v).copied().flatten().map(|id| id.index))
+    }
+}
+
+/// Waits at most `within` until `decide` answers for the Raft metrics as they change (`Some`
+/// ends the wait with that result); `late()` is the answer when time runs out.
+async fn watch_metrics(
+    metrics: &mut tokio::sync::watch::Receiver<crate::RaftMetrics>,
+    within: std::time::Duration,
+    late: impl FnOnce() -> StoreError,
+    mut decide: impl FnMut(&crate::RaftMetrics) -> Option<Result<(), StoreError>>,
+) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(result) = decide(&metrics.borrow_and_update()) {
+            return result;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Err(late()),
+            changed = metrics.changed() => if changed.is_err() {
+                return Err(StoreError::Unavailable("the store is shutting down".to_owned()));
+            },
+        }
     }
 }
 

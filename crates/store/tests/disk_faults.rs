@@ -16,6 +16,7 @@ use switchboard_core::ErrorCode;
 use switchboard_membership::{Command, Name};
 use switchboard_store::network::SingleNodeNetwork;
 use switchboard_store::{MembershipStore, RaftStore, StoreConfig, StoreError};
+use switchboard_testkit::eventually;
 use switchboard_testkit::mount::{self, fill, skip};
 use tempfile::TempDir;
 
@@ -89,15 +90,17 @@ impl Writer {
     }
 
     /// Writes until one succeeds again.
+    /// Waits until the store reports its disk healthy again, then writes once (which must
+    /// succeed).
     async fn until_recovered(&mut self, store: &RaftStore) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.write(store).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the store did not recover after the fault was removed"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            WAIT,
+            "the store recovered after the fault was removed",
+            || async { (!store.disk_failing()).then_some(()) },
+        )
+        .await
+        .unwrap();
+        self.write(store).await.unwrap();
     }
 
     fn check(&self, store: &RaftStore) {

@@ -21,6 +21,51 @@ const V: &str = "api-version=2022-06-01";
 /// write path that stalls, not a slow one.
 const FAILOVER_BOUND: Duration = Duration::from_secs(15);
 
+/// A writer through `gateway`: one user-group entry (`{prefix}{n}` in `g`) after another until
+/// `stop`; returns the acknowledged `n`s and the longest time without an acknowledgement.
+fn spawn_writer(
+    gateway: Arc<Server>,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<u64>, Duration)> {
+    tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let path = format!("/api/hubs/chat/users/{prefix}{i}/groups/g?{V}");
+            if let Ok(r) = gateway.rest("PUT", &path, None).await {
+                if r.status == 200 {
+                    acknowledged.push(i);
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+            }
+        }
+        (acknowledged, longest)
+    })
+}
+
+/// Every write `spawn_writer` saw acknowledged is there.
+async fn all_acknowledged_there(
+    gateway: &Server,
+    prefix: &str,
+    acknowledged: Vec<u64>,
+) -> anyhow::Result<()> {
+    for i in acknowledged {
+        let path = format!("/api/hubs/chat/users/{prefix}{i}/groups/g?{V}");
+        let r = gateway.rest("HEAD", &path, None).await?;
+        anyhow::ensure!(
+            r.status == 200,
+            "acknowledged write {prefix}{i} lost ({})",
+            r.status
+        );
+    }
+    Ok(())
+}
+
 /// Runs `switchboard cluster ARGS --store STORE --access-key KEY [--json]`.
 fn cluster_cli(store: &str, args: &[&str], json: bool) -> anyhow::Result<(i32, String, String)> {
     let mut command = std::process::Command::new(bin());
@@ -70,27 +115,7 @@ async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyho
     // A writer: one user-group entry after another through the gateway, each acknowledged one
     // recorded, and the longest time without an acknowledgement.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (gateway, stop) = (gateway.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            let mut last = Instant::now();
-            let mut longest = Duration::ZERO;
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let path = format!("/api/hubs/chat/users/u{i}/groups/g?{V}");
-                if let Ok(r) = gateway.rest("PUT", &path, None).await {
-                    if r.status == 200 {
-                        acknowledged.push(i);
-                        longest = longest.max(last.elapsed());
-                        last = Instant::now();
-                    }
-                }
-            }
-            (acknowledged, longest)
-        })
-    };
+    let writer = spawn_writer(gateway.clone(), "u", stop.clone());
 
     // Grow 3 -> 5 with --join.
     let seeds = cluster.store_list();
@@ -188,15 +213,7 @@ async fn voters_join_and_leave_a_running_store_without_losing_a_write() -> anyho
     );
     anyhow::ensure!(longest < FAILOVER_BOUND, "writes stopped for {longest:?}");
     anyhow::ensure!(!acknowledged.is_empty(), "the writer wrote nothing");
-    for i in acknowledged {
-        let path = format!("/api/hubs/chat/users/u{i}/groups/g?{V}");
-        let r = gateway.rest("HEAD", &path, None).await?;
-        anyhow::ensure!(
-            r.status == 200,
-            "acknowledged write u{i} lost ({})",
-            r.status
-        );
-    }
+    all_acknowledged_there(&gateway, "u", acknowledged).await?;
     Ok(())
 }
 
@@ -581,27 +598,7 @@ async fn the_leadership_moves_to_a_chosen_voter_under_writes() -> anyhow::Result
     let seeds = cluster.store_list();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (gateway, stop) = (gateway.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            let mut last = Instant::now();
-            let mut longest = Duration::ZERO;
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let path = format!("/api/hubs/chat/users/t{i}/groups/g?{V}");
-                if let Ok(r) = gateway.rest("PUT", &path, None).await {
-                    if r.status == 200 {
-                        acknowledged.push(i);
-                        longest = longest.max(last.elapsed());
-                        last = Instant::now();
-                    }
-                }
-            }
-            (acknowledged, longest)
-        })
-    };
+    let writer = spawn_writer(gateway.clone(), "t", stop.clone());
 
     for _ in 0..2 {
         let before = status(&seeds)?;
@@ -649,14 +646,6 @@ async fn the_leadership_moves_to_a_chosen_voter_under_writes() -> anyhow::Result
     );
     anyhow::ensure!(longest < FAILOVER_BOUND, "writes stopped for {longest:?}");
     anyhow::ensure!(!acknowledged.is_empty(), "the writer wrote nothing");
-    for i in acknowledged {
-        let path = format!("/api/hubs/chat/users/t{i}/groups/g?{V}");
-        let r = gateway.rest("HEAD", &path, None).await?;
-        anyhow::ensure!(
-            r.status == 200,
-            "acknowledged write t{i} lost ({})",
-            r.status
-        );
-    }
+    all_acknowledged_there(&gateway, "t", acknowledged).await?;
     Ok(())
 }
