@@ -218,21 +218,36 @@ impl Cluster {
     pub async fn add_gateway(&mut self, extra: &[&str]) -> anyhow::Result<usize> {
         let k = self.gateways.len() + 1;
         let ip = Ipv4Addr::new(127, 0, 1, k as u8);
-        let mut args: Vec<String> = vec!["--cluster-listen".into(), free_addr(ip)?.to_string()];
-        match &self.redis {
-            Some(redis) => args.extend(["--redis".into(), redis.url()]),
-            None => args.extend(["--store".into(), self.store_list()]),
+        // A port found free can be taken by a test running beside this one before the gateway
+        // binds it: then start again on fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut args: Vec<String> = vec!["--cluster-listen".into(), free_addr(ip)?.to_string()];
+            match &self.redis {
+                Some(redis) => args.extend(["--redis".into(), redis.url()]),
+                None => args.extend(["--store".into(), self.store_list()]),
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let options = ServerOptions {
+                role: Role::Gateway,
+                listen: Some(free_addr(ip)?),
+                args,
+                ..Default::default()
+            };
+            match Server::start(&self.bin, options).await {
+                Ok(gateway) => {
+                    self.gateways.push(gateway);
+                    return Ok(self.gateways.len() - 1);
+                }
+                Err(error)
+                    if attempt < 3 && error.to_string().contains("Address already in use") =>
+                {
+                    continue
+                }
+                Err(error) => return Err(error),
+            }
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let options = ServerOptions {
-            role: Role::Gateway,
-            listen: Some(free_addr(ip)?),
-            args,
-            ..Default::default()
-        };
-        let gateway = Server::start(&self.bin, options).await?;
-        self.gateways.push(gateway);
-        Ok(self.gateways.len() - 1)
     }
 
     /// The index (in `voters`) of the voter that reports itself leader, if exactly one does.
