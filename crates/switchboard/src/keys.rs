@@ -10,18 +10,25 @@ use anyhow::{bail, Context};
 
 const KEY_FILE: &str = "access-key";
 
-/// The keys given on the command line, trimmed, empty ones dropped, then those of each key
-/// file (one per line; blank lines and lines starting with `#` are skipped).
+/// The keys given on the command line, trimmed, then those of each key file (one per line;
+/// blank lines and lines starting with `#` are skipped). An empty or white-space key on the
+/// command line is an error, not a missing flag: left to fall back to a generated key, each node
+/// of a cluster would sign with a key of its own.
 pub fn configured(
     keys: &[String],
     files: &[std::path::PathBuf],
     flag: &str,
+    file_flag: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let mut out: Vec<String> = keys
-        .iter()
-        .map(|k| k.trim().to_owned())
-        .filter(|k| !k.is_empty())
-        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let key = key.trim();
+        if key.is_empty() {
+            bail!("{flag} is empty (or only white space): give a key, or leave the flag out to use the data dir's generated key");
+        }
+        out.push(key.to_owned());
+    }
+    let flag = file_flag;
     for file in files {
         let text = fs::read_to_string(file)
             .with_context(|| format!("reading {flag} {}", file.display()))?;
@@ -90,8 +97,9 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first[0].len(), 44);
         let given = configured(
-            &["  k1 ".into(), "".into(), "k2".into()],
+            &["  k1 ".into(), "k2".into()],
             &[],
+            "--access-key",
             "--access-key-file",
         )
         .expect("configured");
@@ -108,20 +116,42 @@ mod tests {
         let keys = configured(
             &["flag-key".into()],
             std::slice::from_ref(&file),
+            "--access-key",
             "--access-key-file",
         )
         .expect("read");
         assert_eq!(keys, ["flag-key", "new-key", "old-key"]);
         let empty = dir.path().join("empty");
         fs::write(&empty, "# nothing\n").expect("write");
-        let error = configured(&[], &[empty], "--access-key-file")
+        let error = configured(&[], &[empty], "--access-key", "--access-key-file")
             .unwrap_err()
             .to_string();
         assert!(error.contains("holds no key"), "{error}");
         let error = format!(
             "{:#}",
-            configured(&[], &[dir.path().join("missing")], "--access-key-file").unwrap_err()
+            configured(
+                &[],
+                &[dir.path().join("missing")],
+                "--access-key",
+                "--access-key-file"
+            )
+            .unwrap_err()
         );
         assert!(error.contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_or_blank_key_on_the_command_line_is_refused() {
+        for blank in ["", "   ", "\t"] {
+            let error = configured(
+                &["k1".into(), blank.into()],
+                &[],
+                "--access-key",
+                "--access-key-file",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("--access-key is empty"), "{error}");
+        }
     }
 }

@@ -21,7 +21,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // Bad flags exit 64 (EX_USAGE) like every other configuration error; --help and
+    // --version print and exit 0.
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
     match cli.command {
         cli::Command::Token(args) => token::run(args),
         cli::Command::Cluster(args) => cluster::run(args),

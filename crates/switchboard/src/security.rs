@@ -48,6 +48,7 @@ pub fn read(
     let access_keys = keys::configured(
         &keys_flags.access_keys,
         &keys_flags.access_key_files,
+        "--access-key",
         "--access-key-file",
     )?;
     let mut secrets = Secrets {
@@ -62,6 +63,7 @@ pub fn read(
         secrets.cluster_keys = keys::configured(
             &cluster.cluster_keys,
             &cluster.cluster_key_files,
+            "--cluster-key",
             "--cluster-key-file",
         )?;
         if cluster.cluster_max_message_size < MIN_MAX_MESSAGE_BYTES {

@@ -302,3 +302,55 @@ async fn a_bad_cors_origin_is_refused_at_start() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// An empty key must not fall back to a generated one: each node of a cluster would then sign
+/// with its own key and refuse the others' tokens.
+#[tokio::test]
+async fn an_empty_or_blank_access_key_is_refused_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap_or(".").to_owned();
+    for (role, extra) in [
+        ("serve", vec!["--data-dir", &data]),
+        (
+            "gateway",
+            vec!["--store", "127.0.0.1:1", "--cluster-listen", "127.0.0.1:0"],
+        ),
+        (
+            "store",
+            vec![
+                "--data-dir",
+                &data,
+                "--cluster-listen",
+                "127.0.0.1:0",
+                "--node-id",
+                "1",
+                "--peers",
+                "1=127.0.0.1:1",
+            ],
+        ),
+    ] {
+        for blank in ["", "  ", "\t"] {
+            let out = tokio::process::Command::new(bin())
+                .args([role, "--access-key", blank])
+                .args(&extra)
+                .output()
+                .await?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{role} {blank:?}: {stderr}");
+            assert!(stderr.contains("--access-key is empty"), "{stderr}");
+        }
+        let out = tokio::process::Command::new(bin())
+            .args([role])
+            .args(&extra)
+            .env("SWITCHBOARD_ACCESS_KEY", " ")
+            .output()
+            .await?;
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{role} env: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
