@@ -7,7 +7,9 @@
 #
 # What runs:
 #   promtool check rules / promtool test rules   the alert rules and their unit tests
-#   hadolint + checks/check_dockerfile.py         deploy/Dockerfile and .dockerignore (no Docker engine needed)
+#   hadolint + checks/check_dockerfile.py         deploy/Dockerfile and .dockerignore (no Docker engine needed);
+#                                                 the build context as .dockerignore and COPY make it
+#                                                 holds a workspace `cargo metadata --locked` loads
 #   scripts: shellcheck                           deploy/*.sh
 #   checks/check_rules.py                         alert names, labels, metrics used, test coverage
 #   checks/check_dashboard.py                     dashboard JSON, variables, layout, every query
