@@ -16,6 +16,11 @@
 #   checks/check_chart.py                         helm lint and helm template (Helm v4's engine) of
 #                                                 several value sets, Kubernetes schema validation,
 #                                                 the chart's contract (NetworkPolicy, keys, TLS too)
+#   checks/check_compose.py                       deploy/compose.yaml: peer lists, --store, node ids, ports,
+#                                                 volumes, Prometheus targets and rules, the key never
+#                                                 written in; with SWITCHBOARD_BIN, its flags against the
+#                                                 binary's --help and its topology run as local processes
+#                                                 (a broadcast through the gateway, Prometheus scraping)
 #   checks/check_live.py                          only with SWITCHBOARD_BIN: the chart's flags against
 #                                                 the binary's --help; a 3-voter cluster with 2 gateways,
 #                                                 a 3-node serve cluster (cluster key, mutual TLS and
@@ -96,6 +101,8 @@ run "shellcheck deploy/*.sh" "$VENV/bin/shellcheck" deploy/*.sh
 run "Dockerfile structure" "$PY" deploy/checks/check_dockerfile.py
 run "Grafana dashboard" "$PY" deploy/checks/check_dashboard.py
 run "Helm chart (lint, render, schemas)" "$PY" deploy/checks/check_chart.py
+run "Compose file${SWITCHBOARD_BIN:+ (and run with $SWITCHBOARD_BIN)}" \
+    "$PY" deploy/checks/check_compose.py ${SWITCHBOARD_BIN:+"$SWITCHBOARD_BIN"}
 if [ -n "${SWITCHBOARD_BIN:-}" ]; then
     run "live cluster of $SWITCHBOARD_BIN" "$PY" deploy/checks/check_live.py "$SWITCHBOARD_BIN"
 fi
