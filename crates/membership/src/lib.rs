@@ -251,6 +251,20 @@ pub struct UserGroupInfo {
     pub counts_toward_cap: bool,
 }
 
+/// Sizes of one hub ([`Membership::hub_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubCounts {
+    pub hub: Name,
+    /// Open connections.
+    pub connections: usize,
+    /// Users with at least one open connection.
+    pub users: usize,
+    /// Groups with at least one connection.
+    pub groups: usize,
+    /// Stored user-group entries.
+    pub user_group_entries: usize,
+}
+
 /// Sizes of the state, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {

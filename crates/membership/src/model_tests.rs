@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use crate::{
-    Batch, Command, ConnectionInfo, Membership, Name, NodeId, NodeInfo, Outcome, Stats,
+    Batch, Command, ConnectionInfo, HubCounts, Membership, Name, NodeId, NodeInfo, Outcome, Stats,
     UserGroupInfo, DEFAULT_USER_GROUP_TTL_SECS, MAX_GROUPS_WITHOUT_TTL,
 };
 
@@ -376,6 +376,48 @@ fn compare(m: &Membership, model: &Model, a: &Alphabet) {
             hub_nodes.into_iter().collect::<Vec<_>>(),
             "nodes of hub {hub}"
         );
+        let hub_conns: Vec<(String, Option<String>)> = model
+            .conns
+            .iter()
+            .filter(|((h, _), _)| h == hub)
+            .map(|((_, c), (u, _))| (c.clone(), u.clone()))
+            .collect();
+        check_pages(&hub_conns, |after, limit| {
+            m.hub_connections_page(hub, after, limit)
+                .into_iter()
+                .map(|(c, u)| (s(&c), u.as_ref().map(s)))
+                .collect()
+        });
+        let mut hub_groups: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, g, _) in model.members.iter().filter(|(h, _, _)| h == hub) {
+            *hub_groups.entry(g.clone()).or_default() += 1;
+        }
+        let hub_groups: Vec<(String, usize)> = hub_groups.into_iter().collect();
+        check_pages(&hub_groups, |after, limit| {
+            m.hub_groups_page(hub, after, limit)
+                .into_iter()
+                .map(|(g, n)| (s(&g), n))
+                .collect()
+        });
+        let users_online: BTreeSet<&String> =
+            hub_conns.iter().filter_map(|(_, u)| u.as_ref()).collect();
+        let entries = model.entries.keys().filter(|(h, _, _)| h == hub).count();
+        let counts = m.hub_counts().into_iter().find(|c| &*c.hub == hub);
+        if hub_conns.is_empty() && entries == 0 {
+            assert_eq!(counts, None, "a hub holding nothing is not counted");
+        } else {
+            assert_eq!(
+                counts,
+                Some(HubCounts {
+                    hub: Name::from(hub.as_str()),
+                    connections: hub_conns.len(),
+                    users: users_online.len(),
+                    groups: hub_groups.len(),
+                    user_group_entries: entries,
+                }),
+                "counts of {hub}"
+            );
+        }
         for conn in &a.conns {
             let expected =
                 model
@@ -397,6 +439,12 @@ fn compare(m: &Membership, model: &Model, a: &Alphabet) {
                 groups,
                 "groups of {hub}/{conn}"
             );
+            check_pages(&groups, |after, limit| {
+                m.connection_groups_page(hub, conn, after, limit)
+                    .iter()
+                    .map(s)
+                    .collect()
+            });
         }
         for user in &a.users {
             let conns = strings(&model.user_connections(hub, user));
@@ -411,6 +459,12 @@ fn compare(m: &Membership, model: &Model, a: &Alphabet) {
                 .map(|c| (c.clone(), model.node_of(hub, c).unwrap_or(0)))
                 .collect();
             assert_eq!(got, expected, "connections of {hub}/{user}");
+            check_pages(&conns, |after, limit| {
+                m.user_connections_page(hub, user, after, limit)
+                    .iter()
+                    .map(s)
+                    .collect()
+            });
             let user_nodes: BTreeSet<NodeId> = expected.iter().map(|(_, n)| *n).collect();
             assert_eq!(
                 m.user_nodes(hub, user).collect::<Vec<_>>(),
@@ -508,6 +562,44 @@ fn compare(m: &Membership, model: &Model, a: &Alphabet) {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Something listed in pages, ordered by its key.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for String {
+    fn key(&self) -> &str {
+        self
+    }
+}
+
+impl<T> Keyed for (String, T) {
+    fn key(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `page(after, limit)` against `all` (ascending by key): the whole list at once, and every
+/// page after every listed key (and from the start) for small limits.
+fn check_pages<T: Keyed + Clone + PartialEq + std::fmt::Debug>(
+    all: &[T],
+    page: impl Fn(Option<&str>, usize) -> Vec<T>,
+) {
+    assert_eq!(page(None, usize::MAX), all, "everything at once");
+    let afters = std::iter::once(None).chain(all.iter().map(|t| Some(t.key())));
+    for after in afters.chain([Some(""), Some("~")]) {
+        for limit in [0, 1, 2] {
+            let expected: Vec<T> = all
+                .iter()
+                .filter(|t| after.is_none_or(|a| t.key() > a))
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(page(after, limit), expected, "after {after:?}, {limit}");
         }
     }
 }

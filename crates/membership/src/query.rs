@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Bound;
 
 use crate::state::{Group, Hub};
-use crate::{ConnectionInfo, Membership, Name, NodeId, NodeInfo, Stats, UserGroupInfo};
+use crate::{ConnectionInfo, HubCounts, Membership, Name, NodeId, NodeInfo, Stats, UserGroupInfo};
 
 impl Membership {
     /// State time: the largest batch time applied so far (milliseconds since the Unix epoch).
@@ -190,6 +190,102 @@ impl Membership {
         page
     }
 
+    /// The hub's connections ordered by id, strictly after `after`, at most `limit`:
+    /// `(connection, user)`. A scan of the hub's connections keeping the `limit` smallest (an
+    /// operator's listing, not a send path).
+    pub fn hub_connections_page(
+        &self,
+        hub: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Name, Option<Name>)> {
+        let Some(h) = self.hub(hub) else {
+            return Vec::new();
+        };
+        smallest_after(h.connections.iter().map(|(c, _)| c), after, limit)
+            .into_iter()
+            .map(|c| {
+                let user = h.connections.get(c).and_then(|conn| conn.user.clone());
+                (c.clone(), user)
+            })
+            .collect()
+    }
+
+    /// The user's connections ordered by id, strictly after `after`, at most `limit`.
+    pub fn user_connections_page(
+        &self,
+        hub: &str,
+        user: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Name> {
+        let Some(u) = self.hub(hub).and_then(|h| h.users.get(user)) else {
+            return Vec::new();
+        };
+        smallest_after(u.connections.iter(), after, limit)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The connection's groups ordered by name, strictly after `after`, at most `limit`.
+    pub fn connection_groups_page(
+        &self,
+        hub: &str,
+        connection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Name> {
+        smallest_after(self.connection_groups(hub, connection), after, limit)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The hub's groups (those with a connection) ordered by name, strictly after `after`, at
+    /// most `limit`, each with its member count.
+    pub fn hub_groups_page(
+        &self,
+        hub: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Name, usize)> {
+        let Some(h) = self.hub(hub) else {
+            return Vec::new();
+        };
+        smallest_after(h.groups.keys(), after, limit)
+            .into_iter()
+            .map(|g| {
+                let members = h
+                    .groups
+                    .get(g)
+                    .map_or(0, |g| g.by_node.iter().map(|(_, m)| m.len()).sum());
+                (g.clone(), members)
+            })
+            .collect()
+    }
+
+    /// Every hub with a connection or a stored entry, by name, with its sizes.
+    pub fn hub_counts(&self) -> Vec<HubCounts> {
+        let mut hubs: Vec<HubCounts> = self
+            .hubs
+            .iter()
+            .map(|(name, h)| HubCounts {
+                hub: name.clone(),
+                connections: h.connections.len(),
+                users: h
+                    .users
+                    .iter()
+                    .filter(|(_, u)| !u.connections.is_empty())
+                    .count(),
+                groups: h.groups.len(),
+                user_group_entries: h.entry_count,
+            })
+            .collect();
+        hubs.sort_unstable_by(|a, b| a.hub.cmp(&b.hub));
+        hubs
+    }
+
     /// Whether the user has a live stored entry for the group (`expires_at > now_ms`), as Azure's
     /// emulator answers: a connection of the user that joined the group (through an entry since
     /// expired, a `ttl=0` add, or a connection-group add) does not make the user a member.
@@ -248,4 +344,29 @@ fn range_after<'a>(
     start: Bound<&str>,
 ) -> std::collections::btree_set::Range<'a, Name> {
     members.range::<str, _>((start, Bound::Unbounded))
+}
+
+/// The `limit` smallest names strictly after `after`, ascending: one pass with a bounded
+/// max-heap, O(n log limit) for n names, whatever order they come in.
+fn smallest_after<'a>(
+    names: impl Iterator<Item = &'a Name>,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<&'a Name> {
+    if limit == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<&'a Name> = BinaryHeap::with_capacity(limit.min(1024) + 1);
+    for name in names {
+        if after.is_some_and(|a| &**name <= a) {
+            continue;
+        }
+        if heap.len() < limit {
+            heap.push(name);
+        } else if heap.peek().is_some_and(|largest| name < *largest) {
+            heap.pop();
+            heap.push(name);
+        }
+    }
+    heap.into_sorted_vec()
 }
