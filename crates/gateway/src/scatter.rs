@@ -5,8 +5,8 @@
 //! asks the gateways the store lists (each holds a live lease), in parallel, over the
 //! authenticated cluster plane:
 //!
-//! - existence checks and the paged group listing (`query_*`, `group_page`): the union of the
-//!   answers; a gateway that does not answer in time counts as holding nothing (counted and
+//! - existence checks and the paged listings (`query_*`, `group_page`, `list`, `hub_counts`):
+//!   the union of the answers; a gateway that does not answer in time counts as holding nothing (counted and
 //!   logged: its connections cannot be reached either);
 //! - a change to one connection (`change_connection`): applied where the connection is; not
 //!   found anywhere while a gateway did not answer is `503` (the change may belong there);
@@ -30,12 +30,14 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
+pub(crate) use switchboard_cluster::proto::listing::Kind as ListingKind;
 use switchboard_cluster::proto::presence_client::PresenceClient;
 use switchboard_cluster::proto::presence_query::What;
 use switchboard_cluster::proto::presence_server::{Presence, PresenceServer};
 use switchboard_cluster::proto::{
-    Announced, GroupPage, HubSet, HubsRequest, PresenceAnswer, PresenceApplied, PresenceChange,
-    PresenceMember, PresenceQuery, TicketClaim, TicketClaimed,
+    Announced, GroupPage, HubCount, HubCountsRequest, HubSet, HubsRequest, Listing as ListingQuery,
+    PresenceAnswer, PresenceApplied, PresenceChange, PresenceMember, PresenceQuery, TicketClaim,
+    TicketClaimed,
 };
 use switchboard_core::{Error, NodeId};
 use switchboard_membership::{Command, Name};
@@ -280,6 +282,202 @@ pub(crate) async fn group_page(
         }
     }
     merged.into_iter().collect()
+}
+
+/// One entry of a cluster-wide listing ([`list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// The connection id or the group name: what the listing is ordered by.
+    pub(crate) key: Name,
+    /// A connection's user (connection listings).
+    pub(crate) user: Option<Name>,
+    /// A group's members (hub group listings), summed over the gateways.
+    pub(crate) count: u64,
+    /// The gateway holding the connection (connection listings).
+    pub(crate) node: Option<NodeId>,
+}
+
+/// A cluster-wide listing's page.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// A connection's groups: whether any gateway holds the connection. Otherwise whether
+    /// anything was listed.
+    pub(crate) found: bool,
+    pub(crate) items: Vec<Listed>,
+}
+
+/// What this gateway holds of a listing (the same answer for itself and for a peer's query).
+fn list_here(
+    local: &switchboard_membership::Membership,
+    node: NodeId,
+    hub: &str,
+    kind: ListingKind,
+    subject: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Listing {
+    let connection = |(key, user): (Name, Option<Name>)| Listed {
+        key,
+        user,
+        count: 0,
+        node: Some(node),
+    };
+    let group = |key: Name, count: u64| Listed {
+        key,
+        user: None,
+        count,
+        node: None,
+    };
+    let items: Vec<Listed> = match kind {
+        ListingKind::Unspecified => Vec::new(),
+        ListingKind::HubConnections => local
+            .hub_connections_page(hub, after, limit)
+            .into_iter()
+            .map(connection)
+            .collect(),
+        ListingKind::UserConnections => local
+            .user_connections_page(hub, subject, after, limit)
+            .into_iter()
+            .map(|c| connection((c, Some(Name::from(subject)))))
+            .collect(),
+        ListingKind::ConnectionGroups => {
+            let found = local.connection(hub, subject).is_some();
+            let items = local
+                .connection_groups_page(hub, subject, after, limit)
+                .into_iter()
+                .map(|g| group(g, 0))
+                .collect();
+            return Listing { found, items };
+        }
+        ListingKind::HubGroups => local
+            .hub_groups_page(hub, after, limit)
+            .into_iter()
+            .map(|(g, n)| group(g, n as u64))
+            .collect(),
+    };
+    Listing {
+        found: !items.is_empty(),
+        items,
+    }
+}
+
+/// A listing across every gateway serving `hub`: each one's first `limit` after `after`,
+/// merged in key order and cut at `limit` (what lies beyond cannot be on this page). A gateway
+/// that does not answer in time counts as holding nothing, as in [`group_page`].
+pub(crate) async fn list(
+    shared: &Shared,
+    hub: &str,
+    kind: ListingKind,
+    subject: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Listing {
+    let here = list_here(
+        &shared.local.read(),
+        shared.config.node_id,
+        hub,
+        kind,
+        subject,
+        after,
+        limit,
+    );
+    let mut found = here.found;
+    let mut merged: BTreeMap<Name, Listed> =
+        here.items.into_iter().map(|l| (l.key.clone(), l)).collect();
+    let query = PresenceQuery {
+        hub: hub.to_owned(),
+        what: Some(What::Listing(ListingQuery {
+            kind: kind as i32,
+            subject: subject.to_owned(),
+            after: after.unwrap_or_default().to_owned(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        })),
+    };
+    let mut calls = ask_all(shared, hub, query);
+    while let Some((peer, answer)) = calls.next().await {
+        let Ok(answer) = answer else { continue };
+        if !current(&peer, answer.incarnation) {
+            continue;
+        }
+        found |= answer.found;
+        let members = answer.members.into_iter().take(limit).map(|m| Listed {
+            key: m.connection.into(),
+            user: (!m.user.is_empty()).then(|| Name::from(m.user)),
+            count: 0,
+            node: Some(peer.node),
+        });
+        let counts = answer.counts.into_iter().chain(std::iter::repeat(0));
+        let names = answer
+            .names
+            .into_iter()
+            .take(limit)
+            .zip(counts)
+            .map(|(n, c)| Listed {
+                key: n.into(),
+                user: None,
+                count: c,
+                node: None,
+            });
+        for listed in members.chain(names) {
+            if after.is_some_and(|a| &*listed.key <= a) {
+                continue;
+            }
+            match merged.entry(listed.key.clone()) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().count += listed.count;
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(listed);
+                }
+            }
+        }
+        while merged.len() > limit {
+            merged.pop_last();
+        }
+    }
+    Listing {
+        found: found || !merged.is_empty(),
+        items: merged.into_values().collect(),
+    }
+}
+
+/// The sizes of every hub on every gateway (this one first), by gateway. A gateway that does
+/// not answer in time is left out.
+pub(crate) async fn hub_counts(shared: &Shared) -> Vec<(NodeId, Vec<HubCount>)> {
+    let mine: Vec<HubCount> = shared
+        .local
+        .read()
+        .hub_counts()
+        .into_iter()
+        .map(hub_count)
+        .collect();
+    let mut out = vec![(shared.config.node_id, mine)];
+    let query = PresenceQuery {
+        hub: String::new(),
+        what: Some(What::HubCounts(HubCountsRequest {})),
+    };
+    let mut calls = call_all(shared, "query", peers(shared), move |mut c| {
+        let query = query.clone();
+        async move { c.query(timed(query)).await.map(Response::into_inner) }
+    });
+    while let Some((peer, answer)) = calls.next().await {
+        if let Ok(answer) = answer {
+            if current(&peer, answer.incarnation) {
+                out.push((peer.node, answer.hubs));
+            }
+        }
+    }
+    out.sort_by_key(|(node, _)| *node);
+    out
+}
+
+fn hub_count(c: switchboard_membership::HubCounts) -> HubCount {
+    HubCount {
+        hub: c.hub.to_string(),
+        connections: c.connections as u64,
+        users: c.users as u64,
+        groups: c.groups as u64,
+    }
 }
 
 fn encode(command: &Command) -> ApiResult<Vec<u8>> {
@@ -752,9 +950,8 @@ impl Presence for PresenceService {
         let hub = query.hub.as_str();
         let local = self.shared.local.read();
         let mut answer = PresenceAnswer {
-            found: false,
-            members: Vec::new(),
             incarnation: self.shared.config.incarnation,
+            ..PresenceAnswer::default()
         };
         match query.what {
             None => return Err(Status::invalid_argument("the query asks nothing")),
@@ -773,6 +970,38 @@ impl Presence for PresenceService {
                     })
                     .collect();
                 answer.found = !answer.members.is_empty();
+            }
+            Some(What::Listing(listing)) => {
+                let kind = ListingKind::try_from(listing.kind)
+                    .map_err(|_| Status::invalid_argument("unknown listing kind"))?;
+                let after = (!listing.after.is_empty()).then_some(listing.after.as_str());
+                let limit = (listing.limit as usize).min(MAX_PAGE);
+                let here = list_here(
+                    &local,
+                    self.shared.config.node_id,
+                    hub,
+                    kind,
+                    &listing.subject,
+                    after,
+                    limit,
+                );
+                answer.found = here.found;
+                for listed in here.items {
+                    match kind {
+                        ListingKind::ConnectionGroups | ListingKind::HubGroups => {
+                            answer.names.push(listed.key.to_string());
+                            answer.counts.push(listed.count);
+                        }
+                        _ => answer.members.push(PresenceMember {
+                            connection: listed.key.to_string(),
+                            user: listed.user.map(|u| u.to_string()).unwrap_or_default(),
+                        }),
+                    }
+                }
+            }
+            Some(What::HubCounts(_)) => {
+                answer.hubs = local.hub_counts().into_iter().map(hub_count).collect();
+                answer.found = !answer.hubs.is_empty();
             }
         }
         Ok(Response::new(answer))

@@ -167,6 +167,12 @@ fn timestamp_to_rfc3339(data: &[u8]) -> Option<String> {
         }
         _ => return None,
     };
+    rfc3339_utc(secs, nanos)
+}
+
+/// `secs` (and `nanos`) since the Unix epoch as an RFC 3339 UTC string
+/// (`2026-12-01T22:10:13.5Z`). `None` for `nanos` over a second or years outside 0000..=9999.
+pub fn rfc3339_utc(secs: i64, nanos: u32) -> Option<String> {
     if nanos > 999_999_999 {
         return None;
     }

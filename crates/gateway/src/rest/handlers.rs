@@ -387,7 +387,8 @@ pub(super) async fn close_group(State(shared): Ctx, call: RestCall) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Largest and default page of `GET .../groups/{group}/connections`.
+/// Largest and default page of the listings (`GET .../groups/{group}/connections` and the
+/// Switchboard extensions).
 const MAX_PAGE_SIZE: usize = 200;
 
 fn parse_count(
@@ -411,70 +412,226 @@ fn parse_count(
     }
 }
 
+/// The paging of a listing, as the 2024-12-01 group listing defines it: `maxpagesize` items
+/// per page (at most [`MAX_PAGE_SIZE`]), `top` items in all, and a `continuationToken` (the
+/// last key of the previous page, opaque to the caller) in each page's `nextLink`.
+struct Paging {
+    page_size: usize,
+    top: Option<usize>,
+    after: Option<String>,
+}
+
+impl Paging {
+    fn parse(call: &RestCall) -> ApiResult<Paging> {
+        let page_size = parse_count(
+            call.query.max_page_size.as_deref(),
+            "maxpagesize",
+            1..=MAX_PAGE_SIZE,
+        )?
+        .unwrap_or(MAX_PAGE_SIZE);
+        let top = parse_count(call.query.top.as_deref(), "top", 1..=usize::MAX)?;
+        let after = match call.query.continuation_token.as_deref() {
+            None | Some("") => None,
+            Some(token) => {
+                let raw = URL_SAFE_NO_PAD
+                    .decode(token)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                Some(raw.ok_or_else(|| {
+                    ApiError(
+                        Error::invalid("The continuationToken is not one this service issued.")
+                            .with_target("continuationToken"),
+                    )
+                })?)
+            }
+        };
+        Ok(Paging {
+            page_size,
+            top,
+            after,
+        })
+    }
+
+    fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+
+    /// Items on this page.
+    fn limit(&self) -> usize {
+        self.top.map_or(self.page_size, |t| t.min(self.page_size))
+    }
+
+    /// How many to fetch: one more than fits tells whether there is a next page.
+    fn fetch(&self) -> usize {
+        self.limit() + 1
+    }
+
+    /// The page's body from at most [`Paging::fetch`] items in key order: `value`, and
+    /// `nextLink` when more remain (and `top` allows more).
+    fn respond<T>(
+        &self,
+        call: &RestCall,
+        mut items: Vec<T>,
+        key: impl Fn(&T) -> &str,
+        item: impl Fn(&T) -> serde_json::Value,
+    ) -> Response {
+        let limit = self.limit();
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let remaining = self.top.map(|t| t - items.len());
+        let next_link = match (more, remaining, items.last()) {
+            (true, None, Some(last)) | (true, Some(1..), Some(last)) => {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                if let Some(app) = &call.query.application {
+                    query.append_pair("application", app);
+                }
+                if let Some(r) = remaining {
+                    query.append_pair("top", &r.to_string());
+                }
+                query.append_pair("maxpagesize", &self.page_size.to_string());
+                query.append_pair(
+                    "continuationToken",
+                    &URL_SAFE_NO_PAD.encode(key(last).as_bytes()),
+                );
+                if let Some(v) = &call.query.api_version {
+                    query.append_pair("api-version", v);
+                }
+                Some(format!("{}{}?{}", call.base_url, call.path, query.finish()))
+            }
+            _ => None,
+        };
+        let value: Vec<serde_json::Value> = items.iter().map(item).collect();
+        let mut body = json!({ "value": value });
+        if let Some(link) = next_link {
+            body["nextLink"] = json!(link);
+        }
+        Json(body).into_response()
+    }
+}
+
+fn connection_item(connection: &str, user: Option<&str>) -> serde_json::Value {
+    match user {
+        Some(user) => json!({ "connectionId": connection, "userId": user }),
+        None => json!({ "connectionId": connection }),
+    }
+}
+
 pub(super) async fn list_group_connections(
     State(shared): Ctx,
     call: RestCall,
 ) -> ApiResult<Response> {
     let group = call.group()?;
-    let page_size = parse_count(
-        call.query.max_page_size.as_deref(),
-        "maxpagesize",
-        1..=MAX_PAGE_SIZE,
-    )?
-    .unwrap_or(MAX_PAGE_SIZE);
-    let top = parse_count(call.query.top.as_deref(), "top", 1..=usize::MAX)?;
-    let after = match call.query.continuation_token.as_deref() {
-        None | Some("") => None,
-        Some(token) => {
-            let raw = URL_SAFE_NO_PAD
-                .decode(token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok());
-            Some(raw.ok_or_else(|| {
-                ApiError(
-                    Error::invalid("The continuationToken is not one this service issued.")
-                        .with_target("continuationToken"),
-                )
-            })?)
-        }
-    };
-    let limit = top.map_or(page_size, |t| t.min(page_size));
-    let mut page =
-        scatter::group_page(&shared, &call.hub, &group, after.as_deref(), limit + 1).await;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let remaining = top.map(|t| t - page.len());
-    let next_link = match (more, remaining, page.last()) {
-        (true, None, Some((last, _))) | (true, Some(1..), Some((last, _))) => {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            if let Some(app) = &call.query.application {
-                query.append_pair("application", app);
-            }
-            if let Some(r) = remaining {
-                query.append_pair("top", &r.to_string());
-            }
-            query.append_pair("maxpagesize", &page_size.to_string());
-            query.append_pair(
-                "continuationToken",
-                &URL_SAFE_NO_PAD.encode(last.as_bytes()),
-            );
-            if let Some(v) = &call.query.api_version {
-                query.append_pair("api-version", v);
-            }
-            Some(format!("{}{}?{}", call.base_url, call.path, query.finish()))
-        }
-        _ => None,
-    };
-    let value: Vec<_> = page
-        .iter()
-        .map(|(connection, user)| match user {
-            Some(user) => json!({ "connectionId": connection.as_ref(), "userId": user.as_ref() }),
-            None => json!({ "connectionId": connection.as_ref() }),
-        })
-        .collect();
-    let mut body = json!({ "value": value });
-    if let Some(link) = next_link {
-        body["nextLink"] = json!(link);
+    let paging = Paging::parse(&call)?;
+    let page =
+        scatter::group_page(&shared, &call.hub, &group, paging.after(), paging.fetch()).await;
+    Ok(paging.respond(
+        &call,
+        page,
+        |(c, _)| c,
+        |(c, u)| connection_item(c, u.as_deref()),
+    ))
+}
+
+/// A connection listing of every gateway (the Switchboard extensions).
+async fn list_connections(
+    shared: &Shared,
+    call: &RestCall,
+    kind: scatter::ListingKind,
+    subject: &str,
+) -> ApiResult<Response> {
+    let paging = Paging::parse(call)?;
+    let listing = scatter::list(
+        shared,
+        &call.hub,
+        kind,
+        subject,
+        paging.after(),
+        paging.fetch(),
+    )
+    .await;
+    Ok(paging.respond(
+        call,
+        listing.items,
+        |l| &l.key,
+        |l| connection_item(&l.key, l.user.as_deref()),
+    ))
+}
+
+/// `GET /api/hubs/{hub}/connections` (extension): the hub's connections on every gateway.
+pub(super) async fn list_hub_connections(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<Response> {
+    list_connections(&shared, &call, scatter::ListingKind::HubConnections, "").await
+}
+
+/// `GET /api/hubs/{hub}/users/{user}/connections` (extension).
+pub(super) async fn list_user_connections(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<Response> {
+    let user = call.user()?;
+    list_connections(&shared, &call, scatter::ListingKind::UserConnections, &user).await
+}
+
+/// `GET /api/hubs/{hub}/connections/{connection}/groups` (extension): 404 when no gateway
+/// holds the connection.
+pub(super) async fn list_connection_groups(
+    State(shared): Ctx,
+    call: RestCall,
+) -> ApiResult<Response> {
+    let connection = call.connection()?;
+    let paging = Paging::parse(&call)?;
+    let listing = scatter::list(
+        &shared,
+        &call.hub,
+        scatter::ListingKind::ConnectionGroups,
+        &connection,
+        paging.after(),
+        paging.fetch(),
+    )
+    .await;
+    if !listing.found {
+        return Err(ApiError::new(
+            ErrorCode::ConnectionNotExisted,
+            "The connection does not exist.",
+        ));
     }
-    Ok(Json(body).into_response())
+    Ok(paging.respond(
+        &call,
+        listing.items,
+        |l| &l.key,
+        |l| json!({ "group": l.key.as_ref() }),
+    ))
+}
+
+/// `GET /api/hubs/{hub}/users/{user}/groups` (extension): the user's stored user-group
+/// entries that have not expired, with each one's expiry, from the store.
+pub(super) async fn list_user_groups(State(shared): Ctx, call: RestCall) -> ApiResult<Response> {
+    let user = call.user()?;
+    let paging = Paging::parse(&call)?;
+    shared.sync_view().await;
+    let entries: Vec<_> = shared
+        .store
+        .view()
+        .read()
+        .user_groups(&call.hub, &user, now_ms())
+        .into_iter()
+        .filter(|e| paging.after().is_none_or(|a| &*e.group > a))
+        .take(paging.fetch())
+        .collect();
+    Ok(paging.respond(&call, entries, |e| &e.group, |e| user_group_item(e)))
+}
+
+fn user_group_item(entry: &switchboard_membership::UserGroupInfo) -> serde_json::Value {
+    let ms = entry.expires_at_ms;
+    let expires = switchboard_protocol::value::rfc3339_utc(
+        i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        (ms % 1000) as u32 * 1_000_000,
+    );
+    json!({
+        "group": entry.group.as_ref(),
+        "expiresAt": expires,
+        "countsTowardLimit": entry.counts_toward_cap,
+    })
 }

@@ -233,6 +233,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     r = both(r, "/hubs/{hub}/:closeConnections", post(close_hub));
     r = both(r, "/hubs/{hub}/:generateToken", post(generate_token));
     // Connections.
+    r = both(r, "/hubs/{hub}/connections", get(list_hub_connections));
     r = both(
         r,
         "/hubs/{hub}/connections/{connection}",
@@ -249,7 +250,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     r = both(
         r,
         "/hubs/{hub}/connections/{connection}/groups",
-        delete(remove_connection_from_all_groups),
+        delete(remove_connection_from_all_groups).get(list_connection_groups),
     );
     r = both(
         r,
@@ -271,7 +272,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     r = both(
         r,
         "/hubs/{hub}/users/{user}/groups",
-        delete(remove_user_from_all_groups),
+        delete(remove_user_from_all_groups).get(list_user_groups),
+    );
+    r = both(
+        r,
+        "/hubs/{hub}/users/{user}/connections",
+        get(list_user_connections),
     );
     r = both(
         r,
