@@ -51,6 +51,9 @@ npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 echo "==> building"
 cargo build --workspace --all-targets --locked
 
+echo "==> the README's cluster block, as written (three serve nodes, a listener, a broadcast)"
+tests/readme_cluster.sh
+
 echo "==> k6 smoke run of the load-test scenarios against a real server"
 loadtest/k6/smoke.sh
 
