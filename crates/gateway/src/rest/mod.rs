@@ -5,8 +5,10 @@
 //! two surfaces answer with different status codes the handler asks [`Surface`]. Each request
 //! passes through [`RestCall`], which authenticates it (JWT signed with an access key, audience =
 //! the request path), validates the hub/application names and parses the query string, so
-//! handlers only see valid input.
+//! handlers only see valid input. The operations themselves are one table (`api`), from which
+//! both the router and the OpenAPI document are built.
 
+pub(crate) mod api;
 mod handlers;
 mod payload;
 
@@ -18,7 +20,7 @@ use axum::extract::{FromRequestParts, MatchedPath, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use switchboard_auth::{check_audience, Audience, Claims};
 use switchboard_core::{names, ErrorCode};
@@ -120,7 +122,7 @@ impl RestCall {
     }
 
     pub fn connection(&self) -> ApiResult<Name> {
-        let id = self.param("connection")?;
+        let id = self.param("connectionId")?;
         names::connection_id(id)?;
         Ok(id.into())
     }
@@ -213,110 +215,24 @@ impl FromRequestParts<Arc<Shared>> for RestCall {
     }
 }
 
-/// Registers `method_router` at `path` under both surfaces.
-fn both(
-    router: Router<Arc<Shared>>,
-    path: &str,
-    method_router: MethodRouter<Arc<Shared>>,
-) -> Router<Arc<Shared>> {
-    router
-        .route(&format!("/api/v1{path}"), method_router.clone())
-        .route(&format!("/api{path}"), method_router)
-}
-
+/// Every operation of [`api::operations`] under both surfaces, and the OpenAPI document.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    use handlers::*;
-    let mut r = Router::new().without_v07_checks();
-    // Hub-wide.
-    r = both(r, "/hubs/{hub}", post(broadcast));
-    r = both(r, "/hubs/{hub}/:send", post(broadcast));
-    r = both(r, "/hubs/{hub}/:closeConnections", post(close_hub));
-    r = both(r, "/hubs/{hub}/:generateToken", post(generate_token));
-    // Connections.
-    r = both(r, "/hubs/{hub}/connections", get(list_hub_connections));
-    r = both(
-        r,
-        "/hubs/{hub}/connections/{connection}",
-        post(send_to_connection)
-            .get(connection_exists)
-            .head(connection_exists)
-            .delete(close_connection),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/connections/{connection}/:send",
-        post(send_to_connection),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/connections/{connection}/groups",
-        delete(remove_connection_from_all_groups).get(list_connection_groups),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/connections/{connection}/groups/{group}",
-        put(add_connection_to_group).delete(remove_connection_from_group),
-    );
-    // Users.
-    r = both(
-        r,
-        "/hubs/{hub}/users/{user}",
-        post(send_to_user).get(user_exists).head(user_exists),
-    );
-    r = both(r, "/hubs/{hub}/users/{user}/:send", post(send_to_user));
-    r = both(
-        r,
-        "/hubs/{hub}/users/{user}/:closeConnections",
-        post(close_user),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/users/{user}/groups",
-        delete(remove_user_from_all_groups).get(list_user_groups),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/users/{user}/connections",
-        get(list_user_connections),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/users/{user}/groups/{group}",
-        put(add_user_to_group)
-            .delete(remove_user_from_group)
-            .get(user_in_group)
-            .head(user_in_group),
-    );
-    // Groups.
-    r = both(
-        r,
-        "/hubs/{hub}/groups/{group}",
-        post(send_to_group).get(group_exists).head(group_exists),
-    );
-    r = both(r, "/hubs/{hub}/groups/{group}/:send", post(send_to_group));
-    r = both(
-        r,
-        "/hubs/{hub}/groups/{group}/:closeConnections",
-        post(close_group),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/groups/{group}/connections",
-        get(list_group_connections),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/groups/{group}/connections/{connection}",
-        put(add_connection_to_group).delete(remove_connection_from_group),
-    );
-    r = both(
-        r,
-        "/hubs/{hub}/groups/{group}/users/{user}",
-        put(add_user_to_group)
-            .delete(remove_user_from_group)
-            .get(user_in_group)
-            .head(user_in_group),
-    );
+    let mut by_path: Vec<(&str, MethodRouter<Arc<Shared>>)> = Vec::new();
+    for op in api::operations() {
+        let handler = (op.handler)();
+        match by_path.iter_mut().find(|(p, _)| *p == op.path) {
+            Some((_, router)) => *router = std::mem::take(router).merge(handler),
+            None => by_path.push((op.path, handler)),
+        }
+    }
+    let mut r = Router::new()
+        .without_v07_checks()
+        .route("/api/openapi.json", get(api::serve_document));
+    for (path, method_router) in by_path {
+        r = r
+            .route(&format!("/api/v1{path}"), method_router.clone())
+            .route(&format!("/api{path}"), method_router);
+    }
     r
 }
 
