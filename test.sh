@@ -54,6 +54,9 @@ cargo build --workspace --all-targets --locked
 echo "==> the README's cluster block, as written (three serve nodes, a listener, a broadcast)"
 tests/readme_cluster.sh
 
+echo "==> schemathesis: the REST API against its OpenAPI document (installs schemathesis from PyPI)"
+tests/openapi/run.sh
+
 echo "==> k6 smoke run of the load-test scenarios against a real server"
 loadtest/k6/smoke.sh
 

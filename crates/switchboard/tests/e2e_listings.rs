@@ -297,3 +297,34 @@ async fn listings_need_a_rest_token_for_their_path_and_refuse_bad_paging() -> an
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_token_and_lists_the_extensions(
+) -> anyhow::Result<()> {
+    let server = server().await?;
+    let r = reqwest::get(server.url("/api/openapi.json")).await?;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json")));
+    let doc: Value = r.json().await?;
+    assert_eq!(doc["openapi"], json!("3.1.0"));
+    for (path, verb) in [
+        ("/api/hubs/{hub}/connections", "get"),
+        ("/api/hubs/{hub}/users/{user}/connections", "get"),
+        ("/api/hubs/{hub}/connections/{connectionId}/groups", "get"),
+        ("/api/hubs/{hub}/users/{user}/groups", "get"),
+        ("/api/v1/hubs/{hub}/groups/{group}/connections", "get"),
+        ("/api/hubs/{hub}/:send", "post"),
+    ] {
+        let op = &doc["paths"][path][verb];
+        assert!(op.is_object(), "{verb} {path} is documented");
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{verb} {path} documents 401"
+        );
+    }
+    Ok(())
+}

@@ -620,7 +620,7 @@ pub(super) async fn list_user_groups(State(shared): Ctx, call: RestCall) -> ApiR
         .filter(|e| paging.after().is_none_or(|a| &*e.group > a))
         .take(paging.fetch())
         .collect();
-    Ok(paging.respond(&call, entries, |e| &e.group, |e| user_group_item(e)))
+    Ok(paging.respond(&call, entries, |e| &e.group, user_group_item))
 }
 
 fn user_group_item(entry: &switchboard_membership::UserGroupInfo) -> serde_json::Value {
