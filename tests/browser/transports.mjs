@@ -11,6 +11,14 @@
 //   {"id":2,"cmd":"report","name":"a"}      the page's window.report and console lines now
 //   {"id":3,"cmd":"close","name":"a"}
 //
+// And for pages that are not the transports page (the admin page), plain DOM steps:
+//   {"cmd":"goto","name":"p","url":"..."}                  opens a page, waits for its load
+//   {"cmd":"fill","name":"p","selector":"#token","value":"..."}
+//   {"cmd":"click","name":"p","selector":"#login-button"}
+//   {"cmd":"waitText","name":"p","selector":"#trace","text":"..."}
+//      waits until the element's text contains `text`; replies with {"text"}
+//   {"cmd":"text","name":"p","selector":"#overview"}         the element's text now
+//
 // The browser closes when stdin ends. CHROMIUM names the browser binary (default:
 // /usr/bin/chromium, else chromium on PATH).
 
@@ -73,7 +81,56 @@ async function close(cmd) {
   return {};
 }
 
-const COMMANDS = { open, report, close };
+function entry(cmd) {
+  const found = pages.get(cmd.name);
+  if (!found) throw new Error(`no page ${cmd.name}`);
+  return found;
+}
+
+async function goto(cmd) {
+  if (pages.has(cmd.name)) throw new Error(`page ${cmd.name} is already open`);
+  const page = await context.newPage();
+  const lines = [];
+  page.on("console", (m) => lines.push(`console.${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => lines.push(`page error: ${e.message}`));
+  pages.set(cmd.name, { page, lines });
+  const response = await page.goto(cmd.url);
+  return { status: response ? response.status() : null, console: lines };
+}
+
+async function fill(cmd) {
+  await entry(cmd).page.fill(cmd.selector, cmd.value);
+  return {};
+}
+
+async function click(cmd) {
+  await entry(cmd).page.click(cmd.selector);
+  return {};
+}
+
+async function text(cmd) {
+  const { page, lines } = entry(cmd);
+  return { text: await page.textContent(cmd.selector), console: lines };
+}
+
+async function waitText(cmd) {
+  const { page, lines } = entry(cmd);
+  try {
+    await page.waitForFunction(
+      ([selector, wanted]) => {
+        const element = document.querySelector(selector);
+        return element !== null && element.textContent.includes(wanted);
+      },
+      [cmd.selector, cmd.text],
+    );
+  } catch (error) {
+    const now = await page.textContent(cmd.selector).catch(() => null);
+    throw new Error(`${cmd.selector} never contained ${JSON.stringify(cmd.text)}; it holds ${JSON.stringify(now)}; console: ${lines.join(" | ")}`);
+  }
+  return { text: await page.textContent(cmd.selector) };
+}
+
+const COMMANDS = { open, report, close, goto, fill, click, text, waitText };
 
 try {
   browser = await chromium.launch({

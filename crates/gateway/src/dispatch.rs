@@ -151,6 +151,61 @@ pub enum Recipients {
     },
 }
 
+impl Recipients {
+    /// Who, in a few words (the admin page's trace).
+    pub fn describe(&self) -> String {
+        match self {
+            Recipients::Hub { .. } => "hub".to_owned(),
+            Recipients::User { user, .. } => format!("user {user}"),
+            Recipients::Connection { connection } => format!("connection {connection}"),
+            Recipients::Group { group, .. } => format!("group {group}"),
+        }
+    }
+}
+
+/// An envelope as a trace event for the admin page.
+pub(crate) fn describe(envelope: &Envelope) -> serde_json::Value {
+    match envelope {
+        Envelope::Message {
+            hub,
+            recipients,
+            payload,
+        } => {
+            let (target, bytes) = match payload.source() {
+                PayloadSource::Json { target, arguments } => {
+                    (Some(target.as_str()), arguments.len())
+                }
+                PayloadSource::MessagePack { target, arguments } => {
+                    (Some(target.as_str()), arguments.len())
+                }
+                PayloadSource::Framed { json, messagepack } => (
+                    None,
+                    json.as_ref()
+                        .or(messagepack.as_ref())
+                        .map_or(0, |b| b.len()),
+                ),
+            };
+            serde_json::json!({
+                "type": "message",
+                "hub": hub.as_ref(),
+                "to": recipients.describe(),
+                "target": target,
+                "bytes": bytes,
+            })
+        }
+        Envelope::Close {
+            hub,
+            recipients,
+            reason,
+        } => serde_json::json!({
+            "type": "close",
+            "hub": hub.as_ref(),
+            "to": recipients.describe(),
+            "reason": reason,
+        }),
+    }
+}
+
 /// A routed unit: a message or a close command for some recipients of a hub.
 #[derive(Debug, Clone)]
 pub enum Envelope {

@@ -21,6 +21,7 @@
 //! - [`cors`]: which browser origins get CORS headers (`--cors-allowed-origins`).
 //! - [`error`]: the single mapping from error codes to HTTP responses.
 
+pub mod admin;
 pub mod client;
 pub mod cors;
 pub mod dispatch;
@@ -145,6 +146,8 @@ pub struct GatewayConfig {
     /// Stateful reconnect: bytes of unacknowledged messages kept per connection (ASP.NET Core's
     /// default, 100,000); beyond, sending waits for the client's acks.
     pub stateful_reconnect_buffer: usize,
+    /// Serve the admin page and its API at `/admin/` (`--admin`).
+    pub admin: bool,
 }
 
 impl GatewayConfig {
@@ -172,6 +175,7 @@ impl GatewayConfig {
             cors: cors::CorsOrigins::Any,
             stateful_reconnect_window: Duration::from_secs(15),
             stateful_reconnect_buffer: 100_000,
+            admin: false,
         }
     }
 }
@@ -198,6 +202,8 @@ pub struct Shared {
     /// The serverless upstream, when one is configured.
     pub upstream: Option<Arc<upstream::Upstream>>,
     pub(crate) tracker: TaskTracker,
+    /// The admin page's live trace of this gateway (records nothing without `--admin`).
+    pub trace: Arc<admin::trace::Trace>,
     /// One permit per client connection this gateway may still take (`max_connections`).
     pub(crate) connection_slots: Arc<tokio::sync::Semaphore>,
     /// Open Server-Sent Events and Long Polling connections, by the `id` their client presents.
@@ -295,6 +301,7 @@ impl Shared {
     /// for a connection held here). The message has been accepted when this returns.
     pub fn dispatch(&self, envelope: Envelope) {
         let received = Instant::now();
+        self.trace.emit(|| dispatch::describe(&envelope));
         if let Some(fanout) = &self.transport {
             let peers = peers::route(self, &envelope);
             if !peers.is_empty() {
@@ -358,6 +365,7 @@ impl Gateway {
             metrics: metrics.clone(),
             limits: config.queue_limits,
         };
+        let config_admin = config.admin;
         let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
             let fanout = config.cluster.clone().map(|channels| {
                 let inbound = Arc::new(peers::PeerInbound::new(me.clone()));
@@ -402,6 +410,7 @@ impl Gateway {
                 resumable: Default::default(),
                 relay_holders: Default::default(),
                 registered: AtomicBool::new(false),
+                trace: Arc::new(admin::trace::Trace::new(config_admin)),
                 draining: AtomicBool::new(false),
             }
         });
@@ -430,14 +439,19 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let shared = self.shared.clone();
         let ready: observability::ReadyCheck = Arc::new(move || shared.readiness());
-        Router::new()
+        let mut router = Router::new()
             .without_v07_checks()
             .merge(observability::router(ready, self.shared.prometheus.clone()))
             .merge(rest::routes())
-            .merge(client::routes())
+            .merge(client::routes());
+        if self.shared.config.admin {
+            router = router.merge(admin::routes());
+        }
+        let trace = self.shared.config.admin.then(|| self.shared.trace.clone());
+        router
             .fallback(rest::not_found)
             .method_not_allowed_fallback(rest::method_not_allowed)
-            .layer(rest::TrackHttpLayer)
+            .layer(rest::TrackHttpLayer { trace })
             .layer(self.shared.config.cors.layer())
             .with_state(self.shared.clone())
     }
@@ -475,6 +489,7 @@ impl Gateway {
             "shutting down: draining connections"
         );
         shared.draining.store(true, Ordering::Release);
+        shared.trace.close();
         stop_accepting.cancel();
         shared.close_all(CloseReason::Shutdown, client::SHUTDOWN_MESSAGE);
         shared.tracker.close();

@@ -188,6 +188,18 @@ impl GatewayMetrics {
             "switchboard_http_requests_total",
             "HTTP requests by matched route template, method and status."
         );
+        describe_counter!(
+            "switchboard_admin_refusals_total",
+            "Admin API requests refused for want of an admin token (--admin)."
+        );
+        describe_gauge!(
+            "switchboard_admin_trace_streams",
+            "Open live-trace streams of the admin page."
+        );
+        describe_counter!(
+            "switchboard_admin_trace_dropped_total",
+            "Live-trace events a slow admin viewer missed."
+        );
         describe_histogram!(
             "switchboard_http_request_duration_seconds",
             Unit::Seconds,

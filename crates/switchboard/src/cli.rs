@@ -417,6 +417,12 @@ pub struct GatewayFlags {
     )]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Serve the admin page at /admin/ (live counts, connections, users and groups, the store's
+    /// state, a live trace). It answers only tokens signed with an access key for /admin/
+    /// (`switchboard token --admin`).
+    #[arg(long, env = "SWITCHBOARD_ADMIN")]
+    pub admin: bool,
+
     /// Stateful reconnect (clients with `withStatefulReconnect()`): seconds a connection whose
     /// WebSocket dropped stays open for its client to come back; 0 turns stateful reconnect off.
     #[arg(
@@ -640,6 +646,11 @@ pub struct TokenArgs {
     /// instead of a client token.
     #[arg(long)]
     pub rest: Option<String>,
+
+    /// Mint an admin token (for the admin page at /admin/ of a node started with --admin)
+    /// instead of a client token.
+    #[arg(long, conflicts_with = "rest")]
+    pub admin: bool,
 
     /// Print one JSON object instead of lines.
     #[arg(long, conflicts_with = "only")]

@@ -254,6 +254,7 @@ fn gateway_config(
     config.lease = Duration::from_secs(flags.lease);
     config.stateful_reconnect_window = Duration::from_secs(flags.stateful_reconnect_window);
     config.stateful_reconnect_buffer = flags.stateful_reconnect_buffer;
+    config.admin = flags.admin;
     config.cluster = cluster;
     // Checked by `validate_gateway` before anything starts; were it not, no origin would pass.
     config.cors = CorsOrigins::parse(&flags.cors_allowed_origins)

@@ -33,6 +33,15 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    if args.admin {
+        let url = format!(
+            "{}{}",
+            cs.base_url(),
+            switchboard_gateway::admin::AUDIENCE_PATH
+        );
+        let token = mint_rest_token(&key, &url, None, now, args.lifetime);
+        return Ok(render(args, &url, &token));
+    }
     if let Some(rest) = &args.rest {
         let url = if rest.starts_with("http://") || rest.starts_with("https://") {
             rest.clone()

@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -20,9 +19,6 @@ use axum::routing::get;
 use axum::Router;
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Mutex;
 
 const API: &str = "api-version=2022-06-01";
 const HUB: &str = "chat";
@@ -166,66 +162,17 @@ impl std::fmt::Display for Seen {
 }
 
 /// Headless Chromium with any number of named pages, through `tests/browser/transports.mjs`.
-struct Browser {
-    _child: Child,
-    io: Mutex<(ChildStdin, Lines<BufReader<ChildStdout>>, u64)>,
-}
+struct Browser(switchboard_testkit::browser::BrowserDriver);
 
 impl Browser {
     async fn start() -> anyhow::Result<Browser> {
-        let dir = repo_root().join("tests/browser");
-        if !dir.join("node_modules/playwright-core").exists() {
-            bail!("playwright-core is not installed: run `npm ci --prefix tests/browser` (./test.sh does it)");
-        }
-        let mut child = Command::new("node")
-            .arg("transports.mjs")
-            .current_dir(&dir)
-            .env("WAIT_MS", WAIT.as_millis().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting node (is Node.js installed?)")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(150), lines.next_line())
-            .await
-            .context("Chromium did not start")??
-            .context("the browser driver exited")?;
-        let ready: Value = serde_json::from_str(&ready)?;
-        if ready["ready"] != json!(true) {
-            bail!("Chromium did not start: {}", ready["error"]);
-        }
-        Ok(Browser {
-            _child: child,
-            io: Mutex::new((stdin, lines, 1)),
-        })
+        Ok(Browser(
+            switchboard_testkit::browser::BrowserDriver::start(WAIT).await?,
+        ))
     }
 
-    async fn call(&self, mut command: Value) -> anyhow::Result<Value> {
-        let mut io = self.io.lock().await;
-        let (stdin, lines, next_id) = &mut *io;
-        let id = *next_id;
-        *next_id += 1;
-        command["id"] = json!(id);
-        stdin.write_all(format!("{command}\n").as_bytes()).await?;
-        stdin.flush().await?;
-        loop {
-            let line = tokio::time::timeout(WAIT * 2, lines.next_line())
-                .await
-                .with_context(|| format!("no reply from the browser driver to {command}"))??
-                .context("the browser driver exited")?;
-            let reply: Value = serde_json::from_str(&line)
-                .with_context(|| format!("the browser driver printed {line:?}"))?;
-            if reply["id"] != json!(id) {
-                continue;
-            }
-            if reply["ok"] != json!(true) {
-                bail!("{command}: {}", reply["error"]);
-            }
-            return Ok(reply);
-        }
+    async fn call(&self, command: Value) -> anyhow::Result<Value> {
+        self.0.call(command).await
     }
 
     fn seen(reply: Value) -> Seen {

@@ -8,6 +8,7 @@
 //! Waiting is always "until a condition holds or a deadline passes" ([`eventually`]), never a
 //! fixed sleep followed by an assertion.
 
+pub mod browser;
 mod cluster;
 mod js;
 pub mod mount;

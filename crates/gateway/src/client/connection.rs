@@ -412,6 +412,14 @@ where
             return Err(IN_USE.into());
         }
         handle.mark_registered();
+        self.shared.trace.emit(|| {
+            serde_json::json!({
+                "type": "connected",
+                "hub": handle.hub.as_ref(),
+                "connection": handle.id.as_ref(),
+                "user": handle.user.as_deref(),
+            })
+        });
         Ok(())
     }
 
@@ -420,6 +428,14 @@ where
         self.shared.metrics.closed(reason);
         if handle.is_registered() {
             self.shared.local.close(&handle.hub, &handle.id);
+            self.shared.trace.emit(|| {
+                serde_json::json!({
+                    "type": "disconnected",
+                    "hub": handle.hub.as_ref(),
+                    "connection": handle.id.as_ref(),
+                    "reason": reason.as_str(),
+                })
+            });
         }
     }
 

@@ -257,21 +257,30 @@ pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> 
 /// to 90 s. The `from_fn` form kept about 1.3 KiB per request (its boxed async block, the
 /// middleware's `Next` and two route strings), this keeps the route's shared name, the method
 /// and the start time beside the inner future.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TrackHttpLayer;
+///
+/// With the admin page on, REST calls (`/api/...` but health and the OpenAPI document) also
+/// go to its live trace.
+#[derive(Clone, Default)]
+pub(crate) struct TrackHttpLayer {
+    pub(crate) trace: Option<Arc<crate::admin::trace::Trace>>,
+}
 
 impl<S> tower::Layer<S> for TrackHttpLayer {
     type Service = TrackHttp<S>;
 
     fn layer(&self, inner: S) -> TrackHttp<S> {
-        TrackHttp { inner }
+        TrackHttp {
+            inner,
+            trace: self.trace.clone(),
+        }
     }
 }
 
 /// See [`TrackHttpLayer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct TrackHttp<S> {
     inner: S,
+    trace: Option<Arc<crate::admin::trace::Trace>>,
 }
 
 impl<S> tower::Service<Request> for TrackHttp<S>
@@ -292,11 +301,18 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = request.method().clone();
+        let trace = self.trace.clone().filter(|_| {
+            route.as_ref().is_some_and(|r| {
+                let r = r.as_str();
+                r.starts_with("/api/") && !r.ends_with("/health") && r != "/api/openapi.json"
+            })
+        });
         Tracked {
             inner: self.inner.call(request),
             start: Instant::now(),
             route,
             method,
+            trace,
         }
     }
 }
@@ -309,6 +325,7 @@ pin_project_lite::pin_project! {
         start: Instant,
         route: Option<MatchedPath>,
         method: Method,
+        trace: Option<Arc<crate::admin::trace::Trace>>,
     }
 }
 
@@ -332,8 +349,20 @@ where
             let status = response.status().as_u16().to_string();
             metrics::counter!("switchboard_http_requests_total", "route" => route.clone(), "method" => this.method.as_str().to_owned(), "status" => status)
                 .increment(1);
+            let elapsed = this.start.elapsed();
+            if let Some(trace) = this.trace.as_ref() {
+                trace.emit(|| {
+                    serde_json::json!({
+                        "type": "rest",
+                        "method": this.method.as_str(),
+                        "route": route,
+                        "status": response.status().as_u16(),
+                        "ms": elapsed.as_millis() as u64,
+                    })
+                });
+            }
             metrics::histogram!("switchboard_http_request_duration_seconds", "route" => route)
-                .record(this.start.elapsed().as_secs_f64());
+                .record(elapsed.as_secs_f64());
         }
         std::task::Poll::Ready(result)
     }

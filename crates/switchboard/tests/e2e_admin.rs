@@ -1,0 +1,239 @@
+//! The admin page (`--admin`): off by default; its API refuses every caller without an admin
+//! token (no token, a REST token for another path, a client token, a token of another key);
+//! in headless Chromium a viewer is refused with a bad token, logs in with one minted by
+//! `switchboard token --admin`, sees a connection appear when a client connects, its group,
+//! the user's stored groups, and a REST broadcast in the live trace.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use switchboard_testkit::browser::BrowserDriver;
+
+const V: &str = "api-version=2022-06-01";
+
+/// An admin token for `server`, minted by the command line as an operator would.
+async fn admin_token(server: &Server) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(bin())
+        .args(["token", "--admin", "--only", "token", "--connection-string"])
+        .arg(server.connection_string())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+#[tokio::test]
+async fn the_admin_page_is_off_by_default_and_refuses_callers_without_an_admin_token(
+) -> anyhow::Result<()> {
+    let off = server().await?;
+    let r = reqwest::get(off.url("/admin/")).await?;
+    assert_eq!(r.status(), 404);
+    let token = admin_token(&off).await?;
+    let r = reqwest::Client::new()
+        .get(off.url("/admin/api/overview"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404, "no admin API without --admin");
+
+    let on = server_with(&["--admin"]).await?;
+    let token = admin_token(&on).await?;
+    let http = reqwest::Client::new();
+    // The page itself carries no data and needs no token.
+    let r = http.get(on.url("/admin/")).send().await?;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await?.contains("Log in"));
+    let other_key = switchboard_auth::mint_rest_token(
+        "another key entirely",
+        &on.url("/admin/"),
+        None,
+        now_secs(),
+        600,
+    );
+    let refused = [
+        None,
+        Some(on.rest_token("/api/hubs/chat/connections")),
+        Some(on.rest_token("/admin/api/overview")),
+        Some(on.client_token("chat", Some("ann"))),
+        Some(other_key),
+    ];
+    for path in [
+        "/admin/api/overview",
+        "/admin/api/hubs/chat/connections",
+        "/admin/api/hubs/chat/groups",
+        "/admin/api/hubs/chat/users/ann",
+        "/admin/api/hubs/chat/connections/x",
+        "/admin/api/trace",
+    ] {
+        for auth in &refused {
+            let mut request = http.get(on.url(path));
+            if let Some(t) = auth {
+                request = request.bearer_auth(t);
+            }
+            let r = request.send().await?;
+            assert_eq!(r.status(), 401, "{path} with {auth:?}");
+            let detail: Value = r.json().await?;
+            assert!(detail["code"].is_string() && detail["message"].is_string());
+        }
+    }
+    // The admin token opens the API (and proves the refusals above were not vacuous).
+    let r = http
+        .get(on.url("/admin/api/overview"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let overview: Value = r.json().await?;
+    assert_eq!(overview["store"]["isLeader"], json!(true), "{overview}");
+    // An admin token is not a REST token.
+    let r = http
+        .get(on.url("/api/hubs/chat/connections?api-version=2024-12-01"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn headless_chromium_logs_in_and_sees_connections_groups_and_the_live_trace(
+) -> anyhow::Result<()> {
+    let server = server_with(&["--admin"]).await?;
+    let token = admin_token(&server).await?;
+    let browser = BrowserDriver::start(Duration::from_secs(30)).await?;
+    let page = |cmd: &str, extra: Value| {
+        let mut c = extra;
+        c["cmd"] = json!(cmd);
+        c["name"] = json!("admin");
+        c
+    };
+    let opened = browser
+        .call(page("goto", json!({ "url": server.url("/admin/") })))
+        .await?;
+    assert_eq!(opened["status"], json!(200));
+
+    // A bad token is refused and the viewer stays on the login form.
+    browser
+        .call(page(
+            "fill",
+            json!({ "selector": "#token", "value": "not-a-token" }),
+        ))
+        .await?;
+    browser
+        .call(page("click", json!({ "selector": "#login-button" })))
+        .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#login-error", "text": "Refused" }),
+        ))
+        .await?;
+
+    // The admin token logs in.
+    browser
+        .call(page(
+            "fill",
+            json!({ "selector": "#token", "value": token }),
+        ))
+        .await?;
+    browser
+        .call(page("click", json!({ "selector": "#login-button" })))
+        .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#overview", "text": "connections on this gateway" }),
+        ))
+        .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#trace-state", "text": "live" }),
+        ))
+        .await?;
+
+    // A client connects: it appears in the list and in the trace.
+    let mut js = JsClients::start().await?;
+    let id = js.connect_simple("a", &server, "chat", Some("ann")).await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#connections", "text": id }),
+        ))
+        .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#trace", "text": format!("connected chat {id} (ann)") }),
+        ))
+        .await?;
+
+    // Its group, and the user's stored group, show up.
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/groups/room/connections/{id}?{V}"),
+        200,
+    )
+    .await?;
+    expect_status(
+        &server,
+        "PUT",
+        &format!("/api/hubs/chat/users/ann/groups/vip?{V}"),
+        200,
+    )
+    .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#groups", "text": "room" }),
+        ))
+        .await?;
+    browser
+        .call(page(
+            "fill",
+            json!({ "selector": "#user-input", "value": "ann" }),
+        ))
+        .await?;
+    browser
+        .call(page("click", json!({ "selector": "#user-button" })))
+        .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#user-result", "text": "group vip until" }),
+        ))
+        .await?;
+
+    // A REST broadcast reaches the client and the live trace.
+    send_ok(
+        &server,
+        &format!("/api/hubs/chat/:send?{V}"),
+        json!(["hello from rest"]),
+    )
+    .await?;
+    assert_eq!(
+        js.next_message("a").await?.args,
+        vec![json!("hello from rest")]
+    );
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#trace", "text": "message chat → hub: message" }),
+        ))
+        .await?;
+    browser
+        .call(page(
+            "waitText",
+            json!({ "selector": "#trace", "text": "POST /api/hubs/{hub}/:send → 202" }),
+        ))
+        .await?;
+    Ok(())
+}
