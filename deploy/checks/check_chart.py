@@ -66,6 +66,7 @@ SCENARIOS = [
                         "loadBalancerSourceRanges": ["10.0.0.0/8"]},
             "imagePullSecrets": [{"name": "regcred"}],
             "logFilter": "info,switchboard_gateway=debug",
+            "admin": {"enabled": True},
             "image": {"tag": "1.2.3"},
             "shutdown": {"preStopSleepSeconds": 10, "shutdownGraceSeconds": 20,
                          "terminationGracePeriodSeconds": 45},
@@ -554,6 +555,13 @@ def check_upstream(f: Failures, where: str, template: dict, values: dict, upstre
                 f"{where}: SWITCHBOARD_UPSTREAM_TIMEOUT must be upstream.timeout")
     else:
         f.check("SWITCHBOARD_UPSTREAM_TIMEOUT" not in envs, f"{where}: SWITCHBOARD_UPSTREAM_TIMEOUT is not a flag of `switchboard store`")
+    admin = bool((values.get("admin") or {}).get("enabled"))
+    if clients and admin:
+        f.check(envs.get("SWITCHBOARD_ADMIN", {}).get("value") == "true",
+                f"{where}: admin.enabled must set SWITCHBOARD_ADMIN=true")
+    else:
+        f.check("SWITCHBOARD_ADMIN" not in envs,
+                f"{where}: SWITCHBOARD_ADMIN is set without admin.enabled, or on a store voter")
     if clients and upstream_secret:
         path = arg_value(args, "--upstream-config")
         if f.check(path == UPSTREAM_FILE and args.count("--upstream-config") == 1,

@@ -394,6 +394,10 @@ Environment of the processes that hold client connections (gateways, serve nodes
   value: {{ .Values.connections.connectionTokenLifetime | int | quote }}
 - name: SWITCHBOARD_UPSTREAM_TIMEOUT
   value: {{ .Values.upstream.timeout | int | quote }}
+{{- if .Values.admin.enabled }}
+- name: SWITCHBOARD_ADMIN
+  value: "true"
+{{- end }}
 {{- with .Values.connections.maxConnections }}
 - name: SWITCHBOARD_MAX_CONNECTIONS
   value: {{ . | int64 | quote }}
