@@ -241,49 +241,6 @@ pub(crate) async fn group_exists(shared: &Shared, hub: &str, group: &str) -> boo
     found_anywhere(shared, hub, What::Group(group.to_owned())).await
 }
 
-/// The group's members on every gateway, by connection id, after `after`, at most `limit`.
-pub(crate) async fn group_page(
-    shared: &Shared,
-    hub: &str,
-    group: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> Vec<(Name, Option<Name>)> {
-    let mut merged: BTreeMap<Name, Option<Name>> = shared
-        .local
-        .read()
-        .group_connections_page(hub, group, after, limit)
-        .into_iter()
-        .collect();
-    let query = PresenceQuery {
-        hub: hub.to_owned(),
-        what: Some(What::GroupPage(GroupPage {
-            group: group.to_owned(),
-            after: after.unwrap_or_default().to_owned(),
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
-        })),
-    };
-    let mut calls = ask_all(shared, hub, query);
-    while let Some((peer, answer)) = calls.next().await {
-        let Ok(answer) = answer else { continue };
-        if !current(&peer, answer.incarnation) {
-            continue;
-        }
-        for member in answer.members.into_iter().take(limit) {
-            if after.is_some_and(|a| member.connection.as_str() <= a) {
-                continue;
-            }
-            let user = (!member.user.is_empty()).then(|| Name::from(member.user));
-            merged.insert(member.connection.into(), user);
-        }
-        // Keep only the first `limit`: what lies beyond cannot be on this page.
-        while merged.len() > limit {
-            merged.pop_last();
-        }
-    }
-    merged.into_iter().collect()
-}
-
 /// One entry of a cluster-wide listing ([`list`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Listed {
@@ -295,6 +252,26 @@ pub(crate) struct Listed {
     pub(crate) count: u64,
     /// The gateway holding the connection (connection listings).
     pub(crate) node: Option<NodeId>,
+}
+
+impl Listed {
+    fn connection(key: Name, user: Option<Name>, node: NodeId) -> Listed {
+        Listed {
+            key,
+            user,
+            count: 0,
+            node: Some(node),
+        }
+    }
+
+    fn group(key: Name, count: u64) -> Listed {
+        Listed {
+            key,
+            user: None,
+            count,
+            node: None,
+        }
+    }
 }
 
 /// A cluster-wide listing's page.
@@ -316,18 +293,8 @@ fn list_here(
     after: Option<&str>,
     limit: usize,
 ) -> Listing {
-    let connection = |(key, user): (Name, Option<Name>)| Listed {
-        key,
-        user,
-        count: 0,
-        node: Some(node),
-    };
-    let group = |key: Name, count: u64| Listed {
-        key,
-        user: None,
-        count,
-        node: None,
-    };
+    let connection = |(key, user): (Name, Option<Name>)| Listed::connection(key, user, node);
+    let group = Listed::group;
     let items: Vec<Listed> = match kind {
         ListingKind::Unspecified => Vec::new(),
         ListingKind::HubConnections => local
@@ -361,6 +328,42 @@ fn list_here(
     }
 }
 
+/// The group's members on every gateway, by connection id, after `after`, at most `limit`.
+pub(crate) async fn group_page(
+    shared: &Shared,
+    hub: &str,
+    group: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<(Name, Option<Name>)> {
+    let node = shared.config.node_id;
+    let items = shared
+        .local
+        .read()
+        .group_connections_page(hub, group, after, limit)
+        .into_iter()
+        .map(|(key, user)| Listed::connection(key, user, node))
+        .collect();
+    let here = Listing {
+        found: false,
+        items,
+    };
+    let query = PresenceQuery {
+        hub: hub.to_owned(),
+        what: Some(What::GroupPage(GroupPage {
+            group: group.to_owned(),
+            after: after.unwrap_or_default().to_owned(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        })),
+    };
+    gather(shared, hub, query, here, after, limit)
+        .await
+        .items
+        .into_iter()
+        .map(|l| (l.key, l.user))
+        .collect()
+}
+
 /// A listing across every gateway serving `hub`: each one's first `limit` after `after`,
 /// merged in key order and cut at `limit` (what lies beyond cannot be on this page). A gateway
 /// that does not answer in time counts as holding nothing, as in [`group_page`].
@@ -381,9 +384,6 @@ pub(crate) async fn list(
         after,
         limit,
     );
-    let mut found = here.found;
-    let mut merged: BTreeMap<Name, Listed> =
-        here.items.into_iter().map(|l| (l.key.clone(), l)).collect();
     let query = PresenceQuery {
         hub: hub.to_owned(),
         what: Some(What::Listing(ListingQuery {
@@ -393,6 +393,22 @@ pub(crate) async fn list(
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         })),
     };
+    gather(shared, hub, query, here, after, limit).await
+}
+
+/// Asks `query` of every gateway serving `hub` and merges their answers with `here` (this
+/// gateway's) in key order, cut at `limit`: what lies beyond cannot be on this page.
+async fn gather(
+    shared: &Shared,
+    hub: &str,
+    query: PresenceQuery,
+    here: Listing,
+    after: Option<&str>,
+    limit: usize,
+) -> Listing {
+    let mut found = here.found;
+    let mut merged: BTreeMap<Name, Listed> =
+        here.items.into_iter().map(|l| (l.key.clone(), l)).collect();
     let mut calls = ask_all(shared, hub, query);
     while let Some((peer, answer)) = calls.next().await {
         let Ok(answer) = answer else { continue };
@@ -400,11 +416,9 @@ pub(crate) async fn list(
             continue;
         }
         found |= answer.found;
-        let members = answer.members.into_iter().take(limit).map(|m| Listed {
-            key: m.connection.into(),
-            user: (!m.user.is_empty()).then(|| Name::from(m.user)),
-            count: 0,
-            node: Some(peer.node),
+        let members = answer.members.into_iter().take(limit).map(|m| {
+            let user = (!m.user.is_empty()).then(|| Name::from(m.user));
+            Listed::connection(m.connection.into(), user, peer.node)
         });
         let counts = answer.counts.into_iter().chain(std::iter::repeat(0));
         let names = answer
@@ -412,12 +426,7 @@ pub(crate) async fn list(
             .into_iter()
             .take(limit)
             .zip(counts)
-            .map(|(n, c)| Listed {
-                key: n.into(),
-                user: None,
-                count: c,
-                node: None,
-            });
+            .map(|(n, c)| Listed::group(n.into(), c));
         for listed in members.chain(names) {
             if after.is_some_and(|a| &*listed.key <= a) {
                 continue;

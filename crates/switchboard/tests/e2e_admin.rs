@@ -102,77 +102,70 @@ async fn the_admin_page_is_off_by_default_and_refuses_callers_without_an_admin_t
     Ok(())
 }
 
+/// The admin page in headless Chromium.
+struct AdminPage(BrowserDriver);
+
+impl AdminPage {
+    async fn step(&self, cmd: &str, mut args: Value) -> anyhow::Result<Value> {
+        args["cmd"] = json!(cmd);
+        args["name"] = json!("admin");
+        self.0.call(args).await
+    }
+
+    async fn fill(&self, selector: &str, value: impl Into<Value>) -> anyhow::Result<()> {
+        self.step(
+            "fill",
+            json!({ "selector": selector, "value": value.into() }),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn click(&self, selector: &str) -> anyhow::Result<()> {
+        self.step("click", json!({ "selector": selector }))
+            .await
+            .map(drop)
+    }
+
+    /// Waits until the element's text holds `text`.
+    async fn wait_text(&self, selector: &str, text: impl Into<Value>) -> anyhow::Result<()> {
+        self.step(
+            "waitText",
+            json!({ "selector": selector, "text": text.into() }),
+        )
+        .await
+        .map(drop)
+    }
+}
+
 #[tokio::test]
 async fn headless_chromium_logs_in_and_sees_connections_groups_and_the_live_trace(
 ) -> anyhow::Result<()> {
     let server = server_with(&["--admin"]).await?;
     let token = admin_token(&server).await?;
-    let browser = BrowserDriver::start(Duration::from_secs(30)).await?;
-    let page = |cmd: &str, extra: Value| {
-        let mut c = extra;
-        c["cmd"] = json!(cmd);
-        c["name"] = json!("admin");
-        c
-    };
-    let opened = browser
-        .call(page("goto", json!({ "url": server.url("/admin/") })))
+    let page = AdminPage(BrowserDriver::start(Duration::from_secs(30)).await?);
+    let opened = page
+        .step("goto", json!({ "url": server.url("/admin/") }))
         .await?;
     assert_eq!(opened["status"], json!(200));
 
     // A bad token is refused and the viewer stays on the login form.
-    browser
-        .call(page(
-            "fill",
-            json!({ "selector": "#token", "value": "not-a-token" }),
-        ))
-        .await?;
-    browser
-        .call(page("click", json!({ "selector": "#login-button" })))
-        .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#login-error", "text": "Refused" }),
-        ))
-        .await?;
+    page.fill("#token", "not-a-token").await?;
+    page.click("#login-button").await?;
+    page.wait_text("#login-error", "Refused").await?;
 
     // The admin token logs in.
-    browser
-        .call(page(
-            "fill",
-            json!({ "selector": "#token", "value": token }),
-        ))
+    page.fill("#token", token.as_str()).await?;
+    page.click("#login-button").await?;
+    page.wait_text("#overview", "connections on this gateway")
         .await?;
-    browser
-        .call(page("click", json!({ "selector": "#login-button" })))
-        .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#overview", "text": "connections on this gateway" }),
-        ))
-        .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#trace-state", "text": "live" }),
-        ))
-        .await?;
+    page.wait_text("#trace-state", "live").await?;
 
     // A client connects: it appears in the list and in the trace.
     let mut js = JsClients::start().await?;
     let id = js.connect_simple("a", &server, "chat", Some("ann")).await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#connections", "text": id }),
-        ))
-        .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#trace", "text": format!("connected chat {id} (ann)") }),
-        ))
+    page.wait_text("#connections", id.as_str()).await?;
+    page.wait_text("#trace", format!("connected chat {id} (ann)"))
         .await?;
 
     // Its group, and the user's stored group, show up.
@@ -190,27 +183,10 @@ async fn headless_chromium_logs_in_and_sees_connections_groups_and_the_live_trac
         200,
     )
     .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#groups", "text": "room" }),
-        ))
-        .await?;
-    browser
-        .call(page(
-            "fill",
-            json!({ "selector": "#user-input", "value": "ann" }),
-        ))
-        .await?;
-    browser
-        .call(page("click", json!({ "selector": "#user-button" })))
-        .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#user-result", "text": "group vip until" }),
-        ))
-        .await?;
+    page.wait_text("#groups", "room").await?;
+    page.fill("#user-input", "ann").await?;
+    page.click("#user-button").await?;
+    page.wait_text("#user-result", "group vip until").await?;
 
     // A REST broadcast reaches the client and the live trace.
     send_ok(
@@ -223,17 +199,9 @@ async fn headless_chromium_logs_in_and_sees_connections_groups_and_the_live_trac
         js.next_message("a").await?.args,
         vec![json!("hello from rest")]
     );
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#trace", "text": "message chat → hub: message" }),
-        ))
+    page.wait_text("#trace", "message chat → hub: message")
         .await?;
-    browser
-        .call(page(
-            "waitText",
-            json!({ "selector": "#trace", "text": "POST /api/hubs/{hub}/:send → 202" }),
-        ))
+    page.wait_text("#trace", "POST /api/hubs/{hub}/:send → 202")
         .await?;
     Ok(())
 }

@@ -222,31 +222,37 @@ fn next(items: &[scatter::Listed], limit: usize) -> Option<String> {
         .flatten()
 }
 
+/// A page of a hub-wide listing, each item as `item` renders it, and where the next starts.
+async fn hub_listing(
+    shared: &Shared,
+    hub: &str,
+    kind: ListingKind,
+    page: &PageQuery,
+    item: impl Fn(&scatter::Listed) -> Value,
+) -> ApiResult<Json<Value>> {
+    let hub = hub_name(hub)?;
+    let limit = page.limit();
+    let listing = scatter::list(shared, &hub, kind, "", page.after(), limit).await;
+    let value: Vec<Value> = listing.items.iter().map(item).collect();
+    Ok(Json(
+        json!({ "value": value, "after": next(&listing.items, limit) }),
+    ))
+}
+
 async fn connections(
     State(shared): State<Arc<Shared>>,
     _: AdminCall,
     Path(hub): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let hub = hub_name(&hub)?;
-    let limit = page.limit();
-    let listing = scatter::list(
+    hub_listing(
         &shared,
         &hub,
         ListingKind::HubConnections,
-        "",
-        page.after(),
-        limit,
+        &page,
+        |l| json!({ "connectionId": l.key.as_ref(), "userId": l.user.as_deref(), "node": l.node }),
     )
-    .await;
-    let value: Vec<Value> = listing
-        .items
-        .iter()
-        .map(|l| json!({ "connectionId": l.key.as_ref(), "userId": l.user.as_deref(), "node": l.node }))
-        .collect();
-    Ok(Json(
-        json!({ "value": value, "after": next(&listing.items, limit) }),
-    ))
+    .await
 }
 
 async fn groups(
@@ -255,25 +261,14 @@ async fn groups(
     Path(hub): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let hub = hub_name(&hub)?;
-    let limit = page.limit();
-    let listing = scatter::list(
+    hub_listing(
         &shared,
         &hub,
         ListingKind::HubGroups,
-        "",
-        page.after(),
-        limit,
+        &page,
+        |l| json!({ "group": l.key.as_ref(), "connections": l.count }),
     )
-    .await;
-    let value: Vec<Value> = listing
-        .items
-        .iter()
-        .map(|l| json!({ "group": l.key.as_ref(), "connections": l.count }))
-        .collect();
-    Ok(Json(
-        json!({ "value": value, "after": next(&listing.items, limit) }),
-    ))
+    .await
 }
 
 async fn connection(
