@@ -365,7 +365,7 @@ impl Gateway {
             metrics: metrics.clone(),
             limits: config.queue_limits,
         };
-        let config_admin = config.admin;
+        let (config_admin, config_node) = (config.admin, config.node_id);
         let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
             let fanout = config.cluster.clone().map(|channels| {
                 let inbound = Arc::new(peers::PeerInbound::new(me.clone()));
@@ -410,7 +410,7 @@ impl Gateway {
                 resumable: Default::default(),
                 relay_holders: Default::default(),
                 registered: AtomicBool::new(false),
-                trace: Arc::new(admin::trace::Trace::new(config_admin)),
+                trace: Arc::new(admin::trace::Trace::new(config_admin, config_node)),
                 draining: AtomicBool::new(false),
             }
         });

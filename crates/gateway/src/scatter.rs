@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::admin::trace::Item as TraceItem;
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 pub(crate) use switchboard_cluster::proto::listing::Kind as ListingKind;
@@ -37,7 +38,7 @@ use switchboard_cluster::proto::presence_server::{Presence, PresenceServer};
 use switchboard_cluster::proto::{
     Announced, GroupPage, HubCount, HubCountsRequest, HubSet, HubsRequest, Listing as ListingQuery,
     PresenceAnswer, PresenceApplied, PresenceChange, PresenceMember, PresenceQuery, TicketClaim,
-    TicketClaimed,
+    TicketClaimed, TraceEvent, TraceRequest,
 };
 use switchboard_core::{Error, NodeId};
 use switchboard_membership::{Command, Name};
@@ -478,6 +479,46 @@ pub(crate) async fn hub_counts(shared: &Shared) -> Vec<(NodeId, Vec<HubCount>)> 
     }
     out.sort_by_key(|(node, _)| *node);
     out
+}
+
+/// The live trace of every other gateway, one stream each (opened in the background, so a
+/// slow gateway holds up none of the others). A gateway without `--admin`, or one that fails,
+/// ends its stream.
+pub(crate) fn follow_traces(
+    shared: &Shared,
+) -> Vec<futures::stream::BoxStream<'static, TraceItem>> {
+    peers(shared)
+        .into_iter()
+        .filter_map(|peer| {
+            let mut c = client(shared, &peer.address).ok()?;
+            let opened = async move {
+                match c.trace(Request::new(TraceRequest {})).await {
+                    Ok(stream) => stream.into_inner().boxed(),
+                    Err(status) => {
+                        tracing::debug!(peer = peer.node, %status, "no trace from this gateway");
+                        futures::stream::empty().boxed()
+                    }
+                }
+            };
+            let items = futures::stream::once(opened)
+                .flatten()
+                .take_while(|event| futures::future::ready(event.is_ok()))
+                .filter_map(|event| {
+                    futures::future::ready(event.ok().map(|e| {
+                        if e.lagged {
+                            let missed = serde_json::from_str::<serde_json::Value>(&e.json)
+                                .ok()
+                                .and_then(|v| v["missed"].as_u64())
+                                .unwrap_or(0);
+                            TraceItem::Lagged(missed)
+                        } else {
+                            TraceItem::Event(Arc::from(e.json))
+                        }
+                    }))
+                });
+            Some(items.boxed())
+        })
+        .collect()
 }
 
 fn hub_count(c: switchboard_membership::HubCounts) -> HubCount {
@@ -1044,6 +1085,37 @@ impl Presence for PresenceService {
             incarnation: self.shared.config.incarnation,
             applied_index: 0,
         }))
+    }
+
+    type TraceStream = futures::stream::BoxStream<'static, Result<TraceEvent, Status>>;
+
+    async fn trace(
+        &self,
+        _request: Request<TraceRequest>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        if !self.shared.trace.enabled() {
+            return Err(Status::failed_precondition(
+                "this gateway was started without --admin: it traces nothing",
+            ));
+        }
+        let events = self
+            .shared
+            .trace
+            .follow()
+            .ok_or_else(|| Status::resource_exhausted("too many trace streams are open"))?;
+        let events = events.map(|item| {
+            Ok(match item {
+                TraceItem::Event(text) => TraceEvent {
+                    json: text.to_string(),
+                    lagged: false,
+                },
+                TraceItem::Lagged(missed) => TraceEvent {
+                    json: serde_json::json!({ "missed": missed }).to_string(),
+                    lagged: true,
+                },
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn claim(

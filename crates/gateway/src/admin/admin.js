@@ -132,7 +132,8 @@ function addTrace(e, kind) {
   const li = document.createElement("li");
   li.className = kind || e.type;
   const time = e.time ? new Date(e.time).toISOString().slice(11, 23) + " " : "";
-  li.textContent = time + (kind === "lagged" ? `(${e.missed} events missed)` : describe(e));
+  const node = e.node === undefined ? "" : `gateway ${e.node}: `;
+  li.textContent = time + (kind === "lagged" ? `(${e.missed} events missed)` : node + describe(e));
   const list = $("trace");
   list.prepend(li);
   while (list.children.length > 500) list.lastChild.remove();

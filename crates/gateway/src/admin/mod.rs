@@ -6,7 +6,8 @@
 //! token signed with an access key for the audience `/admin/` (`switchboard token --admin`
 //! mints one; the page asks for it and keeps it in the tab's session storage). The answers are
 //! the same cluster-wide listings as the REST extensions (`scatter::list`), so the page sees
-//! every gateway; the trace is this gateway's own (`trace`).
+//! every gateway; the live trace is this gateway's (`trace`) merged with every other's
+//! (`Presence.Trace`).
 
 pub mod trace;
 
@@ -21,12 +22,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::stream::Stream;
+use futures::stream::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_auth::{check_audience, Audience};
 use switchboard_core::{names, Error, ErrorCode};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
 use crate::scatter::{self, ListingKind};
@@ -340,56 +340,32 @@ async fn user(
     ))
 }
 
-/// The live trace as Server-Sent Events: each event's `data` is one JSON event.
+/// The live trace as Server-Sent Events, this gateway's and every other's (`Presence.Trace`)
+/// merged: each event's `data` is one JSON event naming its gateway (`node`); a `lagged` event
+/// says how many a stream missed. Gateways that join later are not followed (reopen the page).
 async fn trace_stream(State(shared): State<Arc<Shared>>, _: AdminCall) -> ApiResult<Response> {
-    let permit = shared
-        .trace
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError(Error::new(
-                ErrorCode::ConnectionLimit,
-                format!(
-                    "At most {} trace streams may be open at once.",
-                    trace::MAX_STREAMS
-                ),
-            ))
-        })?;
-    let rx = shared.trace.subscribe();
+    let here = shared.trace.follow().ok_or_else(|| {
+        ApiError(Error::new(
+            ErrorCode::ConnectionLimit,
+            format!(
+                "At most {} trace streams may be open at once.",
+                trace::MAX_STREAMS
+            ),
+        ))
+    })?;
+    let mut streams: Vec<futures::stream::BoxStream<'static, trace::Item>> = vec![Box::pin(here)];
+    streams.extend(scatter::follow_traces(&shared));
     let closed = shared.trace.closed.clone();
-    let gauge = metrics::gauge!("switchboard_admin_trace_streams");
-    gauge.increment(1.0);
-    struct Open {
-        _permit: tokio::sync::OwnedSemaphorePermit,
-        gauge: metrics::Gauge,
-    }
-    impl Drop for Open {
-        fn drop(&mut self) {
-            self.gauge.decrement(1.0);
-        }
-    }
-    let open = Open {
-        _permit: permit,
-        gauge,
-    };
-    let events = futures::stream::unfold((rx, closed, open), |(mut rx, closed, open)| async move {
-        let next = tokio::select! {
-            _ = closed.cancelled() => return None,
-            next = rx.recv() => next,
-        };
-        let event = match next {
-            Ok(text) => Event::default().data(text.as_ref()),
-            Err(RecvError::Lagged(missed)) => {
-                metrics::counter!("switchboard_admin_trace_dropped_total").increment(missed);
-                Event::default()
+    let events = futures::stream::select_all(streams)
+        .take_until(closed.cancelled_owned())
+        .map(|item| {
+            Ok::<_, Infallible>(match item {
+                trace::Item::Event(text) => Event::default().data(text.as_ref()),
+                trace::Item::Lagged(missed) => Event::default()
                     .event("lagged")
-                    .data(json!({ "missed": missed }).to_string())
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, Infallible>(event), (rx, closed, open)))
-    });
+                    .data(json!({ "missed": missed }).to_string()),
+            })
+        });
     Ok(sse(events).into_response())
 }
 

@@ -4,15 +4,17 @@
 //! Off unless the admin page is enabled: then every event is serialised once, kept in a small
 //! ring of recent events (what the page shows when it opens) and offered to the open trace
 //! streams through a bounded broadcast channel. A viewer that falls behind loses the oldest
-//! events (counted), never holds up the gateway. Nothing here is cluster-wide: each gateway
-//! traces itself, and the page names the gateway it is served by.
+//! events (counted), never holds up the gateway. Each gateway traces itself; the page's stream
+//! joins the other gateways' (`Presence.Trace`), each event naming its gateway.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use futures::Stream;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Events kept for a page that opens.
@@ -25,6 +27,7 @@ pub(crate) const MAX_STREAMS: usize = 16;
 /// See the module docs.
 pub struct Trace {
     enabled: bool,
+    node: switchboard_core::NodeId,
     tx: broadcast::Sender<Arc<str>>,
     recent: Mutex<VecDeque<Arc<str>>>,
     pub(crate) streams: Arc<Semaphore>,
@@ -32,10 +35,11 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn new(enabled: bool) -> Trace {
+    pub fn new(enabled: bool, node: switchboard_core::NodeId) -> Trace {
         let (tx, _) = broadcast::channel(STREAM_BUFFER);
         Trace {
             enabled,
+            node,
             tx,
             recent: Mutex::new(VecDeque::with_capacity(if enabled { RECENT } else { 0 })),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
@@ -47,7 +51,8 @@ impl Trace {
         self.enabled
     }
 
-    /// Records the event `make` builds (a JSON object; `time` is added), if tracing is on.
+    /// Records the event `make` builds (a JSON object; `time` and `node` are added), if
+    /// tracing is on.
     pub fn emit(&self, make: impl FnOnce() -> Value) {
         if !self.enabled {
             return;
@@ -55,6 +60,7 @@ impl Trace {
         let mut event = make();
         if let Some(object) = event.as_object_mut() {
             object.insert("time".into(), Value::from(crate::now_ms()));
+            object.insert("node".into(), Value::from(self.node));
         }
         let text: Arc<str> = Arc::from(event.to_string());
         {
@@ -77,9 +83,68 @@ impl Trace {
         self.tx.subscribe()
     }
 
+    /// Every event from now on, as a stream holding one of the [`MAX_STREAMS`] permits until
+    /// it is dropped; `None` when every permit is taken. Ends when the trace closes.
+    pub(crate) fn follow(&self) -> Option<impl Stream<Item = Item> + Send + 'static> {
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        let open = Open::new(permit);
+        let (rx, closed) = (self.subscribe(), self.closed.clone());
+        Some(futures::stream::unfold(
+            (rx, closed, open),
+            |(mut rx, closed, open)| async move {
+                let next = tokio::select! {
+                    _ = closed.cancelled() => return None,
+                    next = rx.recv() => next,
+                };
+                let item = match next {
+                    Ok(text) => Item::Event(text),
+                    Err(RecvError::Lagged(missed)) => {
+                        metrics::counter!("switchboard_admin_trace_dropped_total")
+                            .increment(missed);
+                        Item::Lagged(missed)
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                Some((item, (rx, closed, open)))
+            },
+        ))
+    }
+
     /// Ends every open stream (shutdown).
     pub fn close(&self) {
         self.closed.cancel();
+    }
+}
+
+/// What a trace stream carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// One event's JSON.
+    Event(Arc<str>),
+    /// The stream fell behind and missed this many events.
+    Lagged(u64),
+}
+
+/// An open stream: its permit, counted in the streams gauge.
+struct Open {
+    _permit: OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Open {
+    fn new(permit: OwnedSemaphorePermit) -> Open {
+        let gauge = metrics::gauge!("switchboard_admin_trace_streams");
+        gauge.increment(1.0);
+        Open {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
     }
 }
 
@@ -90,13 +155,13 @@ mod tests {
 
     #[test]
     fn off_records_nothing_and_on_keeps_the_latest() {
-        let off = Trace::new(false);
+        let off = Trace::new(false, 1);
         let mut rx = off.subscribe();
         off.emit(|| json!({ "type": "x" }));
         assert!(off.recent().is_empty());
         assert!(rx.try_recv().is_err());
 
-        let on = Trace::new(true);
+        let on = Trace::new(true, 1);
         let mut rx = on.subscribe();
         for i in 0..RECENT + 5 {
             on.emit(|| json!({ "type": "n", "i": i }));
@@ -108,5 +173,31 @@ mod tests {
         assert!(first["time"].is_u64());
         let got: Value = serde_json::from_str(&rx.try_recv().expect("an event")).expect("json");
         assert_eq!(got["i"], json!(0));
+    }
+
+    #[tokio::test]
+    async fn a_stream_follows_from_now_until_closed_and_streams_are_bounded() {
+        use futures::StreamExt;
+        let trace = Trace::new(true, 7);
+        trace.emit(|| json!({ "type": "before" }));
+        let streams: Vec<_> = (0..MAX_STREAMS).map(|_| trace.follow()).collect();
+        assert!(streams.iter().all(Option::is_some));
+        assert!(trace.follow().is_none(), "every permit is taken");
+        drop(streams);
+        let mut stream = Box::pin(trace.follow().expect("a permit is free again"));
+        trace.emit(|| json!({ "type": "after" }));
+        match stream.next().await {
+            Some(Item::Event(text)) => {
+                let event: Value = serde_json::from_str(&text).expect("json");
+                assert_eq!(event["type"], json!("after"));
+                assert_eq!(event["node"], json!(7));
+            }
+            other => panic!("expected the event, got {other:?}"),
+        }
+        trace.close();
+        assert!(
+            stream.next().await.is_none(),
+            "a closed trace ends its streams"
+        );
     }
 }
