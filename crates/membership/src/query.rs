@@ -191,8 +191,7 @@ impl Membership {
     }
 
     /// The hub's connections ordered by id, strictly after `after`, at most `limit`:
-    /// `(connection, user)`. A scan of the hub's connections keeping the `limit` smallest (an
-    /// operator's listing, not a send path).
+    /// `(connection, user)`, from the hub's ordered index.
     pub fn hub_connections_page(
         &self,
         hub: &str,
@@ -202,8 +201,12 @@ impl Membership {
         let Some(h) = self.hub(hub) else {
             return Vec::new();
         };
-        smallest_after(h.connections.iter().map(|(c, _)| c), after, limit)
-            .into_iter()
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        range_after(&h.ordered, start)
+            .take(limit)
             .map(|c| {
                 let user = h.connections.get(c).and_then(|conn| conn.user.clone());
                 (c.clone(), user)

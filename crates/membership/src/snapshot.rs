@@ -292,6 +292,7 @@ impl Membership {
                             .insert(c.node, id.clone());
                     }
                 }
+                hub.ordered.insert(id.clone());
                 hub.connections.insert(
                     id,
                     Conn {

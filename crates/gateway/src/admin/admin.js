@@ -83,7 +83,8 @@ async function refresh() {
       tr.addEventListener("click", () => showConnection(c.connectionId));
     });
     const groups = await api(`/admin/api/hubs/${hub()}/groups?limit=500`);
-    fill($("groups"), groups.value, (tr, g) => { cell(tr, g.group); cell(tr, g.connections); });
+    const groupsShown = groups.value.filter((g) => !filter || g.group.toLowerCase().includes(filter));
+    fill($("groups"), groupsShown, (tr, g) => { cell(tr, g.group); cell(tr, g.connections); });
   } catch (e) {
     if (e instanceof Refused) return logout(`Refused: ${e.message}`);
     $("overview").textContent = `error: ${e.message}`;
