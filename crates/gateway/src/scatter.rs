@@ -282,6 +282,8 @@ pub(crate) struct Listing {
     /// anything was listed.
     pub(crate) found: bool,
     pub(crate) items: Vec<Listed>,
+    /// Gateways serving the hub that did not answer in time: the page may lack what they hold.
+    pub(crate) missing: usize,
 }
 
 /// What this gateway holds of a listing (the same answer for itself and for a peer's query).
@@ -315,7 +317,11 @@ fn list_here(
                 .into_iter()
                 .map(|g| group(g, 0))
                 .collect();
-            return Listing { found, items };
+            return Listing {
+                found,
+                items,
+                missing: 0,
+            };
         }
         ListingKind::HubGroups => local
             .hub_groups_page(hub, after, limit)
@@ -326,6 +332,7 @@ fn list_here(
     Listing {
         found: !items.is_empty(),
         items,
+        missing: 0,
     }
 }
 
@@ -348,6 +355,7 @@ pub(crate) async fn group_page(
     let here = Listing {
         found: false,
         items,
+        missing: 0,
     };
     let query = PresenceQuery {
         hub: hub.to_owned(),
@@ -408,11 +416,15 @@ async fn gather(
     limit: usize,
 ) -> Listing {
     let mut found = here.found;
+    let mut missing = 0;
     let mut merged: BTreeMap<Name, Listed> =
         here.items.into_iter().map(|l| (l.key.clone(), l)).collect();
     let mut calls = ask_all(shared, hub, query);
     while let Some((peer, answer)) = calls.next().await {
-        let Ok(answer) = answer else { continue };
+        let Ok(answer) = answer else {
+            missing += 1;
+            continue;
+        };
         if !current(&peer, answer.incarnation) {
             continue;
         }
@@ -448,10 +460,11 @@ async fn gather(
     Listing {
         found: found || !merged.is_empty(),
         items: merged.into_values().collect(),
+        missing,
     }
 }
 
-/// The sizes of every hub on every gateway (this one first), by gateway. A gateway that does
+/// The sizes of every hub on every gateway, by gateway id. A gateway that does
 /// not answer in time is left out.
 pub(crate) async fn hub_counts(shared: &Shared) -> Vec<(NodeId, Vec<HubCount>)> {
     let mine: Vec<HubCount> = shared
@@ -481,9 +494,14 @@ pub(crate) async fn hub_counts(shared: &Shared) -> Vec<(NodeId, Vec<HubCount>)> 
     out
 }
 
-/// The live trace of every other gateway, one stream each (opened in the background, so a
-/// slow gateway holds up none of the others). A gateway without `--admin`, or one that fails,
-/// ends its stream.
+/// Events buffered from one other gateway's trace for one viewer.
+const TRACE_BUFFER: usize = 256;
+
+/// The live trace of every other gateway, one stream each. Each is read by a task of its own
+/// into a small bounded queue: a viewer that stops reading loses events (counted, and told as
+/// `lagged`), and the gateway's cluster channel, shared with presence and fan-out, is always
+/// read. A gateway that cannot be followed (no `--admin`, too many streams, gone) says so in
+/// one `untraced` event.
 pub(crate) fn follow_traces(
     shared: &Shared,
 ) -> Vec<futures::stream::BoxStream<'static, TraceItem>> {
@@ -491,32 +509,66 @@ pub(crate) fn follow_traces(
         .into_iter()
         .filter_map(|peer| {
             let mut c = client(shared, &peer.address).ok()?;
-            let opened = async move {
-                match c.trace(Request::new(TraceRequest {})).await {
-                    Ok(stream) => stream.into_inner().boxed(),
+            let closed = shared.trace.closed.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel::<TraceItem>(TRACE_BUFFER);
+            tokio::spawn(async move {
+                let untraced = |reason: String| {
+                    TraceItem::Event(Arc::from(
+                        serde_json::json!({
+                            "type": "untraced",
+                            "node": peer.node,
+                            "time": crate::now_ms(),
+                            "reason": reason,
+                        })
+                        .to_string(),
+                    ))
+                };
+                let opened = tokio::select! {
+                    _ = closed.cancelled() => return,
+                    _ = tx.closed() => return,
+                    opened = c.trace(Request::new(TraceRequest {})) => opened,
+                };
+                let mut stream = match opened {
+                    Ok(stream) => stream.into_inner(),
                     Err(status) => {
-                        tracing::debug!(peer = peer.node, %status, "no trace from this gateway");
-                        futures::stream::empty().boxed()
+                        let _ = tx.try_send(untraced(status.message().to_owned()));
+                        return;
                     }
-                }
-            };
-            let items = futures::stream::once(opened)
-                .flatten()
-                .take_while(|event| futures::future::ready(event.is_ok()))
-                .filter_map(|event| {
-                    futures::future::ready(event.ok().map(|e| {
-                        if e.lagged {
-                            let missed = serde_json::from_str::<serde_json::Value>(&e.json)
+                };
+                let mut missed = 0u64;
+                loop {
+                    let next = tokio::select! {
+                        _ = closed.cancelled() => return,
+                        _ = tx.closed() => return,
+                        next = stream.message() => next,
+                    };
+                    let item = match next {
+                        Ok(Some(e)) if e.lagged => TraceItem::Lagged(
+                            serde_json::from_str::<serde_json::Value>(&e.json)
                                 .ok()
                                 .and_then(|v| v["missed"].as_u64())
-                                .unwrap_or(0);
-                            TraceItem::Lagged(missed)
-                        } else {
-                            TraceItem::Event(Arc::from(e.json))
+                                .unwrap_or(0),
+                        ),
+                        Ok(Some(e)) => TraceItem::Event(Arc::from(e.json)),
+                        Ok(None) => {
+                            let _ = tx.try_send(untraced("its trace ended".to_owned()));
+                            return;
                         }
-                    }))
-                });
-            Some(items.boxed())
+                        Err(status) => {
+                            let _ = tx.try_send(untraced(status.message().to_owned()));
+                            return;
+                        }
+                    };
+                    if missed > 0 && tx.try_send(TraceItem::Lagged(missed)).is_ok() {
+                        missed = 0;
+                    }
+                    if tx.try_send(item).is_err() {
+                        missed += 1;
+                        metrics::counter!("switchboard_admin_trace_dropped_total").increment(1);
+                    }
+                }
+            });
+            Some(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
         })
         .collect()
 }

@@ -328,3 +328,48 @@ async fn the_openapi_document_is_served_without_a_token_and_lists_the_extensions
     }
     Ok(())
 }
+
+/// A gateway that holds part of a hub and does not answer makes a listing 503 (a page without
+/// its part would look complete, and the next page would skip it for good), until it answers
+/// again or its lease ends.
+#[tokio::test]
+async fn a_listing_is_unavailable_while_a_gateway_of_the_hub_does_not_answer() -> anyhow::Result<()>
+{
+    let cluster = Cluster::serve(bin(), 3, &[]).await?;
+    let nodes = cluster.entry_points();
+    let (asked, silent) = (nodes[0], nodes[1]);
+    let mut js = JsClients::start().await?;
+    let id = js.connect_simple("a", silent, "chat", Some("ann")).await?;
+    // First the listing works and shows the connection held by the other gateway.
+    let listed = all_pages(asked, &format!("/api/hubs/chat/connections?{V}"), 200).await?;
+    assert_eq!(field(&listed, "connectionId"), vec![id.as_str()]);
+    cluster.voters[1].pause().await?;
+    let r = asked
+        .rest("GET", &format!("/api/hubs/chat/connections?{V}"), None)
+        .await?;
+    let answered = r.status;
+    let r2 = asked
+        .rest(
+            "GET",
+            &format!("/api/hubs/chat/connections/{id}/groups?{V}"),
+            None,
+        )
+        .await?;
+    cluster.voters[1].resume()?;
+    assert_error(&r, 503, None);
+    assert_eq!(answered, 503);
+    assert_error(&r2, 503, None);
+    eventually(
+        Duration::from_secs(10),
+        "the listing answers again",
+        || async {
+            let r = asked
+                .rest("GET", &format!("/api/hubs/chat/connections?{V}"), None)
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -234,9 +234,11 @@ async fn hub_listing(
     let limit = page.limit();
     let listing = scatter::list(shared, &hub, kind, "", page.after(), limit).await;
     let value: Vec<Value> = listing.items.iter().map(item).collect();
-    Ok(Json(
-        json!({ "value": value, "after": next(&listing.items, limit) }),
-    ))
+    Ok(Json(json!({
+        "value": value,
+        "after": next(&listing.items, limit),
+        "unanswered": listing.missing,
+    })))
 }
 
 async fn connections(

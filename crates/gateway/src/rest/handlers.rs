@@ -532,6 +532,21 @@ pub(super) async fn list_group_connections(
     ))
 }
 
+/// 503 when a gateway serving the hub did not answer: a page without its part would look
+/// complete, and the next page would skip it for good.
+fn complete(listing: scatter::Listing) -> ApiResult<scatter::Listing> {
+    if listing.missing > 0 {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{} gateway(s) serving the hub did not answer in time; retry.",
+                listing.missing
+            ),
+        ));
+    }
+    Ok(listing)
+}
+
 /// A connection listing of every gateway (the Switchboard extensions).
 async fn list_connections(
     shared: &Shared,
@@ -540,15 +555,17 @@ async fn list_connections(
     subject: &str,
 ) -> ApiResult<Response> {
     let paging = Paging::parse(call)?;
-    let listing = scatter::list(
-        shared,
-        &call.hub,
-        kind,
-        subject,
-        paging.after(),
-        paging.fetch(),
-    )
-    .await;
+    let listing = complete(
+        scatter::list(
+            shared,
+            &call.hub,
+            kind,
+            subject,
+            paging.after(),
+            paging.fetch(),
+        )
+        .await,
+    )?;
     Ok(paging.respond(
         call,
         listing.items,
@@ -575,7 +592,7 @@ pub(super) async fn list_user_connections(
 }
 
 /// `GET /api/hubs/{hub}/connections/{connection}/groups` (extension): 404 when no gateway
-/// holds the connection.
+/// holds the connection, 503 when none answered that it does and one did not answer.
 pub(super) async fn list_connection_groups(
     State(shared): Ctx,
     call: RestCall,
@@ -591,6 +608,12 @@ pub(super) async fn list_connection_groups(
         paging.fetch(),
     )
     .await;
+    // The holder answered: the others hold nothing of it. Else a silent gateway may be it.
+    let listing = if listing.found {
+        listing
+    } else {
+        complete(listing)?
+    };
     if !listing.found {
         return Err(ApiError::new(
             ErrorCode::ConnectionNotExisted,
