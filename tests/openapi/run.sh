@@ -71,6 +71,16 @@ if [ "$status" != 0 ]; then
     tail -50 "$WORK/server.log" >&2
     exit "$status"
 fi
+# Not vacuous: the signed calls were let in (a signer that got every audience wrong would see
+# only documented 401s, and pass).
+ACCEPTED=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '
+    /^switchboard_http_requests_total\{/ && /route="\/api\/(v1\/)?hubs/ && /status="2[0-9][0-9]"/ { n += $NF }
+    END { printf "%d", n }')
+if [ "${ACCEPTED:-0}" -lt 100 ]; then
+    echo "only ${ACCEPTED:-0} REST calls were answered 2xx: the tokens hooks.py signs are not accepted" >&2
+    exit 1
+fi
+echo "openapi: $ACCEPTED REST calls were answered 2xx"
 # The server must have stayed up and logged no panic.
 if ! kill -0 "$SERVER_PID" 2>/dev/null || grep -q "panicked" "$WORK/server.log"; then
     echo "switchboard died or panicked during the run:" >&2; tail -50 "$WORK/server.log" >&2; exit 1

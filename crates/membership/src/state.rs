@@ -70,7 +70,7 @@ pub(crate) struct Hub {
     /// Split over shards: a growth rehash stays small (see `sharded`).
     pub(crate) connections: Sharded<Conn>,
     /// The same connection ids in order, for the paged listing of a hub's connections (a page
-    /// costs O(log n + page), not a scan of the hub; about 24 bytes a connection).
+    /// costs O(log n + page), not a scan of the hub; about 29 bytes a connection).
     pub(crate) ordered: BTreeSet<Name>,
     /// Users with at least one connection or one stored entry (sharded alike).
     pub(crate) users: Sharded<User>,

@@ -420,7 +420,7 @@ pub struct GatewayFlags {
     /// Serve the admin page at /admin/ (live counts, connections, users and groups, the store's
     /// state, a live trace). It answers only tokens signed with an access key for /admin/
     /// (`switchboard token --admin`).
-    #[arg(long, env = "SWITCHBOARD_ADMIN")]
+    #[arg(long, env = "SWITCHBOARD_ADMIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub admin: bool,
 
     /// Stateful reconnect (clients with `withStatefulReconnect()`): seconds a connection whose
@@ -649,7 +649,7 @@ pub struct TokenArgs {
 
     /// Mint an admin token (for the admin page at /admin/ of a node started with --admin)
     /// instead of a client token.
-    #[arg(long, conflicts_with = "rest")]
+    #[arg(long, conflicts_with_all = ["rest", "user", "application", "hub"])]
     pub admin: bool,
 
     /// Print one JSON object instead of lines.

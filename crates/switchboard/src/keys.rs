@@ -24,7 +24,7 @@ pub fn configured(
     for key in keys {
         let key = key.trim();
         if key.is_empty() {
-            bail!("{flag} is empty (or only white space): give a key, or leave the flag out to use the data dir's generated key");
+            bail!("{flag} is empty (or only white space; an empty item of a comma-separated list counts, e.g. a trailing comma): give a key, or leave the flag out to use the data dir's generated key");
         }
         out.push(key.to_owned());
     }

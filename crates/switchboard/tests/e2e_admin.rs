@@ -167,6 +167,11 @@ async fn headless_chromium_logs_in_and_sees_connections_groups_and_the_live_trac
     page.wait_text("#connections", id.as_str()).await?;
     page.wait_text("#trace", format!("connected chat {id} (ann)"))
         .await?;
+    // Names are the clients' to choose: the page shows them as text, never as markup.
+    let hostile = "<img src=x onerror=document.title='pwned'>";
+    js.connect_simple("h", &server, "chat", Some(hostile))
+        .await?;
+    page.wait_text("#connections", hostile).await?;
 
     // Its group, and the user's stored group, show up.
     expect_status(

@@ -48,7 +48,29 @@ function hub() {
   return encodeURIComponent($("hub").value.trim() || "chat");
 }
 
+// One refresh at a time: a keystroke in the filter during one asks for another after it, so
+// an older answer never overwrites a newer one.
+let refreshing = false;
+let again = false;
+
 async function refresh() {
+  if (refreshing) {
+    again = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    await refreshOnce();
+  } finally {
+    refreshing = false;
+    if (again) {
+      again = false;
+      refresh();
+    }
+  }
+}
+
+async function refreshOnce() {
   try {
     const o = await api("/admin/api/overview");
     $("where").textContent = `gateway ${o.node} (${o.advertise}) · v${o.version}`;
@@ -125,6 +147,7 @@ function describe(e) {
     case "close": return `close ${e.hub} → ${e.to}${e.reason ? ": " + e.reason : ""}`;
     case "connected": return `connected ${e.hub} ${e.connection}${e.user ? " (" + e.user + ")" : ""}`;
     case "disconnected": return `disconnected ${e.hub} ${e.connection}: ${e.reason}`;
+    case "untraced": return `not followed: ${e.reason}`;
     default: return JSON.stringify(e);
   }
 }
@@ -147,6 +170,7 @@ async function followTrace() {
       headers: { Authorization: `Bearer ${token()}` },
       signal: traceAbort.signal,
     });
+    if (response.status === 401) return logout("Refused: the token no longer opens the trace");
     if (!response.ok) {
       $("trace-state").textContent = `(unavailable: HTTP ${response.status})`;
       return;
@@ -157,7 +181,7 @@ async function followTrace() {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffer += value;
+      buffer += value.replace(/\r\n?/g, "\n");
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
         const block = buffer.slice(0, end);
@@ -166,9 +190,14 @@ async function followTrace() {
         let data = "";
         for (const line of block.split("\n")) {
           if (line.startsWith("event:")) event = line.slice(6).trim();
-          else if (line.startsWith("data:")) data += line.slice(5).trimStart();
+          else if (line.startsWith("data:")) data += (data ? "\n" : "") + line.slice(5).trimStart();
         }
-        if (data) addTrace(JSON.parse(data), event === "lagged" ? "lagged" : undefined);
+        if (!data) continue;
+        try {
+          addTrace(JSON.parse(data), event === "lagged" ? "lagged" : undefined);
+        } catch {
+          // Not an event this page knows: skip it, keep following.
+        }
       }
     }
     $("trace-state").textContent = "(ended)";

@@ -77,7 +77,7 @@ fn static_file(body: &'static str, content_type: &'static str) -> Response {
             // The page loads nothing from elsewhere and may not be framed.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+                "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
             ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
@@ -86,8 +86,11 @@ fn static_file(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
-/// A request that proved an access key for the admin audience.
-pub(crate) struct AdminCall;
+/// A request that proved an access key for the admin audience, until `expires_at` (the
+/// token's `exp`, Unix seconds).
+pub(crate) struct AdminCall {
+    expires_at: u64,
+}
 
 impl FromRequestParts<Arc<Shared>> for AdminCall {
     type Rejection = ApiError;
@@ -117,7 +120,11 @@ impl FromRequestParts<Arc<Shared>> for AdminCall {
             },
         )
         .map_err(|e| refused(e.into()))?;
-        Ok(AdminCall)
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .unwrap_or_default();
+        Ok(AdminCall { expires_at })
     }
 }
 
@@ -128,12 +135,17 @@ fn hub_name(hub: &str) -> ApiResult<String> {
 #[derive(Debug, Deserialize, Default)]
 struct PageQuery {
     after: Option<String>,
-    limit: Option<usize>,
+    /// Parsed by hand: a bad one is a 400 with an `ErrorDetail`, like every other error.
+    limit: Option<String>,
 }
 
 impl PageQuery {
     fn limit(&self) -> usize {
-        self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
+        self.limit
+            .as_deref()
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(100)
+            .clamp(1, MAX_PAGE)
     }
 
     fn after(&self) -> Option<&str> {
@@ -345,7 +357,7 @@ async fn user(
 /// The live trace as Server-Sent Events, this gateway's and every other's (`Presence.Trace`)
 /// merged: each event's `data` is one JSON event naming its gateway (`node`); a `lagged` event
 /// says how many a stream missed. Gateways that join later are not followed (reopen the page).
-async fn trace_stream(State(shared): State<Arc<Shared>>, _: AdminCall) -> ApiResult<Response> {
+async fn trace_stream(State(shared): State<Arc<Shared>>, call: AdminCall) -> ApiResult<Response> {
     let here = shared.trace.follow().ok_or_else(|| {
         ApiError(Error::new(
             ErrorCode::ConnectionLimit,
@@ -358,8 +370,16 @@ async fn trace_stream(State(shared): State<Arc<Shared>>, _: AdminCall) -> ApiRes
     let mut streams: Vec<futures::stream::BoxStream<'static, trace::Item>> = vec![Box::pin(here)];
     streams.extend(scatter::follow_traces(&shared));
     let closed = shared.trace.closed.clone();
+    // The stream ends with its token: a rotated-out key or an expired token stops watching.
+    let left = Duration::from_secs(call.expires_at.saturating_sub(now_secs()));
+    let ends = async move {
+        tokio::select! {
+            _ = closed.cancelled_owned() => {}
+            _ = tokio::time::sleep(left) => {}
+        }
+    };
     let events = futures::stream::select_all(streams)
-        .take_until(closed.cancelled_owned())
+        .take_until(ends)
         .map(|item| {
             Ok::<_, Infallible>(match item {
                 trace::Item::Event(text) => Event::default().data(text.as_ref()),

@@ -1,10 +1,11 @@
 //! The live trace behind the admin page: what this gateway does (REST calls, messages and
 //! closes it routes, connections opening and closing), as JSON events.
 //!
-//! Off unless the admin page is enabled: then every event is serialised once, kept in a small
-//! ring of recent events (what the page shows when it opens) and offered to the open trace
-//! streams through a bounded broadcast channel. A viewer that falls behind loses the oldest
-//! events (counted), never holds up the gateway. Each gateway traces itself; the page's stream
+//! Off unless the admin page is enabled (then each REST call, routed envelope and connection
+//! opened or closed costs one small JSON serialisation and a short lock, watched or not): every
+//! event is kept in a small ring of recent events (what the page shows when it opens) and
+//! offered to the open trace streams through a bounded broadcast channel. A viewer that falls
+//! behind loses the oldest events (counted); it never holds up the gateway. Each gateway traces itself; the page's stream
 //! joins the other gateways' (`Presence.Trace`), each event naming its gateway.
 
 use std::collections::VecDeque;

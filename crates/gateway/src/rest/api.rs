@@ -510,6 +510,10 @@ fn operation(op: &Operation, versioned: bool) -> Value {
     } else {
         "Not every gateway could be asked, or the store cannot be read now (retry)."
     };
+    responses.insert(
+        "500".into(),
+        error("Something failed inside the service (see its log).", false),
+    );
     responses.insert("503".into(), error(unavailable, false));
     if op.writes {
         responses.insert(
