@@ -464,16 +464,25 @@ async fn gather(
     }
 }
 
-/// The sizes of every hub on every gateway, by gateway id. A gateway that does
-/// not answer in time is left out.
+/// Hubs a gateway reports at most (its largest by connections): an answer stays far below the
+/// cluster's message size whatever the number of hubs.
+const MAX_HUB_COUNTS: usize = 1000;
+
+/// This gateway's [`MAX_HUB_COUNTS`] largest hubs, by name.
+fn largest_hubs(local: &switchboard_membership::Membership) -> Vec<HubCount> {
+    let mut hubs = local.hub_counts();
+    if hubs.len() > MAX_HUB_COUNTS {
+        hubs.sort_unstable_by_key(|h| std::cmp::Reverse(h.connections));
+        hubs.truncate(MAX_HUB_COUNTS);
+        hubs.sort_unstable_by(|a, b| a.hub.cmp(&b.hub));
+    }
+    hubs.into_iter().map(hub_count).collect()
+}
+
+/// The sizes of the hubs (the largest [`MAX_HUB_COUNTS`]) on every gateway, by gateway id. A
+/// gateway that does not answer in time is left out.
 pub(crate) async fn hub_counts(shared: &Shared) -> Vec<(NodeId, Vec<HubCount>)> {
-    let mine: Vec<HubCount> = shared
-        .local
-        .read()
-        .hub_counts()
-        .into_iter()
-        .map(hub_count)
-        .collect();
+    let mine = largest_hubs(&shared.local.read());
     let mut out = vec![(shared.config.node_id, mine)];
     let query = PresenceQuery {
         hub: String::new(),
@@ -1102,7 +1111,7 @@ impl Presence for PresenceService {
                 }
             }
             Some(What::HubCounts(_)) => {
-                answer.hubs = local.hub_counts().into_iter().map(hub_count).collect();
+                answer.hubs = largest_hubs(&local);
                 answer.found = !answer.hubs.is_empty();
             }
         }
@@ -1153,7 +1162,7 @@ impl Presence for PresenceService {
         let events = self
             .shared
             .trace
-            .follow()
+            .follow(true)
             .ok_or_else(|| Status::resource_exhausted("too many trace streams are open"))?;
         let events = events.map(|item| {
             Ok(match item {

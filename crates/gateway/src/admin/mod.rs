@@ -358,7 +358,7 @@ async fn user(
 /// merged: each event's `data` is one JSON event naming its gateway (`node`); a `lagged` event
 /// says how many a stream missed. Gateways that join later are not followed (reopen the page).
 async fn trace_stream(State(shared): State<Arc<Shared>>, call: AdminCall) -> ApiResult<Response> {
-    let here = shared.trace.follow().ok_or_else(|| {
+    let here = shared.trace.follow(false).ok_or_else(|| {
         ApiError(Error::new(
             ErrorCode::ConnectionLimit,
             format!(

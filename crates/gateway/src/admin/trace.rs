@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 const RECENT: usize = 200;
 /// Events buffered per open stream before the slowest loses the oldest.
 const STREAM_BUFFER: usize = 1024;
-/// Trace streams open at once, across every viewer.
+/// Trace streams open at once for viewers of this gateway's page, and (separately) for the
+/// other gateways following this one on behalf of theirs.
 pub(crate) const MAX_STREAMS: usize = 16;
 
 /// See the module docs.
@@ -31,7 +32,8 @@ pub struct Trace {
     node: switchboard_core::NodeId,
     tx: broadcast::Sender<Arc<str>>,
     recent: Mutex<VecDeque<Arc<str>>>,
-    pub(crate) streams: Arc<Semaphore>,
+    viewers: Arc<Semaphore>,
+    followers: Arc<Semaphore>,
     pub(crate) closed: CancellationToken,
 }
 
@@ -43,7 +45,8 @@ impl Trace {
             node,
             tx,
             recent: Mutex::new(VecDeque::with_capacity(if enabled { RECENT } else { 0 })),
-            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            viewers: Arc::new(Semaphore::new(MAX_STREAMS)),
+            followers: Arc::new(Semaphore::new(MAX_STREAMS)),
             closed: CancellationToken::new(),
         }
     }
@@ -84,10 +87,19 @@ impl Trace {
         self.tx.subscribe()
     }
 
-    /// Every event from now on, as a stream holding one of the [`MAX_STREAMS`] permits until
-    /// it is dropped; `None` when every permit is taken. Ends when the trace closes.
-    pub(crate) fn follow(&self) -> Option<impl Stream<Item = Item> + Send + 'static> {
-        let permit = self.streams.clone().try_acquire_owned().ok()?;
+    /// Every event from now on, as a stream holding one of the [`MAX_STREAMS`] permits (of a
+    /// viewer here, or of another gateway following this one: `follower`) until it is
+    /// dropped; `None` when every permit is taken. Ends when the trace closes.
+    pub(crate) fn follow(
+        &self,
+        follower: bool,
+    ) -> Option<impl Stream<Item = Item> + Send + 'static> {
+        let permits = if follower {
+            &self.followers
+        } else {
+            &self.viewers
+        };
+        let permit = permits.clone().try_acquire_owned().ok()?;
         let open = Open::new(permit);
         let (rx, closed) = (self.subscribe(), self.closed.clone());
         Some(futures::stream::unfold(
@@ -181,11 +193,18 @@ mod tests {
         use futures::StreamExt;
         let trace = Trace::new(true, 7);
         trace.emit(|| json!({ "type": "before" }));
-        let streams: Vec<_> = (0..MAX_STREAMS).map(|_| trace.follow()).collect();
+        let streams: Vec<_> = (0..MAX_STREAMS).map(|_| trace.follow(false)).collect();
         assert!(streams.iter().all(Option::is_some));
-        assert!(trace.follow().is_none(), "every permit is taken");
+        assert!(
+            trace.follow(false).is_none(),
+            "every viewer permit is taken"
+        );
+        assert!(
+            trace.follow(true).is_some(),
+            "other gateways' followers do not take viewers' permits"
+        );
         drop(streams);
-        let mut stream = Box::pin(trace.follow().expect("a permit is free again"));
+        let mut stream = Box::pin(trace.follow(false).expect("a permit is free again"));
         trace.emit(|| json!({ "type": "after" }));
         match stream.next().await {
             Some(Item::Event(text)) => {
