@@ -5,9 +5,12 @@
 //! asks the gateways the store lists (each holds a live lease), in parallel, over the
 //! authenticated cluster plane:
 //!
-//! - existence checks and the paged listings (`query_*`, `group_page`, `list`, `hub_counts`):
-//!   the union of the answers; a gateway that does not answer in time counts as holding nothing (counted and
-//!   logged: its connections cannot be reached either);
+//! - existence checks, the group page and the hub counts (`query_*`, `group_page`,
+//!   `hub_counts`): the union of the answers; a gateway that does not answer in time counts as
+//!   holding nothing (counted and logged: its connections cannot be reached either);
+//! - the listings (`list`): the union too, with the number of gateways that did not answer, so
+//!   the REST extensions can refuse a page that may be missing their part
+//!   ([`Listing::complete`]);
 //! - a change to one connection (`change_connection`): applied where the connection is; not
 //!   found anywhere while a gateway did not answer is `503` (the change may belong there);
 //! - a user-group change reaching the user's current connections (`change_user`), after its
@@ -255,6 +258,33 @@ pub(crate) struct Listed {
     pub(crate) node: Option<NodeId>,
 }
 
+impl Listing {
+    /// The listing, or 503 when a gateway serving the hub did not answer: a page without its
+    /// part would look complete, and the next page would skip that part for good.
+    pub(crate) fn complete(self) -> ApiResult<Listing> {
+        if self.missing > 0 {
+            return Err(ApiError::new(
+                switchboard_core::ErrorCode::Unavailable,
+                format!(
+                    "{} gateway(s) serving the hub did not answer in time; retry.",
+                    self.missing
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// A connection's groups: complete once a gateway said it holds the connection (the
+    /// others hold nothing of it), else as [`Listing::complete`].
+    pub(crate) fn connection_found(self) -> ApiResult<Listing> {
+        if self.found {
+            Ok(self)
+        } else {
+            self.complete()
+        }
+    }
+}
+
 impl Listed {
     fn connection(key: Name, user: Option<Name>, node: NodeId) -> Listed {
         Listed {
@@ -374,8 +404,8 @@ pub(crate) async fn group_page(
 }
 
 /// A listing across every gateway serving `hub`: each one's first `limit` after `after`,
-/// merged in key order and cut at `limit` (what lies beyond cannot be on this page). A gateway
-/// that does not answer in time counts as holding nothing, as in [`group_page`].
+/// merged in key order and cut at `limit` (what lies beyond cannot be on this page). Gateways
+/// that do not answer in time are counted in [`Listing::missing`].
 pub(crate) async fn list(
     shared: &Shared,
     hub: &str,

@@ -300,7 +300,8 @@ async fn connection(
         None,
         MAX_PAGE,
     )
-    .await;
+    .await
+    .connection_found()?;
     if !listing.found {
         return Err(ApiError::new(
             ErrorCode::ConnectionNotExisted,

@@ -532,21 +532,6 @@ pub(super) async fn list_group_connections(
     ))
 }
 
-/// 503 when a gateway serving the hub did not answer: a page without its part would look
-/// complete, and the next page would skip it for good.
-fn complete(listing: scatter::Listing) -> ApiResult<scatter::Listing> {
-    if listing.missing > 0 {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "{} gateway(s) serving the hub did not answer in time; retry.",
-                listing.missing
-            ),
-        ));
-    }
-    Ok(listing)
-}
-
 /// A connection listing of every gateway (the Switchboard extensions).
 async fn list_connections(
     shared: &Shared,
@@ -555,17 +540,16 @@ async fn list_connections(
     subject: &str,
 ) -> ApiResult<Response> {
     let paging = Paging::parse(call)?;
-    let listing = complete(
-        scatter::list(
-            shared,
-            &call.hub,
-            kind,
-            subject,
-            paging.after(),
-            paging.fetch(),
-        )
-        .await,
-    )?;
+    let listing = scatter::list(
+        shared,
+        &call.hub,
+        kind,
+        subject,
+        paging.after(),
+        paging.fetch(),
+    )
+    .await
+    .complete()?;
     Ok(paging.respond(
         call,
         listing.items,
@@ -607,13 +591,8 @@ pub(super) async fn list_connection_groups(
         paging.after(),
         paging.fetch(),
     )
-    .await;
-    // The holder answered: the others hold nothing of it. Else a silent gateway may be it.
-    let listing = if listing.found {
-        listing
-    } else {
-        complete(listing)?
-    };
+    .await
+    .connection_found()?;
     if !listing.found {
         return Err(ApiError::new(
             ErrorCode::ConnectionNotExisted,
